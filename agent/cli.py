@@ -1,0 +1,88 @@
+"""fleet-agent: the device-side command.
+
+    fleet-agent serve --listen HOST:PORT --data-dir DIR [--emulate PROFILE] [--port-file F]
+    fleet-agent probe [--emulate PROFILE]
+
+argparse, not typer: the agent installs on a device with grpcio, protobuf and a runtime only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import asdict
+from pathlib import Path
+
+from agent.emulation import emulated_view
+from agent.probe import probe_host
+from agent.profile_files import find_profile_file, read_toml
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from agent.server import ConfigError, create_server
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        running = create_server(
+            args.listen, Path(args.data_dir), emulate=args.emulate, reserve_mib=args.reserve_mib
+        )
+    except (ConfigError, RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print("hint: check --listen HOST:PORT is free and --data-dir is writable", file=sys.stderr)
+        return 2
+    if args.port_file:
+        tmp = Path(args.port_file + ".tmp")
+        tmp.write_text(f"{running.port}\n")
+        os.replace(tmp, args.port_file)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    running.stop()
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    host = probe_host()
+    out: dict[str, object] = {"host": asdict(host)}
+    if args.emulate:
+        path = find_profile_file(args.emulate)
+        if path is None:
+            print(f"error: no profile named {args.emulate!r}", file=sys.stderr)
+            print("hint: `fleet profile list` shows the names", file=sys.stderr)
+            return 2
+        out["emulated"] = asdict(emulated_view(host, read_toml(path)))
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fleet-agent", description="edgefleet device agent")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the agent API")
+    serve.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (port 0: any)")
+    serve.add_argument("--data-dir", default=str(Path.home() / ".local/share/edgefleet-agent"))
+    serve.add_argument("--emulate", default="", help="lab: report and obey this profile")
+    serve.add_argument("--reserve-mib", type=int, default=256, help="RAM left for the OS")
+    serve.add_argument("--port-file", default="", help="write the bound port here when ready")
+    serve.set_defaults(func=_serve)
+    probe = sub.add_parser("probe", help="print this machine's hardware as JSON")
+    probe.add_argument("--emulate", default="")
+    probe.set_defaults(func=_probe)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""The agent's behaviour, free of gRPC: store, workers, memory guard, telemetry.
+
+``agent.service`` translates between protobuf and this class and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.emulation import MIB, DeviceView
+from agent.errors import InsufficientMemory, NoActiveModel, WorkerFailed
+from agent.probe import HostFacts, parse_meminfo
+from agent.runtimes.base import GenerationStats
+from agent.store import ModelRecord, ModelStore, check_sha256
+from agent.telemetry import TelemetryBuffer
+from agent.workers import Worker
+
+log = logging.getLogger("edgefleet.agent")
+
+SMOKE_PROMPT = "Hello"
+RUNTIME_OVERHEAD_BYTES = 96 * MIB  # a worker process with llama.cpp loaded, before weights
+
+
+@dataclass
+class Loaded:
+    record: ModelRecord
+    worker: Worker
+    estimated_bytes: int
+
+
+def default_estimate(record: ModelRecord) -> int:
+    """Used when the controller sent no estimate: weights + 20 % + runtime overhead."""
+    return int(record.size_bytes * 1.2) + RUNTIME_OVERHEAD_BYTES
+
+
+class AgentCore:
+    def __init__(
+        self,
+        data_dir: Path,
+        view: DeviceView,
+        host: HostFacts,
+        on_model_change: Callable[[bool], None] = lambda ready: None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.view = view
+        self.host = host
+        self.store = ModelStore(data_dir / "store")
+        self.telemetry = TelemetryBuffer(data_dir / "requests.jsonl")
+        self._on_model_change = on_model_change
+        self._lock = threading.RLock()
+        self._loaded: Loaded | None = None
+
+    # -- memory ---------------------------------------------------------------------------
+    def memory_budget(self) -> int:
+        """Bytes this agent may use for models right now."""
+        if self.view.emulated:
+            return self.view.ram_total_bytes - self.view.reserve_bytes
+        try:
+            available = parse_meminfo(Path("/proc/meminfo").read_text())["MemAvailable"]
+        except (OSError, KeyError):
+            available = self.host.ram_available_bytes
+        in_use = self._loaded.estimated_bytes if self._loaded else 0
+        return available + in_use - self.view.reserve_bytes
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def restore(self) -> None:
+        """After a restart, bring back the desired model with no controller involved."""
+        state = self.store.read_state()
+        for record in (state.active, state.previous):
+            if record is None:
+                continue
+            try:
+                self.load(record, estimated_bytes=0, smoke_test=False)
+                log.info("restored model %s (%s)", record.name, record.variant)
+                return
+            except Exception as exc:  # try the previous model next
+                log.error("could not restore %s: %s", record.sha256[:12], exc)
+
+    def load(self, record: ModelRecord, estimated_bytes: int, smoke_test: bool = True) -> float:
+        """Verify, load beside (or instead of) the current model, smoke-test, activate.
+
+        Returns load seconds. On any failure the previously active model stays active.
+        """
+        check_sha256(record.sha256)
+        path = self.store.verify_staged(record.sha256)
+        need = estimated_bytes or default_estimate(record)
+        with self._lock:
+            budget = self.memory_budget()
+            current = self._loaded
+            used = current.estimated_bytes if current else 0
+            if need > budget:
+                raise InsufficientMemory(
+                    f"model needs ~{need / MIB:.0f} MiB, budget is {budget / MIB:.0f} MiB "
+                    f"(RAM {self.view.ram_total_bytes / MIB:.0f} MiB less reserve "
+                    f"{self.view.reserve_bytes / MIB:.0f} MiB)"
+                )
+            hand_over = need + used <= budget  # enough room to load beside the old one
+            if current and not hand_over:
+                log.info("tight memory: stopping %s before loading", current.record.sha256[:12])
+                current.worker.stop()
+                self._loaded = None
+            try:
+                worker = Worker(record.format, path, record.n_ctx or 512, self.view.cores)
+                try:
+                    if smoke_test:
+                        _smoke(worker)
+                except Exception:
+                    worker.stop()
+                    raise
+            except Exception:
+                if current and not hand_over:
+                    self._reload(current)
+                raise
+            if current and hand_over:
+                current.worker.stop()
+            self._loaded = Loaded(record, worker, need)
+            self.store.activate(record)
+            self._on_model_change(True)
+            return worker.load_seconds
+
+    def _reload(self, previous: Loaded) -> None:
+        try:
+            worker = Worker(previous.record.format, self.store.blob_path(previous.record.sha256),
+                            previous.record.n_ctx or 512, self.view.cores)
+            self._loaded = Loaded(previous.record, worker, previous.estimated_bytes)
+        except Exception as exc:
+            log.error("could not reload previous model: %s", exc)
+            self._on_model_change(False)
+
+    def unload(self, sha256: str = "") -> None:
+        with self._lock:
+            current = self._loaded
+            if current is None or (sha256 and current.record.sha256 != sha256):
+                raise NoActiveModel("that model is not loaded")
+            current.worker.stop()
+            self._loaded = None
+            self.store.deactivate()
+            self._on_model_change(False)
+
+    def loaded(self) -> Loaded | None:
+        return self._loaded
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._loaded:
+                self._loaded.worker.stop()
+                self._loaded = None
+
+    # -- inference ------------------------------------------------------------------------
+    def generate(
+        self, prompt: str, max_tokens: int, temperature: float, sha256: str = ""
+    ) -> Generator[tuple[str, Any], None, None]:
+        current = self._loaded
+        if current is None or (sha256 and current.record.sha256 != sha256):
+            raise NoActiveModel("no model is loaded; deploy one first")
+        stats: GenerationStats | None = None
+        outcome = "error"
+        try:
+            for kind, value in current.worker.generate(prompt, max_tokens, temperature):
+                if kind == "done":
+                    stats = value
+                    outcome = "cancelled" if value.finish_reason == "cancelled" else "ok"
+                yield kind, value
+        except WorkerFailed:
+            self.telemetry.worker_crashes += 1
+            self._restart_after_crash(current)
+            raise
+        except GeneratorExit:
+            outcome = "cancelled"
+            raise
+        finally:
+            s = stats or GenerationStats()
+            self.telemetry.append(
+                sha256=current.record.sha256,
+                variant=current.record.variant,
+                ttft_ms=s.ttft_s * 1000,
+                total_ms=s.total_s * 1000,
+                prompt_tokens=s.prompt_tokens,
+                completion_tokens=s.completion_tokens,
+                decode_tokens_per_s=s.decode_tokens_per_s,
+                outcome=outcome,
+            )
+
+    def _restart_after_crash(self, crashed: Loaded) -> None:
+        with self._lock:
+            if self._loaded is not crashed:
+                return
+            log.error("runtime worker for %s crashed; restarting it", crashed.record.sha256[:12])
+            self._loaded = None
+            self._on_model_change(False)
+            self._reload(crashed)
+            if self._loaded:
+                self._on_model_change(True)
+
+
+def _smoke(worker: Worker) -> None:
+    """One token through the new runtime before it may become active."""
+    started = time.perf_counter()
+    for kind, _value in worker.generate(SMOKE_PROMPT, 1, 0.0):
+        if kind == "done":
+            log.info("smoke test passed in %.3f s", time.perf_counter() - started)
+            return
+    raise WorkerFailed("smoke test produced no result")

@@ -1,0 +1,147 @@
+"""Hardware probe. Parsers are pure functions over the text of the file they read."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# ISA features that decide which llama.cpp / onnxruntime kernels run.
+KERNEL_FLAGS = frozenset(
+    {
+        "neon", "asimd", "asimddp", "i8mm", "sve", "sve2", "bf16", "fphp", "asimdhp",
+        "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni",
+        "amx_tile", "amx_int8", "amx_bf16",
+    }
+)
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    model: str
+    cores: int
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    arch: str
+    cpu: CpuInfo
+    ram_total_bytes: int
+    ram_available_bytes: int
+    device_model: str
+    os: str
+    python: str
+    runtimes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def parse_meminfo(text: str) -> dict[str, int]:
+    """Return /proc/meminfo fields in bytes (the file states kB = KiB)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if not parts or not parts[0].isdigit():
+            continue
+        value = int(parts[0])
+        if len(parts) > 1 and parts[1] == "kB":
+            value *= 1024
+        out[key.strip()] = value
+    return out
+
+
+def parse_cpuinfo(text: str) -> CpuInfo:
+    """Model name, logical core count and kernel-relevant flags from /proc/cpuinfo.
+
+    x86 writes ``model name`` and ``flags``; ARM writes ``Features`` and a ``CPU part`` per core,
+    and sometimes a global ``Model`` / ``Hardware`` line.
+    """
+    processors = 0
+    model = ""
+    flags: set[str] = set()
+    parts: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = (s.strip() for s in line.partition(":"))
+        if key == "processor":
+            processors += 1
+        elif key in ("model name", "Model", "Hardware") and not model:
+            model = value
+        elif key in ("flags", "Features"):
+            flags.update(value.split())
+        elif key == "CPU part":
+            parts.add(value)
+    if not model and parts:
+        model = "ARM " + ",".join(sorted(ARM_PARTS.get(p, p) for p in parts))
+    return CpuInfo(model=model, cores=processors, flags=tuple(sorted(flags & KERNEL_FLAGS)))
+
+
+# MIDR part numbers of the cores edge boards use (ARM TRM tables).
+ARM_PARTS = {
+    "0xd03": "Cortex-A53",
+    "0xd05": "Cortex-A55",
+    "0xd08": "Cortex-A72",
+    "0xd0b": "Cortex-A76",
+    "0xd42": "Cortex-A78AE",
+    "0xd41": "Cortex-A78",
+    "0xd44": "Cortex-X1",
+}
+
+
+def parse_device_tree_model(raw: bytes) -> str:
+    """/proc/device-tree/model is NUL-terminated."""
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace").strip()
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def device_model(root: Path = Path("/")) -> str:
+    dt = root / "proc/device-tree/model"
+    if dt.exists():
+        return parse_device_tree_model(dt.read_bytes())
+    product = _read_text(root / "sys/class/dmi/id/product_name").strip()
+    vendor = _read_text(root / "sys/class/dmi/id/sys_vendor").strip()
+    return " ".join(p for p in (vendor, product) if p)
+
+
+def installed_runtimes() -> tuple[str, ...]:
+    from importlib import metadata
+
+    found = []
+    for dist, label in (("llama-cpp-python", "llama.cpp"), ("onnxruntime", "onnxruntime")):
+        try:
+            found.append(f"{label} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return tuple(found)
+
+
+def probe_host(root: Path = Path("/")) -> HostFacts:
+    mem = parse_meminfo(_read_text(root / "proc/meminfo"))
+    cpu = parse_cpuinfo(_read_text(root / "proc/cpuinfo"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu = CpuInfo(model=cpu.model or platform.processor(), cores=cores or cpu.cores or 1,
+                  flags=cpu.flags)
+    return HostFacts(
+        arch=platform.machine(),
+        cpu=cpu,
+        ram_total_bytes=mem.get("MemTotal", 0),
+        ram_available_bytes=mem.get("MemAvailable", mem.get("MemFree", 0)),
+        device_model=device_model(root),
+        os=f"{platform.system()} {platform.release()}",
+        python=sys.version.split()[0],
+        runtimes=installed_runtimes(),
+    )
+
+
+def disk_usage(path: Path) -> tuple[int, int]:
+    """(free, total) bytes of the file system holding ``path``."""
+    usage = shutil.disk_usage(path)
+    return usage.free, usage.total

@@ -1,0 +1,42 @@
+"""The port every runtime implements inside a worker process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_s: float = 0.0
+    total_s: float = 0.0
+    finish_reason: str = ""
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        decode_time = self.total_s - self.ttft_s
+        if self.completion_tokens <= 1 or decode_time <= 0:
+            return 0.0
+        return (self.completion_tokens - 1) / decode_time
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return self.prompt_tokens / self.ttft_s if self.ttft_s > 0 else 0.0
+
+
+class Runtime(Protocol):
+    def generate(
+        self,
+        prompt: str,
+        max_tokens: int,
+        temperature: float,
+        cancelled: Callable[[], bool],
+        stats: GenerationStats,
+    ) -> Iterator[str]:
+        """Yield text pieces; fill ``stats`` as it goes."""
+        ...
+
+    def close(self) -> None: ...

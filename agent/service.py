@@ -1,0 +1,168 @@
+"""gRPC servicer: protobuf <-> ``AgentCore`` and one table from errors to status codes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+import grpc
+
+from agent import __version__
+from agent.core import AgentCore
+from agent.errors import (
+    AgentError,
+    ChecksumMismatch,
+    InsufficientDisk,
+    InsufficientMemory,
+    InvalidRequest,
+    NoActiveModel,
+    NotForThisMachine,
+    NotFound,
+    WorkerFailed,
+)
+from agent.probe import disk_usage
+from agent.rpc import agent_pb2 as pb
+from agent.rpc import agent_pb2_grpc as pb_grpc
+from agent.store import ModelRecord
+
+log = logging.getLogger("edgefleet.agent")
+
+STATUS_BY_ERROR: dict[type[AgentError], grpc.StatusCode] = {
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    ChecksumMismatch: grpc.StatusCode.DATA_LOSS,
+    InsufficientMemory: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    InsufficientDisk: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    NotForThisMachine: grpc.StatusCode.FAILED_PRECONDITION,
+    NoActiveModel: grpc.StatusCode.FAILED_PRECONDITION,
+    WorkerFailed: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def _abort(context: grpc.ServicerContext, exc: AgentError) -> Any:
+    code = STATUS_BY_ERROR.get(type(exc), grpc.StatusCode.INTERNAL)
+    log.warning("%s: %s", code.name, exc)
+    context.abort(code, str(exc))
+
+
+def _model_info(record: ModelRecord, active: bool, state: str) -> pb.ModelInfo:
+    return pb.ModelInfo(
+        name=record.name, variant=record.variant, sha256=record.sha256, format=record.format,
+        size_bytes=record.size_bytes, state=state, active=active, n_ctx=record.n_ctx,
+    )
+
+
+class AgentServicer(pb_grpc.AgentServiceServicer):
+    def __init__(self, core: AgentCore) -> None:
+        self.core = core
+
+    def GetProfile(self, request: pb.GetProfileRequest, context: grpc.ServicerContext) -> Any:
+        core = self.core
+        view, host = core.view, core.host
+        free, total = disk_usage(core.store.root)
+        if view.disk_limit_bytes:
+            free = min(free, view.disk_limit_bytes)
+            total = min(total, view.disk_limit_bytes)
+        profile = pb.HardwareProfile(
+            device_model=view.device_model, arch=view.arch, cpu_model=view.cpu_model,
+            cores=view.cores, cpu_flags=list(view.cpu_flags),
+            ram_total_bytes=view.ram_total_bytes,
+            ram_available_bytes=max(0, core.memory_budget() + view.reserve_bytes),
+            disk_free_bytes=free, disk_total_bytes=total, gpu=view.gpu, npu=view.npu,
+            mem_bandwidth_gbps=view.mem_bandwidth_gbps, os=host.os, python=host.python,
+            runtimes=list(host.runtimes), emulated=view.emulated, profile=view.name,
+            agent_version=__version__,
+            host=pb.HostProbe(
+                arch=host.arch, cpu_model=host.cpu.model, cores=host.cpu.cores,
+                ram_total_bytes=host.ram_total_bytes,
+                ram_available_bytes=host.ram_available_bytes,
+                cpu_flags=list(host.cpu.flags), device_model=host.device_model,
+            ),
+        )
+        return pb.GetProfileResponse(profile=profile)
+
+    def GetStore(self, request: pb.GetStoreRequest, context: grpc.ServicerContext) -> Any:
+        store = self.core.store
+        state = store.read_state()
+        free, _ = disk_usage(store.root)
+        return pb.GetStoreResponse(
+            blobs=store.blobs(), incoming_dir=str(store.incoming_dir.resolve()),
+            disk_free_bytes=free,
+            active_sha256=state.active.sha256 if state.active else "",
+            previous_sha256=state.previous.sha256 if state.previous else "",
+        )
+
+    def LoadModel(self, request: pb.LoadModelRequest, context: grpc.ServicerContext) -> Any:
+        try:
+            record = ModelRecord.from_dict(
+                {"sha256": request.sha256, "name": request.name, "variant": request.variant,
+                 "format": request.format or "gguf", "n_ctx": request.n_ctx,
+                 "size_bytes": request.size_bytes}
+            )
+            before = self.core.store.read_state().active
+            seconds = self.core.load(record, request.estimated_memory_bytes)
+        except AgentError as exc:
+            return _abort(context, exc)
+        return pb.LoadModelResponse(
+            model=_model_info(record, True, "active"), load_seconds=seconds,
+            previous_sha256=before.sha256 if before and before.sha256 != record.sha256 else "",
+        )
+
+    def UnloadModel(self, request: pb.UnloadModelRequest, context: grpc.ServicerContext) -> Any:
+        try:
+            self.core.unload(request.sha256)
+        except AgentError as exc:
+            return _abort(context, exc)
+        return pb.UnloadModelResponse()
+
+    def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> Any:
+        state = self.core.store.read_state()
+        loaded = self.core.loaded()
+        models = []
+        for record in (state.active, state.previous):
+            if record is None:
+                continue
+            is_loaded = loaded is not None and loaded.record.sha256 == record.sha256
+            active = state.active is not None and record.sha256 == state.active.sha256
+            models.append(_model_info(record, active, "loaded" if is_loaded else "stored"))
+        return pb.ListModelsResponse(models=models)
+
+    def Generate(self, request: pb.GenerateRequest, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            stream = self.core.generate(
+                request.prompt, request.max_tokens or 32, request.temperature, request.sha256
+            )
+            for kind, value in stream:
+                if not context.is_active():
+                    stream.close()  # client cancelled: stop the runtime, record "cancelled"
+                    return
+                if kind == "text":
+                    yield pb.GenerateResponse(text=value)
+                else:
+                    loaded = self.core.loaded()
+                    yield pb.GenerateResponse(
+                        summary=pb.GenerateSummary(
+                            prompt_tokens=value.prompt_tokens,
+                            completion_tokens=value.completion_tokens,
+                            ttft_ms=value.ttft_s * 1000, total_ms=value.total_s * 1000,
+                            decode_tokens_per_s=value.decode_tokens_per_s,
+                            prefill_tokens_per_s=value.prefill_tokens_per_s,
+                            finish_reason=value.finish_reason,
+                            sha256=loaded.record.sha256 if loaded else "",
+                        )
+                    )
+        except AgentError as exc:
+            _abort(context, exc)
+
+    def GetTelemetry(self, request: pb.GetTelemetryRequest, context: grpc.ServicerContext) -> Any:
+        telemetry = self.core.telemetry
+        records = telemetry.after(request.after_seq, request.limit or 1000)
+        return pb.GetTelemetryResponse(
+            records=[pb.RequestRecord(**asdict(r)) for r in records],
+            next_seq=records[-1].seq if records else request.after_seq,
+            sample=pb.DeviceSample(timestamp=time.time(),
+                                   worker_crashes=telemetry.worker_crashes),
+        )

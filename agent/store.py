@@ -1,0 +1,178 @@
+"""Content-addressed model store: staged -> verified -> active, previous kept for rollback.
+
+Layout under the data dir::
+
+    store/incoming/<sha256>.part   an upload in progress (the controller writes here over SFTP)
+    store/incoming/<sha256>        a finished upload, not yet verified
+    store/blobs/<sha256>           verified bytes; the name is the content hash
+    store/state.json               desired state: the active and previous model records
+
+Names from the network are validated as 64 hex digits before they touch a path, so no request
+can traverse out of the store. ``state.json`` is replaced atomically (write, fsync, rename), so a
+crash at any point leaves either the old or the new state on disk, never a mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ChecksumMismatch, InvalidRequest, NotFound
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+CHUNK = 1 << 20
+
+
+def check_sha256(value: str) -> str:
+    if not _SHA256.fullmatch(value):
+        raise InvalidRequest(f"not a sha256 hex digest: {value[:80]!r}")
+    return value
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """What the store remembers about a model it can activate."""
+
+    sha256: str
+    name: str
+    variant: str
+    format: str
+    n_ctx: int
+    size_bytes: int
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelRecord:
+        return cls(
+            sha256=check_sha256(str(data["sha256"])),
+            name=str(data.get("name", "")),
+            variant=str(data.get("variant", "")),
+            format=str(data.get("format", "gguf")),
+            n_ctx=int(data.get("n_ctx", 0)),
+            size_bytes=int(data.get("size_bytes", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class StoreState:
+    active: ModelRecord | None = None
+    previous: ModelRecord | None = None
+
+
+class ModelStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.incoming_dir = root / "incoming"
+        self.blobs_dir = root / "blobs"
+        self.state_path = root / "state.json"
+        self.incoming_dir.mkdir(parents=True, exist_ok=True)
+        self.blobs_dir.mkdir(parents=True, exist_ok=True)
+
+    def blobs(self) -> list[str]:
+        return sorted(p.name for p in self.blobs_dir.iterdir() if _SHA256.fullmatch(p.name))
+
+    def blob_path(self, sha256: str) -> Path:
+        path = self.blobs_dir / check_sha256(sha256)
+        if not path.is_file():
+            raise NotFound(f"blob {sha256[:12]} is not in the store")
+        return path
+
+    def verify_staged(self, sha256: str) -> Path:
+        """Move a finished upload into ``blobs/`` once its bytes hash to its name.
+
+        A blob already verified is returned as is. A mismatching upload is deleted, so a retry
+        starts clean, and ``ChecksumMismatch`` is raised.
+        """
+        check_sha256(sha256)
+        blob = self.blobs_dir / sha256
+        if blob.is_file():
+            return blob
+        staged = self.incoming_dir / sha256
+        if not staged.is_file():
+            raise NotFound(f"blob {sha256[:12]} is neither stored nor staged "
+                           f"in {self.incoming_dir}")
+        actual = sha256_file(staged)
+        if actual != sha256:
+            staged.unlink(missing_ok=True)
+            raise ChecksumMismatch(
+                f"staged file hashes to {actual[:12]}, expected {sha256[:12]}; deleted it"
+            )
+        os.replace(staged, blob)
+        _fsync_dir(self.blobs_dir)
+        return blob
+
+    def read_state(self) -> StoreState:
+        try:
+            data = json.loads(self.state_path.read_text())
+        except FileNotFoundError:
+            return StoreState()
+        active = data.get("active")
+        previous = data.get("previous")
+        return StoreState(
+            active=ModelRecord.from_dict(active) if active else None,
+            previous=ModelRecord.from_dict(previous) if previous else None,
+        )
+
+    def write_state(self, state: StoreState) -> None:
+        data = {
+            "active": asdict(state.active) if state.active else None,
+            "previous": asdict(state.previous) if state.previous else None,
+        }
+        tmp = self.state_path.with_suffix(".tmp")
+        with tmp.open("w") as fh:
+            json.dump(data, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.state_path)
+        _fsync_dir(self.root)
+
+    def activate(self, record: ModelRecord) -> StoreState:
+        """Make ``record`` active; the old active becomes previous (kept for rollback)."""
+        old = self.read_state()
+        previous = old.previous
+        if old.active and old.active.sha256 != record.sha256:
+            previous = old.active
+        new = StoreState(active=record, previous=previous)
+        self.write_state(new)
+        self.collect_garbage(new)
+        return new
+
+    def deactivate(self) -> None:
+        old = self.read_state()
+        self.write_state(StoreState(active=None, previous=old.active or old.previous))
+
+    def collect_garbage(self, state: StoreState, keep_extra: int = 0) -> list[str]:
+        """Delete blobs other than active and previous, oldest first, keeping ``keep_extra``."""
+        keep = {r.sha256 for r in (state.active, state.previous) if r}
+        others = sorted(
+            (p for p in self.blobs_dir.iterdir() if p.name not in keep),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        removed = []
+        for path in others[keep_extra:]:
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+        for part in self.incoming_dir.glob("*.tmp"):
+            part.unlink(missing_ok=True)
+        return removed
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,167 @@
+"""One runtime worker process per loaded model.
+
+The agent talks to a worker over a pipe. A segfault or OOM kill of the runtime ends the worker,
+not the agent: the agent sees the pipe close, reports ``WorkerFailed`` and counts the crash.
+Unloading is a process exit, so memory is really returned to the device.
+
+Pipe protocol, agent -> worker: ``("generate", prompt, max_tokens, temperature)``, ``("stop",)``.
+Worker -> agent: ``("ready", load_seconds)`` or ``("error", message)`` once after start; per
+generation ``("text", piece)``..., then ``("done", stats_dict)`` or ``("error", message)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from agent.errors import NotForThisMachine, WorkerFailed
+from agent.runtimes.base import GenerationStats, Runtime
+
+_CTX = mp.get_context("spawn")
+LOAD_TIMEOUT_S = 300.0
+
+
+def _open_runtime(fmt: str, path: Path, n_ctx: int, n_threads: int) -> Runtime:
+    if fmt == "gguf":
+        from agent.runtimes.llama import LlamaRuntime
+
+        return LlamaRuntime(path, n_ctx=n_ctx, n_threads=n_threads)
+    raise NotForThisMachine(f"no runtime for format {fmt!r} on this agent")
+
+
+def _worker_main(
+    conn: Connection, fmt: str, path: str, n_ctx: int, n_threads: int, cancel: Any
+) -> None:
+    started = time.perf_counter()
+    try:
+        runtime = _open_runtime(fmt, Path(path), n_ctx, n_threads)
+    except Exception as exc:  # report any load failure to the agent, then exit
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", time.perf_counter() - started))
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            break
+        if msg[0] == "stop":
+            break
+        _, prompt, max_tokens, temperature = msg
+        stats = GenerationStats()
+        try:
+            for piece in runtime.generate(prompt, max_tokens, temperature, cancel.is_set, stats):
+                conn.send(("text", piece))
+            conn.send(("done", asdict(stats)))
+        except Exception as exc:
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    runtime.close()
+
+
+class Worker:
+    """A model loaded in its own process. One generation at a time."""
+
+    def __init__(self, fmt: str, path: Path, n_ctx: int, n_threads: int) -> None:
+        self.pid = 0
+        self._lock = threading.Lock()
+        self._cancel = _CTX.Event()
+        parent, child = _CTX.Pipe()
+        self._conn = parent
+        self._proc = _CTX.Process(
+            target=_worker_main,
+            args=(child, fmt, str(path), n_ctx, n_threads, self._cancel),
+            daemon=True,
+            name=f"edgefleet-worker-{path.name[:12]}",
+        )
+        self._proc.start()
+        child.close()
+        self.pid = self._proc.pid or 0
+        self.load_seconds = self._await_ready()
+
+    def _await_ready(self) -> float:
+        if not self._conn.poll(LOAD_TIMEOUT_S):
+            self.stop()
+            raise WorkerFailed(f"runtime did not load within {LOAD_TIMEOUT_S:.0f} s")
+        try:
+            kind, value = self._conn.recv()
+        except EOFError:
+            code = self._exit_code()
+            raise WorkerFailed(f"runtime worker died while loading (exit {code})") from None
+        if kind == "error":
+            self.stop()
+            raise NotForThisMachine(f"runtime refused the model: {value}")
+        return float(value)
+
+    def _exit_code(self) -> int | None:
+        self._proc.join(timeout=5)
+        return self._proc.exitcode
+
+    @property
+    def alive(self) -> bool:
+        return self._proc.is_alive()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def generate(
+        self, prompt: str, max_tokens: int, temperature: float
+    ) -> Iterator[tuple[str, Any]]:
+        """Yield ``("text", piece)`` then ``("done", GenerationStats)``; raise WorkerFailed."""
+        with self._lock:
+            busy = False
+            try:
+                self._cancel.clear()
+                self._conn.send(("generate", prompt, max_tokens, temperature))
+                busy = True
+                while True:
+                    kind, value = self._conn.recv()
+                    if kind == "text":
+                        yield kind, value
+                    elif kind == "done":
+                        busy = False
+                        yield kind, GenerationStats(**value)
+                        return
+                    else:
+                        busy = False
+                        raise WorkerFailed(f"generation failed: {value}")
+            except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
+                busy = False
+                code = self._exit_code()
+                raise WorkerFailed(f"runtime worker crashed (exit {code})") from None
+            finally:
+                if busy:
+                    # The consumer stopped early (client cancelled): stop the runtime and drain
+                    # what is in flight so the next request starts clean.
+                    self._drain()
+
+    def _drain(self, timeout_s: float = 30.0) -> None:
+        self._cancel.set()
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline and self._conn.poll(deadline - time.monotonic()):
+                kind, _ = self._conn.recv()
+                if kind in ("done", "error"):
+                    return
+        except (EOFError, OSError):
+            return
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, BrokenPipeError):
+            self._conn.send(("stop",))
+        self._proc.join(timeout=5)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(timeout=5)
+        self._conn.close()
+
+    def kill(self) -> None:
+        """For fault tests and rescue: end the runtime process abruptly."""
+        if self._proc.pid:
+            os.kill(self._proc.pid, 9)

@@ -1,0 +1,114 @@
+"""GrpcAgentClient: the controller's side of the agent contract, with deadlines and one
+place where gRPC errors become ours."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from agent.rpc import agent_pb2 as pb
+from agent.rpc import agent_pb2_grpc as pb_grpc
+from controller.errors import AgentRefused, Unreachable
+
+T = TypeVar("T")
+MODEL_HEALTH = "edgefleet.agent.v1.Model"
+
+HINTS = {
+    "RESOURCE_EXHAUSTED": "the device lacks memory or disk for this variant; `fleet plan` "
+    "shows what fits",
+    "DATA_LOSS": "the file arrived corrupt and was deleted on the device; re-run the deploy",
+    "FAILED_PRECONDITION": "the device cannot run this file; check its profile and runtimes",
+    "NOT_FOUND": "the blob is not on the device; re-run the deploy to send it",
+}
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str
+    summary: pb.GenerateSummary
+
+
+class GrpcAgentClient:
+    def __init__(self, name: str, host: str, port: int, timeout_s: float = 30.0) -> None:
+        self.name = name
+        self.address = f"{host}:{port}"
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(self.address)
+        self._stub = pb_grpc.AgentServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> GrpcAgentClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, fn: Callable[..., T], request: Any, timeout: float | None = None) -> T:
+        try:
+            return fn(request, timeout=timeout or self.timeout_s)
+        except grpc.RpcError as exc:
+            raise self._map(exc) from exc
+
+    def _map(self, exc: grpc.RpcError) -> Exception:
+        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return Unreachable(
+                f"{self.name}: agent at {self.address} not reachable ({code.name})",
+                hint="is `fleet-agent serve` running on the device? `fleet device rescue` "
+                "restarts it over SSH" if code == grpc.StatusCode.UNAVAILABLE else
+                "the device is slow or the link is down; retry",
+            )
+        return AgentRefused(f"{self.name}: agent refused: {details}",
+                            hint=HINTS.get(code.name, ""), code=code.name)
+
+    def get_profile(self, timeout: float = 5.0) -> pb.HardwareProfile:
+        return self._call(self._stub.GetProfile, pb.GetProfileRequest(), timeout).profile
+
+    def get_store(self) -> pb.GetStoreResponse:
+        return self._call(self._stub.GetStore, pb.GetStoreRequest())
+
+    def load_model(self, request: pb.LoadModelRequest, timeout: float = 600.0) -> Any:
+        return self._call(self._stub.LoadModel, request, timeout)
+
+    def unload_model(self, sha256: str = "") -> None:
+        self._call(self._stub.UnloadModel, pb.UnloadModelRequest(sha256=sha256))
+
+    def list_models(self) -> list[pb.ModelInfo]:
+        return list(self._call(self._stub.ListModels, pb.ListModelsRequest()).models)
+
+    def telemetry(self, after_seq: int = 0, limit: int = 1000) -> pb.GetTelemetryResponse:
+        request = pb.GetTelemetryRequest(after_seq=after_seq, limit=limit)
+        return self._call(self._stub.GetTelemetry, request, 5.0)
+
+    def model_serving(self) -> bool:
+        request = health_pb2.HealthCheckRequest(service=MODEL_HEALTH)
+        response = self._call(self._health.Check, request, 5.0)
+        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def stream(self, prompt: str, max_tokens: int = 16, temperature: float = 0.0,
+               timeout: float = 120.0) -> Iterator[pb.GenerateResponse]:
+        request = pb.GenerateRequest(prompt=prompt, max_tokens=max_tokens,
+                                     temperature=temperature)
+        try:
+            yield from self._stub.Generate(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise self._map(exc) from exc
+
+    def generate(self, prompt: str, max_tokens: int = 16, temperature: float = 0.0
+                 ) -> GenerationResult:
+        pieces = []
+        summary = pb.GenerateSummary()
+        for event in self.stream(prompt, max_tokens, temperature):
+            if event.HasField("summary"):
+                summary = event.summary
+            else:
+                pieces.append(event.text)
+        return GenerationResult("".join(pieces), summary)

@@ -1,0 +1,124 @@
+"""ParamikoTransfer: SSH connections with strict host keys, and verified SFTP pushes.
+
+Host keys are checked against the project's own known_hosts (``settings.known_hosts_path``).
+An unknown host and a changed key are refused, each with the command that fixes it; nothing
+is ever added silently (no AutoAddPolicy).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from controller.errors import DeviceError, HostKeyMismatch, HostKeyUnknown, Unreachable
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    name: str
+    host: str
+    port: int
+    user: str
+    key_path: str
+
+
+def _host_entry(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+class _RefuseUnknownHost(paramiko.MissingHostKeyPolicy):
+    def __init__(self, target: SshTarget, known_hosts: Path) -> None:
+        self.target = target
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        t = self.target
+        raise HostKeyUnknown(
+            f"{t.name}: host key of {_host_entry(t.host, t.port)} is not in {self.known_hosts}",
+            hint=f"verify the device, then add it: ssh-keyscan -p {t.port} {t.host} >> "
+            f"{self.known_hosts}",
+        )
+
+
+class ParamikoTransfer:
+    def __init__(self, known_hosts: Path, timeout_s: float = 10.0) -> None:
+        self.known_hosts = known_hosts
+        self.timeout_s = timeout_s
+
+    def connect(self, target: SshTarget) -> paramiko.SSHClient:
+        client = paramiko.SSHClient()
+        if self.known_hosts.exists():
+            client.load_host_keys(str(self.known_hosts))
+        client.set_missing_host_key_policy(_RefuseUnknownHost(target, self.known_hosts))
+        try:
+            client.connect(
+                target.host,
+                port=target.port,
+                username=target.user or None,
+                key_filename=target.key_path or None,
+                look_for_keys=not target.key_path,
+                allow_agent=not target.key_path,
+                timeout=self.timeout_s,
+                banner_timeout=self.timeout_s,
+                auth_timeout=self.timeout_s,
+            )
+        except (HostKeyUnknown, HostKeyMismatch):
+            client.close()
+            raise
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyMismatch(
+                f"{target.name}: host key of {_host_entry(target.host, target.port)} CHANGED; "
+                "refusing to connect (possible man-in-the-middle)",
+                hint=f"if the device was re-imaged on purpose: ssh-keygen -f {self.known_hosts} "
+                f"-R '{_host_entry(target.host, target.port)}', then re-add its key",
+            ) from exc
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            raise DeviceError(f"{target.name}: SSH authentication failed for {target.user!r}",
+                              hint="check --user and --key of the device") from exc
+        except (TimeoutError, OSError, paramiko.SSHException) as exc:
+            client.close()
+            raise Unreachable(
+                f"{target.name}: cannot reach SSH at {target.host}:{target.port} ({exc})",
+                hint="is the device on and sshd running? `fleet device list` shows its address",
+            ) from exc
+        return client
+
+    def push(
+        self,
+        client: paramiko.SSHClient,
+        local: Path,
+        remote_dir: str,
+        name: str,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Upload ``local`` to ``remote_dir/name`` via ``name.part`` and an atomic rename.
+
+        Returns bytes sent. The receiving agent verifies the hash before it uses the file.
+        """
+        total = local.stat().st_size
+        part = posixpath.join(remote_dir, name + ".part")
+        final = posixpath.join(remote_dir, name)
+        try:
+            with client.open_sftp() as sftp:
+                sent = 0
+                with local.open("rb") as src, sftp.open(part, "wb") as dst:
+                    dst.set_pipelined(True)
+                    while block := src.read(CHUNK):
+                        dst.write(block)
+                        sent += len(block)
+                        if progress:
+                            progress(sent, total)
+                sftp.posix_rename(part, final)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise Unreachable(f"upload to {remote_dir} failed after a partial transfer ({exc})",
+                              hint="re-run the deploy; the agent verifies every byte") from exc
+        return sent

@@ -1,0 +1,69 @@
+"""Every SQLModel table, in one module."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlmodel import Field, SQLModel
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class DeviceGroup(SQLModel, table=True):
+    __tablename__ = "device_group"
+    name: str = Field(primary_key=True)
+    created_at: datetime = Field(default_factory=_now)
+
+
+class Device(SQLModel, table=True):
+    __tablename__ = "device"
+    name: str = Field(primary_key=True)
+    host: str
+    ssh_port: int = 22
+    user: str = ""
+    key_path: str = ""
+    agent_port: int = 50051
+    group_name: str = Field(foreign_key="device_group.name", index=True)
+    profile: str = ""  # declared profile name
+    data_dir: str = ""  # agent data dir on the device; empty: ask the agent
+    probed_json: str = ""  # last GetProfile answer, JSON
+    state: str = "registered"  # registered | online | unreachable | deployed | failed
+    model: str = ""
+    variant: str = ""
+    sha256: str = ""
+    last_ttft_ms: float | None = None
+    last_latency_ms: float | None = None
+    last_tokens_per_s: float | None = None
+    last_seen: datetime | None = None
+    lab: bool = False
+    created_at: datetime = Field(default_factory=_now)
+
+
+class ModelArtifact(SQLModel, table=True):
+    """A variant file the controller holds locally, with its verified hash."""
+
+    __tablename__ = "model_artifact"
+    id: int | None = Field(default=None, primary_key=True)
+    model: str = Field(index=True)
+    variant: str
+    sha256: str
+    size_bytes: int
+    path: str
+    created_at: datetime = Field(default_factory=_now)
+
+
+class Deployment(SQLModel, table=True):
+    __tablename__ = "deployment"
+    id: int | None = Field(default=None, primary_key=True)
+    rollout: str = Field(index=True)  # one id per `fleet deploy` run
+    device: str = Field(index=True)
+    model: str
+    variant: str
+    sha256: str
+    status: str  # active | rolled-back | failed
+    reason: str = ""
+    bytes_sent: int = 0
+    started_at: datetime = Field(default_factory=_now)
+    finished_at: datetime | None = None

@@ -1,0 +1,37 @@
+"""Shared CLI plumbing: the Fleet for this run, output helpers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from controller.services.context import Fleet
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fleet(ctx: typer.Context) -> Fleet:
+    obj = ctx.find_root().obj
+    if obj.get("fleet") is None:
+        obj["fleet"] = Fleet.open(obj.get("db"))
+    fleet_obj: Fleet = obj["fleet"]
+    return fleet_obj
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def mib(n: float | int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1048576:,.0f} MiB" if n >= 10 * 1048576 else f"{n / 1048576:.1f} MiB"
+
+
+def num(value: float | None, fmt: str = "{:.1f}") -> str:
+    return "-" if value is None else fmt.format(value)

@@ -1,0 +1,104 @@
+"""`fleet device add|list|show|remove`."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import typer
+from rich.table import Table
+
+from controller.adapters.tables import Device
+from controller.cli.common import console, fleet, mib, num, print_json
+from controller.errors import UsageError
+
+app = typer.Typer(help="Register and inspect devices.", no_args_is_help=True)
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def _check_name(kind: str, value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise UsageError(f"invalid {kind} name {value!r}",
+                         hint="use letters, digits, '.', '_' and '-' (max 63)")
+    return value
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Device name, unique in the fleet."),
+    host: str = typer.Option(..., "--host", help="Address or SSH host name."),
+    group: str = typer.Option(..., "--group", help="Group to put the device in."),
+    port: int = typer.Option(22, "--port", help="SSH port."),
+    user: str = typer.Option("", "--user", help="SSH user (default: from ssh config / you)."),
+    key: str = typer.Option("", "--key", help="SSH private key file."),
+    agent_port: int = typer.Option(50051, "--agent-port", help="gRPC port of fleet-agent."),
+    profile: str = typer.Option("", "--profile", help="Declared hardware profile; probed "
+                                "numbers override it."),
+) -> None:
+    """Register a device. Nothing is sent to it until a deploy."""
+    f = fleet(ctx)
+    _check_name("device", name)
+    _check_name("group", group)
+    if not 0 < port < 65536 or not 0 < agent_port < 65536:
+        raise UsageError("ports must be 1..65535", hint="check --port and --agent-port")
+    if profile and profile not in f.profiles:
+        raise UsageError(f"no profile named {profile!r}",
+                         hint="`fleet profile list` shows the names")
+    f.inventory.add_device(Device(name=name, host=host, ssh_port=port, user=user,
+                                  key_path=key, agent_port=agent_port, group_name=group,
+                                  profile=profile))
+    console.print(f"added {name} ({host}:{port}) to group {group}")
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    group: str = typer.Option(None, "--group", help="Only this group."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List registered devices."""
+    f = fleet(ctx)
+    devices = f.inventory.devices_in_group(group) if group else f.inventory.list_devices()
+    if as_json:
+        print_json([d.model_dump(exclude={"probed_json"}) for d in devices])
+        return
+    table = Table("name", "group", "address", "profile", "state", "model", "variant",
+                  "ttft ms", "tok/s")
+    for d in devices:
+        table.add_row(d.name, d.group_name, f"{d.host}:{d.ssh_port}", d.profile or "-",
+                      d.state, d.model or "-", d.variant or "-", num(d.last_ttft_ms),
+                      num(d.last_tokens_per_s))
+    console.print(table)
+
+
+@app.command("show")
+def show(ctx: typer.Context, name: str,
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show one device, with its last probed hardware."""
+    d = fleet(ctx).inventory.get_device(name)
+    data = d.model_dump()
+    data["probed"] = json.loads(d.probed_json) if d.probed_json else None
+    data.pop("probed_json")
+    if as_json:
+        print_json(data)
+        return
+    for key, value in data.items():
+        if key != "probed":
+            console.print(f"[bold]{key}[/]: {value}")
+    probed = data["probed"]
+    if probed:
+        console.print(f"[bold]probed[/]: {probed.get('deviceModel', '')} {probed.get('arch', '')}"
+                      f", {probed.get('cores', '?')} cores, RAM "
+                      f"{mib(int(probed.get('ramTotalBytes', 0)))}"
+                      + (" [yellow](emulated lab profile)[/]" if probed.get("emulated") else ""))
+
+
+@app.command("remove")
+def remove(ctx: typer.Context, name: str) -> None:
+    """Forget a device (nothing on the device changes)."""
+    f = fleet(ctx)
+    f.inventory.get_device(name)
+    f.inventory.remove_devices([name])
+    console.print(f"removed {name}")

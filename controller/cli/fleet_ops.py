@@ -1,0 +1,149 @@
+"""`fleet plan|deploy|status|generate`: the fleet-wide verbs."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from controller.adapters.tables import Device
+from controller.cli.common import console, fleet, num, print_json
+from controller.cli.render import plan_dict, print_outcomes, print_plan
+from controller.errors import DeployFailed, UsageError
+from controller.services import deploying, models, observing, planning
+from controller.services.context import Fleet
+
+GROUP = typer.Option(None, "--group", "-g", help="Devices of this group.")
+DEVICE = typer.Option(None, "--device", "-d", help="This device (repeatable).")
+
+
+def select_devices(f: Fleet, group: str | None, names: list[str] | None) -> list[Device]:
+    if not group and not names:
+        raise UsageError("no devices selected", hint="pass --group G or --device NAME")
+    chosen: dict[str, Device] = {}
+    if group:
+        chosen.update((d.name, d) for d in f.inventory.devices_in_group(group))
+    for name in names or []:
+        chosen[name] = f.inventory.get_device(name)
+    return list(chosen.values())
+
+
+def render_status(f: Fleet, group: str | None, as_json: bool) -> None:
+    devices = f.inventory.devices_in_group(group) if group else f.inventory.list_devices()
+    rows = observing.status(f, devices)
+    if as_json:
+        print_json([{"device": r.device.name, "group": r.device.group_name,
+                     "online": r.online, "model": r.active_model,
+                     "variant": r.active_variant, "requests": r.requests,
+                     "last_ttft_ms": r.last_ttft_ms, "last_latency_ms": r.last_latency_ms,
+                     "last_tokens_per_s": r.last_tokens_per_s,
+                     "worker_crashes": r.worker_crashes, "error": r.error} for r in rows])
+        return
+    table = Table("device", "group", "state", "model", "variant", "requests", "ttft ms",
+                  "latency ms", "tok/s", "crashes")
+    for r in rows:
+        state = "[green]online[/]" if r.online else f"[red]unreachable[/] {r.error}"
+        table.add_row(r.device.name, r.device.group_name, state, r.active_model or "-",
+                      r.active_variant or "-", str(r.requests), num(r.last_ttft_ms),
+                      num(r.last_latency_ms), num(r.last_tokens_per_s), str(r.worker_crashes))
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("plan")
+    def plan_cmd(
+        ctx: typer.Context,
+        model: str = typer.Argument(..., help="Catalog model, e.g. tiny-llama or phi3-mini."),
+        group: str = GROUP,
+        device: list[str] = DEVICE,
+        context: int = typer.Option(0, "--ctx", help="Context length (default: the model's)."),
+        min_tps: float = typer.Option(0.0, "--min-tps", help="Minimum predicted tokens/s."),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Show which variant each device would get, and why every other lost."""
+        f = fleet(ctx)
+        spec = models.ensure_model(f, model)
+        devices = select_devices(f, group, device)
+        plans = planning.plan(f, spec, devices, context or spec.default_ctx, min_tps)
+        if as_json:
+            print_json([plan_dict(p) for p in plans])
+        else:
+            print_plan(plans)
+
+    @app.command("deploy")
+    def deploy_cmd(
+        ctx: typer.Context,
+        model: str = typer.Argument(..., help="Catalog model."),
+        group: str = GROUP,
+        device: list[str] = DEVICE,
+        context: int = typer.Option(0, "--ctx", help="Context length (default: the model's)."),
+        concurrency: int = typer.Option(4, "--concurrency", help="Devices at once."),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Pick a variant per device, push it, verify and load it, health-check, roll back."""
+        f = fleet(ctx)
+        spec = models.ensure_model(f, model)
+        devices = select_devices(f, group, device)
+        report = deploying.deploy(f, spec, devices, context or spec.default_ctx, concurrency)
+        if as_json:
+            print_json({"rollout": report.rollout, "model": report.model,
+                        "plans": [plan_dict(p) for p in report.plans],
+                        "outcomes": [o.__dict__ for o in report.outcomes]})
+        else:
+            for p in report.plans:
+                if p.choice:
+                    console.print(f"[bold]{p.device.name}[/] ({p.choice.profile.name}): "
+                                  f"{p.choice.reason}")
+            print_outcomes(report.outcomes)
+        if report.failed:
+            first = report.failed[0]
+            raise DeployFailed(
+                f"{len(report.failed)} of {len(report.outcomes)} devices failed; "
+                f"{first.device}: {first.reason}",
+                hint=first.hint or "the table above has each device's reason",
+            )
+
+    @app.command("status")
+    def status_cmd(
+        ctx: typer.Context,
+        group: str = typer.Option(None, "--group", "-g"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Ask every agent what it runs and how fast it answered last."""
+        render_status(fleet(ctx), group, as_json)
+
+    @app.command("generate")
+    def generate_cmd(
+        ctx: typer.Context,
+        prompt: str = typer.Argument(..., help="Prompt text."),
+        group: str = GROUP,
+        device: list[str] = DEVICE,
+        max_tokens: int = typer.Option(16, "--max-tokens"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Generate on each device through its agent, with timing."""
+        if max_tokens < 1 or max_tokens > 4096:
+            raise UsageError("--max-tokens must be 1..4096", hint="try --max-tokens 16")
+        f = fleet(ctx)
+        results = observing.generate(f, select_devices(f, group, device), prompt, max_tokens)
+        if as_json:
+            print_json([{"device": r.device, "error": r.error or None,
+                         "text": r.result.text if r.result else None,
+                         "completion_tokens": r.result.summary.completion_tokens if r.result
+                         else 0,
+                         "ttft_ms": r.result.summary.ttft_ms if r.result else None,
+                         "decode_tokens_per_s": r.result.summary.decode_tokens_per_s
+                         if r.result else None} for r in results])
+        else:
+            for r in results:
+                if r.result is None:
+                    console.print(f"[bold]{r.device}[/]: [red]{r.error}[/]")
+                    continue
+                s = r.result.summary
+                console.print(f"[bold]{r.device}[/]: {r.result.text!r}")
+                console.print(f"    {s.completion_tokens} tokens, TTFT {s.ttft_ms:.1f} ms, "
+                              f"decode {s.decode_tokens_per_s:.1f} tok/s, "
+                              f"prefill {s.prefill_tokens_per_s:.1f} tok/s")
+        failed = [r for r in results if r.result is None]
+        if failed:
+            raise DeployFailed(f"{len(failed)} of {len(results)} devices could not generate; "
+                               f"{failed[0].device}: {failed[0].error}", hint=failed[0].hint)

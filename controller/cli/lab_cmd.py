@@ -1,0 +1,49 @@
+"""`fleet lab up|down|status`: a local fleet of real sshd + agent pairs on loopback."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from controller.cli.common import console, fleet
+from controller.services import lab_fleet
+
+app = typer.Typer(help="A local lab fleet on loopback addresses.", no_args_is_help=True)
+
+
+@app.command("up")
+def up(
+    ctx: typer.Context,
+    devices: int = typer.Option(4, "--devices", help="How many lab devices."),
+    profiles: str = typer.Option("", "--profiles",
+                                 help="Comma-separated profiles, cycled over the devices "
+                                 "(default: the four lab scale models)."),
+) -> None:
+    """Start the lab (stopping a previous one first) and register it as group `lab`."""
+    chosen = [p.strip() for p in profiles.split(",") if p.strip()]
+    started = lab_fleet.lab_up(fleet(ctx), devices, chosen)
+    table = Table("device", "profile", "ssh", "agent")
+    for d in started:
+        table.add_row(d.name, d.profile, f"{d.address}:{d.ssh_port}",
+                      f"{d.address}:{d.agent_port}")
+    console.print(table)
+    console.print(f"lab up: {len(started)} devices in group 'lab'")
+
+
+@app.command("down")
+def down(ctx: typer.Context) -> None:
+    """Stop exactly the processes `lab up` started and forget the lab devices."""
+    stopped = lab_fleet.lab_down(fleet(ctx))
+    console.print(f"lab down: stopped {len(stopped)} devices")
+
+
+@app.command("status")
+def status() -> None:
+    """Show the running lab devices."""
+    running = lab_fleet.lab_running()
+    if not running:
+        console.print("no lab running")
+        return
+    for d in running:
+        console.print(f"{d.name} {d.profile} ssh {d.address}:{d.ssh_port} "
+                      f"agent {d.address}:{d.agent_port} (pids {d.sshd_pid}, {d.agent_pid})")

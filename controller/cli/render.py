@@ -1,0 +1,69 @@
+"""Human rendering of plans and outcomes (kept out of the commands)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from controller.cli.common import console, mib
+from controller.core.select import Choice
+from controller.services.deploying import Outcome
+from controller.services.planning import DevicePlan
+
+
+def choice_dict(choice: Choice | None) -> dict[str, Any] | None:
+    if choice is None:
+        return None
+    return {
+        "profile": choice.profile.name,
+        "ctx": choice.ctx,
+        "chosen": choice.chosen.variant.name if choice.chosen else None,
+        "reason": choice.reason,
+        "candidates": [
+            {"variant": c.variant.name, "fits": c.fits, "memory_bytes": c.memory.total,
+             "weights_bytes": c.memory.weights, "kv_cache_bytes": c.memory.kv_cache,
+             "compute_bytes": c.memory.compute, "overhead_bytes": c.memory.overhead,
+             "tokens_per_s": round(c.tokens_per_s, 2),
+             "joules_per_token": round(c.joules_per_token, 3),
+             "quality_kld": c.variant.quality_kld, "reason": c.reason}
+            for c in choice.candidates
+        ],
+    }
+
+
+def plan_dict(p: DevicePlan) -> dict[str, Any]:
+    return {"device": p.device.name, "group": p.device.group_name,
+            "profile_source": p.profile_source,
+            "error": p.error.message if p.error else None, **(choice_dict(p.choice) or {})}
+
+
+def print_plan(plans: list[DevicePlan]) -> None:
+    for p in plans:
+        head = f"[bold]{p.device.name}[/]"
+        if p.choice is None:
+            console.print(f"{head}: no profile known ({p.error.message if p.error else ''})")
+            continue
+        prof = p.choice.profile
+        src = p.profile_source + (f"; agent unreachable: {p.error.message}" if p.error else "")
+        mark = "[green]" if p.choice.chosen else "[red]"
+        console.print(f"{head} ({prof.name}, {src}): {mark}{p.choice.reason}[/]")
+        table = Table("variant", "memory", "tok/s", "J/tok", "KLD", "verdict", box=None,
+                      pad_edge=False)
+        for c in p.choice.candidates:
+            won = p.choice.chosen is not None and c.variant.name == p.choice.chosen.variant.name
+            table.add_row(("* " if won else "  ") + c.variant.name, mib(c.memory.total),
+                          f"{c.tokens_per_s:.1f}",
+                          f"{c.joules_per_token:.2f}" if c.joules_per_token else "-",
+                          f"{c.variant.quality_kld:.4f}", "chosen" if won else c.reason)
+        console.print(table)
+
+
+def print_outcomes(outcomes: list[Outcome]) -> None:
+    table = Table("device", "result", "variant", "sent", "secs", "why")
+    colour = {"deployed": "green", "unchanged": "green", "skipped": "yellow"}
+    for o in outcomes:
+        c = colour.get(o.status, "red")
+        table.add_row(o.device, f"[{c}]{o.status}[/]", o.variant or "-", mib(o.bytes_sent),
+                      f"{o.seconds:.1f}", o.reason + (f" (hint: {o.hint})" if o.hint else ""))
+    console.print(table)

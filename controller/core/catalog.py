@@ -1,0 +1,65 @@
+"""Parse a catalog entry (TOML read into a dict) into a ``ModelSpec``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.core import quality
+from controller.core.models import Architecture, ModelSpec, Variant
+from controller.core.validation import Fields
+from controller.errors import InvalidData
+
+FORMATS = ("gguf", "onnx")
+
+
+def parse_model(data: dict[str, Any], origin: str) -> ModelSpec:
+    f = Fields(data, origin)
+    a = f.section("arch")
+    arch = Architecture(
+        n_layer=a.whole("n_layer", minimum=1),
+        n_embd=a.whole("n_embd", minimum=1),
+        n_head=a.whole("n_head", minimum=1),
+        n_head_kv=a.whole("n_head_kv", minimum=1),
+        n_ctx_train=a.whole("n_ctx_train", minimum=1),
+        n_vocab=a.whole("n_vocab", minimum=1),
+        params=a.whole("params", minimum=1),
+        active_params=a.whole("active_params", 0),
+    )
+    variants = []
+    for v in f.tables("variants"):
+        fmt = v.text("format", "gguf")
+        if fmt not in FORMATS:
+            raise InvalidData(f"{origin}: field '{v.prefix}format' must be gguf or onnx")
+        quant = v.text("quant").upper()
+        kld = v.data.get("quality_kld", quality.MEAN_KLD.get(quant))
+        if kld is None:
+            raise InvalidData(
+                f"{origin}: field '{v.prefix}quality_kld' is needed for quant {quant} "
+                "(no default known)"
+            )
+        variants.append(
+            Variant(
+                name=v.text("name"),
+                format=fmt,
+                quant=quant,
+                size_bytes=v.whole("size_bytes", minimum=1),
+                bits_per_weight=v.number("bits_per_weight",
+                                         quality.BITS_PER_WEIGHT.get(quant, 0.0)),
+                quality_kld=float(kld),
+                quality_source=v.text("quality_source", quality.SOURCE),
+                source=v.text("source"),
+                sha256=v.text("sha256", ""),
+            )
+        )
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise InvalidData(f"{origin}: variant names repeat: {', '.join(names)}")
+    return ModelSpec(
+        name=f.text("name"),
+        title=f.text("title"),
+        arch=arch,
+        variants=tuple(variants),
+        default_ctx=f.whole("default_ctx", 2048, minimum=1),
+        builder=f.text("builder", ""),
+        sources=f.texts("sources"),
+    )

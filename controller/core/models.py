@@ -1,0 +1,89 @@
+"""Domain dataclasses of the pure core. No I/O library is imported anywhere in ``core``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A device class, or a device's own probed numbers laid over its class."""
+
+    name: str
+    title: str
+    kind: str  # "device" | "lab-scale-model"
+    arch: str
+    cores: int
+    isa: tuple[str, ...]
+    ram_bytes: int
+    reserve_bytes: int
+    unified_memory: bool
+    bandwidth_gbps: float  # spec sheet
+    bandwidth_measured_gbps: float  # 0 when unknown
+    gpu: str = ""
+    npu: str = ""
+    disk_bytes: int = 0
+    idle_w: float = 0.0
+    load_w: float = 0.0
+    scale_of: str = ""  # lab scale models: the real profile they stand in for
+    sources: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def usable_bytes(self) -> int:
+        return max(0, self.ram_bytes - self.reserve_bytes)
+
+    @property
+    def effective_bandwidth_gbps(self) -> float:
+        return self.bandwidth_gbps or self.bandwidth_measured_gbps
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Numbers that decide memory and speed; read from the GGUF header when the file is here."""
+
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    n_ctx_train: int
+    n_vocab: int
+    params: int  # total parameters
+    active_params: int = 0  # MoE: parameters read per token; 0 = all
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def params_per_token(self) -> int:
+        return self.active_params or self.params
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # e.g. q4_k_m
+    format: str  # gguf | onnx
+    quant: str  # ggml file type, e.g. Q4_K_M
+    size_bytes: int
+    bits_per_weight: float
+    quality_kld: float  # mean KL divergence vs full precision; lower is better
+    quality_source: str
+    source: str  # hf://repo/file, local://model/file or a path
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    title: str
+    arch: Architecture
+    variants: tuple[Variant, ...]
+    default_ctx: int = 2048
+    builder: str = ""  # set for models built locally (tiny-llama)
+    sources: tuple[str, ...] = field(default_factory=tuple)
+
+    def variant(self, name: str) -> Variant | None:
+        return next((v for v in self.variants if v.name == name), None)

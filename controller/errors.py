@@ -1,0 +1,87 @@
+"""The controller's one exception tree. The CLI boundary prints ``error:`` and ``hint:`` lines.
+
+    FleetError (exit 1)
+    ├── UsageError (exit 2)            bad input from the user
+    │   ├── UnknownModel
+    │   ├── UnknownGroup
+    │   ├── UnknownDevice
+    │   ├── EmptyGroup
+    │   └── InvalidData                a malformed profile / catalog file, names file and field
+    ├── ArtifactError                  a model file missing, not fetched, or corrupt
+    ├── DeviceError                    one device could not be reached or refused
+    │   ├── Unreachable
+    │   ├── HostKeyUnknown
+    │   ├── HostKeyMismatch
+    │   └── AgentRefused               the agent answered with an error status
+    ├── LabError                       the local lab could not start or stop
+    └── DeployFailed                   a fleet operation finished with failed devices
+"""
+
+from __future__ import annotations
+
+
+class FleetError(Exception):
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(FleetError):
+    exit_code = 2
+
+
+class UnknownModel(UsageError):
+    pass
+
+
+class UnknownGroup(UsageError):
+    pass
+
+
+class UnknownDevice(UsageError):
+    pass
+
+
+class EmptyGroup(UsageError):
+    pass
+
+
+class InvalidData(UsageError):
+    pass
+
+
+class ArtifactError(FleetError):
+    pass
+
+
+class DeviceError(FleetError):
+    pass
+
+
+class Unreachable(DeviceError):
+    pass
+
+
+class HostKeyUnknown(DeviceError):
+    pass
+
+
+class HostKeyMismatch(DeviceError):
+    pass
+
+
+class AgentRefused(DeviceError):
+    def __init__(self, message: str, hint: str = "", code: str = "") -> None:
+        super().__init__(message, hint)
+        self.code = code
+
+
+class LabError(FleetError):
+    pass
+
+
+class DeployFailed(FleetError):
+    pass

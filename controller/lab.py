@@ -1,0 +1,248 @@
+"""A local lab fleet: per device, a real OpenSSH sshd on its own loopback address with its own
+host key, and a real ``fleet-agent`` emulating a profile.
+
+Everything started is recorded in ``lab/registry.json`` with its pid and kernel start time, so
+``lab down`` stops exactly those processes (a recycled pid is never killed) and ``lab up`` run
+twice first stops what the previous one started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from controller.errors import LabError
+
+SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/bin/sshd", "/usr/local/sbin/sshd")
+DEFAULT_PROFILES = ("lab-pi4-2gb", "lab-pi5-8gb", "lab-orin-nano-8gb", "lab-n100-16gb")
+FIRST_HOST = 11  # lab devices live at 127.0.0.11, .12, ...
+START_TIMEOUT_S = 30.0
+
+
+@dataclass
+class LabDevice:
+    name: str
+    profile: str
+    address: str
+    ssh_port: int
+    agent_port: int
+    directory: str
+    sshd_pid: int
+    sshd_start: int
+    agent_pid: int
+    agent_start: int
+
+    @property
+    def data_dir(self) -> str:
+        return str(Path(self.directory) / "data")
+
+
+def find_sshd() -> str:
+    for path in SSHD_CANDIDATES:
+        if Path(path).exists():
+            return path
+    found = shutil.which("sshd")
+    if found:
+        return found
+    raise LabError("OpenSSH server (sshd) is not installed",
+                   hint="apt-get install openssh-server (make demo / make test do it)")
+
+
+def _free_port(address: str) -> int:
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
+
+
+def _start_time(pid: int) -> int:
+    """Kernel start time of ``pid`` in clock ticks, 0 if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _same_process(pid: int, start: int) -> bool:
+    return pid > 0 and start > 0 and _start_time(pid) == start
+
+
+def client_key(lab_dir: Path) -> Path:
+    key = lab_dir / "id_ed25519"
+    if not key.exists():
+        lab_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgefleet-lab",
+                        "-f", str(key)], check=True)
+    return key
+
+
+def _sshd_config(d: Path, address: str, port: int, authorized: Path) -> Path:
+    config = d / "sshd_config"
+    config.write_text(
+        "\n".join([
+            f"Port {port}",
+            f"ListenAddress {address}",
+            f"HostKey {d / 'ssh_host_ed25519_key'}",
+            f"PidFile {d / 'sshd.pid'}",
+            f"AuthorizedKeysFile {authorized}",
+            f"AllowUsers {getpass.getuser()}",
+            "UsePAM no",
+            "StrictModes no",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PubkeyAuthentication yes",
+            "PermitRootLogin prohibit-password",
+            "Subsystem sftp internal-sftp",
+            "LogLevel ERROR",
+            "",
+        ])
+    )
+    return config
+
+
+def _wait_for(check: object, what: str, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    tail = log.read_text(errors="replace")[-600:] if log.exists() else ""
+    raise LabError(f"{what} did not start within {START_TIMEOUT_S:.0f} s",
+                   hint=f"see {log}: {tail.strip().splitlines()[-1] if tail.strip() else 'empty'}")
+
+
+def _port_open(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def start_device(lab_dir: Path, index: int, profile: str, authorized: Path) -> LabDevice:
+    name = f"lab-{index + 1}"
+    address = f"127.0.0.{FIRST_HOST + index}"
+    d = lab_dir / "devices" / name
+    if d.exists():
+        shutil.rmtree(d)
+    (d / "data").mkdir(parents=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name,
+                    "-f", str(d / "ssh_host_ed25519_key")], check=True)
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
+    ssh_port = _free_port(address)
+    config = _sshd_config(d, address, ssh_port, authorized)
+    sshd_log = d / "sshd.log"
+    sshd = subprocess.Popen([find_sshd(), "-D", "-f", str(config), "-E", str(sshd_log)],
+                            start_new_session=True, stdin=subprocess.DEVNULL)
+    port_file = d / "agent.port"
+    agent_log = d / "agent.log"
+    with agent_log.open("w") as log:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "serve", "--listen", f"{address}:0",
+             "--data-dir", str(d / "data"), "--emulate", profile, "--port-file", str(port_file)],
+            start_new_session=True, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    device = LabDevice(name, profile, address, ssh_port, 0, str(d), sshd.pid,
+                       _start_time(sshd.pid), agent.pid, _start_time(agent.pid))
+    try:
+        _wait_for(lambda: _port_open(address, ssh_port) or sshd.poll() is not None,
+                  f"sshd for {name}", sshd_log)
+        if sshd.poll() is not None:
+            raise LabError(f"sshd for {name} exited with {sshd.returncode}",
+                           hint=f"see {sshd_log}")
+        _wait_for(lambda: port_file.exists() or agent.poll() is not None,
+                  f"agent for {name}", agent_log)
+        if agent.poll() is not None:
+            raise LabError(f"agent for {name} exited with {agent.returncode}",
+                           hint=f"see {agent_log}")
+    except LabError:
+        _stop(device)
+        raise
+    device.agent_port = int(port_file.read_text())
+    return device
+
+
+def host_key_line(device: LabDevice) -> str:
+    pub = Path(device.directory, "ssh_host_ed25519_key.pub").read_text().split()
+    return f"[{device.address}]:{device.ssh_port} {pub[0]} {pub[1]}"
+
+
+def _stop(device: LabDevice, timeout_s: float = 10.0) -> None:
+    targets = [(device.agent_pid, device.agent_start), (device.sshd_pid, device.sshd_start)]
+    live = [pid for pid, start in targets if _same_process(pid, start)]
+    for pid in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for pid in live:
+        while time.monotonic() < deadline and _start_time(pid):
+            _reap(pid)
+            time.sleep(0.05)
+        if _start_time(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    """Collect our own child's exit status so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def read_registry(lab_dir: Path) -> list[LabDevice]:
+    path = lab_dir / "registry.json"
+    try:
+        return [LabDevice(**d) for d in json.loads(path.read_text())]
+    except FileNotFoundError:
+        return []
+    except (ValueError, TypeError) as exc:
+        raise LabError(f"{path} is unreadable ({exc})",
+                       hint="stop the processes by hand and delete the file") from exc
+
+
+def write_registry(lab_dir: Path, devices: list[LabDevice]) -> None:
+    path = lab_dir / "registry.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps([asdict(d) for d in devices], indent=2))
+    tmp.replace(path)
+
+
+def up(lab_dir: Path, profiles: list[str]) -> list[LabDevice]:
+    """Start one sshd + agent per profile. Stops a previous lab first."""
+    down(lab_dir)
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    key = client_key(lab_dir)
+    authorized = lab_dir / "authorized_keys"
+    authorized.write_text(Path(str(key) + ".pub").read_text())
+    started: list[LabDevice] = []
+    try:
+        for i, profile in enumerate(profiles):
+            started.append(start_device(lab_dir, i, profile, authorized))
+            write_registry(lab_dir, started)
+    except Exception:
+        for device in started:
+            _stop(device)
+        (lab_dir / "registry.json").unlink(missing_ok=True)
+        raise
+    return started
+
+
+def down(lab_dir: Path) -> list[LabDevice]:
+    devices = read_registry(lab_dir)
+    for device in devices:
+        _stop(device)
+    (lab_dir / "registry.json").unlink(missing_ok=True)
+    return devices

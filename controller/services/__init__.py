@@ -1,0 +1,1 @@
+"""Use-cases the CLI and the dashboard call. Each returns per-device outcomes."""

@@ -1,0 +1,60 @@
+"""The one object that wires adapters together for a command run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.rpc import agent_pb2 as pb
+from controller import settings
+from controller.adapters.agent_client import GrpcAgentClient
+from controller.adapters.data_files import load_profiles
+from controller.adapters.inventory import SqlInventory
+from controller.adapters.ssh import ParamikoTransfer, SshTarget
+from controller.adapters.tables import Device
+from controller.artifacts import ArtifactCache
+from controller.core.models import Profile
+from controller.core.profiles import overlay_probe
+
+
+@dataclass
+class Fleet:
+    inventory: SqlInventory
+    artifacts: ArtifactCache
+    transfer: ParamikoTransfer
+    profiles: dict[str, Profile] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, db_url: str | None = None) -> Fleet:
+        inventory = SqlInventory(settings.db_url(db_url))
+        return cls(
+            inventory=inventory,
+            artifacts=ArtifactCache(inventory),
+            transfer=ParamikoTransfer(settings.known_hosts_path()),
+            profiles=load_profiles(),
+        )
+
+    def client(self, device: Device, timeout_s: float = 30.0) -> GrpcAgentClient:
+        return GrpcAgentClient(device.name, device.host, device.agent_port, timeout_s)
+
+    def ssh_target(self, device: Device) -> SshTarget:
+        return SshTarget(device.name, device.host, device.ssh_port, device.user, device.key_path)
+
+    def declared_profile(self, device: Device) -> Profile | None:
+        return self.profiles.get(device.profile) if device.profile else None
+
+
+def profile_from_probe(fleet: Fleet, device: Device, probed: pb.HardwareProfile) -> Profile:
+    base = fleet.declared_profile(device)
+    if base is None and probed.profile:
+        base = fleet.profiles.get(probed.profile)
+    return overlay_probe(
+        base,
+        device.name,
+        arch=probed.arch,
+        cores=probed.cores,
+        isa=tuple(probed.cpu_flags),
+        ram_bytes=probed.ram_total_bytes,
+        disk_free_bytes=probed.disk_free_bytes,
+        bandwidth_gbps=probed.mem_bandwidth_gbps,
+        title=probed.device_model,
+    )

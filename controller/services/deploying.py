@@ -1,0 +1,165 @@
+"""`fleet deploy`: plan, push, verify, load, health-check, roll back on failure.
+
+Per device, in parallel with bounded concurrency; one dead device never stops the others.
+The database changes only for devices whose active model changed (deployed or rolled back).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from agent.rpc import agent_pb2 as pb
+from controller.adapters.agent_client import GrpcAgentClient
+from controller.adapters.tables import Deployment, Device
+from controller.artifacts import LocalArtifact
+from controller.core.models import ModelSpec
+from controller.errors import FleetError
+from controller.services.context import Fleet
+from controller.services.planning import DevicePlan, plan
+
+SMOKE_PROMPT = "The edge device says"
+SMOKE_TOKENS = 4
+
+
+@dataclass(frozen=True)
+class Outcome:
+    device: str
+    status: str  # deployed | unchanged | skipped | failed | rolled-back
+    variant: str
+    reason: str
+    hint: str = ""
+    bytes_sent: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("deployed", "unchanged", "skipped")
+
+
+@dataclass(frozen=True)
+class DeployReport:
+    rollout: str
+    model: str
+    plans: list[DevicePlan]
+    outcomes: list[Outcome]
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+
+def _health_check(client: GrpcAgentClient) -> str:
+    """Empty when healthy, else the reason."""
+    if not client.model_serving():
+        return "agent health reports the model not serving"
+    result = client.generate(SMOKE_PROMPT, SMOKE_TOKENS)
+    if result.summary.completion_tokens == 0 and result.summary.finish_reason != "stop":
+        return "smoke generation produced no tokens"
+    return ""
+
+
+def _load_request(model: ModelSpec, variant: str, art: LocalArtifact, ctx: int,
+                  memory: int) -> pb.LoadModelRequest:
+    spec = model.variant(variant)
+    return pb.LoadModelRequest(
+        sha256=art.sha256, name=model.name, variant=variant,
+        format=spec.format if spec else "gguf", n_ctx=ctx, size_bytes=art.size_bytes,
+        estimated_memory_bytes=memory,
+    )
+
+
+def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
+               artifacts: dict[str, LocalArtifact], rollout: str) -> Outcome:
+    device = device_plan.device
+    choice = device_plan.choice
+    started = time.monotonic()
+    if device_plan.error is not None:
+        return Outcome(device.name, "failed", "", device_plan.error.message,
+                       device_plan.error.hint)
+    if choice is None or choice.chosen is None:
+        return Outcome(device.name, "skipped", "", choice.reason if choice else "no profile")
+    variant = choice.chosen.variant.name
+    art = artifacts[variant]
+    try:
+        with fleet.client(device) as client:
+            store = client.get_store()
+            if store.active_sha256 == art.sha256:
+                return Outcome(device.name, "unchanged", variant, "already active")
+            previous = next((m for m in client.list_models() if m.active), None)
+            sent = 0
+            if art.sha256 not in store.blobs:
+                ssh = fleet.transfer.connect(fleet.ssh_target(device))
+                try:
+                    sent = fleet.transfer.push(ssh, art.path, store.incoming_dir, art.sha256)
+                finally:
+                    ssh.close()
+            client.load_model(_load_request(model, variant, art, choice.ctx,
+                                            choice.chosen.memory.total))
+            problem = _health_check(client)
+            if problem:
+                return _roll_back(fleet, client, device, model, variant, art, previous,
+                                  problem, rollout, sent, started)
+            _record(fleet, device, model.name, variant, art, "active", "", rollout, sent)
+            return Outcome(device.name, "deployed", variant, choice.reason, bytes_sent=sent,
+                           seconds=time.monotonic() - started)
+    except FleetError as exc:
+        return Outcome(device.name, "failed", variant, exc.message, exc.hint,
+                       seconds=time.monotonic() - started)
+
+
+def _roll_back(fleet: Fleet, client: GrpcAgentClient, device: Device, model: ModelSpec,
+               variant: str, art: LocalArtifact, previous: pb.ModelInfo | None, problem: str,
+               rollout: str, sent: int, started: float) -> Outcome:
+    if previous is not None:
+        client.load_model(pb.LoadModelRequest(
+            sha256=previous.sha256, name=previous.name, variant=previous.variant,
+            format=previous.format, n_ctx=previous.n_ctx, size_bytes=previous.size_bytes))
+    else:
+        client.unload_model()
+    _record(fleet, device, model.name, variant, art, "rolled-back", problem, rollout, sent,
+            restored=previous)
+    what = f"restored {previous.variant}" if previous else "unloaded"
+    return Outcome(device.name, "rolled-back", variant, f"health check failed: {problem}; {what}",
+                   bytes_sent=sent, seconds=time.monotonic() - started)
+
+
+def _record(fleet: Fleet, device: Device, model: str, variant: str, art: LocalArtifact,
+            status: str, reason: str, rollout: str, sent: int,
+            restored: pb.ModelInfo | None = None) -> None:
+    now = datetime.now(timezone.utc)
+    fleet.inventory.record_deployment(Deployment(
+        rollout=rollout, device=device.name, model=model, variant=variant, sha256=art.sha256,
+        status=status, reason=reason, bytes_sent=sent, finished_at=now))
+    if status == "active":
+        fleet.inventory.update_device(device.name, state="deployed", model=model,
+                                      variant=variant, sha256=art.sha256, last_seen=now)
+    else:
+        fleet.inventory.update_device(
+            device.name, state="rolled-back", last_seen=now,
+            model=restored.name if restored else "", variant=restored.variant if restored else "",
+            sha256=restored.sha256 if restored else "")
+
+
+def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], ctx: int,
+           concurrency: int = 4,
+           on_outcome: Callable[[Outcome], None] = lambda o: None) -> DeployReport:
+    plans = plan(fleet, model, devices, ctx)
+    needed = {p.choice.chosen.variant.name for p in plans if p.choice and p.choice.chosen}
+    spec_by_name = {v.name: v for v in model.variants}
+    # Hash every file to be sent before any device is touched: a corrupt source stops here.
+    artifacts = {name: fleet.artifacts.verify(model, spec_by_name[name]) for name in needed}
+    rollout = uuid.uuid4().hex[:12]
+
+    def run(p: DevicePlan) -> Outcome:
+        outcome = deploy_one(fleet, model, p, artifacts, rollout)
+        on_outcome(outcome)
+        return outcome
+
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(plans)))) as pool:
+        outcomes = list(pool.map(run, plans))
+    return DeployReport(rollout, model.name, plans, outcomes)

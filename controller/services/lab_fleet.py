@@ -1,0 +1,56 @@
+"""`fleet lab up/down`: start the local lab and register its devices in group ``lab``."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+
+from controller import lab, settings
+from controller.adapters.tables import Device
+from controller.errors import UsageError
+from controller.services.context import Fleet
+
+LAB_GROUP = "lab"
+
+
+def _trust_lab_host_keys(devices: list[lab.LabDevice]) -> None:
+    """Write the lab's own host keys to the project's known_hosts, replacing stale lab lines."""
+    path = settings.known_hosts_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lab_hosts = tuple(f"[127.0.0.{lab.FIRST_HOST + i}]:" for i in range(32))
+    keep = []
+    if path.exists():
+        keep = [ln for ln in path.read_text().splitlines()
+                if ln and not ln.startswith(lab_hosts)]
+    path.write_text("\n".join([*keep, *(lab.host_key_line(d) for d in devices)]) + "\n")
+
+
+def lab_up(fleet: Fleet, count: int, profiles: list[str]) -> list[lab.LabDevice]:
+    if count < 1 or count > 32:
+        raise UsageError(f"--devices {count} is out of range", hint="use 1 to 32")
+    chosen = profiles or list(lab.DEFAULT_PROFILES)
+    for name in chosen:
+        if name not in fleet.profiles:
+            raise UsageError(f"no profile named {name!r}",
+                             hint="`fleet profile list` shows the names")
+    chosen = [chosen[i % len(chosen)] for i in range(count)]
+    lab_down(fleet)
+    started = lab.up(settings.lab_dir(), chosen)
+    _trust_lab_host_keys(started)
+    key = str(lab.client_key(settings.lab_dir()))
+    for d in started:
+        fleet.inventory.add_device(Device(
+            name=d.name, host=d.address, ssh_port=d.ssh_port, user=getpass.getuser(),
+            key_path=key, agent_port=d.agent_port, group_name=LAB_GROUP, profile=d.profile,
+            data_dir=d.data_dir, lab=True, state="online"), replace=True)
+    return started
+
+
+def lab_down(fleet: Fleet) -> list[lab.LabDevice]:
+    stopped = lab.down(settings.lab_dir())
+    fleet.inventory.remove_devices(d.name for d in fleet.inventory.list_devices() if d.lab)
+    return stopped
+
+
+def lab_running(lab_dir: Path | None = None) -> list[lab.LabDevice]:
+    return lab.read_registry(lab_dir or settings.lab_dir())

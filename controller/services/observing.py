@@ -1,0 +1,90 @@
+"""`fleet status` and `fleet generate`: live state and inference through the agents."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from controller.adapters.agent_client import GenerationResult
+from controller.adapters.tables import Device
+from controller.errors import FleetError
+from controller.services.context import Fleet
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    device: Device
+    online: bool
+    active_variant: str
+    active_model: str
+    requests: int
+    last_ttft_ms: float | None
+    last_latency_ms: float | None
+    last_tokens_per_s: float | None
+    worker_crashes: int
+    error: str = ""
+
+
+def _status_one(fleet: Fleet, device: Device) -> DeviceStatus:
+    try:
+        with fleet.client(device, timeout_s=3.0) as client:
+            models = client.list_models()
+            telemetry = client.telemetry(after_seq=0, limit=100_000)
+    except FleetError as exc:
+        fleet.inventory.update_device(device.name, state="unreachable")
+        return DeviceStatus(device, False, device.variant, device.model, 0, None,
+                            device.last_latency_ms, device.last_tokens_per_s, 0, exc.message)
+    active = next((m for m in models if m.active), None)
+    ok = [r for r in telemetry.records if r.outcome == "ok"]
+    last = ok[-1] if ok else None
+    now = datetime.now(timezone.utc)
+    fields: dict[str, object] = {"last_seen": now,
+                                 "state": "deployed" if active else "online"}
+    if last:
+        fields.update(last_ttft_ms=last.ttft_ms, last_latency_ms=last.total_ms,
+                      last_tokens_per_s=last.decode_tokens_per_s)
+    fleet.inventory.update_device(device.name, **fields)
+    return DeviceStatus(
+        device=device, online=True,
+        active_variant=active.variant if active else "",
+        active_model=active.name if active else "",
+        requests=len(telemetry.records),
+        last_ttft_ms=last.ttft_ms if last else None,
+        last_latency_ms=last.total_ms if last else None,
+        last_tokens_per_s=last.decode_tokens_per_s if last else None,
+        worker_crashes=telemetry.sample.worker_crashes,
+    )
+
+
+def status(fleet: Fleet, devices: list[Device]) -> list[DeviceStatus]:
+    if not devices:
+        return []
+    with ThreadPoolExecutor(max_workers=min(16, len(devices))) as pool:
+        return list(pool.map(lambda d: _status_one(fleet, d), devices))
+
+
+@dataclass(frozen=True)
+class GenerateOutcome:
+    device: str
+    result: GenerationResult | None
+    error: str = ""
+    hint: str = ""
+
+
+def generate(fleet: Fleet, devices: list[Device], prompt: str, max_tokens: int,
+             temperature: float = 0.0) -> list[GenerateOutcome]:
+    def one(device: Device) -> GenerateOutcome:
+        try:
+            with fleet.client(device) as client:
+                result = client.generate(prompt, max_tokens, temperature)
+        except FleetError as exc:
+            return GenerateOutcome(device.name, None, exc.message, exc.hint)
+        s = result.summary
+        fleet.inventory.update_device(device.name, last_ttft_ms=s.ttft_ms,
+                                      last_latency_ms=s.total_ms,
+                                      last_tokens_per_s=s.decode_tokens_per_s)
+        return GenerateOutcome(device.name, result)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(devices)))) as pool:
+        return list(pool.map(one, devices))

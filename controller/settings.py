@@ -1,0 +1,49 @@
+"""Where the controller keeps its state. One function per path; environment overrides.
+
+- ``FLEET_HOME``: everything below (default ``$XDG_DATA_HOME/edgefleet`` or
+  ``~/.local/share/edgefleet``).
+- ``FLEET_DB_URL``: any SQLAlchemy URL (default SQLite at ``$FLEET_HOME/fleet.db``).
+- ``FLEET_PROFILES_DIR``: the user's own hardware profiles, overriding shipped ones by name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def fleet_home() -> Path:
+    env = os.environ.get("FLEET_HOME")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local/share")
+    return Path(xdg) / "edgefleet"
+
+
+def db_url(override: str | None = None) -> str:
+    if override:
+        return override if "://" in override else f"sqlite:///{Path(override).resolve()}"
+    env = os.environ.get("FLEET_DB_URL")
+    if env:
+        return env
+    return f"sqlite:///{fleet_home() / 'fleet.db'}"
+
+
+def known_hosts_path() -> Path:
+    return fleet_home() / "known_hosts"
+
+
+def models_dir() -> Path:
+    return fleet_home() / "models"
+
+
+def lab_dir() -> Path:
+    return fleet_home() / "lab"
+
+
+def user_catalog_dir() -> Path:
+    return Path(os.environ.get("FLEET_CATALOG_DIR") or fleet_home() / "catalog")
+
+
+def shipped_catalog_dir() -> Path:
+    return Path(__file__).resolve().parent / "catalog"

@@ -1,0 +1,119 @@
+"""Offline test models: a tiny llama GGUF written with ``gguf`` and quantized by llama.cpp.
+
+The ladder (f16, q8_0, q4_k_m, q2_k) is built on this machine in a few seconds, so the demo and
+the tests never need the network. Weights are seeded random numbers: the model produces tokens,
+not sense. Dimensions are multiples of 256 so the K-quants really apply (no fallback types).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# llama_ftype ids (llama.h), passed to llama_model_quantize.
+FTYPES = {"q8_0": 7, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18, "q4_0": 2, "q2_k": 10, "q3_k_m": 12}
+
+
+@dataclass(frozen=True)
+class TinyLlamaSpec:
+    n_embd: int = 768
+    n_ff: int = 2048
+    n_layer: int = 6
+    n_head: int = 12
+    n_head_kv: int = 4
+    n_ctx_train: int = 2048
+    seed: int = 1234
+
+
+def _vocab() -> tuple[list[bytes], list[float], list[int]]:
+    import gguf
+
+    tokens = [b"<unk>", b"<s>", b"</s>"]
+    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+    tokens += [f"<0x{i:02X}>".encode() for i in range(256)]
+    types += [gguf.TokenType.BYTE] * 256
+    words = ["\u2581the", "\u2581a", "\u2581edge", "\u2581fleet", "\u2581model", "\u2581device",
+             "\u2581hello", "\u2581world", "\u2581of", "\u2581and", "\u2581to", "\u2581in",
+             "\u2581is", "\u2581on", "\u2581token", "\u2581fast", "\u2581small", "\u2581pi",
+             "\u2581jetson", "\u2581kiosk", "\u2581robot", "\u2581phone", "\u2581run",
+             "\u2581power", "\u2581energy", "\u2581watt", "\u2581byte", "\u2581quant", "s",
+             "ing", "ed", "er", "\u2581"]
+    tokens += [w.encode() for w in words]
+    types += [gguf.TokenType.NORMAL] * len(words)
+    scores = [0.0] * 259 + [-float(i) for i in range(len(words))]
+    return tokens, scores, [int(t) for t in types]
+
+
+def write_tiny_llama_f16(path: Path, spec: TinyLlamaSpec = TinyLlamaSpec()) -> None:
+    """Write an F16 llama GGUF at ``path`` (atomically: tmp file, then rename)."""
+    import gguf
+
+    tokens, scores, types = _vocab()
+    n_vocab = len(tokens)
+    head_dim = spec.n_embd // spec.n_head
+    rng = np.random.default_rng(spec.seed)
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.02).astype(np.float16)
+
+    tmp = path.with_suffix(".tmp")
+    writer = gguf.GGUFWriter(str(tmp), "llama")
+    writer.add_name("tiny-llama")
+    writer.add_context_length(spec.n_ctx_train)
+    writer.add_embedding_length(spec.n_embd)
+    writer.add_block_count(spec.n_layer)
+    writer.add_feed_forward_length(spec.n_ff)
+    writer.add_head_count(spec.n_head)
+    writer.add_head_count_kv(spec.n_head_kv)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+    ones = np.ones(spec.n_embd, dtype=np.float32)
+    writer.add_tensor("token_embd.weight", w(n_vocab, spec.n_embd))
+    writer.add_tensor("output_norm.weight", ones)
+    writer.add_tensor("output.weight", w(n_vocab, spec.n_embd))
+    kv_dim = spec.n_head_kv * head_dim
+    for i in range(spec.n_layer):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", ones)
+        writer.add_tensor(f"blk.{i}.attn_q.weight", w(spec.n_embd, spec.n_embd))
+        writer.add_tensor(f"blk.{i}.attn_k.weight", w(kv_dim, spec.n_embd))
+        writer.add_tensor(f"blk.{i}.attn_v.weight", w(kv_dim, spec.n_embd))
+        writer.add_tensor(f"blk.{i}.attn_output.weight", w(spec.n_embd, spec.n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", ones)
+        writer.add_tensor(f"blk.{i}.ffn_gate.weight", w(spec.n_ff, spec.n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_up.weight", w(spec.n_ff, spec.n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_down.weight", w(spec.n_embd, spec.n_ff))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(tmp, path)
+
+
+def quantize_gguf(src: Path, dst: Path, quant: str, threads: int = 0) -> None:
+    """Quantize ``src`` into ``dst`` with llama.cpp (atomically)."""
+    import llama_cpp
+
+    if quant not in FTYPES:
+        raise ValueError(f"unknown quantization {quant!r}; known: {', '.join(sorted(FTYPES))}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = FTYPES[quant]
+    params.nthread = threads
+    tmp = dst.with_suffix(".tmp")
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
+    if rc != 0:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"llama.cpp quantize {quant} failed with code {rc}")
+    os.replace(tmp, dst)
