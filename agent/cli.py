@@ -31,7 +31,8 @@ def _serve(args: argparse.Namespace) -> int:
     )
     try:
         running = create_server(
-            args.listen, Path(args.data_dir), emulate=args.emulate, reserve_mib=args.reserve_mib
+            args.listen, Path(args.data_dir), emulate=args.emulate, reserve_mib=args.reserve_mib,
+            max_threads=args.threads,
         )
     except (ConfigError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--emulate", default="", help="lab: report and obey this profile")
     serve.add_argument("--reserve-mib", type=int, default=256, help="RAM left for the OS")
     serve.add_argument("--port-file", default="", help="write the bound port here when ready")
+    serve.add_argument("--threads", type=int, default=0,
+                       help="cap on runtime threads (default: the device's cores)")
     serve.set_defaults(func=_serve)
     probe = sub.add_parser("probe", help="print this machine's hardware as JSON")
     probe.add_argument("--emulate", default="")
@@ -80,9 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     return int(args.func(args))
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def run() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -24,7 +24,7 @@ from agent.workers import Worker
 log = logging.getLogger("edgefleet.agent")
 
 SMOKE_PROMPT = "Hello"
-RUNTIME_OVERHEAD_BYTES = 96 * MIB  # a worker process with llama.cpp loaded, before weights
+RUNTIME_OVERHEAD_BYTES = 48 * MIB  # a worker process with llama.cpp loaded, before weights
 
 
 @dataclass

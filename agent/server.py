@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -42,7 +42,7 @@ class RunningAgent:
 
 def create_server(
     listen: str, data_dir: Path, emulate: str = "", reserve_mib: int = 256,
-    restore: bool = True,
+    restore: bool = True, max_threads: int = 0,
 ) -> RunningAgent:
     """Build and start the agent. ``listen`` may use port 0; the bound port is returned."""
     host = probe_host()
@@ -53,6 +53,8 @@ def create_server(
         view = emulated_view(host, read_toml(path))
     else:
         view = host_view(host, reserve_mib * MIB)
+    if max_threads > 0:
+        view = replace(view, cores=max(1, min(view.cores, max_threads)))
     data_dir.mkdir(parents=True, exist_ok=True)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
 

@@ -146,7 +146,12 @@ class ModelStore:
             previous = old.active
         new = StoreState(active=record, previous=previous)
         self.write_state(new)
-        self.collect_garbage(new)
+        # Only the model that just fell out of the rollback slot is deleted; blobs staged
+        # ahead of activation (pre-pulled or awaiting a retry) stay until collect_garbage.
+        kept = {r.sha256 for r in (new.active, new.previous) if r}
+        for dropped in (old.previous, old.active):
+            if dropped and dropped.sha256 not in kept:
+                (self.blobs_dir / dropped.sha256).unlink(missing_ok=True)
         return new
 
     def deactivate(self) -> None:

@@ -129,7 +129,8 @@ def _port_open(address: str, port: int) -> bool:
         return False
 
 
-def start_device(lab_dir: Path, index: int, profile: str, authorized: Path) -> LabDevice:
+def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
+                 threads: int) -> LabDevice:
     name = f"lab-{index + 1}"
     address = f"127.0.0.{FIRST_HOST + index}"
     d = lab_dir / "devices" / name
@@ -150,7 +151,8 @@ def start_device(lab_dir: Path, index: int, profile: str, authorized: Path) -> L
     with agent_log.open("w") as log:
         agent = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "serve", "--listen", f"{address}:0",
-             "--data-dir", str(d / "data"), "--emulate", profile, "--port-file", str(port_file)],
+             "--data-dir", str(d / "data"), "--emulate", profile, "--port-file", str(port_file),
+             "--threads", str(threads)],
             start_new_session=True, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -228,9 +230,12 @@ def up(lab_dir: Path, profiles: list[str]) -> list[LabDevice]:
     authorized = lab_dir / "authorized_keys"
     authorized.write_text(Path(str(key) + ".pub").read_text())
     started: list[LabDevice] = []
+    # Lab devices share this machine's cores: split them so one device's decode does not
+    # starve the others (llama.cpp threads spin while they wait).
+    threads = max(1, (os.cpu_count() or 1) // len(profiles))
     try:
         for i, profile in enumerate(profiles):
-            started.append(start_device(lab_dir, i, profile, authorized))
+            started.append(start_device(lab_dir, i, profile, authorized, threads))
             write_registry(lab_dir, started)
     except Exception:
         for device in started:

@@ -7,8 +7,11 @@ not sense. Dimensions are multiples of 256 so the K-quants really apply (no fall
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +86,12 @@ def write_tiny_llama_f16(path: Path, spec: TinyLlamaSpec = TinyLlamaSpec()) -> N
     ones = np.ones(spec.n_embd, dtype=np.float32)
     writer.add_tensor("token_embd.weight", w(n_vocab, spec.n_embd))
     writer.add_tensor("output_norm.weight", ones)
-    writer.add_tensor("output.weight", w(n_vocab, spec.n_embd))
+    # Byte tokens get small output weights so the random model prefers whole words: its text
+    # is still nonsense, but readable nonsense.
+    output = w(n_vocab, spec.n_embd)
+    output[: 3 + 256] *= np.float16(0.05)
+    output[3 + 256 :] *= np.float16(4.0)
+    writer.add_tensor("output.weight", output)
     kv_dim = spec.n_head_kv * head_dim
     for i in range(spec.n_layer):
         writer.add_tensor(f"blk.{i}.attn_norm.weight", ones)
@@ -102,8 +110,22 @@ def write_tiny_llama_f16(path: Path, spec: TinyLlamaSpec = TinyLlamaSpec()) -> N
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def native_stderr_to(log: Path) -> Iterator[None]:
+    """llama.cpp prints per-tensor progress on fd 2; send it to ``log`` instead."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with log.open("ab") as fh:
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def quantize_gguf(src: Path, dst: Path, quant: str, threads: int = 0) -> None:
-    """Quantize ``src`` into ``dst`` with llama.cpp (atomically)."""
+    """Quantize ``src`` into ``dst`` with llama.cpp (atomically); its log goes beside ``dst``."""
     import llama_cpp
 
     if quant not in FTYPES:
@@ -112,8 +134,11 @@ def quantize_gguf(src: Path, dst: Path, quant: str, threads: int = 0) -> None:
     params.ftype = FTYPES[quant]
     params.nthread = threads
     tmp = dst.with_suffix(".tmp")
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
+    log = dst.with_suffix(".quantize.log")
+    with native_stderr_to(log):
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(),
+                                            ctypes.byref(params))
     if rc != 0:
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"llama.cpp quantize {quant} failed with code {rc}")
+        raise RuntimeError(f"llama.cpp quantize {quant} failed with code {rc}; see {log}")
     os.replace(tmp, dst)

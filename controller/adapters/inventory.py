@@ -35,6 +35,7 @@ class SqlInventory:
                                  "another name")
             if s.get(DeviceGroup, device.group_name) is None:
                 s.add(DeviceGroup(name=device.group_name))
+                s.flush()
             if existing:
                 s.delete(existing)
                 s.flush()

@@ -11,8 +11,8 @@ from rich.console import Console
 
 from controller.services.context import Fleet
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (CI logs, `| less`) gets wide tables instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def fleet(ctx: typer.Context) -> Fleet:

@@ -14,9 +14,10 @@ from controller.core.models import MIB, Architecture, Profile, Variant
 
 KV_BYTES_PER_ELEMENT = 2  # f16 K and V (llama.cpp default)
 UBATCH = 512
-# A worker process with Python, llama.cpp and its backend context before any weights
-# (measured RSS of a tiny model's worker on x86: see docs/selection.md).
-RUNTIME_OVERHEAD_BYTES = 96 * MIB
+# A worker process with Python, llama.cpp and its backend context, before weights, KV cache
+# and compute buffer. Measured: a tiny-llama worker at ctx 512 holds RSS = weights + 57-78 MiB
+# (x86_64, llama-cpp-python 0.3.36), of which KV + compute are ~26 MiB by this model.
+RUNTIME_OVERHEAD_BYTES = 48 * MIB
 # CPU decode reaches about 55-65 % of peak bandwidth on a Pi 5, GPU/UMA about 70-75 %
 # (facts.md §3.3).
 DEFAULT_EFFICIENCY = 0.6

@@ -36,13 +36,17 @@ def lab_up(fleet: Fleet, count: int, profiles: list[str]) -> list[lab.LabDevice]
     chosen = [chosen[i % len(chosen)] for i in range(count)]
     lab_down(fleet)
     started = lab.up(settings.lab_dir(), chosen)
-    _trust_lab_host_keys(started)
-    key = str(lab.client_key(settings.lab_dir()))
-    for d in started:
-        fleet.inventory.add_device(Device(
-            name=d.name, host=d.address, ssh_port=d.ssh_port, user=getpass.getuser(),
-            key_path=key, agent_port=d.agent_port, group_name=LAB_GROUP, profile=d.profile,
-            data_dir=d.data_dir, lab=True, state="online"), replace=True)
+    try:
+        _trust_lab_host_keys(started)
+        key = str(lab.client_key(settings.lab_dir()))
+        for d in started:
+            fleet.inventory.add_device(Device(
+                name=d.name, host=d.address, ssh_port=d.ssh_port, user=getpass.getuser(),
+                key_path=key, agent_port=d.agent_port, group_name=LAB_GROUP, profile=d.profile,
+                data_dir=d.data_dir, lab=True, state="online"), replace=True)
+    except BaseException:
+        lab_down(fleet)  # never leave processes running that nothing records
+        raise
     return started
 
 

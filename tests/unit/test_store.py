@@ -1,0 +1,72 @@
+"""The content-addressed store: verify before use, no traversal, atomic state."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.errors import ChecksumMismatch, InvalidRequest, NotFound
+from agent.store import ModelRecord, ModelStore
+
+
+def _stage(store: ModelStore, data: bytes) -> str:
+    digest = hashlib.sha256(data).hexdigest()
+    (store.incoming_dir / digest).write_bytes(data)
+    return digest
+
+
+def _record(sha: str, variant: str = "q4") -> ModelRecord:
+    return ModelRecord(sha256=sha, name="m", variant=variant, format="gguf", n_ctx=64,
+                       size_bytes=3)
+
+
+def test_verified_blob_moves_into_the_store(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    sha = _stage(store, b"abc")
+    path = store.verify_staged(sha)
+    assert path == tmp_path / "blobs" / sha and path.read_bytes() == b"abc"
+    assert not (store.incoming_dir / sha).exists()
+    assert store.blobs() == [sha]
+
+
+def test_mismatch_is_refused_and_deleted(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    sha = hashlib.sha256(b"the real bytes").hexdigest()
+    (store.incoming_dir / sha).write_bytes(b"tampered bytes")
+    with pytest.raises(ChecksumMismatch):
+        store.verify_staged(sha)
+    assert not (store.incoming_dir / sha).exists()
+    assert store.blobs() == []
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "a" * 63, "A" * 64, "", "x/" + "a" * 62])
+def test_names_from_the_network_never_become_paths(tmp_path: Path, name: str) -> None:
+    store = ModelStore(tmp_path)
+    with pytest.raises(InvalidRequest):
+        store.verify_staged(name)
+
+
+def test_missing_blob_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFound):
+        ModelStore(tmp_path).verify_staged("a" * 64)
+
+
+def test_activation_keeps_previous_and_drops_the_one_before(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    shas = [_stage(store, bytes([i]) * 3) for i in range(4)]
+    for sha in shas:
+        store.verify_staged(sha)
+    store.activate(_record(shas[0], "a"))
+    store.activate(_record(shas[1], "b"))
+    assert shas[3] in store.blobs()  # staged ahead of activation: kept
+    state = store.activate(_record(shas[2], "c"))
+    assert state.active and state.active.variant == "c"
+    assert state.previous and state.previous.variant == "b"
+    assert set(store.blobs()) == {shas[1], shas[2], shas[3]}
+    assert store.collect_garbage(state) == [shas[3]]
+    on_disk = json.loads((tmp_path / "state.json").read_text())
+    assert on_disk["active"]["sha256"] == shas[2]
+    assert not list(tmp_path.glob("*.tmp"))
