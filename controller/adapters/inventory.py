@@ -87,10 +87,6 @@ class SqlInventory:
                 if device:
                     s.delete(device)
             s.commit()
-            for group in s.exec(select(DeviceGroup)).all():
-                if not s.exec(select(Device).where(Device.group_name == group.name)).first():
-                    s.delete(group)
-            s.commit()
 
     def groups(self) -> list[str]:
         with self.session() as s:

@@ -21,18 +21,26 @@ class DevicePlan:
     choice: Choice | None
     profile_source: str  # "probed" | "declared"
     error: DeviceError | None = None
+    probed_json: str = ""  # the agent's GetProfile answer, stored once a deploy succeeds
 
 
-def device_profile(fleet: Fleet, device: Device) -> tuple[Profile | None, str, DeviceError | None]:
+@dataclass(frozen=True)
+class ProfileLookup:
+    profile: Profile | None
+    source: str
+    error: DeviceError | None = None
+    probed_json: str = ""
+
+
+def device_profile(fleet: Fleet, device: Device) -> ProfileLookup:
     """Probe the agent; fall back to the declared profile when it cannot be reached."""
     try:
         with fleet.client(device, timeout_s=5.0) as client:
             probed = client.get_profile()
-        fleet.inventory.update_device(
-            device.name, probed_json=json.dumps(MessageToDict(probed)))
-        return profile_from_probe(fleet, device, probed), "probed", None
     except DeviceError as exc:
-        return fleet.declared_profile(device), "declared", exc
+        return ProfileLookup(fleet.declared_profile(device), "declared", exc)
+    return ProfileLookup(profile_from_probe(fleet, device, probed), "probed", None,
+                         json.dumps(MessageToDict(probed)))
 
 
 def plan(fleet: Fleet, model: ModelSpec, devices: list[Device], ctx: int,
@@ -42,12 +50,14 @@ def plan(fleet: Fleet, model: ModelSpec, devices: list[Device], ctx: int,
                          hint=f"{model.name} was trained with a {model.arch.n_ctx_train} context")
 
     def one(device: Device) -> DevicePlan:
-        profile, source, error = device_profile(fleet, device)
-        if profile is None:
-            return DevicePlan(device, None, source, error)
+        found = device_profile(fleet, device)
+        if found.profile is None:
+            return DevicePlan(device, None, found.source, found.error)
         request = Request(ctx=ctx, min_tokens_per_s=min_tokens_per_s,
-                          disk_free_bytes=profile.disk_bytes if source == "probed" else 0)
-        return DevicePlan(device, choose(model, profile, request, device.name), source, error)
+                          disk_free_bytes=found.profile.disk_bytes
+                          if found.source == "probed" else 0)
+        return DevicePlan(device, choose(model, found.profile, request, device.name),
+                          found.source, found.error, found.probed_json)
 
     with ThreadPoolExecutor(max_workers=min(16, len(devices))) as pool:
         return list(pool.map(one, devices))

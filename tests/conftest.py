@@ -1,0 +1,80 @@
+"""Shared fixtures: an isolated FLEET_HOME per test, the tiny ladder built once per session,
+the `fleet` CLI run in-process, and a real lab (sshd + agents) torn down after each test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from controller.cli.app import main
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+Cli = Callable[..., Result]
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny-llama ladder, built once per test session with the real gguf + llama.cpp."""
+    home = tmp_path_factory.mktemp("ladder-home")
+    old = os.environ.get("FLEET_HOME")
+    os.environ["FLEET_HOME"] = str(home)
+    try:
+        from controller.services import models
+        from controller.services.context import Fleet
+
+        models.build(Fleet.open(), "tiny-llama")
+    finally:
+        if old is None:
+            os.environ.pop("FLEET_HOME", None)
+        else:
+            os.environ["FLEET_HOME"] = old
+    return home / "models"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_cache: Path) -> Path:
+    """A fresh FLEET_HOME (empty database, own known_hosts) with the ladder hard-linked in."""
+    h = tmp_path / "home"
+    h.mkdir()
+    monkeypatch.setenv("FLEET_HOME", str(h))
+    monkeypatch.delenv("FLEET_DB_URL", raising=False)
+    monkeypatch.delenv("FLEET_PROFILES_DIR", raising=False)
+    shutil.copytree(model_cache, h / "models", copy_function=os.link,
+                    ignore=shutil.ignore_patterns("*.log"))
+    return h
+
+
+@pytest.fixture
+def cli(home: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def lab(cli: Cli, home: Path) -> Iterator[Callable[..., Result]]:
+    """Start a lab with `fleet lab up ...` inside the test; always `lab down` afterwards."""
+
+    def up(*args: str) -> Result:
+        result = cli("lab", "up", *args)
+        assert result.code == 0, result.err
+        return result
+
+    yield up
+    cli("lab", "down")
