@@ -9,12 +9,14 @@ Sources in the catalog:
 - an absolute path: used in place.
 
 Every file is hashed before it is sent; a file whose hash no longer matches the one recorded
-when it entered the cache (or the catalog's) is refused as corrupt.
+when it entered the cache (the ``SHA256SUMS`` file beside it, written by build and import) or
+the catalog's is refused as corrupt.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,6 +51,35 @@ class ArtifactCache:
         self.inventory = inventory
         self.root = root or settings.models_dir()
 
+    @staticmethod
+    def _sums_path(path: Path) -> Path:
+        return path.parent / "SHA256SUMS"
+
+    def _remembered(self, path: Path) -> str:
+        """The hash written when ``path`` entered the cache, or ''."""
+        try:
+            lines = self._sums_path(path).read_text().splitlines()
+        except FileNotFoundError:
+            return ""
+        for line in lines:
+            digest, _, name = line.partition("  ")
+            if name == path.name:
+                return digest
+        return ""
+
+    def _remember(self, path: Path, digest: str) -> None:
+        sums = self._sums_path(path)
+        entries = {}
+        if sums.exists():
+            for line in sums.read_text().splitlines():
+                d, _, name = line.partition("  ")
+                if name:
+                    entries[name] = d
+        entries[path.name] = digest
+        tmp = sums.with_suffix(".tmp")
+        tmp.write_text("".join(f"{d}  {n}\n" for n, d in sorted(entries.items())))
+        os.replace(tmp, sums)
+
     def path_for(self, model: ModelSpec, variant: Variant) -> Path:
         source = variant.source
         if source.startswith(("local://", "hf://")):
@@ -68,13 +99,15 @@ class ArtifactCache:
         base_path = self.path_for(model, base)
         if not base_path.exists():
             testmodels.write_tiny_llama_f16(base_path)
+            self._remember(base_path, sha256_file(base_path))
         built = [self._record(model, base, base_path)]
         for variant in model.variants:
             if variant is base:
                 continue
             path = self.path_for(model, variant)
             if not path.exists():
-                testmodels.quantize_gguf(base_path, path, variant.name)
+                testmodels.quantize_gguf(self.verify(model, base).path, path, variant.name)
+                self._remember(path, sha256_file(path))
             built.append(self._record(model, variant, path))
         return built
 
@@ -92,14 +125,15 @@ class ArtifactCache:
         tmp = dst.with_suffix(".tmp")
         shutil.copyfile(src, tmp)
         tmp.replace(dst)
+        self._remember(dst, digest)
         return self._record(model, variant, dst, digest)
 
     def _record(self, model: ModelSpec, variant: Variant, path: Path,
                 digest: str | None = None) -> LocalArtifact:
         existing = self.inventory.artifact(model.name, variant.name)
-        if existing and existing.path == str(path):
+        if existing and existing.path == str(path) and not digest:
             return self.verify(model, variant)
-        digest = digest or sha256_file(path)
+        digest = digest or self.verify_file(model, variant, path)
         size = path.stat().st_size
         self.inventory.record_artifact(ModelArtifact(
             model=model.name, variant=variant.name, sha256=digest, size_bytes=size,
@@ -123,17 +157,23 @@ class ArtifactCache:
                     f"`fleet model import {model.name} {variant.name} FILE`")
             raise ArtifactError(f"{model.name} {variant.name} is not in the local model cache "
                                 f"({path})", hint=hint)
-        digest = sha256_file(path)
-        expected = variant.sha256 or (record.sha256 if record else "")
-        if expected and digest != expected:
-            raise ArtifactError(
-                f"{path} is corrupt: sha256 {digest[:12]}, expected {expected[:12]}; "
-                "refusing to send it",
-                hint=f"delete it and rebuild or re-import {model.name} {variant.name}",
-            )
+        digest = self.verify_file(model, variant, path, record.sha256 if record else "")
         if record is None:
             return self._record(model, variant, path, digest)
         return LocalArtifact(path, digest, path.stat().st_size)
+
+    def verify_file(self, model: ModelSpec, variant: Variant, path: Path,
+                    recorded: str = "") -> str:
+        """Hash ``path``; raise ArtifactError unless it matches every hash known for it."""
+        digest = sha256_file(path)
+        for expected in (variant.sha256, self._remembered(path), recorded):
+            if expected and digest != expected:
+                raise ArtifactError(
+                    f"{path} is corrupt: sha256 {digest[:12]}, expected {expected[:12]}; "
+                    "refusing to send it",
+                    hint=f"delete it and rebuild or re-import {model.name} {variant.name}",
+                )
+        return digest
 
     def resolve(self, model: ModelSpec) -> ModelSpec:
         """The catalog entry with real file sizes and GGUF-header architecture where at hand."""
