@@ -41,7 +41,7 @@ if ! "$VENV/bin/python" -c 'import llama_cpp' >/dev/null 2>&1; then
     *) export CMAKE_ARGS="-DGGML_NATIVE=OFF" ;;
   esac
   echo "==> building llama-cpp-python from source (several minutes; CMAKE_ARGS=$CMAKE_ARGS)"
-  "${PIP[@]}" install --no-binary llama-cpp-python "llama-cpp-python>=0.3.0"
+  "${PIP[@]}" install "llama-cpp-python>=0.3.0"
 fi
 
 stamp="$VENV/.edgefleet-installed"

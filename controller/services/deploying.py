@@ -104,7 +104,8 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
             if problem:
                 return _roll_back(fleet, client, device, model, variant, art, previous,
                                   problem, rollout, sent, started)
-            _record(fleet, device, model.name, variant, art, "active", "", rollout, sent)
+            _record(fleet, device, model.name, variant, art, "active", choice.reason, rollout,
+                    sent)
             if device_plan.probed_json:
                 fleet.inventory.update_device(device.name, probed_json=device_plan.probed_json)
             return Outcome(device.name, "deployed", variant, choice.reason, bytes_sent=sent,
