@@ -12,6 +12,19 @@ from controller.errors import InvalidData
 FORMATS = ("gguf", "onnx")
 
 
+def _layers(a: Fields) -> tuple[int, ...]:
+    value = a.data.get("n_head_kv_layers", [])
+    n_layer = a.data.get("n_layer")
+    if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise InvalidData(f"{a.origin}: field 'arch.n_head_kv_layers' must be a list of "
+                          "positive whole numbers")
+    if value and len(value) != n_layer:
+        raise InvalidData(f"{a.origin}: field 'arch.n_head_kv_layers' has {len(value)} entries, "
+                          f"expected n_layer = {n_layer}")
+    return tuple(value)
+
+
 def parse_model(data: dict[str, Any], origin: str) -> ModelSpec:
     f = Fields(data, origin)
     a = f.section("arch")
@@ -24,6 +37,8 @@ def parse_model(data: dict[str, Any], origin: str) -> ModelSpec:
         n_vocab=a.whole("n_vocab", minimum=1),
         params=a.whole("params", minimum=1),
         active_params=a.whole("active_params", 0),
+        head_dim_override=a.whole("head_dim", 0),
+        n_head_kv_layers=_layers(a),
     )
     variants = []
     for v in f.tables("variants"):
@@ -49,6 +64,7 @@ def parse_model(data: dict[str, Any], origin: str) -> ModelSpec:
                 quality_source=v.text("quality_source", quality.SOURCE),
                 source=v.text("source"),
                 sha256=v.text("sha256", ""),
+                execution_provider=v.text("execution_provider", ""),
             )
         )
     names = [v.name for v in variants]

@@ -20,7 +20,12 @@ UBATCH = 512
 RUNTIME_OVERHEAD_BYTES = 48 * MIB
 # CPU decode reaches about 55-65 % of peak bandwidth on a Pi 5, GPU/UMA about 70-75 %
 # (facts.md §3.3).
-DEFAULT_EFFICIENCY = 0.6
+CPU_DECODE_EFFICIENCY = 0.6
+GPU_DECODE_EFFICIENCY = 0.75
+DEFAULT_EFFICIENCY = CPU_DECODE_EFFICIENCY
+# Prefill is compute bound; llama.cpp reaches roughly 40-50 % of peak FLOPS (a Pi 5 runs a
+# 3B-active MoE at pp512 10.9 tok/s = ~72 GFLOPS of 154 peak; facts.md §3.3, derived).
+PREFILL_EFFICIENCY = 0.4
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,8 @@ class MemoryEstimate:
 
 
 def kv_cache_bytes(arch: Architecture, ctx: int) -> int:
-    """n_layer x ctx x n_head_kv x head_dim x 2 (K and V) x bytes per element."""
-    return arch.n_layer * ctx * arch.n_head_kv * arch.head_dim * 2 * KV_BYTES_PER_ELEMENT
+    """Sum over layers of ctx x n_head_kv(layer) x head_dim x 2 (K and V) x bytes/element."""
+    return arch.kv_heads_total * ctx * arch.head_dim * 2 * KV_BYTES_PER_ELEMENT
 
 
 def compute_buffer_bytes(arch: Architecture, ctx: int) -> int:
@@ -67,14 +72,42 @@ def bytes_read_per_token(arch: Architecture, variant: Variant, n_past: int) -> f
     return variant.size_bytes * active_share + kv_per_token * n_past
 
 
+def decode_efficiency(profile: Profile) -> float:
+    """Calibrated per device when measured; else the default for its backend."""
+    if profile.decode_efficiency > 0:
+        return profile.decode_efficiency
+    return GPU_DECODE_EFFICIENCY if profile.accelerated else CPU_DECODE_EFFICIENCY
+
+
 def decode_tokens_per_s(
     arch: Architecture, variant: Variant, profile: Profile, n_past: int,
-    efficiency: float = DEFAULT_EFFICIENCY,
+    efficiency: float | None = None,
 ) -> float:
+    """Bandwidth-bound decode speed: efficiency x bandwidth / bytes read per token."""
     bandwidth = profile.effective_bandwidth_gbps * 1e9
     if bandwidth <= 0:
         return 0.0
-    return efficiency * bandwidth / bytes_read_per_token(arch, variant, n_past)
+    eta = decode_efficiency(profile) if efficiency is None else efficiency
+    return eta * bandwidth / bytes_read_per_token(arch, variant, n_past)
+
+
+def bandwidth_roof_tokens_per_s(arch: Architecture, variant: Variant, profile: Profile,
+                                n_past: int) -> float:
+    """Decode speed at 100 % of the profile's bandwidth: the denominator of calibration."""
+    return decode_tokens_per_s(arch, variant, profile, n_past, efficiency=1.0)
+
+
+def prefill_tokens_per_s(arch: Architecture, profile: Profile) -> float:
+    """Compute-bound prompt processing: 2 FLOPs per active parameter per token."""
+    if profile.compute_gflops <= 0:
+        return 0.0
+    return PREFILL_EFFICIENCY * profile.compute_gflops * 1e9 / (2 * arch.params_per_token)
+
+
+def ttft_ms(arch: Architecture, profile: Profile, prompt_tokens: int) -> float:
+    """Predicted time to first token for a prompt; 0 when the profile has no compute figure."""
+    tps = prefill_tokens_per_s(arch, profile)
+    return 1000.0 * prompt_tokens / tps if tps > 0 else 0.0
 
 
 def energy_per_token_j(tokens_per_s: float, profile: Profile) -> float:

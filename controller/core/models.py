@@ -30,6 +30,11 @@ class Profile:
     load_w: float = 0.0
     scale_of: str = ""  # lab scale models: the real profile they stand in for
     sources: tuple[str, ...] = field(default_factory=tuple)
+    compute_gflops: float = 0.0  # peak of the unit that runs the model; 0 = unknown
+    accelerated: bool = False  # the runtime offloads to a GPU (decode efficiency differs)
+    decode_efficiency: float = 0.0  # calibrated or stated; 0 = default for the backend
+    runtimes: tuple[str, ...] = field(default_factory=tuple)  # e.g. "llama.cpp"; () = unknown
+    execution_providers: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def usable_bytes(self) -> int:
@@ -52,10 +57,17 @@ class Architecture:
     n_vocab: int
     params: int  # total parameters
     active_params: int = 0  # MoE: parameters read per token; 0 = all
+    head_dim_override: int = 0  # when head_dim != n_embd / n_head (OpenELM, Gemma)
+    n_head_kv_layers: tuple[int, ...] = ()  # per-layer KV heads where they vary (OpenELM)
 
     @property
     def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+        return self.head_dim_override or self.n_embd // self.n_head
+
+    @property
+    def kv_heads_total(self) -> int:
+        """Sum over layers of KV heads."""
+        return sum(self.n_head_kv_layers) or self.n_layer * self.n_head_kv
 
     @property
     def params_per_token(self) -> int:
@@ -73,6 +85,11 @@ class Variant:
     quality_source: str
     source: str  # hf://repo/file, local://model/file or a path
     sha256: str = ""
+    execution_provider: str = ""  # ONNX: the EP this build needs ("" = CPU is enough)
+
+    @property
+    def runtime(self) -> str:
+        return "llama.cpp" if self.format == "gguf" else "onnxruntime"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ def parse_profile(data: dict[str, Any], origin: str) -> Profile:
     mem = f.section("memory")
     power = f.section("power", required=False)
     storage = f.section("storage", required=False)
+    gpu = f.section("gpu", required=False)
+    compute = f.section("compute", required=False)
     ram_mib = mem.whole("ram_mib", minimum=1)
     reserve_mib = mem.whole("reserve_mib", minimum=0)
     if reserve_mib >= ram_mib:
@@ -39,13 +41,15 @@ def parse_profile(data: dict[str, Any], origin: str) -> Profile:
         unified_memory=mem.flag("unified", False),
         bandwidth_gbps=mem.number("bandwidth_gbps", minimum=0.001),
         bandwidth_measured_gbps=mem.number("bandwidth_measured_gbps", 0.0),
-        gpu=f.section("gpu", required=False).text("name", ""),
+        gpu=gpu.text("name", ""),
         npu=f.section("npu", required=False).text("name", ""),
         disk_bytes=int(storage.number("disk_gb", 0.0) * 1e9),
         idle_w=power.number("idle_w", 0.0),
         load_w=power.number("load_w", 0.0),
         scale_of=f.text("scale_of", ""),
         sources=sources,
+        compute_gflops=compute.number("gflops", 0.0),
+        accelerated=gpu.flag("offload", False),
     )
 
 
@@ -63,6 +67,9 @@ def overlay_probe(
     disk_free_bytes: int,
     bandwidth_gbps: float,
     title: str,
+    runtimes: tuple[str, ...] = (),
+    execution_providers: tuple[str, ...] = (),
+    decode_efficiency: float = 0.0,
 ) -> Profile:
     """A device's probed numbers laid over its declared profile: probed values win.
 
@@ -88,4 +95,9 @@ def overlay_probe(
         load_w=base.load_w if base else 0.0,
         scale_of=base.scale_of if base else "",
         sources=base.sources if base else (),
+        compute_gflops=base.compute_gflops if base else 0.0,
+        accelerated=base.accelerated if base else False,
+        decode_efficiency=decode_efficiency or (base.decode_efficiency if base else 0.0),
+        runtimes=runtimes,
+        execution_providers=execution_providers,
     )

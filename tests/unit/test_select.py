@@ -50,3 +50,57 @@ def test_min_tokens_per_s_filters() -> None:
     assert loose.chosen and strict.chosen
     assert strict.chosen.tokens_per_s >= 3.0
     assert strict.chosen.variant.size_bytes < loose.chosen.variant.size_bytes
+
+
+REAL = ["rpi4-2gb", "rpi4-4gb", "rpi4-8gb", "rpi5-4gb", "rpi5-8gb", "rpi5-16gb",
+        "jetson-orin-nano-8gb", "jetson-orin-nano-8gb-super", "jetson-orin-nx-16gb",
+        "jetson-agx-orin-64gb", "android-snapdragon-8-gen-3", "rk3588-16gb",
+        "intel-n100-16gb", "apple-m4-mac-mini-16gb"]
+
+
+def test_mixtral_fits_only_the_64gb_agx_orin() -> None:
+    model = load_model("mixtral-8x7b")
+    fits = {p for p in REAL if choose(model, load_profile(p), Request(ctx=4096)).chosen}
+    assert fits == {"jetson-agx-orin-64gb"}
+
+
+@pytest.mark.parametrize(
+    ("model", "profile", "expected"),
+    [
+        ("qwen2.5-0.5b", "rpi4-2gb", "f16"),
+        ("llama-3.2-1b", "rpi4-2gb", "q4_k_m"),
+        ("llama-3.2-3b", "rpi4-2gb", None),
+        ("llama-3.2-3b", "rpi5-4gb", "q4_k_m"),
+        ("llama-3.2-3b", "rpi5-8gb", "f16"),
+        ("gemma-2b", "rpi5-4gb", "q4_k_m"),
+        ("openelm-270m", "rpi4-2gb", None),  # ctx 4096 > its 2048: refused with the reason
+    ],
+)
+def test_small_models_across_devices(model: str, profile: str, expected: str | None) -> None:
+    choice = choose(load_model(model), load_profile(profile), Request(ctx=4096))
+    assert (choice.chosen.variant.name if choice.chosen else None) == expected, choice.reason
+
+
+def test_prefer_speed_and_energy_pick_the_fastest_that_fits() -> None:
+    model, profile = load_model("llama-3.2-3b"), load_profile("rpi5-8gb")
+    quality = choose(model, profile, Request(ctx=4096))
+    speed = choose(model, profile, Request(ctx=4096, prefer="speed"))
+    energy = choose(model, profile, Request(ctx=4096, prefer="energy"))
+    assert quality.chosen and speed.chosen and energy.chosen
+    assert speed.chosen.variant.name == "q4_k_m" and energy.chosen.variant.name == "q4_k_m"
+    assert quality.chosen.variant.name == "f16"
+    loser = next(c for c in energy.candidates if c.variant.name == "q8_0")
+    assert "J/token" in loser.reason
+
+
+def test_max_ttft_and_runtime_filters() -> None:
+    model, profile = load_model("llama-3.2-3b"), load_profile("rpi5-8gb")
+    strict = choose(model, profile, Request(ctx=4096, max_ttft_ms=100, prompt_tokens=512))
+    assert strict.chosen is None and "TTFT" in strict.reason or all(
+        "TTFT" in c.reason for c in strict.candidates)
+    from dataclasses import replace
+
+    onnx_only = replace(profile, runtimes=("onnxruntime 1.20",))
+    none = choose(model, onnx_only, Request(ctx=4096))
+    assert none.chosen is None
+    assert all("needs llama.cpp" in c.reason for c in none.candidates)

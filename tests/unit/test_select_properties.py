@@ -1,0 +1,72 @@
+"""Invariants of the selector, over random devices and ladders (hypothesis)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.core.models import MIB, Architecture, ModelSpec, Profile, Variant
+from controller.core.select import Request, choose
+
+ARCH = Architecture(n_layer=24, n_embd=2048, n_head=16, n_head_kv=4, n_ctx_train=8192,
+                    n_vocab=32000, params=1_500_000_000)
+
+variant_st = st.builds(
+    lambda i, size, kld: Variant(name=f"v{i}", format="gguf", quant="Q4_K_M",
+                                 size_bytes=size, bits_per_weight=4.9, quality_kld=kld,
+                                 quality_source="test", source="local://x/y"),
+    st.integers(0, 10_000),
+    st.integers(50 * MIB, 8000 * MIB),
+    st.floats(0.0, 1.0, allow_nan=False),
+)
+ladder_st = st.lists(variant_st, min_size=1, max_size=8, unique_by=lambda v: v.name).map(
+    lambda vs: ModelSpec(name="m", title="m", arch=ARCH, variants=tuple(vs)))
+profile_st = st.builds(
+    lambda ram, reserve, bw, watts: Profile(
+        name="p", title="p", kind="device", arch="aarch64", cores=4, isa=(),
+        ram_bytes=ram * MIB, reserve_bytes=min(reserve, ram - 1) * MIB, unified_memory=False,
+        bandwidth_gbps=bw, bandwidth_measured_gbps=0.0, load_w=watts),
+    st.integers(256, 65536), st.integers(0, 4096), st.floats(1.0, 400.0), st.floats(0.0, 60.0),
+)
+ctx_st = st.sampled_from([256, 512, 2048, 4096])
+prefer_st = st.sampled_from(["quality", "speed", "energy"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(ladder_st, profile_st, ctx_st, prefer_st)
+def test_never_picks_a_variant_that_does_not_fit(model: ModelSpec, profile: Profile, ctx: int,
+                                                 prefer: str) -> None:
+    choice = choose(model, profile, Request(ctx=ctx, prefer=prefer))
+    if choice.chosen is not None:
+        assert choice.chosen.memory.total <= profile.usable_bytes
+    else:
+        assert all(c.memory.total > profile.usable_bytes for c in choice.candidates)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ladder_st, profile_st, st.integers(0, 32768), ctx_st)
+def test_more_ram_never_lowers_quality(model: ModelSpec, profile: Profile, extra_mib: int,
+                                       ctx: int) -> None:
+    small = choose(model, profile, Request(ctx=ctx))
+    big = choose(model, replace(profile, ram_bytes=profile.ram_bytes + extra_mib * MIB),
+                 Request(ctx=ctx))
+    if small.chosen is not None:
+        assert big.chosen is not None
+        assert big.chosen.variant.quality_kld <= small.chosen.variant.quality_kld
+
+
+@settings(max_examples=300, deadline=None)
+@given(ladder_st, profile_st, st.floats(0.0, 200.0), st.floats(0.0, 200.0), ctx_st, prefer_st)
+def test_stricter_min_speed_never_yields_a_slower_pick(model: ModelSpec, profile: Profile,
+                                                       a: float, b: float, ctx: int,
+                                                       prefer: str) -> None:
+    loose, strict = sorted((a, b))
+    lo = choose(model, profile, Request(ctx=ctx, min_tokens_per_s=loose, prefer=prefer))
+    hi = choose(model, profile, Request(ctx=ctx, min_tokens_per_s=strict, prefer=prefer))
+    if hi.chosen is not None:
+        assert hi.chosen.tokens_per_s >= strict
+        assert lo.chosen is not None
+        assert hi.chosen.tokens_per_s >= lo.chosen.tokens_per_s or (
+            hi.chosen.variant == lo.chosen.variant)
