@@ -24,6 +24,27 @@ from agent.workers import Worker
 log = logging.getLogger("edgefleet.agent")
 
 SMOKE_PROMPT = "Hello"
+# The fixed benchmark prompt set: short, medium and long prompts, as in llama-bench's pp/tg mix.
+BENCH_PROMPTS = (
+    "Hello",
+    "Summarise the state of the kiosk fleet in one sentence.",
+    " ".join(["The edge device reports its temperature, power and memory."] * 3),
+)
+
+
+@dataclass(frozen=True)
+class BenchSample:
+    run: int
+    prompt_index: int
+    stats: GenerationStats
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    record: ModelRecord
+    load_seconds: float
+    peak_rss_bytes: int
+    samples: list[BenchSample]
 RUNTIME_OVERHEAD_BYTES = 48 * MIB  # a worker process with llama.cpp loaded, before weights
 
 
@@ -186,6 +207,22 @@ class AgentCore:
                 decode_tokens_per_s=s.decode_tokens_per_s,
                 outcome=outcome,
             )
+
+    def benchmark(self, runs: int, max_tokens: int, prompts: list[str]) -> BenchResult:
+        """Run the prompt set ``runs`` times on the active model (bounded by the caller)."""
+        current = self._loaded
+        if current is None:
+            raise NoActiveModel("no model is loaded; deploy one first")
+        samples = []
+        for run in range(runs):
+            for index, prompt in enumerate(prompts or BENCH_PROMPTS):
+                stats = GenerationStats()
+                for kind, value in self.generate(prompt, max_tokens, 0.0):
+                    if kind == "done":
+                        stats = value
+                samples.append(BenchSample(run, index, stats))
+        return BenchResult(current.record, current.worker.load_seconds,
+                           current.worker.peak_rss_bytes(), samples)
 
     def _restart_after_crash(self, crashed: Loaded) -> None:
         with self._lock:

@@ -8,6 +8,7 @@
     ├── InsufficientDisk      the store cannot hold the blob            -> RESOURCE_EXHAUSTED
     ├── NotForThisMachine     the file cannot run here                  -> FAILED_PRECONDITION
     ├── NoActiveModel         inference asked with nothing loaded       -> FAILED_PRECONDITION
+    ├── GenerationFailed      the runtime raised during a generation    -> INTERNAL
     └── WorkerFailed          the runtime worker crashed or refused     -> UNAVAILABLE
 """
 
@@ -47,4 +48,8 @@ class NoActiveModel(AgentError):
 
 
 class WorkerFailed(AgentError):
+    pass
+
+
+class GenerationFailed(AgentError):
     pass

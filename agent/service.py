@@ -15,6 +15,7 @@ from agent.core import AgentCore
 from agent.errors import (
     AgentError,
     ChecksumMismatch,
+    GenerationFailed,
     InsufficientDisk,
     InsufficientMemory,
     InvalidRequest,
@@ -39,12 +40,17 @@ STATUS_BY_ERROR: dict[type[AgentError], grpc.StatusCode] = {
     NotForThisMachine: grpc.StatusCode.FAILED_PRECONDITION,
     NoActiveModel: grpc.StatusCode.FAILED_PRECONDITION,
     WorkerFailed: grpc.StatusCode.UNAVAILABLE,
+    GenerationFailed: grpc.StatusCode.INTERNAL,
 }
+
+
+ERROR_KIND_KEY = "edgefleet-error"  # trailing metadata: the AgentError class name
 
 
 def _abort(context: grpc.ServicerContext, exc: AgentError) -> Any:
     code = STATUS_BY_ERROR.get(type(exc), grpc.StatusCode.INTERNAL)
     log.warning("%s: %s", code.name, exc)
+    context.set_trailing_metadata(((ERROR_KIND_KEY, type(exc).__name__),))
     context.abort(code, str(exc))
 
 
@@ -165,4 +171,30 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             next_seq=records[-1].seq if records else request.after_seq,
             sample=pb.DeviceSample(timestamp=time.time(),
                                    worker_crashes=telemetry.worker_crashes),
+        )
+
+    def Benchmark(self, request: pb.BenchmarkRequest, context: grpc.ServicerContext) -> Any:
+        if not 1 <= (request.runs or 1) <= 100 or not 1 <= (request.max_tokens or 32) <= 512:
+            return _abort(context, InvalidRequest("runs must be 1..100, max_tokens 1..512"))
+        try:
+            result = self.core.benchmark(request.runs or 1, request.max_tokens or 32,
+                                         list(request.prompts))
+        except AgentError as exc:
+            return _abort(context, exc)
+        return pb.BenchmarkResponse(
+            sha256=result.record.sha256, variant=result.record.variant,
+            load_seconds=result.load_seconds, peak_rss_bytes=result.peak_rss_bytes,
+            energy_meter="none",
+            samples=[
+                pb.BenchmarkSample(
+                    run=s.run, prompt_index=s.prompt_index,
+                    prompt_tokens=s.stats.prompt_tokens,
+                    completion_tokens=s.stats.completion_tokens,
+                    ttft_ms=s.stats.ttft_s * 1000,
+                    prefill_tokens_per_s=s.stats.prefill_tokens_per_s,
+                    decode_tokens_per_s=s.stats.decode_tokens_per_s,
+                    total_ms=s.stats.total_s * 1000,
+                )
+                for s in result.samples
+            ],
         )

@@ -6,7 +6,8 @@ Unloading is a process exit, so memory is really returned to the device.
 
 Pipe protocol, agent -> worker: ``("generate", prompt, max_tokens, temperature)``, ``("stop",)``.
 Worker -> agent: ``("ready", load_seconds)`` or ``("error", message)`` once after start; per
-generation ``("text", piece)``..., then ``("done", stats_dict)`` or ``("error", message)``.
+generation ``("text", piece)``..., then ``("done", stats_dict)``, ``("invalid", message)`` (bad
+request, e.g. a prompt longer than the context) or ``("error", message)`` (the runtime raised).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from agent.errors import NotForThisMachine, WorkerFailed
+from agent.errors import GenerationFailed, InvalidRequest, NotForThisMachine, WorkerFailed
 from agent.runtimes.base import GenerationStats, Runtime
 
 _CTX = mp.get_context("spawn")
@@ -60,6 +61,8 @@ def _worker_main(
             for piece in runtime.generate(prompt, max_tokens, temperature, cancel.is_set, stats):
                 conn.send(("text", piece))
             conn.send(("done", asdict(stats)))
+        except InvalidRequest as exc:
+            conn.send(("invalid", str(exc)))
         except Exception as exc:
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
     runtime.close()
@@ -103,6 +106,16 @@ class Worker:
         self._proc.join(timeout=5)
         return self._proc.exitcode
 
+    def peak_rss_bytes(self) -> int:
+        """High-water mark of the worker's resident memory (VmHWM), 0 if unknown."""
+        try:
+            for line in open(f"/proc/{self.pid}/status"):  # noqa: SIM115
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
     @property
     def alive(self) -> bool:
         return self._proc.is_alive()
@@ -128,9 +141,12 @@ class Worker:
                         busy = False
                         yield kind, GenerationStats(**value)
                         return
+                    elif kind == "invalid":
+                        busy = False
+                        raise InvalidRequest(value)
                     else:
                         busy = False
-                        raise WorkerFailed(f"generation failed: {value}")
+                        raise GenerationFailed(f"generation failed: {value}")
             except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
                 busy = False
                 code = self._exit_code()
@@ -147,7 +163,7 @@ class Worker:
         try:
             while time.monotonic() < deadline and self._conn.poll(deadline - time.monotonic()):
                 kind, _ = self._conn.recv()
-                if kind in ("done", "error"):
+                if kind in ("done", "error", "invalid"):
                     return
         except (EOFError, OSError):
             return

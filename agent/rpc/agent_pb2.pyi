@@ -256,3 +256,51 @@ class GetTelemetryResponse(_message.Message):
     next_seq: int
     sample: DeviceSample
     def __init__(self, records: _Optional[_Iterable[_Union[RequestRecord, _Mapping]]] = ..., next_seq: _Optional[int] = ..., sample: _Optional[_Union[DeviceSample, _Mapping]] = ...) -> None: ...
+
+class BenchmarkRequest(_message.Message):
+    __slots__ = ("runs", "max_tokens", "prompts")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    runs: int
+    max_tokens: int
+    prompts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, runs: _Optional[int] = ..., max_tokens: _Optional[int] = ..., prompts: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BenchmarkSample(_message.Message):
+    __slots__ = ("run", "prompt_index", "prompt_tokens", "completion_tokens", "ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s", "total_ms", "energy_j")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_MS_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    DECODE_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_J_FIELD_NUMBER: _ClassVar[int]
+    run: int
+    prompt_index: int
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_ms: float
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float
+    total_ms: float
+    energy_j: float
+    def __init__(self, run: _Optional[int] = ..., prompt_index: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., ttft_ms: _Optional[float] = ..., prefill_tokens_per_s: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., total_ms: _Optional[float] = ..., energy_j: _Optional[float] = ...) -> None: ...
+
+class BenchmarkResponse(_message.Message):
+    __slots__ = ("sha256", "variant", "load_seconds", "peak_rss_bytes", "samples", "energy_meter")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PEAK_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_METER_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    variant: str
+    load_seconds: float
+    peak_rss_bytes: int
+    samples: _containers.RepeatedCompositeFieldContainer[BenchmarkSample]
+    energy_meter: str
+    def __init__(self, sha256: _Optional[str] = ..., variant: _Optional[str] = ..., load_seconds: _Optional[float] = ..., peak_rss_bytes: _Optional[int] = ..., samples: _Optional[_Iterable[_Union[BenchmarkSample, _Mapping]]] = ..., energy_meter: _Optional[str] = ...) -> None: ...

@@ -70,6 +70,11 @@ class AgentServiceStub:
                 request_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.GetTelemetryRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.GetTelemetryResponse.FromString,
                 _registered_method=True)
+        self.Benchmark = channel.unary_unary(
+                '/edgefleet.agent.v1.AgentService/Benchmark',
+                request_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.BenchmarkRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.BenchmarkResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -122,6 +127,13 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Benchmark(self, request, context):
+        """A fixed prompt set run N times on the active model; raw samples, not averages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +171,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.GetTelemetry,
                     request_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.GetTelemetryRequest.FromString,
                     response_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.GetTelemetryResponse.SerializeToString,
+            ),
+            'Benchmark': grpc.unary_unary_rpc_method_handler(
+                    servicer.Benchmark,
+                    request_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.BenchmarkRequest.FromString,
+                    response_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.BenchmarkResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +367,33 @@ class AgentService:
             '/edgefleet.agent.v1.AgentService/GetTelemetry',
             edgefleet_dot_agent_dot_v1_dot_agent__pb2.GetTelemetryRequest.SerializeToString,
             edgefleet_dot_agent_dot_v1_dot_agent__pb2.GetTelemetryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Benchmark(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.agent.v1.AgentService/Benchmark',
+            edgefleet_dot_agent_dot_v1_dot_agent__pb2.BenchmarkRequest.SerializeToString,
+            edgefleet_dot_agent_dot_v1_dot_agent__pb2.BenchmarkResponse.FromString,
             options,
             channel_credentials,
             insecure,

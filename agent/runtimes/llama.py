@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from agent.errors import InvalidRequest
 from agent.runtimes.base import GenerationStats
 
 
@@ -34,7 +35,12 @@ class LlamaRuntime:
         llm = self._llm
         tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True)
         stats.prompt_tokens = len(tokens)
-        max_tokens = min(max_tokens, max(1, llm.n_ctx() - len(tokens)))
+        if len(tokens) >= llm.n_ctx():
+            raise InvalidRequest(
+                f"prompt is {len(tokens)} tokens; the model was loaded with a context of "
+                f"{llm.n_ctx()}"
+            )
+        max_tokens = min(max_tokens, llm.n_ctx() - len(tokens))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         eos = llm.token_eos()
         start = time.perf_counter()

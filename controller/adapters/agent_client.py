@@ -14,6 +14,8 @@ from agent.rpc import agent_pb2 as pb
 from agent.rpc import agent_pb2_grpc as pb_grpc
 from controller.errors import AgentRefused, Unreachable
 
+ERROR_KIND_KEY = "edgefleet-error"  # set by agent.service on every refusal
+
 T = TypeVar("T")
 MODEL_HEALTH = "edgefleet.agent.v1.Model"
 
@@ -59,6 +61,11 @@ class GrpcAgentClient:
     def _map(self, exc: grpc.RpcError) -> Exception:
         code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
         details = exc.details() if hasattr(exc, "details") else str(exc)
+        kind = dict(exc.trailing_metadata() or ()).get(ERROR_KIND_KEY, "")
+        if kind == "WorkerFailed":
+            return AgentRefused(f"{self.name}: {details}", code=code.name,
+                                hint="the agent restarts the runtime on its last good model; "
+                                "`fleet status` shows the crash count")
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return Unreachable(
                 f"{self.name}: agent at {self.address} not reachable ({code.name})",
@@ -87,6 +94,11 @@ class GrpcAgentClient:
     def telemetry(self, after_seq: int = 0, limit: int = 1000) -> pb.GetTelemetryResponse:
         request = pb.GetTelemetryRequest(after_seq=after_seq, limit=limit)
         return self._call(self._stub.GetTelemetry, request, 5.0)
+
+    def benchmark(self, runs: int, max_tokens: int, timeout: float = 600.0
+                  ) -> pb.BenchmarkResponse:
+        request = pb.BenchmarkRequest(runs=runs, max_tokens=max_tokens)
+        return self._call(self._stub.Benchmark, request, timeout)
 
     def model_serving(self) -> bool:
         request = health_pb2.HealthCheckRequest(service=MODEL_HEALTH)

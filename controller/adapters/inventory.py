@@ -9,7 +9,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from controller.adapters.db import engine_for
-from controller.adapters.tables import Deployment, Device, DeviceGroup, ModelArtifact
+from controller.adapters.tables import (
+    Deployment,
+    Device,
+    DeviceGroup,
+    Measurement,
+    ModelArtifact,
+)
 from controller.errors import EmptyGroup, FleetError, UnknownDevice, UnknownGroup, UsageError
 
 
@@ -119,3 +125,17 @@ class SqlInventory:
         with self.session() as s:
             query = select(Deployment).order_by(col(Deployment.id).desc()).limit(limit)
             return list(s.exec(query).all())
+
+    # -- measurements ---------------------------------------------------------------------
+    def record_measurement(self, measurement: Measurement) -> None:
+        with self.session() as s:
+            s.add(measurement)
+            s.commit()
+
+    def latest_measurement(self, device: str, model: str, variant: str) -> Measurement | None:
+        with self.session() as s:
+            query = select(Measurement).where(
+                Measurement.device == device, Measurement.model == model,
+                Measurement.variant == variant,
+            ).order_by(col(Measurement.id).desc())
+            return s.exec(query).first()

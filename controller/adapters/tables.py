@@ -38,6 +38,7 @@ class Device(SQLModel, table=True):
     last_tokens_per_s: float | None = None
     last_seen: datetime | None = None
     lab: bool = False
+    decode_efficiency: float | None = None  # calibrated share of bandwidth reached in decode
     created_at: datetime = Field(default_factory=_now)
 
 
@@ -67,3 +68,23 @@ class Deployment(SQLModel, table=True):
     bytes_sent: int = 0
     started_at: datetime = Field(default_factory=_now)
     finished_at: datetime | None = None
+
+
+class Measurement(SQLModel, table=True):
+    """Measured performance of one variant on one device (benchmark or live telemetry)."""
+
+    __tablename__ = "measurement"
+    id: int | None = Field(default=None, primary_key=True)
+    device: str = Field(index=True)
+    model: str
+    variant: str
+    sha256: str
+    source: str  # benchmark | telemetry
+    samples: int
+    decode_tokens_per_s: float
+    prefill_tokens_per_s: float
+    ttft_ms: float
+    predicted_tokens_per_s: float  # the model's prediction before this measurement
+    decode_efficiency: float
+    peak_rss_bytes: int = 0
+    measured_at: datetime = Field(default_factory=_now)

@@ -102,3 +102,30 @@ def remove(ctx: typer.Context, name: str) -> None:
     f.inventory.get_device(name)
     f.inventory.remove_devices([name])
     console.print(f"removed {name}")
+
+
+@app.command("calibrate")
+def calibrate(
+    ctx: typer.Context,
+    name: str,
+    runs: int = typer.Option(3, "--runs", help="Repetitions of the fixed prompt set."),
+    max_tokens: int = typer.Option(64, "--max-tokens", help="Tokens generated per prompt."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Benchmark the device's active model and store its measured decode efficiency."""
+    from dataclasses import asdict
+
+    from controller.services.calibrating import calibrate as run_calibration
+
+    result = run_calibration(fleet(ctx), name, runs, max_tokens)
+    if as_json:
+        print_json(asdict(result))
+        return
+    console.print(
+        f"{result.device}: {result.model} {result.variant}, {result.samples} samples: "
+        f"measured {result.measured_tokens_per_s:.1f} tok/s (median), predicted "
+        f"{result.predicted_before:.1f} before calibration; decode efficiency now "
+        f"{result.decode_efficiency:.2f} of bandwidth -> predicts "
+        f"{result.predicted_after:.1f}. TTFT {result.ttft_ms:.1f} ms, worker peak RSS "
+        f"{mib(result.peak_rss_bytes)}, load {result.load_seconds:.2f} s"
+    )

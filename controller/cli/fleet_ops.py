@@ -8,12 +8,28 @@ from rich.table import Table
 from controller.adapters.tables import Device
 from controller.cli.common import console, fleet, num, print_json
 from controller.cli.render import plan_dict, print_outcomes, print_plan
+from controller.core.models import ModelSpec
+from controller.core.select import Request
 from controller.errors import DeployFailed, UsageError
 from controller.services import deploying, models, observing, planning
 from controller.services.context import Fleet
 
 GROUP = typer.Option(None, "--group", "-g", help="Devices of this group.")
 DEVICE = typer.Option(None, "--device", "-d", help="This device (repeatable).")
+CTX = typer.Option(0, "--ctx", help="Context length (default: the model's).")
+MIN_TPS = typer.Option(0.0, "--min-tps", help="Minimum predicted decode tokens/s.")
+MAX_TTFT = typer.Option(0.0, "--max-ttft", help="Maximum predicted TTFT in ms (0: none).")
+PROMPT = typer.Option(128, "--prompt-tokens", help="Prompt length TTFT is predicted for.")
+PREFER = typer.Option("quality", "--prefer", help="Rank by quality, speed or energy.")
+
+
+def build_request(spec: ModelSpec, ctx: int, min_tps: float, max_ttft: float,
+                  prompt_tokens: int, prefer: str) -> Request:
+    if min_tps < 0 or max_ttft < 0 or prompt_tokens < 1:
+        raise UsageError("--min-tps and --max-ttft must be >= 0, --prompt-tokens >= 1",
+                         hint="e.g. --min-tps 5 --max-ttft 2000")
+    return Request(ctx=ctx or spec.default_ctx, min_tokens_per_s=min_tps,
+                   max_ttft_ms=max_ttft, prompt_tokens=prompt_tokens, prefer=prefer)
 
 
 def select_devices(f: Fleet, group: str | None, names: list[str] | None) -> list[Device]:
@@ -55,15 +71,19 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Argument(..., help="Catalog model, e.g. tiny-llama or phi3-mini."),
         group: str = GROUP,
         device: list[str] = DEVICE,
-        context: int = typer.Option(0, "--ctx", help="Context length (default: the model's)."),
-        min_tps: float = typer.Option(0.0, "--min-tps", help="Minimum predicted tokens/s."),
+        context: int = CTX,
+        min_tps: float = MIN_TPS,
+        max_ttft: float = MAX_TTFT,
+        prompt_tokens: int = PROMPT,
+        prefer: str = PREFER,
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Show which variant each device would get, and why every other lost."""
         f = fleet(ctx)
         spec = models.ensure_model(f, model)
         devices = select_devices(f, group, device)
-        plans = planning.plan(f, spec, devices, context or spec.default_ctx, min_tps)
+        request = build_request(spec, context, min_tps, max_ttft, prompt_tokens, prefer)
+        plans = planning.plan(f, spec, devices, request)
         if as_json:
             print_json([plan_dict(p) for p in plans])
         else:
@@ -75,7 +95,11 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Argument(..., help="Catalog model."),
         group: str = GROUP,
         device: list[str] = DEVICE,
-        context: int = typer.Option(0, "--ctx", help="Context length (default: the model's)."),
+        context: int = CTX,
+        min_tps: float = MIN_TPS,
+        max_ttft: float = MAX_TTFT,
+        prompt_tokens: int = PROMPT,
+        prefer: str = PREFER,
         concurrency: int = typer.Option(4, "--concurrency", help="Devices at once."),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
@@ -83,7 +107,8 @@ def register(app: typer.Typer) -> None:
         f = fleet(ctx)
         spec = models.ensure_model(f, model)
         devices = select_devices(f, group, device)
-        report = deploying.deploy(f, spec, devices, context or spec.default_ctx, concurrency)
+        request = build_request(spec, context, min_tps, max_ttft, prompt_tokens, prefer)
+        report = deploying.deploy(f, spec, devices, request, concurrency)
         if as_json:
             print_json({"rollout": report.rollout, "model": report.model,
                         "plans": [plan_dict(p) for p in report.plans],

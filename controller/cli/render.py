@@ -33,9 +33,12 @@ def choice_dict(choice: Choice | None) -> dict[str, Any] | None:
 
 
 def plan_dict(p: DevicePlan) -> dict[str, Any]:
-    return {"device": p.device.name, "group": p.device.group_name,
+    data = {"device": p.device.name, "group": p.device.group_name,
             "profile_source": p.profile_source,
             "error": p.error.message if p.error else None, **(choice_dict(p.choice) or {})}
+    for c in data.get("candidates", []):
+        c["measured_tokens_per_s"] = p.measured.get(c["variant"])
+    return data
 
 
 def print_plan(plans: list[DevicePlan]) -> None:
@@ -48,12 +51,15 @@ def print_plan(plans: list[DevicePlan]) -> None:
         src = p.profile_source + (f"; agent unreachable: {p.error.message}" if p.error else "")
         mark = "[green]" if p.choice.chosen else "[red]"
         console.print(f"{head} ({prof.name}, {src}): {mark}{p.choice.reason}[/]")
-        table = Table("variant", "memory", "tok/s", "J/tok", "KLD", "verdict", box=None,
-                      pad_edge=False)
+        table = Table("variant", "memory", "tok/s", "measured", "TTFT ms", "J/tok", "KLD",
+                      "verdict", box=None, pad_edge=False)
         for c in p.choice.candidates:
             won = p.choice.chosen is not None and c.variant.name == p.choice.chosen.variant.name
+            measured = p.measured.get(c.variant.name)
             table.add_row(("* " if won else "  ") + c.variant.name, mib(c.memory.total),
                           f"{c.tokens_per_s:.1f}",
+                          f"{measured:.1f}" if measured else "-",
+                          f"{c.ttft_ms:.0f}" if c.ttft_ms else "-",
                           f"{c.joules_per_token:.2f}" if c.joules_per_token else "-",
                           f"{c.variant.quality_kld:.4f}", "chosen" if won else c.reason)
         console.print(table)

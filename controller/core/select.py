@@ -6,7 +6,7 @@ variant, its predicted memory, speed and energy and the reason it won or lost.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from controller.core import cost
@@ -51,11 +51,28 @@ def _mib(n: float) -> str:
     return f"{n / MIB:,.0f} MiB" if n >= 10 * MIB else f"{n / MIB:.1f} MiB"
 
 
-def _assess(model: ModelSpec, variant: Variant, profile: Profile, req: Request) -> Candidate:
-    memory = cost.estimate_memory(model.arch, variant, req.ctx)
-    tps = cost.decode_tokens_per_s(model.arch, variant, profile, n_past=req.ctx // 2)
+@dataclass(frozen=True)
+class VariantCost:
+    """What does not depend on the device: memory need and bytes read per token."""
+
+    memory: cost.MemoryEstimate
+    bytes_per_token: float
+
+
+def variant_costs(model: ModelSpec, req: Request) -> dict[str, VariantCost]:
+    return {
+        v.name: VariantCost(cost.estimate_memory(model.arch, v, req.ctx),
+                            cost.bytes_read_per_token(model.arch, v, n_past=req.ctx // 2))
+        for v in model.variants
+    }
+
+
+def _assess(model: ModelSpec, variant: Variant, profile: Profile, req: Request,
+            fixed: VariantCost, ttft: float) -> Candidate:
+    memory = fixed.memory
+    bandwidth = profile.effective_bandwidth_gbps * 1e9
+    tps = cost.decode_efficiency(profile) * bandwidth / fixed.bytes_per_token
     jpt = cost.energy_per_token_j(tps, profile)
-    ttft = cost.ttft_ms(model.arch, profile, req.prompt_tokens)
     usable = profile.usable_bytes
     problems = []
     if req.ctx > model.arch.n_ctx_train:
@@ -117,11 +134,22 @@ def _lost_because(c: Candidate, winner: Candidate, prefer: str) -> str:
 _WHAT_WON = {"quality": "highest quality", "speed": "fastest", "energy": "least energy"}
 
 
-def choose(model: ModelSpec, profile: Profile, req: Request, device: str = "") -> Choice:
+def choose_many(model: ModelSpec, devices: Sequence[tuple[str, Profile]],
+                req: Request) -> list[Choice]:
+    """``choose`` for a fleet: what does not depend on the device is computed once per
+    variant instead of once per device and variant."""
+    fixed = variant_costs(model, req)
+    return [choose(model, profile, req, name, fixed) for name, profile in devices]
+
+
+def choose(model: ModelSpec, profile: Profile, req: Request, device: str = "",
+           fixed: dict[str, VariantCost] | None = None) -> Choice:
     """Pick, among variants that pass every filter, the best by ``req.prefer``."""
     if req.prefer not in OBJECTIVES:
         raise ValueError(f"prefer must be one of {OBJECTIVES}")
-    assessed = [_assess(model, v, profile, req) for v in model.variants]
+    fixed = fixed or variant_costs(model, req)
+    ttft = cost.ttft_ms(model.arch, profile, req.prompt_tokens)
+    assessed = [_assess(model, v, profile, req, fixed[v.name], ttft) for v in model.variants]
     ranked = sorted(assessed, key=_rank_key(req.prefer))
     winner = next((c for c in ranked if c.fits), None)
     explained = []

@@ -57,4 +57,6 @@ def profile_from_probe(fleet: Fleet, device: Device, probed: pb.HardwareProfile)
         disk_free_bytes=probed.disk_free_bytes,
         bandwidth_gbps=probed.mem_bandwidth_gbps,
         title=probed.device_model,
+        runtimes=tuple(r.split()[0] for r in probed.runtimes),
+        decode_efficiency=device.decode_efficiency or 0.0,
     )

@@ -18,7 +18,8 @@ from controller.adapters.agent_client import GrpcAgentClient
 from controller.adapters.tables import Deployment, Device
 from controller.artifacts import LocalArtifact
 from controller.core.models import ModelSpec
-from controller.errors import FleetError
+from controller.core.select import Request
+from controller.errors import FleetError, UsageError
 from controller.services.context import Fleet
 from controller.services.planning import DevicePlan, plan
 
@@ -148,10 +149,12 @@ def _record(fleet: Fleet, device: Device, model: str, variant: str, art: LocalAr
             sha256=restored.sha256 if restored else "")
 
 
-def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], ctx: int,
+def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Request,
            concurrency: int = 4,
            on_outcome: Callable[[Outcome], None] = lambda o: None) -> DeployReport:
-    plans = plan(fleet, model, devices, ctx)
+    if not 1 <= concurrency <= 64:
+        raise UsageError("--concurrency must be 1..64", hint="the default is 4")
+    plans = plan(fleet, model, devices, request)
     needed = {p.choice.chosen.variant.name for p in plans if p.choice and p.choice.chosen}
     spec_by_name = {v.name: v for v in model.variants}
     # Hash every file to be sent before any device is touched: a corrupt source stops here.
