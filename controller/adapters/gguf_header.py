@@ -3,18 +3,40 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from controller.core.models import Architecture
 from controller.errors import ArtifactError
 
 
-def read_architecture(path: Path) -> Architecture:
+def read_quant(path: Path) -> str:
+    """The file type llama.cpp wrote (general.file_type), e.g. ``Q4_K_M``; '' if absent."""
+    import gguf
+
+    reader = _reader(path)
+    field = reader.fields.get("general.file_type")
+    if field is None:
+        return ""
+    value = int(field.parts[field.data[0]][0])
+    try:
+        name = gguf.LlamaFileType(value).name
+    except ValueError:
+        return ""
+    return name.removeprefix("MOSTLY_").replace("ALL_", "")
+
+
+def _reader(path: Path) -> Any:
     import gguf
 
     try:
-        reader = gguf.GGUFReader(str(path))
+        return gguf.GGUFReader(str(path))
     except (ValueError, OSError) as exc:
-        raise ArtifactError(f"{path}: not a readable GGUF file ({exc})") from exc
+        raise ArtifactError(f"{path}: not a readable GGUF file ({exc})",
+                            hint="is it a complete .gguf download?") from exc
+
+
+def read_architecture(path: Path) -> Architecture:
+    reader = _reader(path)
 
     def scalar(key: str, default: int | None = None) -> int:
         field = reader.fields.get(key)

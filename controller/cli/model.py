@@ -79,3 +79,30 @@ def import_(ctx: typer.Context, name: str, variant: str, path: Path) -> None:
                          hint=f"variants: {', '.join(v.name for v in model.variants)}")
     art = f.artifacts.import_file(model, spec, path)
     console.print(f"imported {name} {variant}: {mib(art.size_bytes)}, sha256 {art.sha256[:16]}")
+
+
+@app.command("add")
+def add(ctx: typer.Context, name: str, path: Path,
+        title: str = typer.Option("", "--title", help="Human title of a new model.")) -> None:
+    """Register a local GGUF as a model (architecture read from its own header)."""
+    from controller.services.catalog_edit import add_gguf
+
+    spec = add_gguf(fleet(ctx), name, path, title)
+    a = spec.arch
+    console.print(f"added {name} {spec.variants[-1].name}: {a.n_layer} layers, embd {a.n_embd}, "
+                  f"{a.n_head}/{a.n_head_kv} heads, ctx {a.n_ctx_train}, {a.params:,} params")
+
+
+@app.command("quantize")
+def quantize(
+    ctx: typer.Context,
+    name: str,
+    source: str = typer.Option("f16", "--from", help="Variant to quantize from."),
+    to: str = typer.Option(..., "--to", help="Comma-separated targets, e.g. q8_0,q4_k_m."),
+) -> None:
+    """Build a GGUF ladder locally with llama.cpp and add it to your catalog."""
+    from controller.services.catalog_edit import quantize as run_quantize
+
+    targets = [t.strip().lower() for t in to.split(",") if t.strip()]
+    for art in run_quantize(fleet(ctx), name, source, targets):
+        console.print(f"{art.path.name:36} {mib(art.size_bytes):>10}  sha256 {art.sha256[:16]}")
