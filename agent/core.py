@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent import failpoints
 from agent.emulation import MIB, DeviceView
 from agent.errors import InsufficientMemory, NoActiveModel, WorkerFailed
 from agent.probe import HostFacts, parse_meminfo
@@ -97,13 +98,17 @@ class AgentCore:
             if record is None:
                 continue
             try:
-                self.load(record, estimated_bytes=0, smoke_test=False)
+                # The active model is already recorded as active; falling back to the
+                # previous one makes that the new desired state.
+                self.load(record, estimated_bytes=0, smoke_test=False,
+                          activate=record is not state.active)
                 log.info("restored model %s (%s)", record.name, record.variant)
                 return
             except Exception as exc:  # try the previous model next
                 log.error("could not restore %s: %s", record.sha256[:12], exc)
 
-    def load(self, record: ModelRecord, estimated_bytes: int, smoke_test: bool = True) -> float:
+    def load(self, record: ModelRecord, estimated_bytes: int, smoke_test: bool = True,
+             activate: bool = True) -> float:
         """Verify, load beside (or instead of) the current model, smoke-test, activate.
 
         Returns load seconds. On any failure the previously active model stays active.
@@ -128,6 +133,7 @@ class AgentCore:
                 self._loaded = None
             try:
                 worker = Worker(record.format, path, record.n_ctx or 512, self.view.cores)
+                failpoints.hit("load.after_worker")
                 try:
                     if smoke_test:
                         _smoke(worker)
@@ -141,7 +147,8 @@ class AgentCore:
             if current and hand_over:
                 current.worker.stop()
             self._loaded = Loaded(record, worker, need)
-            self.store.activate(record)
+            if activate:
+                self.store.activate(record)
             self._on_model_change(True)
             return worker.load_seconds
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from agent import failpoints
 from agent.core import AgentCore
 from agent.emulation import MIB, emulated_view, host_view
 from agent.probe import probe_host
@@ -73,6 +74,7 @@ def create_server(
     on_model_change(False)
     if restore:
         core.restore()
+    failpoints.arm()
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -54,10 +54,12 @@ def _abort(context: grpc.ServicerContext, exc: AgentError) -> Any:
     context.abort(code, str(exc))
 
 
-def _model_info(record: ModelRecord, active: bool, state: str) -> pb.ModelInfo:
+def _model_info(record: ModelRecord, active: bool, state: str,
+                worker_pid: int = 0) -> pb.ModelInfo:
     return pb.ModelInfo(
         name=record.name, variant=record.variant, sha256=record.sha256, format=record.format,
         size_bytes=record.size_bytes, state=state, active=active, n_ctx=record.n_ctx,
+        worker_pid=worker_pid,
     )
 
 
@@ -133,7 +135,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 continue
             is_loaded = loaded is not None and loaded.record.sha256 == record.sha256
             active = state.active is not None and record.sha256 == state.active.sha256
-            models.append(_model_info(record, active, "loaded" if is_loaded else "stored"))
+            models.append(_model_info(record, active, "loaded" if is_loaded else "stored",
+                                      loaded.worker.pid if is_loaded and loaded else 0))
         return pb.ListModelsResponse(models=models)
 
     def Generate(self, request: pb.GenerateRequest, context: grpc.ServicerContext) -> Iterator[Any]:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agent import failpoints
 from agent.errors import ChecksumMismatch, InvalidRequest, NotFound
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -109,8 +110,10 @@ class ModelStore:
             raise ChecksumMismatch(
                 f"staged file hashes to {actual[:12]}, expected {sha256[:12]}; deleted it"
             )
+        failpoints.hit("verify.before_move")
         os.replace(staged, blob)
         _fsync_dir(self.blobs_dir)
+        failpoints.hit("verify.after_move")
         return blob
 
     def read_state(self) -> StoreState:
@@ -145,7 +148,9 @@ class ModelStore:
         if old.active and old.active.sha256 != record.sha256:
             previous = old.active
         new = StoreState(active=record, previous=previous)
+        failpoints.hit("activate.before_state")
         self.write_state(new)
+        failpoints.hit("activate.after_state")
         # Only the model that just fell out of the rollback slot is deleted; blobs staged
         # ahead of activation (pre-pulled or awaiting a retry) stay until collect_garbage.
         kept = {r.sha256 for r in (new.active, new.previous) if r}

@@ -1,0 +1,155 @@
+"""The agent never bricks a device: one test per failure, against a real agent process."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.failpoints import POINTS
+from controller.errors import AgentRefused, FleetError
+from tests.agent_process import AgentProcess
+
+
+@pytest.fixture
+def ladder(model_cache: Path) -> dict[str, Path]:
+    d = model_cache / "tiny-llama"
+    return {v: d / f"tiny-llama-{v}.gguf" for v in ("f16", "q8_0", "q4_k_m", "q2_k")}
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[AgentProcess]:
+    a = AgentProcess(tmp_path / "data")
+    yield a
+    a.stop()
+
+
+def _generate_ok(a: AgentProcess) -> str:
+    with a.client() as c:
+        result = c.generate("hello", 4)
+    assert result.summary.completion_tokens > 0
+    return result.summary.sha256
+
+
+def _wait_generate_ok(a: AgentProcess, seconds: float = 30.0) -> str:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return _generate_ok(a)
+        except FleetError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _load(a: AgentProcess, path: Path, variant: str, estimate: int = 0) -> None:
+    a.stage(path)
+    with a.client() as c:
+        c.load_model(a.load_request(path, variant, estimate))
+
+
+def test_checksum_mismatch_is_data_loss_and_the_old_model_stays(
+        agent: AgentProcess, ladder: dict[str, Path]) -> None:
+    agent.start()
+    _load(agent, ladder["q2_k"], "q2_k")
+    good = ladder["q4_k_m"]
+    digest = hashlib.sha256(good.read_bytes()).hexdigest()
+    staged = agent.data_dir / "store" / "incoming" / digest
+    data = bytearray(good.read_bytes())
+    data[1000] ^= 0x55
+    staged.write_bytes(bytes(data))
+    with agent.client() as c, pytest.raises(AgentRefused) as info:
+        c.load_model(agent.load_request(good, "q4_k_m"))
+    assert info.value.code == "DATA_LOSS"
+    assert not staged.exists()
+    assert _generate_ok(agent) == hashlib.sha256(ladder["q2_k"].read_bytes()).hexdigest()
+
+
+def test_memory_guard_refuses_with_numbers(tmp_path: Path, ladder: dict[str, Path]) -> None:
+    a = AgentProcess(tmp_path / "data", emulate="lab-pi4-2gb").start()
+    try:
+        a.stage(ladder["f16"])
+        with a.client() as c, pytest.raises(AgentRefused) as info:
+            c.load_model(a.load_request(ladder["f16"], "f16", estimate=145 * 2**20))
+        assert info.value.code == "RESOURCE_EXHAUSTED"
+        assert "145 MiB" in info.value.message and "budget is 92 MiB" in info.value.message
+        with a.client() as c:
+            assert c.list_models() == []
+    finally:
+        a.stop()
+
+
+def test_a_file_the_runtime_cannot_load_is_failed_precondition(
+        agent: AgentProcess, tmp_path: Path) -> None:
+    agent.start()
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF" + os.urandom(4096))
+    agent.stage(junk)
+    with agent.client() as c, pytest.raises(AgentRefused) as info:
+        c.load_model(agent.load_request(junk, "junk"))
+    assert info.value.code == "FAILED_PRECONDITION"
+    assert "runtime refused the model" in info.value.message
+
+
+def test_runtime_segfault_does_not_take_the_agent_down(agent: AgentProcess,
+                                                       ladder: dict[str, Path]) -> None:
+    agent.start()
+    _load(agent, ladder["q2_k"], "q2_k")
+    with agent.client() as c:
+        first = [m.worker_pid for m in c.list_models() if m.active][0]
+    os.kill(first, signal.SIGSEGV)
+    with agent.client() as c, pytest.raises(AgentRefused) as info:
+        c.generate("hello", 4)
+    assert info.value.code == "UNAVAILABLE" and "crashed" in info.value.message
+    assert agent.proc is not None and agent.proc.poll() is None  # the agent lives on
+    _wait_generate_ok(agent)  # restarted on the last good model
+    with agent.client() as c:
+        second = [m.worker_pid for m in c.list_models() if m.active][0]
+        assert c.telemetry().sample.worker_crashes == 1
+    assert second != first
+
+
+def test_restart_restores_the_model_with_no_controller(agent: AgentProcess,
+                                                       ladder: dict[str, Path]) -> None:
+    agent.start()
+    _load(agent, ladder["q4_k_m"], "q4_k_m")
+    assert agent.proc is not None
+    os.killpg(agent.proc.pid, signal.SIGKILL)  # power cut: agent and worker gone
+    agent.wait_exit()
+    agent.start()  # nobody calls LoadModel: the agent restores its desired state
+    expected = hashlib.sha256(ladder["q4_k_m"].read_bytes()).hexdigest()
+    assert _wait_generate_ok(agent) == expected
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_kill_9_during_activation_leaves_old_or_new(tmp_path: Path, ladder: dict[str, Path],
+                                                     point: str) -> None:
+    a = AgentProcess(tmp_path / "data").start()
+    old = hashlib.sha256(ladder["q2_k"].read_bytes()).hexdigest()
+    new = hashlib.sha256(ladder["q4_k_m"].read_bytes()).hexdigest()
+    try:
+        _load(a, ladder["q2_k"], "q2_k")
+        a.stop()
+        a.start(failpoints=point)
+        with pytest.raises(FleetError):
+            _load(a, ladder["q4_k_m"], "q4_k_m")
+        assert a.wait_exit() == -signal.SIGKILL
+        a.start(failpoints="")
+        state = json.loads((a.data_dir / "store" / "state.json").read_text())
+        assert state["active"]["sha256"] in (old, new)
+        active = _wait_generate_ok(a)
+        assert active == state["active"]["sha256"]
+        blobs = set(os.listdir(a.data_dir / "store" / "blobs"))
+        assert active in blobs
+        if point.startswith("activate.after"):
+            assert active == new
+        if point.startswith(("verify", "load")):
+            assert active == old
+    finally:
+        a.stop()
