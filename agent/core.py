@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import failpoints
+from agent.bandwidth import Bandwidth
 from agent.emulation import MIB, DeviceView
 from agent.errors import InsufficientMemory, NoActiveModel, WorkerFailed
 from agent.probe import HostFacts, parse_meminfo
@@ -77,6 +78,7 @@ class AgentCore:
         self._on_model_change = on_model_change
         self._lock = threading.RLock()
         self._loaded: Loaded | None = None
+        self.bandwidth: Bandwidth | None = None  # the host's measured read bandwidth
 
     # -- memory ---------------------------------------------------------------------------
     def memory_budget(self) -> int:

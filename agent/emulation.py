@@ -34,7 +34,7 @@ class DeviceView:
     disk_limit_bytes: int  # 0: no limit beyond the real disk
 
 
-def host_view(host: HostFacts, reserve_bytes: int) -> DeviceView:
+def host_view(host: HostFacts, reserve_bytes: int, bandwidth_gbps: float = 0.0) -> DeviceView:
     return DeviceView(
         name="",
         emulated=False,
@@ -45,9 +45,9 @@ def host_view(host: HostFacts, reserve_bytes: int) -> DeviceView:
         cpu_flags=host.cpu.flags,
         ram_total_bytes=host.ram_total_bytes,
         reserve_bytes=reserve_bytes,
-        gpu="",
-        npu="",
-        mem_bandwidth_gbps=0.0,
+        gpu=host.gpu,
+        npu=host.npu,
+        mem_bandwidth_gbps=bandwidth_gbps,
         disk_limit_bytes=0,
     )
 

@@ -24,6 +24,7 @@ class CpuInfo:
     model: str
     cores: int
     flags: tuple[str, ...]
+    clusters: tuple[str, ...] = ()  # big.LITTLE: e.g. ("4x Cortex-A55", "4x Cortex-A76")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,12 @@ class HostFacts:
     os: str
     python: str
     runtimes: tuple[str, ...] = field(default_factory=tuple)
+    swap_total_bytes: int = 0
+    gpu: str = ""
+    npu: str = ""
+    l4t_release: str = ""  # Jetson: L4T release from /etc/nv_tegra_release
+    power_mode: str = ""  # Jetson: nvpmodel mode
+    execution_providers: tuple[str, ...] = ()  # onnxruntime EPs available here
 
 
 def parse_meminfo(text: str) -> dict[str, int]:
@@ -62,20 +69,22 @@ def parse_cpuinfo(text: str) -> CpuInfo:
     processors = 0
     model = ""
     flags: set[str] = set()
-    parts: set[str] = set()
+    parts: dict[str, int] = {}
     for line in text.splitlines():
         key, _, value = (s.strip() for s in line.partition(":"))
         if key == "processor":
             processors += 1
-        elif key in ("model name", "Model", "Hardware") and not model:
+        elif key == "model name" and not model:
             model = value
         elif key in ("flags", "Features"):
             flags.update(value.split())
         elif key == "CPU part":
-            parts.add(value)
+            parts[value] = parts.get(value, 0) + 1
+    clusters = tuple(f"{n}x {ARM_PARTS.get(p, p)}" for p, n in sorted(parts.items()))
     if not model and parts:
-        model = "ARM " + ",".join(sorted(ARM_PARTS.get(p, p) for p in parts))
-    return CpuInfo(model=model, cores=processors, flags=tuple(sorted(flags & KERNEL_FLAGS)))
+        model = " + ".join(clusters)
+    return CpuInfo(model=model, cores=processors, flags=tuple(sorted(flags & KERNEL_FLAGS)),
+                   clusters=clusters)
 
 
 # MIDR part numbers of the cores edge boards use (ARM TRM tables).
@@ -123,12 +132,23 @@ def installed_runtimes() -> tuple[str, ...]:
     return tuple(found)
 
 
+def execution_providers() -> tuple[str, ...]:
+    try:
+        import onnxruntime
+    except ImportError:
+        return ()
+    return tuple(onnxruntime.get_available_providers())
+
+
 def probe_host(root: Path = Path("/")) -> HostFacts:
+    from agent import probe_devices
+
     mem = parse_meminfo(_read_text(root / "proc/meminfo"))
     cpu = parse_cpuinfo(_read_text(root / "proc/cpuinfo"))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cpu = CpuInfo(model=cpu.model or platform.processor(), cores=cores or cpu.cores or 1,
-                  flags=cpu.flags)
+                  flags=cpu.flags, clusters=cpu.clusters)
+    jetson = probe_devices.jetson(root)
     return HostFacts(
         arch=platform.machine(),
         cpu=cpu,
@@ -138,6 +158,12 @@ def probe_host(root: Path = Path("/")) -> HostFacts:
         os=f"{platform.system()} {platform.release()}",
         python=sys.version.split()[0],
         runtimes=installed_runtimes(),
+        swap_total_bytes=mem.get("SwapTotal", 0),
+        gpu=jetson.gpu or probe_devices.nvidia_gpu(),
+        npu=probe_devices.npu(root),
+        l4t_release=jetson.l4t_release,
+        power_mode=jetson.power_mode,
+        execution_providers=execution_providers(),
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from agent import failpoints
+from agent import bandwidth, failpoints
 from agent.core import AgentCore
 from agent.emulation import MIB, emulated_view, host_view
 from agent.probe import probe_host
@@ -47,16 +47,17 @@ def create_server(
 ) -> RunningAgent:
     """Build and start the agent. ``listen`` may use port 0; the bound port is returned."""
     host = probe_host()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    measured = bandwidth.cached(data_dir)
     if emulate:
         path = find_profile_file(emulate)
         if path is None:
             raise ConfigError(f"no profile named {emulate!r}")
         view = emulated_view(host, read_toml(path))
     else:
-        view = host_view(host, reserve_mib * MIB)
+        view = host_view(host, reserve_mib * MIB, measured.gbps)
     if max_threads > 0:
         view = replace(view, cores=max(1, min(view.cores, max_threads)))
-    data_dir.mkdir(parents=True, exist_ok=True)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
 
     def on_model_change(ready: bool) -> None:
@@ -65,6 +66,7 @@ def create_server(
         health_servicer.set(MODEL_HEALTH, status)
 
     core = AgentCore(data_dir, view, host, on_model_change=on_model_change)
+    core.bandwidth = measured
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(core), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -82,12 +82,19 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             disk_free_bytes=free, disk_total_bytes=total, gpu=view.gpu, npu=view.npu,
             mem_bandwidth_gbps=view.mem_bandwidth_gbps, os=host.os, python=host.python,
             runtimes=list(host.runtimes), emulated=view.emulated, profile=view.name,
-            agent_version=__version__,
+            agent_version=__version__, swap_total_bytes=host.swap_total_bytes,
+            cpu_clusters=list(host.cpu.clusters), power_mode=host.power_mode,
+            execution_providers=list(host.execution_providers),
+            bandwidth_method="profile" if view.emulated else (
+                core.bandwidth.method if core.bandwidth else ""),
+            l4t_release=host.l4t_release,
             host=pb.HostProbe(
                 arch=host.arch, cpu_model=host.cpu.model, cores=host.cpu.cores,
                 ram_total_bytes=host.ram_total_bytes,
                 ram_available_bytes=host.ram_available_bytes,
                 cpu_flags=list(host.cpu.flags), device_model=host.device_model,
+                mem_bandwidth_gbps=core.bandwidth.gbps if core.bandwidth else 0.0,
+                cpu_clusters=list(host.cpu.clusters), gpu=host.gpu, npu=host.npu,
             ),
         )
         return pb.GetProfileResponse(profile=profile)

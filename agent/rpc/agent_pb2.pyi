@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class HardwareProfile(_message.Message):
-    __slots__ = ("device_model", "arch", "cpu_model", "cores", "cpu_flags", "ram_total_bytes", "ram_available_bytes", "disk_free_bytes", "disk_total_bytes", "gpu", "npu", "mem_bandwidth_gbps", "os", "python", "runtimes", "emulated", "profile", "host", "agent_version")
+    __slots__ = ("device_model", "arch", "cpu_model", "cores", "cpu_flags", "ram_total_bytes", "ram_available_bytes", "disk_free_bytes", "disk_total_bytes", "gpu", "npu", "mem_bandwidth_gbps", "os", "python", "runtimes", "emulated", "profile", "host", "agent_version", "swap_total_bytes", "cpu_clusters", "power_mode", "execution_providers", "bandwidth_method", "l4t_release")
     DEVICE_MODEL_FIELD_NUMBER: _ClassVar[int]
     ARCH_FIELD_NUMBER: _ClassVar[int]
     CPU_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,12 @@ class HardwareProfile(_message.Message):
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SWAP_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CPU_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    POWER_MODE_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_METHOD_FIELD_NUMBER: _ClassVar[int]
+    L4T_RELEASE_FIELD_NUMBER: _ClassVar[int]
     device_model: str
     arch: str
     cpu_model: str
@@ -47,10 +53,16 @@ class HardwareProfile(_message.Message):
     profile: str
     host: HostProbe
     agent_version: str
-    def __init__(self, device_model: _Optional[str] = ..., arch: _Optional[str] = ..., cpu_model: _Optional[str] = ..., cores: _Optional[int] = ..., cpu_flags: _Optional[_Iterable[str]] = ..., ram_total_bytes: _Optional[int] = ..., ram_available_bytes: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ..., gpu: _Optional[str] = ..., npu: _Optional[str] = ..., mem_bandwidth_gbps: _Optional[float] = ..., os: _Optional[str] = ..., python: _Optional[str] = ..., runtimes: _Optional[_Iterable[str]] = ..., emulated: _Optional[bool] = ..., profile: _Optional[str] = ..., host: _Optional[_Union[HostProbe, _Mapping]] = ..., agent_version: _Optional[str] = ...) -> None: ...
+    swap_total_bytes: int
+    cpu_clusters: _containers.RepeatedScalarFieldContainer[str]
+    power_mode: str
+    execution_providers: _containers.RepeatedScalarFieldContainer[str]
+    bandwidth_method: str
+    l4t_release: str
+    def __init__(self, device_model: _Optional[str] = ..., arch: _Optional[str] = ..., cpu_model: _Optional[str] = ..., cores: _Optional[int] = ..., cpu_flags: _Optional[_Iterable[str]] = ..., ram_total_bytes: _Optional[int] = ..., ram_available_bytes: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ..., gpu: _Optional[str] = ..., npu: _Optional[str] = ..., mem_bandwidth_gbps: _Optional[float] = ..., os: _Optional[str] = ..., python: _Optional[str] = ..., runtimes: _Optional[_Iterable[str]] = ..., emulated: _Optional[bool] = ..., profile: _Optional[str] = ..., host: _Optional[_Union[HostProbe, _Mapping]] = ..., agent_version: _Optional[str] = ..., swap_total_bytes: _Optional[int] = ..., cpu_clusters: _Optional[_Iterable[str]] = ..., power_mode: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ..., bandwidth_method: _Optional[str] = ..., l4t_release: _Optional[str] = ...) -> None: ...
 
 class HostProbe(_message.Message):
-    __slots__ = ("arch", "cpu_model", "cores", "ram_total_bytes", "ram_available_bytes", "cpu_flags", "device_model")
+    __slots__ = ("arch", "cpu_model", "cores", "ram_total_bytes", "ram_available_bytes", "cpu_flags", "device_model", "mem_bandwidth_gbps", "cpu_clusters", "gpu", "npu")
     ARCH_FIELD_NUMBER: _ClassVar[int]
     CPU_MODEL_FIELD_NUMBER: _ClassVar[int]
     CORES_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +70,10 @@ class HostProbe(_message.Message):
     RAM_AVAILABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CPU_FLAGS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    MEM_BANDWIDTH_GBPS_FIELD_NUMBER: _ClassVar[int]
+    CPU_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
+    NPU_FIELD_NUMBER: _ClassVar[int]
     arch: str
     cpu_model: str
     cores: int
@@ -65,7 +81,11 @@ class HostProbe(_message.Message):
     ram_available_bytes: int
     cpu_flags: _containers.RepeatedScalarFieldContainer[str]
     device_model: str
-    def __init__(self, arch: _Optional[str] = ..., cpu_model: _Optional[str] = ..., cores: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., ram_available_bytes: _Optional[int] = ..., cpu_flags: _Optional[_Iterable[str]] = ..., device_model: _Optional[str] = ...) -> None: ...
+    mem_bandwidth_gbps: float
+    cpu_clusters: _containers.RepeatedScalarFieldContainer[str]
+    gpu: str
+    npu: str
+    def __init__(self, arch: _Optional[str] = ..., cpu_model: _Optional[str] = ..., cores: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., ram_available_bytes: _Optional[int] = ..., cpu_flags: _Optional[_Iterable[str]] = ..., device_model: _Optional[str] = ..., mem_bandwidth_gbps: _Optional[float] = ..., cpu_clusters: _Optional[_Iterable[str]] = ..., gpu: _Optional[str] = ..., npu: _Optional[str] = ...) -> None: ...
 
 class GetProfileRequest(_message.Message):
     __slots__ = ()

@@ -58,5 +58,6 @@ def profile_from_probe(fleet: Fleet, device: Device, probed: pb.HardwareProfile)
         bandwidth_gbps=probed.mem_bandwidth_gbps,
         title=probed.device_model,
         runtimes=tuple(r.split()[0] for r in probed.runtimes),
+        execution_providers=tuple(probed.execution_providers),
         decode_efficiency=device.decode_efficiency or 0.0,
     )
