@@ -16,6 +16,7 @@ from typing import Any
 from agent import failpoints
 from agent.bandwidth import Bandwidth
 from agent.emulation import MIB, DeviceView
+from agent.energy import EnergyTracker
 from agent.errors import InsufficientMemory, NoActiveModel, WorkerFailed
 from agent.probe import HostFacts, parse_meminfo
 from agent.runtimes.base import GenerationStats
@@ -75,6 +76,11 @@ class AgentCore:
         self.host = host
         self.store = ModelStore(data_dir / "store")
         self.telemetry = TelemetryBuffer(data_dir / "requests.jsonl")
+        # An emulated (lab) device never reads the host's meters, which measure the whole
+        # machine: it estimates from its profile's power figures instead.
+        self.energy = EnergyTracker(idle_w=view.idle_w, load_w=view.load_w,
+                                    use_meters=not view.emulated)
+        self.energy.start()
         self._on_model_change = on_model_change
         self._lock = threading.RLock()
         self._loaded: Loaded | None = None
@@ -177,6 +183,7 @@ class AgentCore:
         return self._loaded
 
     def shutdown(self) -> None:
+        self.energy.stop()
         with self._lock:
             if self._loaded:
                 self._loaded.worker.stop()
@@ -191,10 +198,13 @@ class AgentCore:
             raise NoActiveModel("no model is loaded; deploy one first")
         stats: GenerationStats | None = None
         outcome = "error"
+        joules_at_start = self.energy.joules()
         try:
             for kind, value in current.worker.generate(prompt, max_tokens, temperature):
                 if kind == "done":
                     stats = value
+                    stats.energy_j = self.energy.joules() - joules_at_start
+                    stats.energy_meter = self.energy.meter
                     outcome = "cancelled" if value.finish_reason == "cancelled" else "ok"
                 yield kind, value
         except WorkerFailed:
@@ -215,6 +225,10 @@ class AgentCore:
                 completion_tokens=s.completion_tokens,
                 decode_tokens_per_s=s.decode_tokens_per_s,
                 outcome=outcome,
+                energy_j=s.energy_j,
+                joules_per_token=s.joules_per_token,
+                energy_meter=self.energy.meter,
+                peak_rss_bytes=current.worker.peak_rss_bytes(),
             )
 
     def benchmark(self, runs: int, max_tokens: int, prompts: list[str]) -> BenchResult:

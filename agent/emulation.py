@@ -32,6 +32,8 @@ class DeviceView:
     npu: str
     mem_bandwidth_gbps: float
     disk_limit_bytes: int  # 0: no limit beyond the real disk
+    idle_w: float = 0.0  # profile power figures, for estimated energy
+    load_w: float = 0.0
 
 
 def host_view(host: HostFacts, reserve_bytes: int, bandwidth_gbps: float = 0.0) -> DeviceView:
@@ -72,4 +74,6 @@ def emulated_view(host: HostFacts, profile: dict[str, Any]) -> DeviceView:
         npu=str(profile.get("npu", {}).get("name", "")),
         mem_bandwidth_gbps=bandwidth,
         disk_limit_bytes=int(float(storage.get("disk_gb", 0)) * 1e9),
+        idle_w=float(profile.get("power", {}).get("idle_w", 0.0)),
+        load_w=float(profile.get("power", {}).get("load_w", 0.0)),
     )

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -24,10 +25,11 @@ from agent.errors import (
     NotFound,
     WorkerFailed,
 )
-from agent.probe import disk_usage
+from agent.probe import disk_usage, parse_meminfo
 from agent.rpc import agent_pb2 as pb
 from agent.rpc import agent_pb2_grpc as pb_grpc
 from agent.store import ModelRecord
+from agent.telemetry import DeviceSampler
 
 log = logging.getLogger("edgefleet.agent")
 
@@ -66,6 +68,7 @@ def _model_info(record: ModelRecord, active: bool, state: str,
 class AgentServicer(pb_grpc.AgentServiceServicer):
     def __init__(self, core: AgentCore) -> None:
         self.core = core
+        self.sampler = DeviceSampler()
 
     def GetProfile(self, request: pb.GetProfileRequest, context: grpc.ServicerContext) -> Any:
         core = self.core
@@ -168,20 +171,31 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                             prefill_tokens_per_s=value.prefill_tokens_per_s,
                             finish_reason=value.finish_reason,
                             sha256=loaded.record.sha256 if loaded else "",
+                            energy_j=value.energy_j,
+                            joules_per_token=value.joules_per_token,
+                            energy_meter=value.energy_meter,
                         )
                     )
         except AgentError as exc:
             _abort(context, exc)
 
     def GetTelemetry(self, request: pb.GetTelemetryRequest, context: grpc.ServicerContext) -> Any:
-        telemetry = self.core.telemetry
-        records = telemetry.after(request.after_seq, request.limit or 1000)
+        core = self.core
+        records = core.telemetry.after(request.after_seq, min(request.limit or 1000, 10_000))
+        mem = parse_meminfo(Path("/proc/meminfo").read_text())
+        energy = core.energy
+        sample = pb.DeviceSample(
+            timestamp=time.time(), cpu_percent=self.sampler.cpu_percent(),
+            ram_total_bytes=mem.get("MemTotal", 0),
+            ram_used_bytes=mem.get("MemTotal", 0) - mem.get("MemAvailable", 0),
+            worker_crashes=core.telemetry.worker_crashes,
+            temperatures_c=self.sampler.temperatures(), power_w=energy.watts() or 0.0,
+            energy_meter=energy.meter, energy_measured=energy.measured,
+            energy_j_total=energy.joules(),
+        )
         return pb.GetTelemetryResponse(
             records=[pb.RequestRecord(**asdict(r)) for r in records],
-            next_seq=records[-1].seq if records else request.after_seq,
-            sample=pb.DeviceSample(timestamp=time.time(),
-                                   worker_crashes=telemetry.worker_crashes),
-        )
+            next_seq=records[-1].seq if records else request.after_seq, sample=sample)
 
     def Benchmark(self, request: pb.BenchmarkRequest, context: grpc.ServicerContext) -> Any:
         if not 1 <= (request.runs or 1) <= 100 or not 1 <= (request.max_tokens or 32) <= 512:
@@ -194,7 +208,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         return pb.BenchmarkResponse(
             sha256=result.record.sha256, variant=result.record.variant,
             load_seconds=result.load_seconds, peak_rss_bytes=result.peak_rss_bytes,
-            energy_meter="none",
+            energy_meter=self.core.energy.meter,
             samples=[
                 pb.BenchmarkSample(
                     run=s.run, prompt_index=s.prompt_index,
@@ -204,6 +218,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                     prefill_tokens_per_s=s.stats.prefill_tokens_per_s,
                     decode_tokens_per_s=s.stats.decode_tokens_per_s,
                     total_ms=s.stats.total_s * 1000,
+                    energy_j=s.stats.energy_j,
                 )
                 for s in result.samples
             ],

@@ -26,6 +26,10 @@ class RequestRecord:
     completion_tokens: int
     decode_tokens_per_s: float
     outcome: str
+    energy_j: float = 0.0
+    joules_per_token: float = 0.0
+    energy_meter: str = ""
+    peak_rss_bytes: int = 0
 
 
 class TelemetryBuffer:
@@ -75,3 +79,37 @@ class TelemetryBuffer:
     def last(self) -> RequestRecord | None:
         with self._lock:
             return self._records[-1] if self._records else None
+
+
+class DeviceSampler:
+    """CPU % since the previous sample, RAM, thermal zones: read from a root path."""
+
+    def __init__(self, root: Path = Path("/")) -> None:
+        self.root = root
+        self._lock = threading.Lock()
+        self._cpu = self._stat()
+
+    def _stat(self) -> tuple[int, int]:
+        from agent.energy import parse_proc_stat
+
+        try:
+            return parse_proc_stat((self.root / "proc/stat").read_text())
+        except OSError:
+            return 0, 0
+
+    def cpu_percent(self) -> float:
+        with self._lock:
+            busy, total = self._stat()
+            d_busy, d_total = busy - self._cpu[0], total - self._cpu[1]
+            self._cpu = (busy, total)
+        return 100.0 * d_busy / d_total if d_total > 0 else 0.0
+
+    def temperatures(self) -> dict[str, float]:
+        temps = {}
+        for zone in sorted((self.root / "sys/class/thermal").glob("thermal_zone*")):
+            try:
+                kind = (zone / "type").read_text().strip() or zone.name
+                temps[kind] = int((zone / "temp").read_text().strip()) / 1000.0
+            except (OSError, ValueError):
+                continue
+        return temps

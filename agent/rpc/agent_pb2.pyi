@@ -198,7 +198,7 @@ class GenerateRequest(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class GenerateSummary(_message.Message):
-    __slots__ = ("prompt_tokens", "completion_tokens", "ttft_ms", "total_ms", "decode_tokens_per_s", "prefill_tokens_per_s", "finish_reason", "sha256")
+    __slots__ = ("prompt_tokens", "completion_tokens", "ttft_ms", "total_ms", "decode_tokens_per_s", "prefill_tokens_per_s", "finish_reason", "sha256", "energy_j", "joules_per_token", "energy_meter")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TTFT_MS_FIELD_NUMBER: _ClassVar[int]
@@ -207,6 +207,9 @@ class GenerateSummary(_message.Message):
     PREFILL_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_J_FIELD_NUMBER: _ClassVar[int]
+    JOULES_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_METER_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     completion_tokens: int
     ttft_ms: float
@@ -215,7 +218,10 @@ class GenerateSummary(_message.Message):
     prefill_tokens_per_s: float
     finish_reason: str
     sha256: str
-    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., ttft_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., prefill_tokens_per_s: _Optional[float] = ..., finish_reason: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
+    energy_j: float
+    joules_per_token: float
+    energy_meter: str
+    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., ttft_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., prefill_tokens_per_s: _Optional[float] = ..., finish_reason: _Optional[str] = ..., sha256: _Optional[str] = ..., energy_j: _Optional[float] = ..., joules_per_token: _Optional[float] = ..., energy_meter: _Optional[str] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("text", "summary")
@@ -226,7 +232,7 @@ class GenerateResponse(_message.Message):
     def __init__(self, text: _Optional[str] = ..., summary: _Optional[_Union[GenerateSummary, _Mapping]] = ...) -> None: ...
 
 class RequestRecord(_message.Message):
-    __slots__ = ("seq", "timestamp", "sha256", "variant", "ttft_ms", "total_ms", "prompt_tokens", "completion_tokens", "decode_tokens_per_s", "outcome")
+    __slots__ = ("seq", "timestamp", "sha256", "variant", "ttft_ms", "total_ms", "prompt_tokens", "completion_tokens", "decode_tokens_per_s", "outcome", "energy_j", "joules_per_token", "energy_meter", "peak_rss_bytes")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +243,10 @@ class RequestRecord(_message.Message):
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     DECODE_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_J_FIELD_NUMBER: _ClassVar[int]
+    JOULES_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_METER_FIELD_NUMBER: _ClassVar[int]
+    PEAK_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
     seq: int
     timestamp: float
     sha256: str
@@ -247,19 +257,42 @@ class RequestRecord(_message.Message):
     completion_tokens: int
     decode_tokens_per_s: float
     outcome: str
-    def __init__(self, seq: _Optional[int] = ..., timestamp: _Optional[float] = ..., sha256: _Optional[str] = ..., variant: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., decode_tokens_per_s: _Optional[float] = ..., outcome: _Optional[str] = ...) -> None: ...
+    energy_j: float
+    joules_per_token: float
+    energy_meter: str
+    peak_rss_bytes: int
+    def __init__(self, seq: _Optional[int] = ..., timestamp: _Optional[float] = ..., sha256: _Optional[str] = ..., variant: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., decode_tokens_per_s: _Optional[float] = ..., outcome: _Optional[str] = ..., energy_j: _Optional[float] = ..., joules_per_token: _Optional[float] = ..., energy_meter: _Optional[str] = ..., peak_rss_bytes: _Optional[int] = ...) -> None: ...
 
 class DeviceSample(_message.Message):
-    __slots__ = ("timestamp", "cpu_percent", "ram_used_bytes", "worker_crashes")
+    __slots__ = ("timestamp", "cpu_percent", "ram_used_bytes", "worker_crashes", "ram_total_bytes", "temperatures_c", "power_w", "energy_meter", "energy_measured", "energy_j_total")
+    class TemperaturesCEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
     RAM_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
     WORKER_CRASHES_FIELD_NUMBER: _ClassVar[int]
+    RAM_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURES_C_FIELD_NUMBER: _ClassVar[int]
+    POWER_W_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_METER_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_MEASURED_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_J_TOTAL_FIELD_NUMBER: _ClassVar[int]
     timestamp: float
     cpu_percent: float
     ram_used_bytes: int
     worker_crashes: int
-    def __init__(self, timestamp: _Optional[float] = ..., cpu_percent: _Optional[float] = ..., ram_used_bytes: _Optional[int] = ..., worker_crashes: _Optional[int] = ...) -> None: ...
+    ram_total_bytes: int
+    temperatures_c: _containers.ScalarMap[str, float]
+    power_w: float
+    energy_meter: str
+    energy_measured: bool
+    energy_j_total: float
+    def __init__(self, timestamp: _Optional[float] = ..., cpu_percent: _Optional[float] = ..., ram_used_bytes: _Optional[int] = ..., worker_crashes: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., temperatures_c: _Optional[_Mapping[str, float]] = ..., power_w: _Optional[float] = ..., energy_meter: _Optional[str] = ..., energy_measured: _Optional[bool] = ..., energy_j_total: _Optional[float] = ...) -> None: ...
 
 class GetTelemetryRequest(_message.Message):
     __slots__ = ("after_seq", "limit")

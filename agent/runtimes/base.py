@@ -14,6 +14,12 @@ class GenerationStats:
     ttft_s: float = 0.0
     total_s: float = 0.0
     finish_reason: str = ""
+    energy_j: float = 0.0  # filled in by the agent from its energy meter
+    energy_meter: str = ""
+
+    @property
+    def joules_per_token(self) -> float:
+        return self.energy_j / self.completion_tokens if self.completion_tokens else 0.0
 
     @property
     def decode_tokens_per_s(self) -> float:

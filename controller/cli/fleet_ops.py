@@ -52,15 +52,20 @@ def render_status(f: Fleet, group: str | None, as_json: bool) -> None:
                      "variant": r.active_variant, "requests": r.requests,
                      "last_ttft_ms": r.last_ttft_ms, "last_latency_ms": r.last_latency_ms,
                      "last_tokens_per_s": r.last_tokens_per_s,
+                     "joules_per_token": r.joules_per_token, "power_w": r.power_w,
+                     "energy_meter": r.energy_meter, "cpu_percent": r.cpu_percent,
+                     "max_temp_c": r.max_temp_c,
                      "worker_crashes": r.worker_crashes, "error": r.error} for r in rows])
         return
     table = Table("device", "group", "state", "model", "variant", "requests", "ttft ms",
-                  "latency ms", "tok/s", "crashes")
+                  "latency ms", "tok/s", "J/tok", "meter", "crashes")
     for r in rows:
         state = "[green]online[/]" if r.online else f"[red]unreachable[/] {r.error}"
         table.add_row(r.device.name, r.device.group_name, state, r.active_model or "-",
                       r.active_variant or "-", str(r.requests), num(r.last_ttft_ms),
-                      num(r.last_latency_ms), num(r.last_tokens_per_s), str(r.worker_crashes))
+                      num(r.last_latency_ms), num(r.last_tokens_per_s),
+                      num(r.joules_per_token, "{:.3f}"), r.energy_meter or "-",
+                      str(r.worker_crashes))
     console.print(table)
 
 

@@ -15,7 +15,8 @@ from controller.services import observing
 from controller.services.context import Fleet
 
 DEVICE_COLUMNS = ("device", "group", "profile", "state", "model", "variant", "requests",
-                  "TTFT ms", "latency ms", "tok/s", "crashes")
+                  "TTFT ms", "latency ms", "tok/s", "crashes", "power W", "J/tok", "meter",
+                  "CPU %")
 ROLLOUT_COLUMNS = ("when", "rollout", "device", "model", "variant", "status", "reason")
 
 
@@ -76,7 +77,9 @@ class FleetDashboard(App[None]):
             table.add_row(r.device.name, r.device.group_name, r.device.profile or "-", state,
                           r.active_model or "-", r.active_variant or "-", str(r.requests),
                           _fmt(r.last_ttft_ms), _fmt(r.last_latency_ms),
-                          _fmt(r.last_tokens_per_s), str(r.worker_crashes), key=r.device.name)
+                          _fmt(r.last_tokens_per_s), str(r.worker_crashes), _fmt(r.power_w),
+                          "-" if r.joules_per_token is None else f"{r.joules_per_token:.3f}",
+                          r.energy_meter or "-", _fmt(r.cpu_percent), key=r.device.name)
         rollouts = self.query_one("#rollouts", DataTable)
         rollouts.clear()
         for d in message.rollouts:

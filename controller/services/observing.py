@@ -24,6 +24,11 @@ class DeviceStatus:
     last_tokens_per_s: float | None
     worker_crashes: int
     error: str = ""
+    power_w: float | None = None
+    joules_per_token: float | None = None
+    energy_meter: str = ""
+    cpu_percent: float | None = None
+    max_temp_c: float | None = None
 
 
 def _status_one(fleet: Fleet, device: Device) -> DeviceStatus:
@@ -54,6 +59,11 @@ def _status_one(fleet: Fleet, device: Device) -> DeviceStatus:
         last_latency_ms=last.total_ms if last else None,
         last_tokens_per_s=last.decode_tokens_per_s if last else None,
         worker_crashes=telemetry.sample.worker_crashes,
+        power_w=telemetry.sample.power_w or None,
+        joules_per_token=last.joules_per_token if last and last.joules_per_token else None,
+        energy_meter=telemetry.sample.energy_meter,
+        cpu_percent=telemetry.sample.cpu_percent,
+        max_temp_c=max(telemetry.sample.temperatures_c.values(), default=None),
     )
 
 

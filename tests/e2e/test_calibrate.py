@@ -17,7 +17,9 @@ def test_benchmark_then_calibrate_converges(cli: Cli, lab: Callable[..., Result]
 
     with GrpcAgentClient("lab-1", device.host, device.agent_port) as client:
         bench = client.benchmark(runs=2, max_tokens=8)
-    assert bench.variant == "q4_k_m" and bench.energy_meter == "none"
+    # a lab device estimates energy from its profile's power figure, and says so
+    assert bench.variant == "q4_k_m" and bench.energy_meter == "estimated"
+    assert all(s.energy_j > 0 for s in bench.samples)
     assert len(bench.samples) == 2 * 3  # two runs of the three fixed prompts, raw
     assert all(s.completion_tokens > 0 and s.ttft_ms > 0 for s in bench.samples)
     assert bench.peak_rss_bytes > 20 * 1024 * 1024  # the worker holds the weights

@@ -45,6 +45,7 @@ def test_dashboard_shows_devices_variants_and_rollouts(cli: Cli,
     assert by_name["lab-1"][3] == "online" and by_name["lab-1"][5] == "q2_k"
     assert by_name["lab-2"][5] == "f16"
     assert float(by_name["lab-1"][9]) > 0  # tokens/s of the last request
+    assert float(by_name["lab-1"][12]) > 0 and by_name["lab-1"][13] == "estimated"  # J/token
     assert {r[2] for r in rollouts} == {"lab-1", "lab-2"}
     assert {r[5] for r in rollouts} == {"active"}
     assert "2 devices, 2 online, 2 serving a model" in summary
