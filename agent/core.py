@@ -17,7 +17,7 @@ from agent import failpoints
 from agent.bandwidth import Bandwidth
 from agent.emulation import MIB, DeviceView
 from agent.energy import EnergyTracker
-from agent.errors import InsufficientMemory, NoActiveModel, WorkerFailed
+from agent.errors import InsufficientMemory, NoActiveModel, NotFound, WorkerFailed
 from agent.probe import HostFacts, parse_meminfo
 from agent.runtimes.base import GenerationStats
 from agent.store import ModelRecord, ModelStore, check_sha256
@@ -144,7 +144,7 @@ class AgentCore:
                 failpoints.hit("load.after_worker")
                 try:
                     if smoke_test:
-                        _smoke(worker)
+                        _smoke(worker, record.format)
                 except Exception:
                     worker.stop()
                     raise
@@ -247,6 +247,26 @@ class AgentCore:
         return BenchResult(current.record, current.worker.load_seconds,
                            current.worker.peak_rss_bytes(), samples)
 
+    def infer(self, name: str, inputs: dict[str, Any], outputs: list[str]) -> dict[str, Any]:
+        """Tensor inference on the active ONNX model named ``name``."""
+        current = self._loaded
+        if current is None or current.record.name != name or current.record.format != "onnx":
+            raise NotFound(f"no ONNX model named {name!r} is loaded")
+        try:
+            result: dict[str, Any] = current.worker.call("infer", inputs, outputs)
+        except WorkerFailed:
+            self.telemetry.worker_crashes += 1
+            self._restart_after_crash(current)
+            raise
+        return result
+
+    def model_metadata(self, name: str) -> dict[str, Any]:
+        current = self._loaded
+        if current is None or current.record.name != name or current.record.format != "onnx":
+            raise NotFound(f"no ONNX model named {name!r} is loaded")
+        meta: dict[str, Any] = current.worker.call("metadata")
+        return meta
+
     def _restart_after_crash(self, crashed: Loaded) -> None:
         with self._lock:
             if self._loaded is not crashed:
@@ -259,9 +279,13 @@ class AgentCore:
                 self._on_model_change(True)
 
 
-def _smoke(worker: Worker) -> None:
-    """One token through the new runtime before it may become active."""
+def _smoke(worker: Worker, fmt: str) -> None:
+    """One token (or one inference on zeros) through the new runtime before it is active."""
     started = time.perf_counter()
+    if fmt == "onnx":
+        worker.call("infer", worker.call("smoke_inputs"), [])
+        log.info("smoke test passed in %.3f s", time.perf_counter() - started)
+        return
     for kind, _value in worker.generate(SMOKE_PROMPT, 1, 0.0):
         if kind == "done":
             log.info("smoke test passed in %.3f s", time.perf_counter() - started)

@@ -16,6 +16,7 @@ from agent.emulation import MIB, emulated_view, host_view
 from agent.probe import probe_host
 from agent.profile_files import find_profile_file, read_toml
 from agent.rpc import agent_pb2_grpc as pb_grpc
+from agent.rpc import grpc_service_pb2_grpc as oip_grpc
 from agent.service import AgentServicer
 
 log = logging.getLogger("edgefleet.agent")
@@ -69,6 +70,12 @@ def create_server(
     core.bandwidth = measured
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(core), server)
+    try:
+        from agent.oip import InferenceServicer
+
+        oip_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core), server)
+    except ImportError:  # no numpy: no runtime extra installed
+        log.warning("numpy is missing: the Open Inference Protocol is not served")
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(listen)
     if port == 0:
@@ -78,7 +85,7 @@ def create_server(
         core.restore()
     failpoints.arm()
     server.start()
-    for name in ("", SERVICE_NAME):
+    for name in ("", SERVICE_NAME, "inference.GRPCInferenceService"):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("agent listening on port %d (emulated=%s)", port, view.emulated)
     return RunningAgent(server=server, port=port, core=core, health=health_servicer)

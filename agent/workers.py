@@ -24,18 +24,30 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import GenerationFailed, InvalidRequest, NotForThisMachine, WorkerFailed
-from agent.runtimes.base import GenerationStats, Runtime
+from agent.runtimes.base import GenerationStats
 
 _CTX = mp.get_context("spawn")
 LOAD_TIMEOUT_S = 300.0
 
 
-def _open_runtime(fmt: str, path: Path, n_ctx: int, n_threads: int) -> Runtime:
+def _open_runtime(fmt: str, path: Path, n_ctx: int, n_threads: int) -> Any:
     if fmt == "gguf":
         from agent.runtimes.llama import LlamaRuntime
 
         return LlamaRuntime(path, n_ctx=n_ctx, n_threads=n_threads)
+    if fmt == "onnx":
+        from agent.runtimes.onnx import OnnxRuntime
+
+        return OnnxRuntime(path, n_threads=n_threads)
     raise NotForThisMachine(f"no runtime for format {fmt!r} on this agent")
+
+
+def _call(runtime: Any, op: str, args: tuple[Any, ...]) -> Any:
+    """Non-streaming operations: tensor inference and metadata (ONNX runtimes)."""
+    method = getattr(runtime, op, None)
+    if method is None:
+        raise InvalidRequest(f"this model's runtime does not support {op}")
+    return method(*args)
 
 
 def _worker_main(
@@ -55,6 +67,18 @@ def _worker_main(
             break
         if msg[0] == "stop":
             break
+        if msg[0] == "call":
+            try:
+                conn.send(("result", _call(runtime, msg[1], msg[2])))
+            except InvalidRequest as exc:
+                conn.send(("invalid", str(exc)))
+            except Exception as exc:
+                conn.send(("error", f"{type(exc).__name__}: {exc}"))
+            continue
+        if not hasattr(runtime, "generate"):
+            conn.send(("invalid", "this model serves tensor inference (ModelInfer), "
+                                  "not text generation"))
+            continue
         _, prompt, max_tokens, temperature = msg
         stats = GenerationStats()
         try:
@@ -167,6 +191,23 @@ class Worker:
                     return
         except (EOFError, OSError):
             return
+
+    def call(self, op: str, *args: Any, timeout_s: float = 300.0) -> Any:
+        """Run one non-streaming operation in the worker and return its result."""
+        with self._lock:
+            try:
+                self._conn.send(("call", op, args))
+                if not self._conn.poll(timeout_s):
+                    raise GenerationFailed(f"{op} took longer than {timeout_s:.0f} s")
+                kind, value = self._conn.recv()
+            except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
+                code = self._exit_code()
+                raise WorkerFailed(f"runtime worker crashed (exit {code})") from None
+        if kind == "invalid":
+            raise InvalidRequest(value)
+        if kind == "error":
+            raise GenerationFailed(f"{op} failed: {value}")
+        return value
 
     def stop(self) -> None:
         with contextlib.suppress(OSError, BrokenPipeError):

@@ -29,6 +29,7 @@ from controller.core.models import ModelSpec, Variant
 from controller.errors import ArtifactError, UsageError
 
 TINY_BUILDER = "tiny-llama"
+ONNX_BUILDER = "tiny-onnx"
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,9 @@ class ArtifactCache:
         return Path(source)
 
     def build_ladder(self, model: ModelSpec) -> list[LocalArtifact]:
-        """Build a locally built model's whole ladder (the offline test model)."""
+        """Build a locally built model's whole ladder (the offline test models)."""
+        if model.builder == ONNX_BUILDER:
+            return self._build_onnx(model)
         if model.builder != TINY_BUILDER:
             raise UsageError(f"{model.name} is not built locally",
                              hint="import its files with `fleet model import`")
@@ -107,6 +110,24 @@ class ArtifactCache:
             path = self.path_for(model, variant)
             if not path.exists():
                 testmodels.quantize_gguf(self.verify(model, base).path, path, variant.name)
+                self._remember(path, sha256_file(path))
+            built.append(self._record(model, variant, path))
+        return built
+
+    def _build_onnx(self, model: ModelSpec) -> list[LocalArtifact]:
+        fp32 = next(v for v in model.variants if v.quant == "FP32")
+        fp32_path = self.path_for(model, fp32)
+        fp32_path.parent.mkdir(parents=True, exist_ok=True)
+        if not fp32_path.exists():
+            testmodels.write_tiny_onnx_fp32(fp32_path)
+            self._remember(fp32_path, sha256_file(fp32_path))
+        built = [self._record(model, fp32, fp32_path)]
+        for variant in model.variants:
+            if variant is fp32:
+                continue
+            path = self.path_for(model, variant)
+            if not path.exists():
+                testmodels.quantize_onnx_int8(self.verify(model, fp32).path, path)
                 self._remember(path, sha256_file(path))
             built.append(self._record(model, variant, path))
         return built

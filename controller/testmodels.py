@@ -142,3 +142,57 @@ def quantize_gguf(src: Path, dst: Path, quant: str, threads: int = 0) -> None:
         tmp.unlink(missing_ok=True)
         raise RuntimeError(f"llama.cpp quantize {quant} failed with code {rc}; see {log}")
     os.replace(tmp, dst)
+
+
+def write_tiny_onnx_fp32(path: Path, n_in: int = 64, n_hidden: int = 256, n_out: int = 8,
+                         seed: int = 1234) -> None:
+    """A small MLP (MatMul, Add, Relu, MatMul, Add) built with ``onnx.helper``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((n_in, n_hidden)) * 0.1)
+                                .astype(np.float32), "w1"),
+        numpy_helper.from_array(np.zeros(n_hidden, dtype=np.float32), "b1"),
+        numpy_helper.from_array((rng.standard_normal((n_hidden, n_out)) * 0.1)
+                                .astype(np.float32), "w2"),
+        numpy_helper.from_array(np.zeros(n_out, dtype=np.float32), "b2"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["input", "w1"], ["h0"]),
+        helper.make_node("Add", ["h0", "b1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["h2"]),
+        helper.make_node("MatMul", ["h2", "w2"], ["o0"]),
+        helper.make_node("Add", ["o0", "b2"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny-mlp",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", n_in])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", n_out])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              producer_name="edgefleet-testmodels")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    tmp = path.with_suffix(".tmp")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, path)
+
+
+def quantize_onnx_int8(src: Path, dst: Path) -> None:
+    """Dynamic int8 quantization with ``onnxruntime.quantization`` (weights int8)."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = dst.with_name(dst.stem + ".tmp.onnx")
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing advice on root
+    try:
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    os.replace(tmp, dst)

@@ -26,7 +26,8 @@ Cli = Callable[..., Result]
 
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny-llama ladder, built once per test session with the real gguf + llama.cpp."""
+    """The tiny-llama ladder (gguf + llama.cpp) and the tiny-mlp ONNX pair (onnx.helper +
+    onnxruntime.quantization), built once per test session."""
     home = tmp_path_factory.mktemp("ladder-home")
     old = os.environ.get("FLEET_HOME")
     os.environ["FLEET_HOME"] = str(home)
@@ -34,7 +35,9 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         from controller.services import models
         from controller.services.context import Fleet
 
-        models.build(Fleet.open(), "tiny-llama")
+        fleet = Fleet.open()
+        models.build(fleet, "tiny-llama")
+        models.build(fleet, "tiny-mlp")
     finally:
         if old is None:
             os.environ.pop("FLEET_HOME", None)

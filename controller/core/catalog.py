@@ -29,12 +29,12 @@ def parse_model(data: dict[str, Any], origin: str) -> ModelSpec:
     f = Fields(data, origin)
     a = f.section("arch")
     arch = Architecture(
-        n_layer=a.whole("n_layer", minimum=1),
-        n_embd=a.whole("n_embd", minimum=1),
-        n_head=a.whole("n_head", minimum=1),
-        n_head_kv=a.whole("n_head_kv", minimum=1),
+        n_layer=a.whole("n_layer", minimum=0),
+        n_embd=a.whole("n_embd", minimum=0),
+        n_head=a.whole("n_head", minimum=0),
+        n_head_kv=a.whole("n_head_kv", minimum=0),
         n_ctx_train=a.whole("n_ctx_train", minimum=1),
-        n_vocab=a.whole("n_vocab", minimum=1),
+        n_vocab=a.whole("n_vocab", minimum=0),
         params=a.whole("params", minimum=1),
         active_params=a.whole("active_params", 0),
         head_dim_override=a.whole("head_dim", 0),
@@ -67,6 +67,9 @@ def parse_model(data: dict[str, Any], origin: str) -> ModelSpec:
                 execution_provider=v.text("execution_provider", ""),
             )
         )
+    if arch.n_layer and not (arch.n_embd and arch.n_head and arch.n_head_kv and arch.n_vocab):
+        raise InvalidData(f"{origin}: a language model (arch.n_layer > 0) needs n_embd, n_head, "
+                          "n_head_kv and n_vocab > 0")
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise InvalidData(f"{origin}: variant names repeat: {', '.join(names)}")

@@ -46,7 +46,12 @@ def kv_cache_bytes(arch: Architecture, ctx: int) -> int:
 
 
 def compute_buffer_bytes(arch: Architecture, ctx: int) -> int:
-    """Ollama's full-offload graph size for llama (facts.md §2.3) plus the logits buffer."""
+    """Ollama's full-offload graph size for llama (facts.md §2.3) plus the logits buffer.
+
+    A tensor model's activations are counted as one more copy of its weights instead
+    (``estimate_memory``)."""
+    if not arch.is_language_model:
+        return 0
     batch = min(ctx, UBATCH)
     graph = max(
         4 * batch * (1 + 4 * arch.n_embd + ctx * (1 + arch.n_head)),
@@ -60,7 +65,8 @@ def estimate_memory(arch: Architecture, variant: Variant, ctx: int) -> MemoryEst
     return MemoryEstimate(
         weights=variant.size_bytes,
         kv_cache=kv_cache_bytes(arch, ctx),
-        compute=compute_buffer_bytes(arch, ctx),
+        compute=compute_buffer_bytes(arch, ctx) if arch.is_language_model
+        else variant.size_bytes,
         overhead=RUNTIME_OVERHEAD_BYTES,
     )
 
@@ -85,7 +91,7 @@ def decode_tokens_per_s(
 ) -> float:
     """Bandwidth-bound decode speed: efficiency x bandwidth / bytes read per token."""
     bandwidth = profile.effective_bandwidth_gbps * 1e9
-    if bandwidth <= 0:
+    if bandwidth <= 0 or not arch.is_language_model:
         return 0.0
     eta = decode_efficiency(profile) if efficiency is None else efficiency
     return eta * bandwidth / bytes_read_per_token(arch, variant, n_past)
@@ -99,7 +105,7 @@ def bandwidth_roof_tokens_per_s(arch: Architecture, variant: Variant, profile: P
 
 def prefill_tokens_per_s(arch: Architecture, profile: Profile) -> float:
     """Compute-bound prompt processing: 2 FLOPs per active parameter per token."""
-    if profile.compute_gflops <= 0:
+    if profile.compute_gflops <= 0 or not arch.is_language_model:
         return 0.0
     return PREFILL_EFFICIENCY * profile.compute_gflops * 1e9 / (2 * arch.params_per_token)
 

@@ -62,7 +62,14 @@ class Architecture:
 
     @property
     def head_dim(self) -> int:
-        return self.head_dim_override or self.n_embd // self.n_head
+        if self.head_dim_override or not self.n_head:
+            return self.head_dim_override
+        return self.n_embd // self.n_head
+
+    @property
+    def is_language_model(self) -> bool:
+        """False for tensor models (ONNX classifiers...): no KV cache, no tokens."""
+        return self.n_layer > 0
 
     @property
     def kv_heads_total(self) -> int:

@@ -71,7 +71,8 @@ def _assess(model: ModelSpec, variant: Variant, profile: Profile, req: Request,
             fixed: VariantCost, ttft: float) -> Candidate:
     memory = fixed.memory
     bandwidth = profile.effective_bandwidth_gbps * 1e9
-    tps = cost.decode_efficiency(profile) * bandwidth / fixed.bytes_per_token
+    tps = (cost.decode_efficiency(profile) * bandwidth / fixed.bytes_per_token
+           if model.arch.is_language_model else 0.0)
     jpt = cost.energy_per_token_j(tps, profile)
     usable = profile.usable_bytes
     problems = []

@@ -54,10 +54,13 @@ class DeployReport:
         return [o for o in self.outcomes if not o.ok]
 
 
-def _health_check(client: GrpcAgentClient) -> str:
-    """Empty when healthy, else the reason."""
+def _health_check(client: GrpcAgentClient, language_model: bool) -> str:
+    """Empty when healthy, else the reason. A tensor model passed its smoke inference on
+    the device before it became active; a language model must also generate here."""
     if not client.model_serving():
         return "agent health reports the model not serving"
+    if not language_model:
+        return ""
     result = client.generate(SMOKE_PROMPT, SMOKE_TOKENS)
     if result.summary.completion_tokens == 0 and result.summary.finish_reason != "stop":
         return "smoke generation produced no tokens"
@@ -101,7 +104,7 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
                     ssh.close()
             client.load_model(_load_request(model, variant, art, choice.ctx,
                                             choice.chosen.memory.total))
-            problem = _health_check(client)
+            problem = _health_check(client, model.arch.is_language_model)
             if problem:
                 return _roll_back(fleet, client, device, model, variant, art, previous,
                                   problem, rollout, sent, started)
