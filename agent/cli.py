@@ -32,7 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         running = create_server(
             args.listen, Path(args.data_dir), emulate=args.emulate, reserve_mib=args.reserve_mib,
-            max_threads=args.threads,
+            max_threads=args.threads, inference_listen=args.inference_listen,
         )
     except (ConfigError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--emulate", default="", help="lab: report and obey this profile")
     serve.add_argument("--reserve-mib", type=int, default=256, help="RAM left for the OS")
     serve.add_argument("--port-file", default="", help="write the bound port here when ready")
+    serve.add_argument("--inference-listen", default="",
+                       help="local inference-only listener for apps: unix:///PATH or "
+                       "127.0.0.1:PORT (no model management there)")
     serve.add_argument("--threads", type=int, default=0,
                        help="cap on runtime threads (default: the device's cores)")
     serve.set_defaults(func=_serve)

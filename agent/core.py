@@ -18,7 +18,7 @@ from agent.bandwidth import Bandwidth
 from agent.emulation import MIB, DeviceView
 from agent.energy import EnergyTracker
 from agent.errors import InsufficientMemory, NoActiveModel, NotFound, WorkerFailed
-from agent.probe import HostFacts, parse_meminfo
+from agent.probe import HostFacts, disk_usage, parse_meminfo
 from agent.runtimes.base import GenerationStats
 from agent.store import ModelRecord, ModelStore, check_sha256
 from agent.telemetry import TelemetryBuffer
@@ -27,6 +27,7 @@ from agent.workers import Worker
 log = logging.getLogger("edgefleet.agent")
 
 SMOKE_PROMPT = "Hello"
+DISK_MARGIN_BYTES = 64 * MIB  # never fill a device's disk to the last byte
 # The fixed benchmark prompt set: short, medium and long prompts, as in llama-bench's pp/tg mix.
 BENCH_PROMPTS = (
     "Hello",
@@ -85,6 +86,7 @@ class AgentCore:
         self._lock = threading.RLock()
         self._loaded: Loaded | None = None
         self.bandwidth: Bandwidth | None = None  # the host's measured read bandwidth
+        self.last_swap_strategy = ""
 
     # -- memory ---------------------------------------------------------------------------
     def memory_budget(self) -> int:
@@ -97,6 +99,30 @@ class AgentCore:
             available = self.host.ram_available_bytes
         in_use = self._loaded.estimated_bytes if self._loaded else 0
         return available + in_use - self.view.reserve_bytes
+
+    def check_fit(self, sha256: str, size_bytes: int, estimated_bytes: int) -> dict[str, Any]:
+        """Preflight: disk for the new blob beside the models kept for rollback, and memory."""
+        check_sha256(sha256)
+        held = sha256 in self.store.blobs()
+        free, _total = disk_usage(self.store.root)
+        if self.view.disk_limit_bytes:
+            free = min(free, max(0, self.view.disk_limit_bytes - self.store.used_bytes()))
+        part = self.store.incoming_dir / f"{sha256}.part"
+        staged = part.stat().st_size if part.exists() else 0
+        need_disk = 0 if held else max(0, size_bytes - staged) + DISK_MARGIN_BYTES
+        budget = self.memory_budget()
+        reasons = []
+        if need_disk > free:
+            reasons.append(f"disk: needs {need_disk / MIB:,.0f} MiB, {free / MIB:,.0f} MiB free "
+                           "(current and previous models are kept for rollback)")
+        need_mem = estimated_bytes or default_estimate(
+            ModelRecord(sha256, "", "", "gguf", 0, size_bytes))
+        if need_mem > budget:
+            reasons.append(f"memory: needs ~{need_mem / MIB:,.0f} MiB, budget "
+                           f"{budget / MIB:,.0f} MiB")
+        return {"fits": not reasons, "already_held": held, "disk_free_bytes": free,
+                "disk_needed_bytes": need_disk, "memory_budget_bytes": max(budget, 0),
+                "reason": "; ".join(reasons), "staged_bytes": staged}
 
     # -- lifecycle ------------------------------------------------------------------------
     def restore(self) -> None:
@@ -154,6 +180,7 @@ class AgentCore:
                 raise
             if current and hand_over:
                 current.worker.stop()
+            self.last_swap_strategy = "hand-over" if hand_over or not current else "stop-then-load"
             self._loaded = Loaded(record, worker, need)
             if activate:
                 self.store.activate(record)
@@ -199,8 +226,9 @@ class AgentCore:
         stats: GenerationStats | None = None
         outcome = "error"
         joules_at_start = self.energy.joules()
+        stream = current.worker.generate(prompt, max_tokens, temperature)
         try:
-            for kind, value in current.worker.generate(prompt, max_tokens, temperature):
+            for kind, value in stream:
                 if kind == "done":
                     stats = value
                     stats.energy_j = self.energy.joules() - joules_at_start
@@ -213,8 +241,11 @@ class AgentCore:
             raise
         except GeneratorExit:
             outcome = "cancelled"
+            stream.close()  # cancels the runtime and drains what is in flight
             raise
         finally:
+            if stats is None and outcome == "cancelled":
+                stats = current.worker.cancelled_stats
             s = stats or GenerationStats()
             self.telemetry.append(
                 sha256=current.record.sha256,

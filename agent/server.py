@@ -17,7 +17,7 @@ from agent.probe import probe_host
 from agent.profile_files import find_profile_file, read_toml
 from agent.rpc import agent_pb2_grpc as pb_grpc
 from agent.rpc import grpc_service_pb2_grpc as oip_grpc
-from agent.service import AgentServicer
+from agent.service import AgentServicer, InferenceOnlyServicer
 
 log = logging.getLogger("edgefleet.agent")
 
@@ -35,16 +35,28 @@ class RunningAgent:
     port: int
     core: AgentCore
     health: health.HealthServicer
+    inference_server: grpc.Server | None = None
 
     def stop(self, grace: float = 2.0) -> None:
         self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        for server in (self.inference_server, self.server):
+            if server is not None:
+                server.stop(grace).wait()
         self.core.shutdown()
+
+
+def _add_inference(server: grpc.Server, core: AgentCore) -> None:
+    try:
+        from agent.oip import InferenceServicer
+
+        oip_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core), server)
+    except ImportError:  # no numpy: no runtime extra installed
+        log.warning("numpy is missing: the Open Inference Protocol is not served")
 
 
 def create_server(
     listen: str, data_dir: Path, emulate: str = "", reserve_mib: int = 256,
-    restore: bool = True, max_threads: int = 0,
+    restore: bool = True, max_threads: int = 0, inference_listen: str = "",
 ) -> RunningAgent:
     """Build and start the agent. ``listen`` may use port 0; the bound port is returned."""
     host = probe_host()
@@ -70,22 +82,33 @@ def create_server(
     core.bandwidth = measured
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(core), server)
-    try:
-        from agent.oip import InferenceServicer
-
-        oip_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core), server)
-    except ImportError:  # no numpy: no runtime extra installed
-        log.warning("numpy is missing: the Open Inference Protocol is not served")
+    _add_inference(server, core)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(listen)
     if port == 0:
         raise ConfigError(f"cannot listen on {listen}")
+    inference_server = None
+    if inference_listen:
+        # Apps on the device: loopback or a Unix socket, inference only, no certificates.
+        if not inference_listen.startswith(("unix:", "127.", "localhost:", "[::1]:")):
+            raise ConfigError(f"--inference-listen {inference_listen} is not local; use "
+                              "unix:///PATH or 127.0.0.1:PORT")
+        inference_server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+        pb_grpc.add_AgentServiceServicer_to_server(InferenceOnlyServicer(core),
+                                                   inference_server)
+        _add_inference(inference_server, core)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, inference_server)
+        if inference_server.add_insecure_port(inference_listen) == 0:
+            raise ConfigError(f"cannot listen on {inference_listen}")
     on_model_change(False)
     if restore:
         core.restore()
     failpoints.arm()
     server.start()
+    if inference_server is not None:
+        inference_server.start()
     for name in ("", SERVICE_NAME, "inference.GRPCInferenceService"):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("agent listening on port %d (emulated=%s)", port, view.emulated)
-    return RunningAgent(server=server, port=port, core=core, health=health_servicer)
+    return RunningAgent(server=server, port=port, core=core, health=health_servicer,
+                        inference_server=inference_server)

@@ -75,7 +75,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         view, host = core.view, core.host
         free, total = disk_usage(core.store.root)
         if view.disk_limit_bytes:
-            free = min(free, view.disk_limit_bytes)
+            free = min(free, max(0, view.disk_limit_bytes - core.store.used_bytes()))
             total = min(total, view.disk_limit_bytes)
         profile = pb.HardwareProfile(
             device_model=view.device_model, arch=view.arch, cpu_model=view.cpu_model,
@@ -113,6 +113,14 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             previous_sha256=state.previous.sha256 if state.previous else "",
         )
 
+    def CheckFit(self, request: pb.CheckFitRequest, context: grpc.ServicerContext) -> Any:
+        try:
+            result = self.core.check_fit(request.sha256, request.size_bytes,
+                                         request.estimated_memory_bytes)
+        except AgentError as exc:
+            return _abort(context, exc)
+        return pb.CheckFitResponse(**result)
+
     def LoadModel(self, request: pb.LoadModelRequest, context: grpc.ServicerContext) -> Any:
         try:
             record = ModelRecord.from_dict(
@@ -127,6 +135,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         return pb.LoadModelResponse(
             model=_model_info(record, True, "active"), load_seconds=seconds,
             previous_sha256=before.sha256 if before and before.sha256 != record.sha256 else "",
+            swap_strategy=self.core.last_swap_strategy,
         )
 
     def UnloadModel(self, request: pb.UnloadModelRequest, context: grpc.ServicerContext) -> Any:
@@ -223,3 +232,27 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 for s in result.samples
             ],
         )
+
+
+class InferenceOnlyServicer(AgentServicer):
+    """The agent service as seen from the local inference listener (loopback or a Unix
+    socket, no certificates): generation and read-only views; no model management."""
+
+    def _denied(self, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                      "model management is only served on the management listener")
+
+    def LoadModel(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._denied(context)
+
+    def UnloadModel(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._denied(context)
+
+    def CheckFit(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._denied(context)
+
+    def GetStore(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._denied(context)
+
+    def Benchmark(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._denied(context)

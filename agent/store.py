@@ -84,6 +84,11 @@ class ModelStore:
     def blobs(self) -> list[str]:
         return sorted(p.name for p in self.blobs_dir.iterdir() if _SHA256.fullmatch(p.name))
 
+    def used_bytes(self) -> int:
+        """Bytes held in blobs and uploads (what an emulated disk limit counts)."""
+        return sum(p.stat().st_size for d in (self.blobs_dir, self.incoming_dir)
+                   for p in d.iterdir() if p.is_file())
+
     def blob_path(self, sha256: str) -> Path:
         path = self.blobs_dir / check_sha256(sha256)
         if not path.is_file():

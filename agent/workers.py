@@ -17,7 +17,7 @@ import multiprocessing as mp
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -97,6 +97,7 @@ class Worker:
 
     def __init__(self, fmt: str, path: Path, n_ctx: int, n_threads: int) -> None:
         self.pid = 0
+        self.cancelled_stats: GenerationStats | None = None  # of the last cancelled request
         self._lock = threading.Lock()
         self._cancel = _CTX.Event()
         parent, child = _CTX.Pipe()
@@ -149,10 +150,11 @@ class Worker:
 
     def generate(
         self, prompt: str, max_tokens: int, temperature: float
-    ) -> Iterator[tuple[str, Any]]:
+    ) -> Generator[tuple[str, Any], None, None]:
         """Yield ``("text", piece)`` then ``("done", GenerationStats)``; raise WorkerFailed."""
         with self._lock:
             busy = False
+            self.cancelled_stats = None
             try:
                 self._cancel.clear()
                 self._conn.send(("generate", prompt, max_tokens, temperature))
@@ -186,7 +188,9 @@ class Worker:
         deadline = time.monotonic() + timeout_s
         try:
             while time.monotonic() < deadline and self._conn.poll(deadline - time.monotonic()):
-                kind, _ = self._conn.recv()
+                kind, value = self._conn.recv()
+                if kind == "done":
+                    self.cancelled_stats = GenerationStats(**value)
                 if kind in ("done", "error", "invalid"):
                     return
         except (EOFError, OSError):

@@ -156,14 +156,44 @@ class LoadModelRequest(_message.Message):
     def __init__(self, sha256: _Optional[str] = ..., name: _Optional[str] = ..., variant: _Optional[str] = ..., format: _Optional[str] = ..., n_ctx: _Optional[int] = ..., size_bytes: _Optional[int] = ..., estimated_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class LoadModelResponse(_message.Message):
-    __slots__ = ("model", "load_seconds", "previous_sha256")
+    __slots__ = ("model", "load_seconds", "previous_sha256", "swap_strategy")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    SWAP_STRATEGY_FIELD_NUMBER: _ClassVar[int]
     model: ModelInfo
     load_seconds: float
     previous_sha256: str
-    def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., load_seconds: _Optional[float] = ..., previous_sha256: _Optional[str] = ...) -> None: ...
+    swap_strategy: str
+    def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., load_seconds: _Optional[float] = ..., previous_sha256: _Optional[str] = ..., swap_strategy: _Optional[str] = ...) -> None: ...
+
+class CheckFitRequest(_message.Message):
+    __slots__ = ("sha256", "size_bytes", "estimated_memory_bytes")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    size_bytes: int
+    estimated_memory_bytes: int
+    def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., estimated_memory_bytes: _Optional[int] = ...) -> None: ...
+
+class CheckFitResponse(_message.Message):
+    __slots__ = ("fits", "already_held", "disk_free_bytes", "disk_needed_bytes", "memory_budget_bytes", "reason", "staged_bytes")
+    FITS_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_HELD_FIELD_NUMBER: _ClassVar[int]
+    DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DISK_NEEDED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    STAGED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    fits: bool
+    already_held: bool
+    disk_free_bytes: int
+    disk_needed_bytes: int
+    memory_budget_bytes: int
+    reason: str
+    staged_bytes: int
+    def __init__(self, fits: _Optional[bool] = ..., already_held: _Optional[bool] = ..., disk_free_bytes: _Optional[int] = ..., disk_needed_bytes: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., reason: _Optional[str] = ..., staged_bytes: _Optional[int] = ...) -> None: ...
 
 class UnloadModelRequest(_message.Message):
     __slots__ = ("sha256",)

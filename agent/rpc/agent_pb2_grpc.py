@@ -45,6 +45,11 @@ class AgentServiceStub:
                 request_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.GetStoreRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.GetStoreResponse.FromString,
                 _registered_method=True)
+        self.CheckFit = channel.unary_unary(
+                '/edgefleet.agent.v1.AgentService/CheckFit',
+                request_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.CheckFitRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.CheckFitResponse.FromString,
+                _registered_method=True)
         self.LoadModel = channel.unary_unary(
                 '/edgefleet.agent.v1.AgentService/LoadModel',
                 request_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.LoadModelRequest.SerializeToString,
@@ -89,6 +94,13 @@ class AgentServiceServicer:
 
     def GetStore(self, request, context):
         """What the content-addressed store holds and how much room is left.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckFit(self, request, context):
+        """Can this device take a model of this size and memory need? Asked before any byte is sent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -146,6 +158,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.GetStore,
                     request_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.GetStoreRequest.FromString,
                     response_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.GetStoreResponse.SerializeToString,
+            ),
+            'CheckFit': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckFit,
+                    request_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.CheckFitRequest.FromString,
+                    response_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.CheckFitResponse.SerializeToString,
             ),
             'LoadModel': grpc.unary_unary_rpc_method_handler(
                     servicer.LoadModel,
@@ -232,6 +249,33 @@ class AgentService:
             '/edgefleet.agent.v1.AgentService/GetStore',
             edgefleet_dot_agent_dot_v1_dot_agent__pb2.GetStoreRequest.SerializeToString,
             edgefleet_dot_agent_dot_v1_dot_agent__pb2.GetStoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckFit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.agent.v1.AgentService/CheckFit',
+            edgefleet_dot_agent_dot_v1_dot_agent__pb2.CheckFitRequest.SerializeToString,
+            edgefleet_dot_agent_dot_v1_dot_agent__pb2.CheckFitResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,6 +34,25 @@ class GenerationResult:
     summary: pb.GenerateSummary
 
 
+class GenerationStream:
+    """Iterate the token events of a Generate call; ``cancel()`` stops it on the device."""
+
+    def __init__(self, client: GrpcAgentClient, call: Any) -> None:
+        self._client = client
+        self._call = call
+
+    def __iter__(self) -> Iterator[pb.GenerateResponse]:
+        try:
+            yield from self._call
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise self._client._map(exc) from exc
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
 class GrpcAgentClient:
     def __init__(self, name: str, host: str, port: int, timeout_s: float = 30.0) -> None:
         self.name = name
@@ -82,6 +101,11 @@ class GrpcAgentClient:
     def get_store(self) -> pb.GetStoreResponse:
         return self._call(self._stub.GetStore, pb.GetStoreRequest())
 
+    def check_fit(self, sha256: str, size_bytes: int, memory_bytes: int) -> pb.CheckFitResponse:
+        request = pb.CheckFitRequest(sha256=sha256, size_bytes=size_bytes,
+                                     estimated_memory_bytes=memory_bytes)
+        return self._call(self._stub.CheckFit, request)
+
     def load_model(self, request: pb.LoadModelRequest, timeout: float = 600.0) -> Any:
         return self._call(self._stub.LoadModel, request, timeout)
 
@@ -106,13 +130,10 @@ class GrpcAgentClient:
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
     def stream(self, prompt: str, max_tokens: int = 16, temperature: float = 0.0,
-               timeout: float = 120.0) -> Iterator[pb.GenerateResponse]:
+               timeout: float = 120.0) -> GenerationStream:
         request = pb.GenerateRequest(prompt=prompt, max_tokens=max_tokens,
                                      temperature=temperature)
-        try:
-            yield from self._stub.Generate(request, timeout=timeout)
-        except grpc.RpcError as exc:
-            raise self._map(exc) from exc
+        return GenerationStream(self, self._stub.Generate(request, timeout=timeout))
 
     def generate(self, prompt: str, max_tokens: int = 16, temperature: float = 0.0
                  ) -> GenerationResult:

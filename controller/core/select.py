@@ -13,6 +13,9 @@ from controller.core import cost
 from controller.core.models import MIB, ModelSpec, Profile, Variant
 
 OBJECTIVES = ("quality", "speed", "energy")
+# Never plan a device's disk to the last byte; the agent's preflight keeps the same margin
+# (agent.core.DISK_MARGIN_BYTES).
+DISK_MARGIN_BYTES = 64 * MIB
 
 
 @dataclass(frozen=True)
@@ -90,10 +93,11 @@ def _assess(model: ModelSpec, variant: Variant, profile: Profile, req: Request,
             f"(RAM {_mib(profile.ram_bytes)} - reserve {_mib(profile.reserve_bytes)})"
         )
     held = bool(variant.sha256) and variant.sha256 in req.blobs_held
-    if req.disk_free_bytes and not held and variant.size_bytes > req.disk_free_bytes:
+    if req.disk_free_bytes and not held and (
+            variant.size_bytes + DISK_MARGIN_BYTES > req.disk_free_bytes):
         problems.append(
-            f"file {_mib(variant.size_bytes)} > {_mib(req.disk_free_bytes)} free disk "
-            "(the current model is kept for rollback)"
+            f"file {_mib(variant.size_bytes)} + {_mib(DISK_MARGIN_BYTES)} margin > "
+            f"{_mib(req.disk_free_bytes)} free disk (the current model is kept for rollback)"
         )
     if req.min_tokens_per_s and tps < req.min_tokens_per_s:
         problems.append(f"predicted {tps:.1f} tok/s < required {req.min_tokens_per_s:g}")

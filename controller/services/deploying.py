@@ -95,8 +95,14 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
             if store.active_sha256 == art.sha256:
                 return Outcome(device.name, "unchanged", variant, "already active")
             previous = next((m for m in client.list_models() if m.active), None)
+            fit = client.check_fit(art.sha256, art.size_bytes, choice.chosen.memory.total)
+            if not fit.fits:
+                return Outcome(device.name, "failed", variant,
+                               f"preflight refused before sending anything: {fit.reason}",
+                               hint="`fleet plan` shows a variant that fits; free disk space "
+                               "or pick a smaller variant with --prefer speed")
             sent = 0
-            if art.sha256 not in store.blobs:
+            if not fit.already_held:
                 ssh = fleet.transfer.connect(fleet.ssh_target(device))
                 try:
                     sent = fleet.transfer.push(ssh, art.path, store.incoming_dir, art.sha256)

@@ -153,3 +153,82 @@ def test_kill_9_during_activation_leaves_old_or_new(tmp_path: Path, ladder: dict
             assert active == old
     finally:
         a.stop()
+
+
+@pytest.mark.parametrize(("profile", "strategy"), [("lab-n100-16gb", "hand-over"),
+                                                   ("lab-pi5-8gb", "stop-then-load")])
+def test_swap_strategy_follows_memory(tmp_path: Path, ladder: dict[str, Path], profile: str,
+                                      strategy: str) -> None:
+    a = AgentProcess(tmp_path / "data", emulate=profile).start()
+    try:
+        for variant, mib in (("q2_k", 86), ("q4_k_m", 94)):
+            a.stage(ladder[variant])
+            with a.client() as c:
+                response = c.load_model(a.load_request(ladder[variant], variant, mib * 2**20))
+        # 86 + 94 MiB fit the 192 MiB budget side by side, not the 104 MiB one
+        assert response.swap_strategy == strategy
+        assert _generate_ok(a)
+    finally:
+        a.stop()
+
+
+def test_cancelled_generation_stops_the_runtime(agent: AgentProcess,
+                                                ladder: dict[str, Path]) -> None:
+    agent.start()
+    _load(agent, ladder["q2_k"], "q2_k")
+    with agent.client() as c:
+        stream = c.stream("The edge device", max_tokens=1500, timeout=120)
+        first = next(iter(stream))
+        assert first.text is not None
+        stream.cancel()
+    deadline = time.monotonic() + 30
+    while True:
+        with agent.client() as c:
+            records = list(c.telemetry().records)
+        if records or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert records[-1].outcome == "cancelled"
+    assert 0 < records[-1].completion_tokens < 1500
+    assert _generate_ok(agent)  # the worker is clean for the next request
+
+
+def test_telemetry_survives_restart_and_reads_by_cursor(agent: AgentProcess,
+                                                        ladder: dict[str, Path]) -> None:
+    agent.start()
+    _load(agent, ladder["q2_k"], "q2_k")
+    for _ in range(3):
+        _generate_ok(agent)
+    with agent.client() as c:
+        page = c.telemetry(after_seq=0, limit=2)
+    assert [r.seq for r in page.records] == [1, 2] and page.next_seq == 2
+    agent.stop()
+    agent.start()
+    _wait_generate_ok(agent)
+    with agent.client() as c:
+        rest = c.telemetry(after_seq=page.next_seq)
+    assert [r.seq for r in rest.records] == [3, 4]  # nothing lost, nothing repeated
+    assert all(r.outcome == "ok" and r.completion_tokens > 0 for r in rest.records)
+
+
+def test_local_inference_listener_serves_apps_but_not_management(
+        tmp_path: Path, ladder: dict[str, Path]) -> None:
+    import grpc
+
+    from agent.rpc import agent_pb2 as pb
+    from agent.rpc import agent_pb2_grpc as pb_grpc
+
+    sock = tmp_path / "agent.sock"
+    a = AgentProcess(tmp_path / "data", extra=("--inference-listen", f"unix://{sock}")).start()
+    try:
+        _load(a, ladder["q2_k"], "q2_k")  # management: the --listen address
+        with grpc.insecure_channel(f"unix://{sock}") as channel:
+            stub = pb_grpc.AgentServiceStub(channel)
+            events = list(stub.Generate(pb.GenerateRequest(prompt="hi", max_tokens=3),
+                                        timeout=60))
+            assert events[-1].summary.completion_tokens > 0
+            with pytest.raises(grpc.RpcError) as info:
+                stub.LoadModel(a.load_request(ladder["q2_k"], "q2_k"), timeout=10)
+            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        a.stop()
