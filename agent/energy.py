@@ -67,8 +67,10 @@ class EnergyTracker:
     def _estimated_watts(self) -> float:
         busy, total = parse_proc_stat(self._read_stat())
         d_busy, d_total = busy - self._cpu[0], total - self._cpu[1]
+        if d_total <= 0:  # no jiffy has passed since the last sample: keep the last estimate
+            return self._last_w if self._last_w is not None else self.idle_w
         self._cpu = (busy, total)
-        util = d_busy / d_total if d_total > 0 else 0.0
+        util = d_busy / d_total
         return self.idle_w + (self.load_w - self.idle_w) * min(max(util, 0.0), 1.0)
 
     def sample(self) -> None:

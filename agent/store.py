@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from agent import failpoints
 from agent.errors import ChecksumMismatch, InvalidRequest, NotFound
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+STALE_BLOB_S = 3600.0  # verified but never activated for an hour: collected on activation
+STALE_UPLOAD_S = 7 * 24 * 3600.0  # an interrupted upload is kept a week for resumption
 CHUNK = 1 << 20
 
 
@@ -162,15 +165,19 @@ class ModelStore:
         for dropped in (old.previous, old.active):
             if dropped and dropped.sha256 not in kept:
                 (self.blobs_dir / dropped.sha256).unlink(missing_ok=True)
+        self.collect_garbage(new, min_age_s=STALE_BLOB_S)
         return new
 
     def deactivate(self) -> None:
         old = self.read_state()
         self.write_state(StoreState(active=None, previous=old.active or old.previous))
 
-    def collect_garbage(self, state: StoreState, keep_extra: int = 0) -> list[str]:
-        """Delete blobs other than active and previous, oldest first, keeping ``keep_extra``."""
+    def collect_garbage(self, state: StoreState, keep_extra: int = 0,
+                        min_age_s: float = 0.0) -> list[str]:
+        """Delete blobs other than active and previous, keeping the ``keep_extra`` newest and
+        any younger than ``min_age_s`` (staged ahead of activation); and stale uploads."""
         keep = {r.sha256 for r in (state.active, state.previous) if r}
+        now = time.time()
         others = sorted(
             (p for p in self.blobs_dir.iterdir() if p.name not in keep),
             key=lambda p: p.stat().st_mtime,
@@ -178,10 +185,13 @@ class ModelStore:
         )
         removed = []
         for path in others[keep_extra:]:
+            if now - path.stat().st_mtime < min_age_s:
+                continue
             path.unlink(missing_ok=True)
             removed.append(path.name)
-        for part in self.incoming_dir.glob("*.tmp"):
-            part.unlink(missing_ok=True)
+        for part in self.incoming_dir.iterdir():
+            if now - part.stat().st_mtime > STALE_UPLOAD_S:
+                part.unlink(missing_ok=True)
         return removed
 
 

@@ -70,3 +70,17 @@ def test_activation_keeps_previous_and_drops_the_one_before(tmp_path: Path) -> N
     on_disk = json.loads((tmp_path / "state.json").read_text())
     assert on_disk["active"]["sha256"] == shas[2]
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_garbage_collection_keeps_fresh_staged_blobs(tmp_path: Path) -> None:
+    import os
+    import time
+
+    store = ModelStore(tmp_path)
+    shas = [_stage(store, bytes([i]) * 3) for i in range(3)]
+    for sha in shas:
+        store.verify_staged(sha)
+    old = time.time() - 2 * 3600
+    os.utime(store.blobs_dir / shas[1], (old, old))  # verified two hours ago, never used
+    store.activate(_record(shas[0]))
+    assert set(store.blobs()) == {shas[0], shas[2]}  # the stale one went, the fresh stayed
