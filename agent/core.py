@@ -20,7 +20,7 @@ from agent.energy import EnergyTracker
 from agent.errors import InsufficientMemory, NoActiveModel, NotFound, WorkerFailed
 from agent.probe import HostFacts, disk_usage, parse_meminfo
 from agent.runtimes.base import GenerationStats
-from agent.store import ModelRecord, ModelStore, check_sha256
+from agent.store import ModelRecord, ModelStore, check_sha256, sha256_file
 from agent.telemetry import TelemetryBuffer
 from agent.workers import Worker
 
@@ -108,7 +108,7 @@ class AgentCore:
         if self.view.disk_limit_bytes:
             free = min(free, max(0, self.view.disk_limit_bytes - self.store.used_bytes()))
         part = self.store.incoming_dir / f"{sha256}.part"
-        staged = part.stat().st_size if part.exists() else 0
+        staged = part.stat().st_size if part.exists() and not held else 0
         need_disk = 0 if held else max(0, size_bytes - staged) + DISK_MARGIN_BYTES
         budget = self.memory_budget()
         reasons = []
@@ -122,7 +122,8 @@ class AgentCore:
                            f"{budget / MIB:,.0f} MiB")
         return {"fits": not reasons, "already_held": held, "disk_free_bytes": free,
                 "disk_needed_bytes": need_disk, "memory_budget_bytes": max(budget, 0),
-                "reason": "; ".join(reasons), "staged_bytes": staged}
+                "reason": "; ".join(reasons), "staged_bytes": staged,
+                "staged_sha256": sha256_file(part) if staged else ""}
 
     # -- lifecycle ------------------------------------------------------------------------
     def restore(self) -> None:

@@ -12,6 +12,7 @@
     │   ├── Unreachable
     │   ├── HostKeyUnknown
     │   ├── HostKeyMismatch
+    │   ├── TransferInterrupted        the link dropped mid-upload (resumable)
     │   └── AgentRefused               the agent answered with an error status
     ├── LabError                       the local lab could not start or stop
     └── DeployFailed                   a fleet operation finished with failed devices
@@ -71,6 +72,12 @@ class HostKeyUnknown(DeviceError):
 
 class HostKeyMismatch(DeviceError):
     pass
+
+
+class TransferInterrupted(Unreachable):
+    def __init__(self, message: str, hint: str = "", sent: int = 0) -> None:
+        super().__init__(message, hint)
+        self.sent = sent
 
 
 class AgentRefused(DeviceError):

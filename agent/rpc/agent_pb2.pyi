@@ -178,7 +178,7 @@ class CheckFitRequest(_message.Message):
     def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., estimated_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class CheckFitResponse(_message.Message):
-    __slots__ = ("fits", "already_held", "disk_free_bytes", "disk_needed_bytes", "memory_budget_bytes", "reason", "staged_bytes")
+    __slots__ = ("fits", "already_held", "disk_free_bytes", "disk_needed_bytes", "memory_budget_bytes", "reason", "staged_bytes", "staged_sha256")
     FITS_FIELD_NUMBER: _ClassVar[int]
     ALREADY_HELD_FIELD_NUMBER: _ClassVar[int]
     DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +186,7 @@ class CheckFitResponse(_message.Message):
     MEMORY_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     STAGED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STAGED_SHA256_FIELD_NUMBER: _ClassVar[int]
     fits: bool
     already_held: bool
     disk_free_bytes: int
@@ -193,7 +194,8 @@ class CheckFitResponse(_message.Message):
     memory_budget_bytes: int
     reason: str
     staged_bytes: int
-    def __init__(self, fits: _Optional[bool] = ..., already_held: _Optional[bool] = ..., disk_free_bytes: _Optional[int] = ..., disk_needed_bytes: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., reason: _Optional[str] = ..., staged_bytes: _Optional[int] = ...) -> None: ...
+    staged_sha256: str
+    def __init__(self, fits: _Optional[bool] = ..., already_held: _Optional[bool] = ..., disk_free_bytes: _Optional[int] = ..., disk_needed_bytes: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., reason: _Optional[str] = ..., staged_bytes: _Optional[int] = ..., staged_sha256: _Optional[str] = ...) -> None: ...
 
 class UnloadModelRequest(_message.Message):
     __slots__ = ("sha256",)

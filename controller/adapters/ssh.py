@@ -7,7 +7,9 @@ is ever added silently (no AutoAddPolicy).
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,13 @@ from typing import Any
 
 import paramiko
 
-from controller.errors import DeviceError, HostKeyMismatch, HostKeyUnknown, Unreachable
+from controller.errors import (
+    DeviceError,
+    HostKeyMismatch,
+    HostKeyUnknown,
+    TransferInterrupted,
+    Unreachable,
+)
 
 CHUNK = 1 << 20
 
@@ -98,27 +106,53 @@ class ParamikoTransfer:
         local: Path,
         remote_dir: str,
         name: str,
+        resume_from: int = 0,
         progress: Callable[[int, int], None] | None = None,
+        limit_bytes_per_s: float = 0.0,
     ) -> int:
         """Upload ``local`` to ``remote_dir/name`` via ``name.part`` and an atomic rename.
 
-        Returns bytes sent. The receiving agent verifies the hash before it uses the file.
+        With ``resume_from`` > 0 the remote ``.part`` already holds that many verified bytes
+        (the caller checked their hash) and the upload continues after them. Returns the
+        bytes sent by this call. The receiving agent hashes the whole file before using it.
         """
         total = local.stat().st_size
         part = posixpath.join(remote_dir, name + ".part")
         final = posixpath.join(remote_dir, name)
+        sent = 0
+        started = time.monotonic()
         try:
             with client.open_sftp() as sftp:
-                sent = 0
-                with local.open("rb") as src, sftp.open(part, "wb") as dst:
+                mode = "r+b" if resume_from else "wb"
+                with local.open("rb") as src, sftp.open(part, mode) as dst:
                     dst.set_pipelined(True)
+                    if resume_from:
+                        src.seek(resume_from)
+                        dst.seek(resume_from)
                     while block := src.read(CHUNK):
                         dst.write(block)
                         sent += len(block)
                         if progress:
-                            progress(sent, total)
+                            progress(resume_from + sent, total)
+                        if limit_bytes_per_s:
+                            ahead = sent / limit_bytes_per_s - (time.monotonic() - started)
+                            if ahead > 0:
+                                time.sleep(ahead)
                 sftp.posix_rename(part, final)
         except (OSError, paramiko.SSHException, EOFError) as exc:
-            raise Unreachable(f"upload to {remote_dir} failed after a partial transfer ({exc})",
-                              hint="re-run the deploy; the agent verifies every byte") from exc
+            raise TransferInterrupted(
+                f"upload to {remote_dir} interrupted after {resume_from + sent} of {total} "
+                f"bytes ({exc})", hint="re-run the deploy: it resumes where it stopped",
+                sent=sent) from exc
         return sent
+
+
+def sha256_prefix(path: Path, length: int) -> str:
+    """sha256 of the first ``length`` bytes of ``path``."""
+    digest = hashlib.sha256()
+    left = length
+    with path.open("rb") as fh:
+        while left > 0 and (block := fh.read(min(CHUNK, left))):
+            digest.update(block)
+            left -= len(block)
+    return str(digest.hexdigest())

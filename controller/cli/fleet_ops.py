@@ -7,7 +7,7 @@ from rich.table import Table
 
 from controller.adapters.tables import Device
 from controller.cli.common import console, fleet, num, print_json
-from controller.cli.render import plan_dict, print_outcomes, print_plan
+from controller.cli.render import plan_dict, print_outcomes, print_plan, transfer_progress
 from controller.core.models import ModelSpec
 from controller.core.select import Request
 from controller.errors import DeployFailed, UsageError
@@ -106,6 +106,8 @@ def register(app: typer.Typer) -> None:
         prompt_tokens: int = PROMPT,
         prefer: str = PREFER,
         concurrency: int = typer.Option(4, "--concurrency", help="Devices at once."),
+        retries: int = typer.Option(3, "--retries", help="Resumed retries per upload."),
+        bwlimit: float = typer.Option(0.0, "--bwlimit", help="Per-device upload limit, MB/s."),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Pick a variant per device, push it, verify and load it, health-check, roll back."""
@@ -113,7 +115,11 @@ def register(app: typer.Typer) -> None:
         spec = models.ensure_model(f, model)
         devices = select_devices(f, group, device)
         request = build_request(spec, context, min_tps, max_ttft, prompt_tokens, prefer)
-        report = deploying.deploy(f, spec, devices, request, concurrency)
+        with transfer_progress(enabled=not as_json) as progress:
+            options = deploying.DeployOptions(
+                concurrency=concurrency, retries=retries, limit_bytes_per_s=bwlimit * 1e6,
+                progress=progress)
+            report = deploying.deploy(f, spec, devices, request, options)
         if as_json:
             print_json({"rollout": report.rollout, "model": report.model,
                         "plans": [plan_dict(p) for p in report.plans],

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
 from controller.cli.common import console, mib
@@ -73,3 +77,29 @@ def print_outcomes(outcomes: list[Outcome]) -> None:
         table.add_row(o.device, f"[{c}]{o.status}[/]", o.variant or "-", mib(o.bytes_sent),
                       f"{o.seconds:.1f}", o.reason + (f" (hint: {o.hint})" if o.hint else ""))
     console.print(table)
+
+
+@contextlib.contextmanager
+def transfer_progress(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
+    """Per-device and total upload bars (rich); a no-op callback when disabled or piped."""
+    if not enabled or not console.is_terminal:
+        yield lambda device, done, total: None
+        return
+    lock = threading.Lock()
+    tasks: dict[str, Any] = {}
+    done_by: dict[str, int] = {}
+    totals: dict[str, int] = {}
+    with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=console, transient=True) as bars:
+        overall = bars.add_task("all devices", total=0)
+
+        def update(device: str, done: int, total: int) -> None:
+            with lock:
+                if device not in tasks:
+                    tasks[device] = bars.add_task(device, total=total)
+                done_by[device], totals[device] = done, total
+                bars.update(tasks[device], completed=done)
+                bars.update(overall, total=sum(totals.values()),
+                            completed=sum(done_by.values()))
+
+        yield update

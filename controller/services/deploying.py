@@ -15,16 +15,26 @@ from datetime import datetime, timezone
 
 from agent.rpc import agent_pb2 as pb
 from controller.adapters.agent_client import GrpcAgentClient
+from controller.adapters.ssh import sha256_prefix
 from controller.adapters.tables import Deployment, Device
 from controller.artifacts import LocalArtifact
 from controller.core.models import ModelSpec
 from controller.core.select import Request
-from controller.errors import FleetError, UsageError
+from controller.errors import FleetError, TransferInterrupted, UsageError
 from controller.services.context import Fleet
 from controller.services.planning import DevicePlan, plan
 
 SMOKE_PROMPT = "The edge device says"
 SMOKE_TOKENS = 4
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    concurrency: int = 4
+    retries: int = 3  # per device, for an interrupted upload (each retry resumes)
+    backoff_s: float = 1.0  # doubled after each retry
+    limit_bytes_per_s: float = 0.0  # per device upload limit; 0 = none
+    progress: Callable[[str, int, int], None] = lambda device, done, total: None
 
 
 @dataclass(frozen=True)
@@ -77,8 +87,41 @@ def _load_request(model: ModelSpec, variant: str, art: LocalArtifact, ctx: int,
     )
 
 
+def _send(fleet: Fleet, client: GrpcAgentClient, device: Device, art: LocalArtifact,
+          first: pb.CheckFitResponse, incoming_dir: str, memory: int,
+          options: DeployOptions) -> int:
+    """Upload the blob, resuming after interruptions; returns bytes actually sent."""
+    sent = 0
+    fit = first
+    for attempt in range(options.retries + 1):
+        if fit.already_held:
+            return sent
+        resume = 0
+        if 0 < fit.staged_bytes <= art.size_bytes and (
+                sha256_prefix(art.path, fit.staged_bytes) == fit.staged_sha256):
+            resume = fit.staged_bytes  # the device's partial upload is a prefix of our file
+        try:
+            ssh = fleet.transfer.connect(fleet.ssh_target(device))
+            try:
+                return sent + fleet.transfer.push(
+                    ssh, art.path, incoming_dir, art.sha256, resume_from=resume,
+                    progress=lambda done, total: options.progress(device.name, done, total),
+                    limit_bytes_per_s=options.limit_bytes_per_s)
+            finally:
+                ssh.close()
+        except TransferInterrupted as exc:
+            sent += exc.sent
+            if attempt == options.retries:
+                raise
+            time.sleep(options.backoff_s * 2**attempt)
+            fit = client.check_fit(art.sha256, art.size_bytes, memory)
+    return sent
+
+
 def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
-               artifacts: dict[str, LocalArtifact], rollout: str) -> Outcome:
+               artifacts: dict[str, LocalArtifact], rollout: str,
+               options: DeployOptions | None = None) -> Outcome:
+    options = options or DeployOptions()
     device = device_plan.device
     choice = device_plan.choice
     started = time.monotonic()
@@ -101,13 +144,8 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
                                f"preflight refused before sending anything: {fit.reason}",
                                hint="`fleet plan` shows a variant that fits; free disk space "
                                "or pick a smaller variant with --prefer speed")
-            sent = 0
-            if not fit.already_held:
-                ssh = fleet.transfer.connect(fleet.ssh_target(device))
-                try:
-                    sent = fleet.transfer.push(ssh, art.path, store.incoming_dir, art.sha256)
-                finally:
-                    ssh.close()
+            sent = _send(fleet, client, device, art, fit, store.incoming_dir,
+                         choice.chosen.memory.total, options)
             client.load_model(_load_request(model, variant, art, choice.ctx,
                                             choice.chosen.memory.total))
             problem = _health_check(client, model.arch.is_language_model)
@@ -159,10 +197,14 @@ def _record(fleet: Fleet, device: Device, model: str, variant: str, art: LocalAr
 
 
 def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Request,
-           concurrency: int = 4,
+           options: DeployOptions | None = None,
            on_outcome: Callable[[Outcome], None] = lambda o: None) -> DeployReport:
-    if not 1 <= concurrency <= 64:
+    options = options or DeployOptions()
+    if not 1 <= options.concurrency <= 64:
         raise UsageError("--concurrency must be 1..64", hint="the default is 4")
+    if not 0 <= options.retries <= 20 or options.limit_bytes_per_s < 0:
+        raise UsageError("--retries must be 0..20 and --bwlimit >= 0",
+                         hint="e.g. --retries 3 --bwlimit 10")
     plans = plan(fleet, model, devices, request)
     needed = {p.choice.chosen.variant.name for p in plans if p.choice and p.choice.chosen}
     spec_by_name = {v.name: v for v in model.variants}
@@ -171,10 +213,10 @@ def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Reque
     rollout = uuid.uuid4().hex[:12]
 
     def run(p: DevicePlan) -> Outcome:
-        outcome = deploy_one(fleet, model, p, artifacts, rollout)
+        outcome = deploy_one(fleet, model, p, artifacts, rollout, options)
         on_outcome(outcome)
         return outcome
 
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(plans)))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(options.concurrency, len(plans)))) as pool:
         outcomes = list(pool.map(run, plans))
     return DeployReport(rollout, model.name, plans, outcomes)
