@@ -103,7 +103,7 @@ def _sshd_config(d: Path, address: str, port: int, authorized: Path) -> Path:
             "PubkeyAuthentication yes",
             "PermitRootLogin prohibit-password",
             "Subsystem sftp internal-sftp",
-            "LogLevel ERROR",
+            f"LogLevel {os.environ.get('FLEET_LAB_SSHD_LOGLEVEL', 'ERROR')}",
             "",
         ])
     )

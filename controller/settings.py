@@ -47,3 +47,9 @@ def user_catalog_dir() -> Path:
 
 def shipped_catalog_dir() -> Path:
     return Path(__file__).resolve().parent / "catalog"
+
+
+def ssh_config_path() -> Path:
+    """``FLEET_SSH_CONFIG`` or ``~/.ssh/config`` (HostName, User, Port, IdentityFile,
+    ProxyJump are honoured)."""
+    return Path(os.environ.get("FLEET_SSH_CONFIG") or Path.home() / ".ssh" / "config")

@@ -54,9 +54,11 @@ class GenerationStream:
 
 
 class GrpcAgentClient:
-    def __init__(self, name: str, host: str, port: int, timeout_s: float = 30.0) -> None:
+    def __init__(self, name: str, host: str, port: int, timeout_s: float = 30.0,
+                 on_close: Callable[[], None] | None = None) -> None:
         self.name = name
         self.address = f"{host}:{port}"
+        self._on_close = on_close
         self.timeout_s = timeout_s
         self._channel = grpc.insecure_channel(self.address)
         self._stub = pb_grpc.AgentServiceStub(self._channel)
@@ -64,6 +66,9 @@ class GrpcAgentClient:
 
     def close(self) -> None:
         self._channel.close()
+        if self._on_close is not None:
+            self._on_close()
+            self._on_close = None
 
     def __enter__(self) -> GrpcAgentClient:
         return self

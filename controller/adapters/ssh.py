@@ -35,10 +35,61 @@ class SshTarget:
     port: int
     user: str
     key_path: str
+    proxy_jump: str = ""  # [user@]host[:port]; "" = from ~/.ssh/config, "none" = never
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A target after ~/.ssh/config: what to dial, as whom, with which key, through what."""
+
+    hostname: str
+    port: int
+    user: str
+    key_files: tuple[str, ...]
+    proxy_jump: str
+
+
+def parse_jump(spec: str) -> tuple[str, str, int | None]:
+    """``[user@]host[:port]`` -> (user, host, port)."""
+    user, _, rest = spec.rpartition("@")
+    host, sep, port = rest.rpartition(":") if rest.count(":") == 1 else (rest, "", "")
+    if not sep:
+        host = rest
+    return user, host, int(port) if port.isdigit() else None
+
+
+def load_ssh_config(path: Path | None) -> paramiko.SSHConfig:
+    if path is not None and path.is_file():
+        return paramiko.SSHConfig.from_path(str(path))
+    return paramiko.SSHConfig()
 
 
 def _host_entry(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
+
+
+class _AcceptNewHost(paramiko.MissingHostKeyPolicy):
+    """Explicit trust on first use (``--accept-new``): record an unknown key, never a
+    changed one (paramiko raises BadHostKeyException for those before asking a policy)."""
+
+    def __init__(self, known_hosts: Path, port: int) -> None:
+        self.known_hosts = known_hosts
+        self.port = port
+        self.accepted: list[str] = []
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        # paramiko already passes "[host]:port" for ports other than 22
+        entry = hostname if hostname.startswith("[") else _host_entry(hostname, self.port)
+        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        with self.known_hosts.open("a") as fh:
+            fh.write(f"{entry} {key.get_name()} {key.get_base64()}\n")
+        self.accepted.append(f"{entry} {key.get_name()} SHA256:{_fingerprint(key)}")
+
+
+def _fingerprint(key: Any) -> str:
+    import base64
+
+    return base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
 
 
 class _RefuseUnknownHost(paramiko.MissingHostKeyPolicy):
@@ -50,43 +101,106 @@ class _RefuseUnknownHost(paramiko.MissingHostKeyPolicy):
         t = self.target
         raise HostKeyUnknown(
             f"{t.name}: host key of {_host_entry(t.host, t.port)} is not in {self.known_hosts}",
-            hint=f"verify the device, then add it: ssh-keyscan -p {t.port} {t.host} >> "
-            f"{self.known_hosts}",
+            hint=f"verify the device, then trust it once: fleet device trust {t.name} "
+            f"(or ssh-keyscan -p {t.port} {t.host} >> {self.known_hosts})",
         )
 
 
 class ParamikoTransfer:
-    def __init__(self, known_hosts: Path, timeout_s: float = 10.0) -> None:
+    def __init__(self, known_hosts: Path, timeout_s: float = 10.0,
+                 ssh_config: Path | None = None, accept_new: bool = False) -> None:
         self.known_hosts = known_hosts
         self.timeout_s = timeout_s
+        self.config = load_ssh_config(ssh_config)
+        self.accept_new = accept_new
+        self.accepted: list[str] = []  # keys trusted on first use during this run
+
+    def resolve(self, target: SshTarget) -> Resolved:
+        """Apply ~/.ssh/config (HostName, User, Port, IdentityFile, ProxyJump); values set on
+        the device win over the config's."""
+        found = self.config.lookup(target.host)
+        port = target.port if target.port != 22 else int(found.get("port", 22))
+        keys = (target.key_path,) if target.key_path else tuple(found.get("identityfile", []))
+        jump = target.proxy_jump or found.get("proxyjump", "")
+        return Resolved(found.get("hostname", target.host), port,
+                        target.user or found.get("user", ""), keys,
+                        "" if jump == "none" else jump)
 
     def connect(self, target: SshTarget) -> paramiko.SSHClient:
+        """Connect with strict host keys, through the target's ProxyJump chain if any."""
+        resolved = self.resolve(target)
+        sock = None
+        jump_client = None
+        if resolved.proxy_jump:
+            first, _, rest = resolved.proxy_jump.partition(",")
+            user, host, port = parse_jump(first)
+            jump = SshTarget(f"{target.name} (jump {host})", host, port or 22, user, "",
+                             rest or "none")
+            jump_client = self.connect(jump)
+            transport = jump_client.get_transport()
+            assert transport is not None
+            try:
+                sock = transport.open_channel("direct-tcpip",
+                                              (resolved.hostname, resolved.port),
+                                              ("127.0.0.1", 0), timeout=self.timeout_s)
+            except (paramiko.SSHException, OSError) as exc:
+                jump_client.close()
+                raise Unreachable(
+                    f"{target.name}: jump host {host} cannot reach "
+                    f"{resolved.hostname}:{resolved.port} ({exc})",
+                    hint="check the device address as seen from the bastion") from exc
+        client = self._connect_direct(target, resolved, sock)
+        if jump_client is not None:
+            client._edgefleet_jump = jump_client  # type: ignore[attr-defined]  # keep it open
+        return client
+
+    def _connect_direct(self, target: SshTarget, resolved: Resolved,
+                        sock: Any) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
         if self.known_hosts.exists():
             client.load_host_keys(str(self.known_hosts))
-        client.set_missing_host_key_policy(_RefuseUnknownHost(target, self.known_hosts))
+        # The key is checked for the name the device is known by (what known_hosts lists).
+        shown = SshTarget(target.name, resolved.hostname, resolved.port, resolved.user, "")
+        policy: paramiko.MissingHostKeyPolicy
+        if self.accept_new:
+            policy = _AcceptNewHost(self.known_hosts, resolved.port)
+        else:
+            policy = _RefuseUnknownHost(shown, self.known_hosts)
+        client.set_missing_host_key_policy(policy)
+        try:
+            self._dial(client, target, resolved, sock)
+        finally:
+            if isinstance(policy, _AcceptNewHost):
+                self.accepted.extend(policy.accepted)
+        return client
+
+    def _dial(self, client: paramiko.SSHClient, target: SshTarget, resolved: Resolved,
+              sock: Any) -> None:
+        """Connect; map paramiko and socket errors to ours (the one choke point)."""
         try:
             client.connect(
-                target.host,
-                port=target.port,
-                username=target.user or None,
-                key_filename=target.key_path or None,
-                look_for_keys=not target.key_path,
-                allow_agent=not target.key_path,
+                resolved.hostname,
+                port=resolved.port,
+                username=resolved.user or None,
+                key_filename=list(resolved.key_files) or None,  # type: ignore[arg-type]
+                look_for_keys=not resolved.key_files,
+                allow_agent=not resolved.key_files,
                 timeout=self.timeout_s,
                 banner_timeout=self.timeout_s,
                 auth_timeout=self.timeout_s,
+                sock=sock,
             )
         except (HostKeyUnknown, HostKeyMismatch):
             client.close()
             raise
         except paramiko.BadHostKeyException as exc:
             client.close()
+            entry = _host_entry(resolved.hostname, resolved.port)
             raise HostKeyMismatch(
-                f"{target.name}: host key of {_host_entry(target.host, target.port)} CHANGED; "
+                f"{target.name}: host key of {entry} CHANGED; "
                 "refusing to connect (possible man-in-the-middle)",
                 hint=f"if the device was re-imaged on purpose: ssh-keygen -f {self.known_hosts} "
-                f"-R '{_host_entry(target.host, target.port)}', then re-add its key",
+                f"-R '{entry}', then re-add its key",
             ) from exc
         except paramiko.AuthenticationException as exc:
             client.close()
@@ -95,10 +209,9 @@ class ParamikoTransfer:
         except (TimeoutError, OSError, paramiko.SSHException) as exc:
             client.close()
             raise Unreachable(
-                f"{target.name}: cannot reach SSH at {target.host}:{target.port} ({exc})",
+                f"{target.name}: cannot reach SSH at {resolved.hostname}:{resolved.port} ({exc})",
                 hint="is the device on and sshd running? `fleet device list` shows its address",
             ) from exc
-        return client
 
     def push(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 from sqlmodel import Field, SQLModel
@@ -38,8 +39,15 @@ class Device(SQLModel, table=True):
     last_tokens_per_s: float | None = None
     last_seen: datetime | None = None
     lab: bool = False
+    labels_json: str = "{}"  # {"site": "berlin", ...}
+    proxy_jump: str = ""  # [user@]host[:port] of a bastion (or from ~/.ssh/config)
     decode_efficiency: float | None = None  # calibrated share of bandwidth reached in decode
     created_at: datetime = Field(default_factory=_now)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        value = json.loads(self.labels_json or "{}")
+        return {str(k): str(v) for k, v in value.items()}
 
 
 class ModelArtifact(SQLModel, table=True):

@@ -14,6 +14,8 @@ from controller.errors import UsageError
 
 app = typer.Typer(help="Register and inspect devices.", no_args_is_help=True)
 
+LABELS = typer.Option(None, "--label", "-l", help="k=v (repeatable).")
+PAIRS = typer.Argument(..., help="k=v to set, k= to remove")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
@@ -36,6 +38,9 @@ def add(
     agent_port: int = typer.Option(50051, "--agent-port", help="gRPC port of fleet-agent."),
     profile: str = typer.Option("", "--profile", help="Declared hardware profile; probed "
                                 "numbers override it."),
+    label: list[str] = LABELS,
+    proxy_jump: str = typer.Option("", "--proxy-jump", help="[user@]bastion[:port]; "
+                                   "default: ProxyJump from ~/.ssh/config"),
 ) -> None:
     """Register a device. Nothing is sent to it until a deploy."""
     f = fleet(ctx)
@@ -46,9 +51,13 @@ def add(
     if profile and profile not in f.profiles:
         raise UsageError(f"no profile named {profile!r}",
                          hint="`fleet profile list` shows the names")
+    from controller.cli.fleet_ops import parse_labels
+
+    labels = parse_labels(label)
     f.inventory.add_device(Device(name=name, host=host, ssh_port=port, user=user,
                                   key_path=key, agent_port=agent_port, group_name=group,
-                                  profile=profile))
+                                  profile=profile, labels_json=json.dumps(labels),
+                                  proxy_jump=proxy_jump))
     console.print(f"added {name} ({host}:{port}) to group {group}")
 
 
@@ -62,12 +71,14 @@ def list_(
     f = fleet(ctx)
     devices = f.inventory.devices_in_group(group) if group else f.inventory.list_devices()
     if as_json:
-        print_json([d.model_dump(exclude={"probed_json"}) for d in devices])
+        print_json([{**d.model_dump(exclude={"probed_json", "labels_json"}),
+                     "labels": d.labels} for d in devices])
         return
-    table = Table("name", "group", "address", "profile", "state", "model", "variant",
-                  "ttft ms", "tok/s")
+    table = Table("name", "group", "labels", "address", "profile", "state", "model",
+                  "variant", "ttft ms", "tok/s")
     for d in devices:
-        table.add_row(d.name, d.group_name, f"{d.host}:{d.ssh_port}", d.profile or "-",
+        labels = ",".join(f"{k}={v}" for k, v in sorted(d.labels.items())) or "-"
+        table.add_row(d.name, d.group_name, labels, f"{d.host}:{d.ssh_port}", d.profile or "-",
                       d.state, d.model or "-", d.variant or "-", num(d.last_ttft_ms),
                       num(d.last_tokens_per_s))
     console.print(table)
@@ -93,6 +104,40 @@ def show(ctx: typer.Context, name: str,
                       f", {probed.get('cores', '?')} cores, RAM "
                       f"{mib(int(probed.get('ramTotalBytes', 0)))}"
                       + (" [yellow](emulated lab profile)[/]" if probed.get("emulated") else ""))
+
+
+@app.command("label")
+def label_cmd(ctx: typer.Context, name: str,
+              pairs: list[str] = PAIRS) -> None:
+    """Set or remove labels of a device."""
+    from controller.cli.fleet_ops import parse_labels
+
+    f = fleet(ctx)
+    device = f.inventory.get_device(name)
+    labels = device.labels
+    for key, value in parse_labels(pairs).items():
+        if value:
+            labels[key] = value
+        else:
+            labels.pop(key, None)
+    f.inventory.update_device(name, labels_json=json.dumps(labels))
+    console.print(f"{name}: " + (", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+                                 or "no labels"))
+
+
+@app.command("trust")
+def trust(ctx: typer.Context, name: str) -> None:
+    """Trust a device's SSH host key on first use (explicit TOFU). A changed key is still
+    refused; remove the old line first if the device was re-imaged on purpose."""
+    f = fleet(ctx)
+    device = f.inventory.get_device(name)
+    f.transfer.accept_new = True
+    f.transfer.connect(f.ssh_target(device)).close()
+    if f.transfer.accepted:
+        for line in f.transfer.accepted:
+            console.print(f"trusted {line} (added to {f.transfer.known_hosts})")
+    else:
+        console.print(f"{name}: host key already trusted")
 
 
 @app.command("remove")

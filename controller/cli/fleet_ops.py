@@ -16,6 +16,7 @@ from controller.services.context import Fleet
 
 GROUP = typer.Option(None, "--group", "-g", help="Devices of this group.")
 DEVICE = typer.Option(None, "--device", "-d", help="This device (repeatable).")
+LABEL = typer.Option(None, "--label", "-l", help="Only devices with label k=v (repeatable).")
 CTX = typer.Option(0, "--ctx", help="Context length (default: the model's).")
 MIN_TPS = typer.Option(0.0, "--min-tps", help="Minimum predicted decode tokens/s.")
 MAX_TTFT = typer.Option(0.0, "--max-ttft", help="Maximum predicted TTFT in ms (0: none).")
@@ -32,14 +33,35 @@ def build_request(spec: ModelSpec, ctx: int, min_tps: float, max_ttft: float,
                    max_ttft_ms=max_ttft, prompt_tokens=prompt_tokens, prefer=prefer)
 
 
-def select_devices(f: Fleet, group: str | None, names: list[str] | None) -> list[Device]:
-    if not group and not names:
-        raise UsageError("no devices selected", hint="pass --group G or --device NAME")
+def parse_labels(pairs: list[str] | None) -> dict[str, str]:
+    labels = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"label {pair!r} is not key=value", hint="e.g. --label site=berlin")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def select_devices(f: Fleet, group: str | None, names: list[str] | None,
+                   labels: list[str] | None = None) -> list[Device]:
+    """Devices of --group (or all, when only --label is given), filtered by every --label,
+    plus each --device named."""
+    wanted = parse_labels(labels)
+    if not group and not names and not wanted:
+        raise UsageError("no devices selected",
+                         hint="pass --group G, --label k=v or --device NAME")
     chosen: dict[str, Device] = {}
-    if group:
-        chosen.update((d.name, d) for d in f.inventory.devices_in_group(group))
+    if group or wanted:
+        pool = f.inventory.devices_in_group(group) if group else f.inventory.list_devices()
+        chosen.update((d.name, d) for d in pool
+                      if all(d.labels.get(k) == v for k, v in wanted.items()))
     for name in names or []:
         chosen[name] = f.inventory.get_device(name)
+    if not chosen:
+        raise UsageError(f"no device matches {', '.join(f'{k}={v}' for k, v in wanted.items())}"
+                         + (f" in group {group!r}" if group else ""),
+                         hint="`fleet device list` shows the labels")
     return list(chosen.values())
 
 
@@ -76,6 +98,7 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Argument(..., help="Catalog model, e.g. tiny-llama or phi3-mini."),
         group: str = GROUP,
         device: list[str] = DEVICE,
+        label: list[str] = LABEL,
         context: int = CTX,
         min_tps: float = MIN_TPS,
         max_ttft: float = MAX_TTFT,
@@ -86,7 +109,7 @@ def register(app: typer.Typer) -> None:
         """Show which variant each device would get, and why every other lost."""
         f = fleet(ctx)
         spec = models.ensure_model(f, model)
-        devices = select_devices(f, group, device)
+        devices = select_devices(f, group, device, label)
         request = build_request(spec, context, min_tps, max_ttft, prompt_tokens, prefer)
         plans = planning.plan(f, spec, devices, request)
         if as_json:
@@ -100,6 +123,7 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Argument(..., help="Catalog model."),
         group: str = GROUP,
         device: list[str] = DEVICE,
+        label: list[str] = LABEL,
         context: int = CTX,
         min_tps: float = MIN_TPS,
         max_ttft: float = MAX_TTFT,
@@ -108,12 +132,16 @@ def register(app: typer.Typer) -> None:
         concurrency: int = typer.Option(4, "--concurrency", help="Devices at once."),
         retries: int = typer.Option(3, "--retries", help="Resumed retries per upload."),
         bwlimit: float = typer.Option(0.0, "--bwlimit", help="Per-device upload limit, MB/s."),
+        accept_new: bool = typer.Option(False, "--accept-new",
+                                        help="Trust unknown SSH host keys on first use "
+                                        "(never a changed one)."),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Pick a variant per device, push it, verify and load it, health-check, roll back."""
         f = fleet(ctx)
+        f.transfer.accept_new = accept_new
         spec = models.ensure_model(f, model)
-        devices = select_devices(f, group, device)
+        devices = select_devices(f, group, device, label)
         request = build_request(spec, context, min_tps, max_ttft, prompt_tokens, prefer)
         with transfer_progress(enabled=not as_json) as progress:
             options = deploying.DeployOptions(
@@ -153,6 +181,7 @@ def register(app: typer.Typer) -> None:
         prompt: str = typer.Argument(..., help="Prompt text."),
         group: str = GROUP,
         device: list[str] = DEVICE,
+        label: list[str] = LABEL,
         max_tokens: int = typer.Option(16, "--max-tokens"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
@@ -160,7 +189,8 @@ def register(app: typer.Typer) -> None:
         if max_tokens < 1 or max_tokens > 4096:
             raise UsageError("--max-tokens must be 1..4096", hint="try --max-tokens 16")
         f = fleet(ctx)
-        results = observing.generate(f, select_devices(f, group, device), prompt, max_tokens)
+        chosen = select_devices(f, group, device, label)
+        results = observing.generate(f, chosen, prompt, max_tokens)
         if as_json:
             print_json([{"device": r.device, "error": r.error or None,
                          "text": r.result.text if r.result else None,

@@ -9,7 +9,8 @@ from controller import settings
 from controller.adapters.agent_client import GrpcAgentClient
 from controller.adapters.data_files import load_profiles
 from controller.adapters.inventory import SqlInventory
-from controller.adapters.ssh import ParamikoTransfer, SshTarget
+from controller.adapters.ssh import ParamikoTransfer, SshTarget, parse_jump
+from controller.adapters.ssh_tunnel import SshTunnel
 from controller.adapters.tables import Device
 from controller.artifacts import ArtifactCache
 from controller.core.models import Profile
@@ -29,15 +30,32 @@ class Fleet:
         return cls(
             inventory=inventory,
             artifacts=ArtifactCache(inventory),
-            transfer=ParamikoTransfer(settings.known_hosts_path()),
+            transfer=ParamikoTransfer(settings.known_hosts_path(),
+                                      ssh_config=settings.ssh_config_path()),
             profiles=load_profiles(),
         )
 
     def client(self, device: Device, timeout_s: float = 30.0) -> GrpcAgentClient:
-        return GrpcAgentClient(device.name, device.host, device.agent_port, timeout_s)
+        """A gRPC client for the device's agent; through an SSH tunnel when the device is
+        behind a bastion (its ProxyJump), so such a device needs no extra flags."""
+        resolved = self.transfer.resolve(self.ssh_target(device))
+        if not resolved.proxy_jump:
+            return GrpcAgentClient(device.name, device.host, device.agent_port, timeout_s)
+        user, host, port = parse_jump(resolved.proxy_jump.split(",")[0])
+        rest = resolved.proxy_jump.partition(",")[2]
+        bastion = self.transfer.connect(SshTarget(f"{device.name} (jump {host})", host,
+                                                  port or 22, user, "", rest or "none"))
+        tunnel = SshTunnel(bastion, (resolved.hostname, device.agent_port))
+
+        def close() -> None:
+            tunnel.close()
+            bastion.close()
+
+        return GrpcAgentClient(device.name, "127.0.0.1", tunnel.port, timeout_s, on_close=close)
 
     def ssh_target(self, device: Device) -> SshTarget:
-        return SshTarget(device.name, device.host, device.ssh_port, device.user, device.key_path)
+        return SshTarget(device.name, device.host, device.ssh_port, device.user, device.key_path,
+                         device.proxy_jump)
 
     def declared_profile(self, device: Device) -> Profile | None:
         return self.profiles.get(device.profile) if device.profile else None

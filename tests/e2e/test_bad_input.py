@@ -125,3 +125,17 @@ def test_corrupt_model_file_is_never_sent(cli: Cli, one_device: None, home: Path
     result = cli("deploy", "tiny-llama", "--group", "lab")
     _assert_clean_failure(result, 1, "corrupt", "tiny-llama-f16.gguf")
     assert (_db_state(), _device_state()) == before
+
+
+def test_explicit_trust_on_first_use(cli: Cli, one_device: None, home: Path) -> None:
+    (home / "known_hosts").write_text("")
+    result = cli("device", "trust", "lab-1")
+    assert result.code == 0 and "SHA256:" in result.out
+    assert cli("device", "trust", "lab-1").out.strip() == "lab-1: host key already trusted"
+    assert cli("deploy", "tiny-llama", "--group", "lab").code == 0
+
+
+def test_accept_new_never_accepts_a_changed_key(cli: Cli, one_device: None, home: Path) -> None:
+    _replace_known_host_key(home)
+    result = cli("deploy", "tiny-llama", "--group", "lab", "--accept-new")
+    _assert_clean_failure(result, 1, "lab-1", "CHANGED")
