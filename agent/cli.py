@@ -33,8 +33,9 @@ def _serve(args: argparse.Namespace) -> int:
         running = create_server(
             args.listen, Path(args.data_dir), emulate=args.emulate, reserve_mib=args.reserve_mib,
             max_threads=args.threads, inference_listen=args.inference_listen,
+            tls_dir=Path(args.tls_dir) if args.tls_dir else None,
         )
-    except (ConfigError, RuntimeError, OSError) as exc:
+    except (ConfigError, RuntimeError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         print("hint: check --listen HOST:PORT is free and --data-dir is writable", file=sys.stderr)
         return 2
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--inference-listen", default="",
                        help="local inference-only listener for apps: unix:///PATH or "
                        "127.0.0.1:PORT (no model management there)")
+    serve.add_argument("--tls-dir", default="",
+                       help="agent.crt, agent.key, ca.crt (clients must present a certificate "
+                       "of that CA) and signing.pub (manifests must be signed by it)")
     serve.add_argument("--threads", type=int, default=0,
                        help="cap on runtime threads (default: the device's cores)")
     serve.set_defaults(func=_serve)

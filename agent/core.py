@@ -87,6 +87,7 @@ class AgentCore:
         self._loaded: Loaded | None = None
         self.bandwidth: Bandwidth | None = None  # the host's measured read bandwidth
         self.last_swap_strategy = ""
+        self.signing_pub = b""  # the controller's pinned manifest key (set at enrollment)
 
     # -- memory ---------------------------------------------------------------------------
     def memory_budget(self) -> int:

@@ -8,6 +8,7 @@
     ├── InsufficientDisk      the store cannot hold the blob            -> RESOURCE_EXHAUSTED
     ├── NotForThisMachine     the file cannot run here                  -> FAILED_PRECONDITION
     ├── NoActiveModel         inference asked with nothing loaded       -> FAILED_PRECONDITION
+    ├── ManifestRejected      unsigned, badly signed or mismatching      -> PERMISSION_DENIED
     ├── GenerationFailed      the runtime raised during a generation    -> INTERNAL
     └── WorkerFailed          the runtime worker crashed or refused     -> UNAVAILABLE
 """
@@ -52,4 +53,8 @@ class WorkerFailed(AgentError):
 
 
 class GenerationFailed(AgentError):
+    pass
+
+
+class ManifestRejected(AgentError):
     pass

@@ -17,6 +17,7 @@ from agent.probe import probe_host
 from agent.profile_files import find_profile_file, read_toml
 from agent.rpc import agent_pb2_grpc as pb_grpc
 from agent.rpc import grpc_service_pb2_grpc as oip_grpc
+from agent.security import TrustMaterial
 from agent.service import AgentServicer, InferenceOnlyServicer
 
 log = logging.getLogger("edgefleet.agent")
@@ -54,9 +55,14 @@ def _add_inference(server: grpc.Server, core: AgentCore) -> None:
         log.warning("numpy is missing: the Open Inference Protocol is not served")
 
 
+def _is_local(address: str) -> bool:
+    return address.startswith(("unix:", "127.", "localhost:", "[::1]:"))
+
+
 def create_server(
     listen: str, data_dir: Path, emulate: str = "", reserve_mib: int = 256,
     restore: bool = True, max_threads: int = 0, inference_listen: str = "",
+    tls_dir: Path | None = None,
 ) -> RunningAgent:
     """Build and start the agent. ``listen`` may use port 0; the bound port is returned."""
     host = probe_host()
@@ -84,13 +90,22 @@ def create_server(
     pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(core), server)
     _add_inference(server, core)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(listen)
+    trust = TrustMaterial.load(tls_dir) if tls_dir else None
+    if trust is not None:
+        core.signing_pub = trust.signing_pub
+        port = server.add_secure_port(listen, trust.server_credentials())
+    else:
+        if not _is_local(listen):
+            log.warning("serving model management WITHOUT TLS on %s; enroll the device "
+                        "(fleet device enroll) to require the fleet's client certificate",
+                        listen)
+        port = server.add_insecure_port(listen)
     if port == 0:
         raise ConfigError(f"cannot listen on {listen}")
     inference_server = None
     if inference_listen:
         # Apps on the device: loopback or a Unix socket, inference only, no certificates.
-        if not inference_listen.startswith(("unix:", "127.", "localhost:", "[::1]:")):
+        if not _is_local(inference_listen):
             raise ConfigError(f"--inference-listen {inference_listen} is not local; use "
                               "unix:///PATH or 127.0.0.1:PORT")
         inference_server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))

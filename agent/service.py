@@ -20,6 +20,7 @@ from agent.errors import (
     InsufficientDisk,
     InsufficientMemory,
     InvalidRequest,
+    ManifestRejected,
     NoActiveModel,
     NotForThisMachine,
     NotFound,
@@ -28,6 +29,7 @@ from agent.errors import (
 from agent.probe import disk_usage, parse_meminfo
 from agent.rpc import agent_pb2 as pb
 from agent.rpc import agent_pb2_grpc as pb_grpc
+from agent.security import verify_manifest
 from agent.store import ModelRecord
 from agent.telemetry import DeviceSampler
 
@@ -43,6 +45,7 @@ STATUS_BY_ERROR: dict[type[AgentError], grpc.StatusCode] = {
     NoActiveModel: grpc.StatusCode.FAILED_PRECONDITION,
     WorkerFailed: grpc.StatusCode.UNAVAILABLE,
     GenerationFailed: grpc.StatusCode.INTERNAL,
+    ManifestRejected: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 
@@ -128,6 +131,9 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                  "format": request.format or "gguf", "n_ctx": request.n_ctx,
                  "size_bytes": request.size_bytes}
             )
+            if self.core.signing_pub:
+                verify_manifest(self.core.signing_pub, record, request.manifest,
+                                request.manifest_signature)
             before = self.core.store.read_state().active
             seconds = self.core.load(record, request.estimated_memory_bytes)
         except AgentError as exc:

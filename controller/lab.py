@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class LabDevice:
     sshd_start: int
     agent_pid: int
     agent_start: int
+    inference_port: int = 0  # the agent's local, certificate-free inference listener
 
     @property
     def data_dir(self) -> str:
@@ -129,14 +131,25 @@ def _port_open(address: str, port: int) -> bool:
         return False
 
 
+TlsFiles = Callable[[str, str], dict[str, bytes]]  # (device, address) -> file name -> bytes
+
+
 def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
-                 threads: int) -> LabDevice:
+                 threads: int, tls: TlsFiles | None = None) -> LabDevice:
     name = f"lab-{index + 1}"
     address = f"127.0.0.{FIRST_HOST + index}"
     d = lab_dir / "devices" / name
     if d.exists():
         shutil.rmtree(d)
     (d / "data").mkdir(parents=True)
+    tls_args: list[str] = []
+    if tls is not None:
+        (d / "tls").mkdir(mode=0o700)
+        for filename, data in tls(name, address).items():
+            path = d / "tls" / filename
+            path.write_bytes(data)
+            path.chmod(0o600)
+        tls_args = ["--tls-dir", str(d / "tls")]
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name,
                     "-f", str(d / "ssh_host_ed25519_key")], check=True)
     if os.geteuid() == 0:
@@ -148,16 +161,18 @@ def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
                             start_new_session=True, stdin=subprocess.DEVNULL)
     port_file = d / "agent.port"
     agent_log = d / "agent.log"
+    inference_port = _free_port(address)
     with agent_log.open("w") as log:
         agent = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "serve", "--listen", f"{address}:0",
              "--data-dir", str(d / "data"), "--emulate", profile, "--port-file", str(port_file),
-             "--threads", str(threads)],
+             "--threads", str(threads), "--inference-listen", f"{address}:{inference_port}",
+             *tls_args],
             start_new_session=True, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT,
         )
     device = LabDevice(name, profile, address, ssh_port, 0, str(d), sshd.pid,
-                       _start_time(sshd.pid), agent.pid, _start_time(agent.pid))
+                       _start_time(sshd.pid), agent.pid, _start_time(agent.pid), inference_port)
     try:
         _wait_for(lambda: _port_open(address, ssh_port) or sshd.poll() is not None,
                   f"sshd for {name}", sshd_log)
@@ -222,7 +237,7 @@ def write_registry(lab_dir: Path, devices: list[LabDevice]) -> None:
     tmp.replace(path)
 
 
-def up(lab_dir: Path, profiles: list[str]) -> list[LabDevice]:
+def up(lab_dir: Path, profiles: list[str], tls: TlsFiles | None = None) -> list[LabDevice]:
     """Start one sshd + agent per profile. Stops a previous lab first."""
     down(lab_dir)
     lab_dir.mkdir(parents=True, exist_ok=True)
@@ -235,7 +250,7 @@ def up(lab_dir: Path, profiles: list[str]) -> list[LabDevice]:
     threads = max(1, (os.cpu_count() or 1) // len(profiles))
     try:
         for i, profile in enumerate(profiles):
-            started.append(start_device(lab_dir, i, profile, authorized, threads))
+            started.append(start_device(lab_dir, i, profile, authorized, threads, tls))
             write_registry(lab_dir, started)
     except Exception:
         for device in started:

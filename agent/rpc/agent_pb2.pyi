@@ -138,7 +138,7 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., variant: _Optional[str] = ..., sha256: _Optional[str] = ..., format: _Optional[str] = ..., size_bytes: _Optional[int] = ..., state: _Optional[str] = ..., active: _Optional[bool] = ..., n_ctx: _Optional[int] = ..., worker_pid: _Optional[int] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
-    __slots__ = ("sha256", "name", "variant", "format", "n_ctx", "size_bytes", "estimated_memory_bytes")
+    __slots__ = ("sha256", "name", "variant", "format", "n_ctx", "size_bytes", "estimated_memory_bytes", "manifest", "manifest_signature")
     SHA256_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +146,8 @@ class LoadModelRequest(_message.Message):
     N_CTX_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     sha256: str
     name: str
     variant: str
@@ -153,7 +155,9 @@ class LoadModelRequest(_message.Message):
     n_ctx: int
     size_bytes: int
     estimated_memory_bytes: int
-    def __init__(self, sha256: _Optional[str] = ..., name: _Optional[str] = ..., variant: _Optional[str] = ..., format: _Optional[str] = ..., n_ctx: _Optional[int] = ..., size_bytes: _Optional[int] = ..., estimated_memory_bytes: _Optional[int] = ...) -> None: ...
+    manifest: bytes
+    manifest_signature: bytes
+    def __init__(self, sha256: _Optional[str] = ..., name: _Optional[str] = ..., variant: _Optional[str] = ..., format: _Optional[str] = ..., n_ctx: _Optional[int] = ..., size_bytes: _Optional[int] = ..., estimated_memory_bytes: _Optional[int] = ..., manifest: _Optional[bytes] = ..., manifest_signature: _Optional[bytes] = ...) -> None: ...
 
 class LoadModelResponse(_message.Message):
     __slots__ = ("model", "load_seconds", "previous_sha256", "swap_strategy")

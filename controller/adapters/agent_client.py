@@ -55,12 +55,22 @@ class GenerationStream:
 
 class GrpcAgentClient:
     def __init__(self, name: str, host: str, port: int, timeout_s: float = 30.0,
-                 on_close: Callable[[], None] | None = None) -> None:
+                 on_close: Callable[[], None] | None = None,
+                 tls: tuple[bytes, bytes, bytes] | None = None) -> None:
+        """``tls`` = (fleet CA, controller key, controller certificate): mutual TLS, and the
+        agent's certificate must be issued to ``name`` (the device) by that CA."""
         self.name = name
         self.address = f"{host}:{port}"
         self._on_close = on_close
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(self.address)
+        if tls is not None:
+            ca, key, cert = tls
+            credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
+                                                       certificate_chain=cert)
+            self._channel = grpc.secure_channel(
+                self.address, credentials, options=[("grpc.ssl_target_name_override", name)])
+        else:
+            self._channel = grpc.insecure_channel(self.address)
         self._stub = pb_grpc.AgentServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -92,7 +102,8 @@ class GrpcAgentClient:
                                 "`fleet status` shows the crash count")
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return Unreachable(
-                f"{self.name}: agent at {self.address} not reachable ({code.name})",
+                f"{self.name}: agent at {self.address} not reachable ({code.name}: "
+                f"{(details or '').strip()[:160]})",
                 hint="is `fleet-agent serve` running on the device? `fleet device rescue` "
                 "restarts it over SSH" if code == grpc.StatusCode.UNAVAILABLE else
                 "the device is slow or the link is down; retry",

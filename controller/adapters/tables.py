@@ -41,6 +41,7 @@ class Device(SQLModel, table=True):
     lab: bool = False
     labels_json: str = "{}"  # {"site": "berlin", ...}
     proxy_jump: str = ""  # [user@]host[:port] of a bastion (or from ~/.ssh/config)
+    tls: bool = False  # enrolled: the agent requires the fleet's client certificate
     decode_efficiency: float | None = None  # calibrated share of bandwidth reached in decode
     created_at: datetime = Field(default_factory=_now)
 

@@ -18,10 +18,12 @@ def up(
     profiles: str = typer.Option("", "--profiles",
                                  help="Comma-separated profiles, cycled over the devices "
                                  "(default: the four lab scale models)."),
+    insecure: bool = typer.Option(False, "--insecure",
+                                  help="No mutual TLS between controller and lab agents."),
 ) -> None:
     """Start the lab (stopping a previous one first) and register it as group `lab`."""
     chosen = [p.strip() for p in profiles.split(",") if p.strip()]
-    started = lab_fleet.lab_up(fleet(ctx), devices, chosen)
+    started = lab_fleet.lab_up(fleet(ctx), devices, chosen, secure=not insecure)
     table = Table("device", "profile", "ssh", "agent")
     for d in started:
         table.add_row(d.name, d.profile, f"{d.address}:{d.ssh_port}",

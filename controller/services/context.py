@@ -9,6 +9,7 @@ from controller import settings
 from controller.adapters.agent_client import GrpcAgentClient
 from controller.adapters.data_files import load_profiles
 from controller.adapters.inventory import SqlInventory
+from controller.adapters.pki import FleetPki
 from controller.adapters.ssh import ParamikoTransfer, SshTarget, parse_jump
 from controller.adapters.ssh_tunnel import SshTunnel
 from controller.adapters.tables import Device
@@ -35,12 +36,18 @@ class Fleet:
             profiles=load_profiles(),
         )
 
+    @property
+    def pki(self) -> FleetPki:
+        return FleetPki(settings.fleet_home() / "pki").ensure()
+
     def client(self, device: Device, timeout_s: float = 30.0) -> GrpcAgentClient:
-        """A gRPC client for the device's agent; through an SSH tunnel when the device is
-        behind a bastion (its ProxyJump), so such a device needs no extra flags."""
+        """A gRPC client for the device's agent (mutual TLS once enrolled); through an SSH
+        tunnel when the device is behind a bastion, so such a device needs no extra flags."""
         resolved = self.transfer.resolve(self.ssh_target(device))
+        tls = self.pki.client_credentials() if device.tls else None
         if not resolved.proxy_jump:
-            return GrpcAgentClient(device.name, device.host, device.agent_port, timeout_s)
+            return GrpcAgentClient(device.name, device.host, device.agent_port, timeout_s,
+                                   tls=tls)
         user, host, port = parse_jump(resolved.proxy_jump.split(",")[0])
         rest = resolved.proxy_jump.partition(",")[2]
         bastion = self.transfer.connect(SshTarget(f"{device.name} (jump {host})", host,
@@ -51,7 +58,8 @@ class Fleet:
             tunnel.close()
             bastion.close()
 
-        return GrpcAgentClient(device.name, "127.0.0.1", tunnel.port, timeout_s, on_close=close)
+        return GrpcAgentClient(device.name, "127.0.0.1", tunnel.port, timeout_s, on_close=close,
+                               tls=tls)
 
     def ssh_target(self, device: Device) -> SshTarget:
         return SshTarget(device.name, device.host, device.ssh_port, device.user, device.key_path,

@@ -77,13 +77,19 @@ def _health_check(client: GrpcAgentClient, language_model: bool) -> str:
     return ""
 
 
-def _load_request(model: ModelSpec, variant: str, art: LocalArtifact, ctx: int,
+def _load_request(fleet: Fleet, model: ModelSpec, variant: str, art: LocalArtifact, ctx: int,
                   memory: int) -> pb.LoadModelRequest:
+    """The load request with a manifest signed by the controller's key, which an enrolled
+    agent verifies before it touches the blob."""
     spec = model.variant(variant)
+    fmt = spec.format if spec else "gguf"
+    manifest, signature = fleet.pki.sign_manifest({
+        "sha256": art.sha256, "size_bytes": art.size_bytes, "name": model.name,
+        "variant": variant, "format": fmt, "issued_at": int(time.time())})
     return pb.LoadModelRequest(
-        sha256=art.sha256, name=model.name, variant=variant,
-        format=spec.format if spec else "gguf", n_ctx=ctx, size_bytes=art.size_bytes,
-        estimated_memory_bytes=memory,
+        sha256=art.sha256, name=model.name, variant=variant, format=fmt, n_ctx=ctx,
+        size_bytes=art.size_bytes, estimated_memory_bytes=memory, manifest=manifest,
+        manifest_signature=signature,
     )
 
 
@@ -146,7 +152,7 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
                                "or pick a smaller variant with --prefer speed")
             sent = _send(fleet, client, device, art, fit, store.incoming_dir,
                          choice.chosen.memory.total, options)
-            client.load_model(_load_request(model, variant, art, choice.ctx,
+            client.load_model(_load_request(fleet, model, variant, art, choice.ctx,
                                             choice.chosen.memory.total))
             problem = _health_check(client, model.arch.is_language_model)
             if problem:
@@ -167,9 +173,14 @@ def _roll_back(fleet: Fleet, client: GrpcAgentClient, device: Device, model: Mod
                variant: str, art: LocalArtifact, previous: pb.ModelInfo | None, problem: str,
                rollout: str, sent: int, started: float) -> Outcome:
     if previous is not None:
+        manifest, signature = fleet.pki.sign_manifest({
+            "sha256": previous.sha256, "size_bytes": previous.size_bytes,
+            "name": previous.name, "variant": previous.variant, "format": previous.format,
+            "issued_at": int(time.time())})
         client.load_model(pb.LoadModelRequest(
             sha256=previous.sha256, name=previous.name, variant=previous.variant,
-            format=previous.format, n_ctx=previous.n_ctx, size_bytes=previous.size_bytes))
+            format=previous.format, n_ctx=previous.n_ctx, size_bytes=previous.size_bytes,
+            manifest=manifest, manifest_signature=signature))
     else:
         client.unload_model()
     _record(fleet, device, model.name, variant, art, "rolled-back", problem, rollout, sent,

@@ -25,7 +25,18 @@ def _trust_lab_host_keys(devices: list[lab.LabDevice]) -> None:
     path.write_text("\n".join([*keep, *(lab.host_key_line(d) for d in devices)]) + "\n")
 
 
-def lab_up(fleet: Fleet, count: int, profiles: list[str]) -> list[lab.LabDevice]:
+def agent_trust_files(fleet: Fleet, name: str, address: str) -> dict[str, bytes]:
+    """What enrollment puts on a device: its certificate and key, the fleet CA, and the
+    controller's manifest-signing public key."""
+    pki = fleet.pki
+    issued = pki.issue(name, address=address)
+    return {"agent.crt": issued.cert_pem, "agent.key": issued.key_pem,
+            "ca.crt": pki.ca_cert_path.read_bytes(),
+            "signing.pub": pki.signing_pub_path.read_bytes()}
+
+
+def lab_up(fleet: Fleet, count: int, profiles: list[str],
+           secure: bool = True) -> list[lab.LabDevice]:
     if count < 1 or count > 32:
         raise UsageError(f"--devices {count} is out of range", hint="use 1 to 32")
     chosen = profiles or list(lab.DEFAULT_PROFILES)
@@ -35,7 +46,8 @@ def lab_up(fleet: Fleet, count: int, profiles: list[str]) -> list[lab.LabDevice]
                              hint="`fleet profile list` shows the names")
     chosen = [chosen[i % len(chosen)] for i in range(count)]
     lab_down(fleet)
-    started = lab.up(settings.lab_dir(), chosen)
+    started = lab.up(settings.lab_dir(), chosen,
+                     (lambda n, a: agent_trust_files(fleet, n, a)) if secure else None)
     try:
         _trust_lab_host_keys(started)
         key = str(lab.client_key(settings.lab_dir()))
@@ -43,7 +55,7 @@ def lab_up(fleet: Fleet, count: int, profiles: list[str]) -> list[lab.LabDevice]
             fleet.inventory.add_device(Device(
                 name=d.name, host=d.address, ssh_port=d.ssh_port, user=getpass.getuser(),
                 key_path=key, agent_port=d.agent_port, group_name=LAB_GROUP, profile=d.profile,
-                data_dir=d.data_dir, lab=True, state="online"), replace=True)
+                data_dir=d.data_dir, lab=True, state="online", tls=secure), replace=True)
     except BaseException:
         lab_down(fleet)  # never leave processes running that nothing records
         raise

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from controller.adapters.agent_client import GrpcAgentClient
 from controller.services.context import Fleet
 from tests.conftest import Cli, Result
 
@@ -28,7 +27,7 @@ def _device_state() -> list[tuple[str, list[str], str, list[str]]]:
     for d in Fleet.open().inventory.list_devices():
         if not d.lab:
             continue
-        with GrpcAgentClient(d.name, d.host, d.agent_port) as client:
+        with Fleet.open().client(d) as client:
             store = client.get_store()
         incoming = sorted(p.name for p in Path(store.incoming_dir).iterdir())
         out.append((d.name, list(store.blobs), store.active_sha256, incoming))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from controller.adapters.agent_client import GrpcAgentClient
 from controller.services.context import Fleet
 from tests.conftest import Cli, Result
 
@@ -13,9 +12,10 @@ from tests.conftest import Cli, Result
 def test_benchmark_then_calibrate_converges(cli: Cli, lab: Callable[..., Result]) -> None:
     lab("--devices", "1", "--profiles", "lab-pi5-8gb")
     assert cli("deploy", "tiny-llama", "--group", "lab").code == 0
-    device = Fleet.open().inventory.get_device("lab-1")
+    fleet = Fleet.open()
+    device = fleet.inventory.get_device("lab-1")
 
-    with GrpcAgentClient("lab-1", device.host, device.agent_port) as client:
+    with fleet.client(device) as client:
         bench = client.benchmark(runs=2, max_tokens=8)
     # a lab device estimates energy from its profile's power figure, and says so
     assert bench.variant == "q4_k_m" and bench.energy_meter == "estimated"

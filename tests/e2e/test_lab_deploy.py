@@ -6,7 +6,6 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from controller.adapters.agent_client import GrpcAgentClient
 from controller.artifacts import sha256_file
 from controller.lab import read_registry
 from controller.services.context import Fleet
@@ -67,7 +66,7 @@ def test_deploy_end_to_end(cli: Cli, lab: Callable[..., Result], home: Path) -> 
         assert variant is not None
         art = fleet.artifacts.local(model, variant)
         assert art is not None
-        with GrpcAgentClient(name, device.host, device.agent_port) as client:
+        with fleet.client(device) as client:
             store = client.get_store()
             assert store.active_sha256 == art.sha256
             assert art.sha256 in store.blobs

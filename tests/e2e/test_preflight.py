@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from controller.adapters.agent_client import GrpcAgentClient
 from controller.core.select import Request, choose
 from controller.services import deploying
 from controller.services.context import Fleet
@@ -64,7 +63,7 @@ def test_preflight_refuses_before_sending(small_disk_lab: None) -> None:
                                    {"f16": art}, "test-rollout")
     assert outcome.status == "failed" and outcome.bytes_sent == 0
     assert outcome.reason.startswith("preflight refused before sending anything: disk: needs")
-    with GrpcAgentClient("lab-1", device.host, device.agent_port) as client:
+    with fleet.client(device) as client:
         store = client.get_store()
         assert list(store.blobs) == [] and store.active_sha256 == ""
     assert list(Path(store.incoming_dir).iterdir()) == []

@@ -11,6 +11,7 @@ import pytest
 import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
+from controller.lab import read_registry
 from controller.services.context import Fleet
 from tests.conftest import Cli, Result
 
@@ -22,7 +23,10 @@ def test_triton_client_talks_to_a_deployed_onnx_model(cli: Cli, lab: Callable[..
     assert result.code == 0, result.err + result.out
     device = Fleet.open().inventory.get_device("lab-1")
     assert device.variant == "fp32"  # highest quality that fits
-    client = triton.InferenceServerClient(url=f"{device.host}:{device.agent_port}")
+    # Apps on the device use its local inference listener: no certificates there. The
+    # management listener requires the fleet's client certificate (tests/wire/test_mtls.py).
+    lab_device = read_registry(home / "lab")[0]
+    client = triton.InferenceServerClient(url=f"{lab_device.address}:{lab_device.inference_port}")
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready("tiny-mlp") and not client.is_model_ready("other")
     assert client.get_server_metadata().name == "edgefleet-agent"

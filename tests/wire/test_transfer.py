@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from controller.adapters.agent_client import GrpcAgentClient
 from controller.artifacts import LocalArtifact, sha256_file
 from controller.lab import read_registry
 from controller.services.context import Fleet
@@ -53,7 +52,7 @@ def test_upload_resumes_after_the_connection_is_cut(cli: Cli, lab: Callable[...,
     blob.write_bytes(os.urandom(48 * MIB))
     art = LocalArtifact(blob, sha256_file(blob), blob.stat().st_size)
     sshd_pid = read_registry(home / "lab")[0].sshd_pid
-    with GrpcAgentClient("lab-1", device.host, device.agent_port) as client:
+    with fleet.client(device) as client:
         store = client.get_store()
         part = Path(store.incoming_dir) / f"{art.sha256}.part"
         done = threading.Event()
@@ -83,7 +82,7 @@ def test_a_corrupt_partial_upload_is_restarted_not_resumed(cli: Cli, lab: Callab
     blob = tmp_path / "blob.bin"
     blob.write_bytes(os.urandom(4 * MIB))
     art = LocalArtifact(blob, sha256_file(blob), blob.stat().st_size)
-    with GrpcAgentClient("lab-1", device.host, device.agent_port) as client:
+    with fleet.client(device) as client:
         store = client.get_store()
         part = Path(store.incoming_dir) / f"{art.sha256}.part"
         part.write_bytes(b"\0" * MIB)  # not a prefix of our file
