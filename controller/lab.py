@@ -135,7 +135,8 @@ TlsFiles = Callable[[str, str], dict[str, bytes]]  # (device, address) -> file n
 
 
 def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
-                 threads: int, tls: TlsFiles | None = None) -> LabDevice:
+                 threads: int, tls: TlsFiles | None = None,
+                 start_agent: bool = True) -> LabDevice:
     name = f"lab-{index + 1}"
     address = f"127.0.0.{FIRST_HOST + index}"
     d = lab_dir / "devices" / name
@@ -162,6 +163,16 @@ def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
     port_file = d / "agent.port"
     agent_log = d / "agent.log"
     inference_port = _free_port(address)
+    if not start_agent:  # a bare device: sshd only, for `fleet device enroll`
+        device = LabDevice(name, profile, address, ssh_port, _free_port(address), str(d),
+                           sshd.pid, _start_time(sshd.pid), 0, 0, 0)
+        try:
+            _wait_for(lambda: _port_open(address, ssh_port) or sshd.poll() is not None,
+                      f"sshd for {name}", sshd_log)
+        except LabError:
+            _stop(device)
+            raise
+        return device
     with agent_log.open("w") as log:
         agent = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "serve", "--listen", f"{address}:0",
@@ -196,8 +207,21 @@ def host_key_line(device: LabDevice) -> str:
     return f"[{device.address}]:{device.ssh_port} {pub[0]} {pub[1]}"
 
 
+def _enrolled_agent(device: LabDevice) -> tuple[int, int]:
+    """An agent that `fleet device enroll` started inside this lab device's directory."""
+    try:
+        pid = int(Path(device.directory, "agent.pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return 0, 0
+    if device.directory.encode() not in cmdline and b"run-agent" not in cmdline:
+        return 0, 0
+    return pid, _start_time(pid)
+
+
 def _stop(device: LabDevice, timeout_s: float = 10.0) -> None:
-    targets = [(device.agent_pid, device.agent_start), (device.sshd_pid, device.sshd_start)]
+    targets = [(device.agent_pid, device.agent_start), _enrolled_agent(device),
+               (device.sshd_pid, device.sshd_start)]
     live = [pid for pid, start in targets if _same_process(pid, start)]
     for pid in live:
         with contextlib.suppress(ProcessLookupError):
@@ -237,7 +261,8 @@ def write_registry(lab_dir: Path, devices: list[LabDevice]) -> None:
     tmp.replace(path)
 
 
-def up(lab_dir: Path, profiles: list[str], tls: TlsFiles | None = None) -> list[LabDevice]:
+def up(lab_dir: Path, profiles: list[str], tls: TlsFiles | None = None,
+       start_agents: bool = True) -> list[LabDevice]:
     """Start one sshd + agent per profile. Stops a previous lab first."""
     down(lab_dir)
     lab_dir.mkdir(parents=True, exist_ok=True)
@@ -250,7 +275,8 @@ def up(lab_dir: Path, profiles: list[str], tls: TlsFiles | None = None) -> list[
     threads = max(1, (os.cpu_count() or 1) // len(profiles))
     try:
         for i, profile in enumerate(profiles):
-            started.append(start_device(lab_dir, i, profile, authorized, threads, tls))
+            started.append(start_device(lab_dir, i, profile, authorized, threads, tls,
+                                        start_agents))
             write_registry(lab_dir, started)
     except Exception:
         for device in started:

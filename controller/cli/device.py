@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -14,6 +15,8 @@ from controller.errors import UsageError
 
 app = typer.Typer(help="Register and inspect devices.", no_args_is_help=True)
 
+WHEEL = typer.Option(None, "--wheel", help="The edgefleet wheel to install (default: built "
+                     "from this checkout).")
 LABELS = typer.Option(None, "--label", "-l", help="k=v (repeatable).")
 PAIRS = typer.Argument(..., help="k=v to set, k= to remove")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -138,6 +141,38 @@ def trust(ctx: typer.Context, name: str) -> None:
             console.print(f"trusted {line} (added to {f.transfer.known_hosts})")
     else:
         console.print(f"{name}: host key already trusted")
+
+
+@app.command("enroll")
+def enroll_cmd(
+    ctx: typer.Context,
+    name: str,
+    extras: str = typer.Option("llama", "--extras",
+                               help="Runtimes to install: llama, onnx, agent (both) or none."),
+    python: str = typer.Option("python3", "--python", help="Python on the device."),
+    wheel: Path = WHEEL,
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds to wait for the agent."),
+) -> None:
+    """Install (or upgrade) the agent on a device over SSH, give it a certificate, pin the
+    fleet CA and signing key, start it as a service, and record its probed profile."""
+    from controller.services.enrolling import enroll
+
+    f = fleet(ctx)
+    device = f.inventory.get_device(name)
+    result = enroll(f, name, extras, python, wheel,
+                    emulate=device.profile if device.lab else "", timeout_s=timeout)
+    console.print(f"{result.device}: agent {result.agent_version} running under "
+                  f"{result.base} (python {result.python}, {result.service}); mutual TLS on")
+
+
+@app.command("rescue")
+def rescue_cmd(ctx: typer.Context, name: str) -> None:
+    """Restart a wedged agent over SSH and show the end of its log."""
+    from controller.services.enrolling import rescue
+
+    status, tail = rescue(fleet(ctx), name)
+    console.print(f"{name}: {status}")
+    console.print(tail.rstrip() or "(empty log)", markup=False, highlight=False)
 
 
 @app.command("remove")

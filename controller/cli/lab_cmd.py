@@ -20,10 +20,14 @@ def up(
                                  "(default: the four lab scale models)."),
     insecure: bool = typer.Option(False, "--insecure",
                                   help="No mutual TLS between controller and lab agents."),
+    sshd_only: bool = typer.Option(False, "--sshd-only",
+                                   help="Bare devices (sshd, no agent) for `fleet device "
+                                   "enroll`."),
 ) -> None:
     """Start the lab (stopping a previous one first) and register it as group `lab`."""
     chosen = [p.strip() for p in profiles.split(",") if p.strip()]
-    started = lab_fleet.lab_up(fleet(ctx), devices, chosen, secure=not insecure)
+    started = lab_fleet.lab_up(fleet(ctx), devices, chosen, secure=not insecure,
+                               agents=not sshd_only)
     table = Table("device", "profile", "ssh", "agent")
     for d in started:
         table.add_row(d.name, d.profile, f"{d.address}:{d.ssh_port}",

@@ -36,7 +36,7 @@ def agent_trust_files(fleet: Fleet, name: str, address: str) -> dict[str, bytes]
 
 
 def lab_up(fleet: Fleet, count: int, profiles: list[str],
-           secure: bool = True) -> list[lab.LabDevice]:
+           secure: bool = True, agents: bool = True) -> list[lab.LabDevice]:
     if count < 1 or count > 32:
         raise UsageError(f"--devices {count} is out of range", hint="use 1 to 32")
     chosen = profiles or list(lab.DEFAULT_PROFILES)
@@ -47,7 +47,8 @@ def lab_up(fleet: Fleet, count: int, profiles: list[str],
     chosen = [chosen[i % len(chosen)] for i in range(count)]
     lab_down(fleet)
     started = lab.up(settings.lab_dir(), chosen,
-                     (lambda n, a: agent_trust_files(fleet, n, a)) if secure else None)
+                     (lambda n, a: agent_trust_files(fleet, n, a)) if secure else None,
+                     start_agents=agents)
     try:
         _trust_lab_host_keys(started)
         key = str(lab.client_key(settings.lab_dir()))
@@ -55,7 +56,8 @@ def lab_up(fleet: Fleet, count: int, profiles: list[str],
             fleet.inventory.add_device(Device(
                 name=d.name, host=d.address, ssh_port=d.ssh_port, user=getpass.getuser(),
                 key_path=key, agent_port=d.agent_port, group_name=LAB_GROUP, profile=d.profile,
-                data_dir=d.data_dir, lab=True, state="online", tls=secure), replace=True)
+                data_dir=d.data_dir, lab=True, state="online" if agents else "registered",
+                tls=secure and agents), replace=True)
     except BaseException:
         lab_down(fleet)  # never leave processes running that nothing records
         raise
