@@ -49,6 +49,27 @@ class SqlInventory:
             s.commit()
             return device
 
+    def add_devices(self, devices: list[Device], replace: bool = False) -> None:
+        """All or nothing: one transaction; a name conflict (without ``replace``) adds none."""
+        with self.session() as s:
+            names = [d.name for d in devices]
+            existing = {d.name: d for d in s.exec(select(Device).where(
+                col(Device.name).in_(names))).all()}
+            if existing and not replace:
+                raise UsageError(f"{len(existing)} devices already exist: "
+                                 f"{', '.join(sorted(existing)[:5])}",
+                                 hint="pass --replace to update them; nothing was imported")
+            for group in sorted({d.group_name for d in devices}):
+                if s.get(DeviceGroup, group) is None:
+                    s.add(DeviceGroup(name=group))
+            s.flush()
+            for old in existing.values():
+                s.delete(old)
+            s.flush()
+            for device in devices:
+                s.add(device)
+            s.commit()
+
     def get_device(self, name: str) -> Device:
         with self.session() as s:
             device = s.get(Device, name)

@@ -143,6 +143,21 @@ def trust(ctx: typer.Context, name: str) -> None:
         console.print(f"{name}: host key already trusted")
 
 
+@app.command("import")
+def import_cmd(
+    ctx: typer.Context,
+    path: Path,
+    replace: bool = typer.Option(False, "--replace", help="Update devices that exist."),
+) -> None:
+    """Import devices, groups and host variables from an Ansible inventory (all or nothing)."""
+    from controller.services.importing import import_inventory
+
+    devices = import_inventory(fleet(ctx), path, replace)
+    groups = sorted({d.group_name for d in devices})
+    console.print(f"imported {len(devices)} devices into {len(groups)} groups: "
+                  f"{', '.join(groups)}")
+
+
 @app.command("enroll")
 def enroll_cmd(
     ctx: typer.Context,

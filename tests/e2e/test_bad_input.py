@@ -138,3 +138,17 @@ def test_accept_new_never_accepts_a_changed_key(cli: Cli, one_device: None, home
     _replace_known_host_key(home)
     result = cli("deploy", "tiny-llama", "--group", "lab", "--accept-new")
     _assert_clean_failure(result, 1, "lab-1", "CHANGED")
+
+
+def test_one_dead_device_never_stops_the_others(cli: Cli, one_device: None) -> None:
+    assert cli("device", "add", "ghost", "--host", "127.0.0.98", "--port", "1",
+               "--agent-port", "1", "--group", "lab").code == 0
+    result = cli("deploy", "tiny-llama", "--group", "lab", "--json")
+    assert result.code == 1
+    import json
+
+    outcomes = {o["device"]: o for o in json.loads(result.out)["outcomes"]}
+    assert outcomes["lab-1"]["status"] == "deployed"
+    assert outcomes["ghost"]["status"] == "failed" and "not reachable" in (
+        outcomes["ghost"]["reason"])
+    assert result.err.startswith("error: 1 of 2 devices failed; ghost:")
