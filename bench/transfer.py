@@ -1,0 +1,144 @@
+"""Transfers over real sshd (a local lab), in one run:
+
+1. throughput of a 256 MiB push (paramiko SFTP) vs OpenSSH ``scp`` of the same file over the
+   same loopback link (target ratio >= 0.9);
+2. bytes sent to finish after the connection is cut at 90 % (target <= 15 % of the file);
+3. fan-out of a 64 MiB file to 8 lab devices, concurrent vs one after the other.
+
+Usage: python bench/transfer.py [--mib 256] [--devices 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+MIB = 1024 * 1024
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry.name))
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--devices", type=int, default=8)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["FLEET_HOME"] = str(Path(tmp) / "home")
+        from controller.adapters.ssh import sha256_prefix
+        from controller.errors import TransferInterrupted
+        from controller.lab import read_registry
+        from controller.services.context import Fleet
+        from controller.services.lab_fleet import lab_down, lab_up
+
+        fleet = Fleet.open()
+        lab_up(fleet, args.devices, ["lab-n100-16gb"], agents=False)
+        try:
+            devices = [fleet.inventory.get_device(f"lab-{i + 1}") for i in range(args.devices)]
+            registry = read_registry(Path(tmp) / "home" / "lab")
+            blob = Path(tmp) / "blob.bin"
+            with blob.open("wb") as fh:
+                for _ in range(args.mib):
+                    fh.write(os.urandom(MIB))
+            size = blob.stat().st_size
+            d0 = devices[0]
+            remote_dir = str(Path(registry[0].directory) / "data")
+
+            # 1. throughput
+            ssh = fleet.transfer.connect(fleet.ssh_target(d0))
+            started = time.perf_counter()
+            fleet.transfer.push(ssh, blob, remote_dir, "copy")
+            ours = size / (time.perf_counter() - started)
+            ssh.close()
+            started = time.perf_counter()
+            subprocess.run(["scp", "-q", "-o", "BatchMode=yes", "-o",
+                            f"UserKnownHostsFile={fleet.transfer.known_hosts}", "-i",
+                            d0.key_path, "-P", str(d0.ssh_port), str(blob),
+                            f"{d0.user}@{d0.host}:{remote_dir}/scp-copy"], check=True)
+            scp = size / (time.perf_counter() - started)
+            print(f"transfer: {args.mib} MiB over loopback to a lab sshd")
+            print(f"  paramiko SFTP push : {ours / MIB:7.1f} MiB/s")
+            print(f"  OpenSSH scp        : {scp / MIB:7.1f} MiB/s")
+            print(f"  ratio {ours / scp:.2f} (target >= 0.9)")
+
+            # 2. resume after a cut at 90 %
+            part = Path(remote_dir) / "resumed.part"
+            done = threading.Event()
+
+            def cut() -> None:
+                while not done.is_set():
+                    if part.exists() and part.stat().st_size >= 0.9 * size:
+                        for child in _children(registry[0].sshd_pid):
+                            os.kill(child, signal.SIGKILL)
+                        return
+                    time.sleep(0.005)
+
+            watcher = threading.Thread(target=cut)
+            watcher.start()
+            ssh = fleet.transfer.connect(fleet.ssh_target(d0))
+            try:
+                fleet.transfer.push(ssh, blob, remote_dir, "resumed")
+                first = size
+            except TransferInterrupted as exc:
+                first = exc.sent
+            finally:
+                done.set()
+                watcher.join()
+            staged = part.stat().st_size if part.exists() else 0
+            assert sha256_prefix(blob, staged) == sha256_prefix(part, staged)
+            ssh = fleet.transfer.connect(fleet.ssh_target(d0))
+            second = fleet.transfer.push(ssh, blob, remote_dir, "resumed", resume_from=staged)
+            ssh.close()
+            print(f"  cut after {first / MIB:.0f} MiB; {staged / MIB:.0f} MiB were on the "
+                  f"device; the resume sent {second / MIB:.1f} MiB = {second / size:.1%} of "
+                  "the file (target <= 15 %)")
+
+            # 3. fan-out
+            small = Path(tmp) / "small.bin"
+            small.write_bytes(blob.read_bytes()[: 64 * MIB])
+
+            def push(i: int) -> None:
+                ssh = fleet.transfer.connect(fleet.ssh_target(devices[i]))
+                try:
+                    fleet.transfer.push(ssh, small, str(Path(registry[i].directory) / "data"),
+                                        "fan")
+                finally:
+                    ssh.close()
+
+            started = time.perf_counter()
+            for i in range(args.devices):
+                push(i)
+            sequential = time.perf_counter() - started
+            started = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=args.devices) as pool:
+                list(pool.map(push, range(args.devices)))
+            concurrent = time.perf_counter() - started
+            print(f"  fan-out 64 MiB to {args.devices} devices: sequential "
+                  f"{sequential:.1f} s, concurrent {concurrent:.1f} s "
+                  f"(x{sequential / concurrent:.2f})")
+        finally:
+            lab_down(fleet)
+
+
+if __name__ == "__main__":
+    main()
