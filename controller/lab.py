@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from controller import lab_netns
 from controller.errors import LabError
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/bin/sshd", "/usr/local/sbin/sshd")
@@ -43,6 +44,15 @@ class LabDevice:
     agent_pid: int
     agent_start: int
     inference_port: int = 0  # the agent's local, certificate-free inference listener
+    netns: str = ""  # set when the device sits behind a veth link in its own namespace
+    host_if: str = ""
+    device_if: str = ""
+
+    @property
+    def link(self) -> lab_netns.NetLink | None:
+        if not self.netns:
+            return None
+        return lab_netns.NetLink(self.netns, self.host_if, self.device_if, self.address)
 
     @property
     def data_dir(self) -> str:
@@ -136,9 +146,10 @@ TlsFiles = Callable[[str, str], dict[str, bytes]]  # (device, address) -> file n
 
 def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
                  threads: int, tls: TlsFiles | None = None,
-                 start_agent: bool = True) -> LabDevice:
+                 start_agent: bool = True, link: lab_netns.NetLink | None = None) -> LabDevice:
     name = f"lab-{index + 1}"
-    address = f"127.0.0.{FIRST_HOST + index}"
+    address = link.address if link else f"127.0.0.{FIRST_HOST + index}"
+    prefix = link.exec_prefix if link else []
     d = lab_dir / "devices" / name
     if d.exists():
         shutil.rmtree(d)
@@ -155,17 +166,24 @@ def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
                     "-f", str(d / "ssh_host_ed25519_key")], check=True)
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
-    ssh_port = _free_port(address)
+    # A namespace has its own ports: fixed ones there, free ones on the shared loopback.
+    ssh_port = lab_netns.SSH_PORT if link else _free_port(address)
     config = _sshd_config(d, address, ssh_port, authorized)
     sshd_log = d / "sshd.log"
-    sshd = subprocess.Popen([find_sshd(), "-D", "-f", str(config), "-E", str(sshd_log)],
-                            start_new_session=True, stdin=subprocess.DEVNULL)
+    # Never inherit our stdout: a daemon holding it open would keep `fleet lab up | tail`
+    # waiting for an end of file that never comes.
+    sshd = subprocess.Popen([*prefix, find_sshd(), "-D", "-f", str(config), "-E",
+                             str(sshd_log)], start_new_session=True, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     port_file = d / "agent.port"
     agent_log = d / "agent.log"
-    inference_port = _free_port(address)
+    inference_port = lab_netns.INFERENCE_PORT if link else _free_port(address)
+    inference_at = f"127.0.0.1:{inference_port}" if link else f"{address}:{inference_port}"
+    net = (link.netns, link.host_if, link.device_if) if link else ("", "", "")
     if not start_agent:  # a bare device: sshd only, for `fleet device enroll`
-        device = LabDevice(name, profile, address, ssh_port, _free_port(address), str(d),
-                           sshd.pid, _start_time(sshd.pid), 0, 0, 0)
+        agent_port = lab_netns.AGENT_PORT if link else _free_port(address)
+        device = LabDevice(name, profile, address, ssh_port, agent_port, str(d),
+                           sshd.pid, _start_time(sshd.pid), 0, 0, 0, *net)
         try:
             _wait_for(lambda: _port_open(address, ssh_port) or sshd.poll() is not None,
                       f"sshd for {name}", sshd_log)
@@ -174,16 +192,17 @@ def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
             raise
         return device
     with agent_log.open("w") as log:
+        listen = f"{address}:{lab_netns.AGENT_PORT if link else 0}"
         agent = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "serve", "--listen", f"{address}:0",
+            [*prefix, sys.executable, "-m", "agent.cli", "serve", "--listen", listen,
              "--data-dir", str(d / "data"), "--emulate", profile, "--port-file", str(port_file),
-             "--threads", str(threads), "--inference-listen", f"{address}:{inference_port}",
-             *tls_args],
+             "--threads", str(threads), "--inference-listen", inference_at, *tls_args],
             start_new_session=True, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT,
         )
     device = LabDevice(name, profile, address, ssh_port, 0, str(d), sshd.pid,
-                       _start_time(sshd.pid), agent.pid, _start_time(agent.pid), inference_port)
+                       _start_time(sshd.pid), agent.pid, _start_time(agent.pid), inference_port,
+                       *net)
     try:
         _wait_for(lambda: _port_open(address, ssh_port) or sshd.poll() is not None,
                   f"sshd for {name}", sshd_log)
@@ -235,6 +254,8 @@ def _stop(device: LabDevice, timeout_s: float = 10.0) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         _reap(pid)
+    if device.link is not None:
+        lab_netns.remove(device.link)
 
 
 def _reap(pid: int) -> None:
@@ -262,7 +283,7 @@ def write_registry(lab_dir: Path, devices: list[LabDevice]) -> None:
 
 
 def up(lab_dir: Path, profiles: list[str], tls: TlsFiles | None = None,
-       start_agents: bool = True) -> list[LabDevice]:
+       start_agents: bool = True, netns: bool = False, netem: str = "") -> list[LabDevice]:
     """Start one sshd + agent per profile. Stops a previous lab first."""
     down(lab_dir)
     lab_dir.mkdir(parents=True, exist_ok=True)
@@ -275,8 +296,14 @@ def up(lab_dir: Path, profiles: list[str], tls: TlsFiles | None = None,
     threads = max(1, (os.cpu_count() or 1) // len(profiles))
     try:
         for i, profile in enumerate(profiles):
-            started.append(start_device(lab_dir, i, profile, authorized, threads, tls,
-                                        start_agents))
+            link = lab_netns.create(i, netem) if netns else None
+            try:
+                started.append(start_device(lab_dir, i, profile, authorized, threads, tls,
+                                            start_agents, link))
+            except BaseException:
+                if link is not None:
+                    lab_netns.remove(link)
+                raise
             write_registry(lab_dir, started)
     except Exception:
         for device in started:

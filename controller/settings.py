@@ -53,3 +53,9 @@ def ssh_config_path() -> Path:
     """``FLEET_SSH_CONFIG`` or ``~/.ssh/config`` (HostName, User, Port, IdentityFile,
     ProxyJump are honoured)."""
     return Path(os.environ.get("FLEET_SSH_CONFIG") or Path.home() / ".ssh" / "config")
+
+
+def ssh_stall_timeout_s() -> float:
+    """``FLEET_SSH_STALL_TIMEOUT``: seconds without progress before an upload is interrupted
+    and retried (default 30)."""
+    return float(os.environ.get("FLEET_SSH_STALL_TIMEOUT") or 30.0)

@@ -108,9 +108,14 @@ class _RefuseUnknownHost(paramiko.MissingHostKeyPolicy):
 
 class ParamikoTransfer:
     def __init__(self, known_hosts: Path, timeout_s: float = 10.0,
-                 ssh_config: Path | None = None, accept_new: bool = False) -> None:
+                 ssh_config: Path | None = None, accept_new: bool = False,
+                 stall_timeout_s: float = 30.0) -> None:
         self.known_hosts = known_hosts
         self.timeout_s = timeout_s
+        # A link that goes silent mid-transfer (Wi-Fi drop, unplugged cable) sends no RST:
+        # without a timeout the upload would wait forever. After this many seconds without
+        # progress it is interrupted, and the retry resumes.
+        self.stall_timeout_s = stall_timeout_s
         self.config = load_ssh_config(ssh_config)
         self.accept_new = accept_new
         self.accepted: list[str] = []  # keys trusted on first use during this run
@@ -236,6 +241,9 @@ class ParamikoTransfer:
         started = time.monotonic()
         try:
             with client.open_sftp() as sftp:
+                channel = sftp.get_channel()
+                if channel is not None:
+                    channel.settimeout(self.stall_timeout_s)
                 mode = "r+b" if resume_from else "wb"
                 with local.open("rb") as src, sftp.open(part, mode) as dst:
                     dst.set_pipelined(True)
@@ -252,7 +260,7 @@ class ParamikoTransfer:
                             if ahead > 0:
                                 time.sleep(ahead)
                 sftp.posix_rename(part, final)
-        except (OSError, paramiko.SSHException, EOFError) as exc:
+        except (OSError, paramiko.SSHException, EOFError, TimeoutError) as exc:
             raise TransferInterrupted(
                 f"upload to {remote_dir} interrupted after {resume_from + sent} of {total} "
                 f"bytes ({exc})", hint="re-run the deploy: it resumes where it stopped",

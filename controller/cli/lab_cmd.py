@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 
 from controller.cli.common import console, fleet
+from controller.errors import UsageError
 from controller.services import lab_fleet
 
 app = typer.Typer(help="A local lab fleet on loopback addresses.", no_args_is_help=True)
@@ -23,11 +24,17 @@ def up(
     sshd_only: bool = typer.Option(False, "--sshd-only",
                                    help="Bare devices (sshd, no agent) for `fleet device "
                                    "enroll`."),
+    netns: bool = typer.Option(False, "--netns", help="Each device in its own network "
+                               "namespace behind a veth link (root)."),
+    netem: str = typer.Option("", "--netem", help="Shape those links with tc netem, e.g. "
+                              "'delay 40ms loss 2%'."),
 ) -> None:
     """Start the lab (stopping a previous one first) and register it as group `lab`."""
     chosen = [p.strip() for p in profiles.split(",") if p.strip()]
+    if netem and not netns:
+        raise UsageError("--netem shapes the --netns links", hint="add --netns")
     started = lab_fleet.lab_up(fleet(ctx), devices, chosen, secure=not insecure,
-                               agents=not sshd_only)
+                               agents=not sshd_only, netns=netns, netem=netem)
     table = Table("device", "profile", "ssh", "agent")
     for d in started:
         table.add_row(d.name, d.profile, f"{d.address}:{d.ssh_port}",

@@ -32,7 +32,8 @@ class Fleet:
             inventory=inventory,
             artifacts=ArtifactCache(inventory),
             transfer=ParamikoTransfer(settings.known_hosts_path(),
-                                      ssh_config=settings.ssh_config_path()),
+                                      ssh_config=settings.ssh_config_path(),
+                                      stall_timeout_s=settings.ssh_stall_timeout_s()),
             profiles=load_profiles(),
         )
 

@@ -20,7 +20,7 @@ from controller.adapters.tables import Deployment, Device
 from controller.artifacts import LocalArtifact
 from controller.core.models import ModelSpec
 from controller.core.select import Request
-from controller.errors import FleetError, TransferInterrupted, UsageError
+from controller.errors import FleetError, TransferInterrupted, Unreachable, UsageError
 from controller.services.context import Fleet
 from controller.services.planning import DevicePlan, plan
 
@@ -96,17 +96,20 @@ def _load_request(fleet: Fleet, model: ModelSpec, variant: str, art: LocalArtifa
 def _send(fleet: Fleet, client: GrpcAgentClient, device: Device, art: LocalArtifact,
           first: pb.CheckFitResponse, incoming_dir: str, memory: int,
           options: DeployOptions) -> int:
-    """Upload the blob, resuming after interruptions; returns bytes actually sent."""
+    """Upload the blob; after a dropped link or connection, wait (exponential backoff) and
+    resume where the device's partial file ends. Returns bytes actually sent."""
     sent = 0
     fit = first
     for attempt in range(options.retries + 1):
-        if fit.already_held:
-            return sent
-        resume = 0
-        if 0 < fit.staged_bytes <= art.size_bytes and (
-                sha256_prefix(art.path, fit.staged_bytes) == fit.staged_sha256):
-            resume = fit.staged_bytes  # the device's partial upload is a prefix of our file
         try:
+            if attempt:
+                fit = client.check_fit(art.sha256, art.size_bytes, memory)
+            if fit.already_held:
+                return sent
+            resume = 0
+            if 0 < fit.staged_bytes <= art.size_bytes and (
+                    sha256_prefix(art.path, fit.staged_bytes) == fit.staged_sha256):
+                resume = fit.staged_bytes  # the device's partial upload is a prefix of ours
             ssh = fleet.transfer.connect(fleet.ssh_target(device))
             try:
                 return sent + fleet.transfer.push(
@@ -115,12 +118,11 @@ def _send(fleet: Fleet, client: GrpcAgentClient, device: Device, art: LocalArtif
                     limit_bytes_per_s=options.limit_bytes_per_s)
             finally:
                 ssh.close()
-        except TransferInterrupted as exc:
-            sent += exc.sent
+        except Unreachable as exc:  # includes TransferInterrupted; host-key errors are not
+            sent += exc.sent if isinstance(exc, TransferInterrupted) else 0
             if attempt == options.retries:
                 raise
             time.sleep(options.backoff_s * 2**attempt)
-            fit = client.check_fit(art.sha256, art.size_bytes, memory)
     return sent
 
 

@@ -17,7 +17,8 @@ def _trust_lab_host_keys(devices: list[lab.LabDevice]) -> None:
     """Write the lab's own host keys to the project's known_hosts, replacing stale lab lines."""
     path = settings.known_hosts_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    lab_hosts = tuple(f"[127.0.0.{lab.FIRST_HOST + i}]:" for i in range(32))
+    lab_hosts = tuple(f"[127.0.0.{lab.FIRST_HOST + i}]:" for i in range(32)) + tuple(
+        f"[198.18.{i}.2]:" for i in range(32))
     keep = []
     if path.exists():
         keep = [ln for ln in path.read_text().splitlines()
@@ -36,7 +37,8 @@ def agent_trust_files(fleet: Fleet, name: str, address: str) -> dict[str, bytes]
 
 
 def lab_up(fleet: Fleet, count: int, profiles: list[str],
-           secure: bool = True, agents: bool = True) -> list[lab.LabDevice]:
+           secure: bool = True, agents: bool = True, netns: bool = False,
+           netem: str = "") -> list[lab.LabDevice]:
     if count < 1 or count > 32:
         raise UsageError(f"--devices {count} is out of range", hint="use 1 to 32")
     chosen = profiles or list(lab.DEFAULT_PROFILES)
@@ -48,7 +50,7 @@ def lab_up(fleet: Fleet, count: int, profiles: list[str],
     lab_down(fleet)
     started = lab.up(settings.lab_dir(), chosen,
                      (lambda n, a: agent_trust_files(fleet, n, a)) if secure else None,
-                     start_agents=agents)
+                     start_agents=agents, netns=netns, netem=netem)
     try:
         _trust_lab_host_keys(started)
         key = str(lab.client_key(settings.lab_dir()))
