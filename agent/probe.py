@@ -149,6 +149,11 @@ def probe_host(root: Path = Path("/")) -> HostFacts:
     cpu = CpuInfo(model=cpu.model or platform.processor(), cores=cores or cpu.cores or 1,
                   flags=cpu.flags, clusters=cpu.clusters)
     jetson = probe_devices.jetson(root)
+    mac = probe_devices.apple() if root == Path("/") else None
+    if mac is not None:  # no /proc on macOS: sysctl tells RAM, chip and core clusters
+        cpu = CpuInfo(model=mac.chip, cores=mac.cores or cpu.cores, flags=cpu.flags,
+                      clusters=mac.clusters)
+        mem = {"MemTotal": mac.ram_bytes, **mem}
     return HostFacts(
         arch=platform.machine(),
         cpu=cpu,
@@ -159,7 +164,7 @@ def probe_host(root: Path = Path("/")) -> HostFacts:
         python=sys.version.split()[0],
         runtimes=installed_runtimes(),
         swap_total_bytes=mem.get("SwapTotal", 0),
-        gpu=jetson.gpu or probe_devices.nvidia_gpu(),
+        gpu=jetson.gpu or (mac.gpu if mac else "") or probe_devices.nvidia_gpu(),
         npu=probe_devices.npu(root),
         l4t_release=jetson.l4t_release,
         power_mode=jetson.power_mode,

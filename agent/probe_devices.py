@@ -75,3 +75,41 @@ def npu(root: Path = Path("/")) -> str:
             root / "sys/module/rknpu").exists():
         found.append("Rockchip RKNPU")
     return ", ".join(found)
+
+
+SYSCTL_KEYS = ("hw.memsize", "hw.ncpu", "machdep.cpu.brand_string",
+               "hw.perflevel0.physicalcpu", "hw.perflevel1.physicalcpu")
+
+
+@dataclass(frozen=True)
+class AppleFacts:
+    chip: str
+    ram_bytes: int
+    cores: int
+    clusters: tuple[str, ...]
+    gpu: str
+
+
+def parse_sysctl(text: str) -> AppleFacts:
+    """``sysctl hw.memsize hw.ncpu machdep.cpu.brand_string hw.perflevel0.physicalcpu
+    hw.perflevel1.physicalcpu`` on macOS (Apple silicon: perflevel0 = performance cores)."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            values[key.strip()] = value.strip()
+    chip = values.get("machdep.cpu.brand_string", "")
+    perf, eff = values.get("hw.perflevel0.physicalcpu"), values.get("hw.perflevel1.physicalcpu")
+    clusters = tuple(c for c in (f"{perf}x performance" if perf else "",
+                                 f"{eff}x efficiency" if eff else "") if c)
+    return AppleFacts(chip, int(values.get("hw.memsize", "0") or 0),
+                      int(values.get("hw.ncpu", "0") or 0), clusters,
+                      f"{chip} GPU (Metal, unified memory)" if chip.startswith("Apple") else "")
+
+
+def apple() -> AppleFacts | None:
+    import platform
+
+    if platform.system() != "Darwin":
+        return None
+    return parse_sysctl(_run(["sysctl", *SYSCTL_KEYS]))

@@ -65,8 +65,12 @@ def select_devices(f: Fleet, group: str | None, names: list[str] | None,
     return list(chosen.values())
 
 
-def render_status(f: Fleet, group: str | None, as_json: bool) -> None:
-    devices = f.inventory.devices_in_group(group) if group else f.inventory.list_devices()
+def render_status(f: Fleet, group: str | None, as_json: bool,
+                  labels: list[str] | None = None) -> None:
+    if labels:
+        devices = select_devices(f, group, None, labels)
+    else:
+        devices = f.inventory.devices_in_group(group) if group else f.inventory.list_devices()
     rows = observing.status(f, devices)
     if as_json:
         print_json([{"device": r.device.name, "group": r.device.group_name,
@@ -170,10 +174,11 @@ def register(app: typer.Typer) -> None:
     def status_cmd(
         ctx: typer.Context,
         group: str = typer.Option(None, "--group", "-g"),
+        label: list[str] = LABEL,
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Ask every agent what it runs and how fast it answered last."""
-        render_status(fleet(ctx), group, as_json)
+        render_status(fleet(ctx), group, as_json, label)
 
     @app.command("generate")
     def generate_cmd(

@@ -76,9 +76,11 @@ def quantize(fleet: Fleet, name: str, source: str, targets: list[str]) -> list[L
     """Build GGUF variants from ``source`` with llama.cpp and add them to the user catalog."""
     model = load_model(name)
     base = model.variant(source)
-    if base is None or base.format != "gguf":
-        raise UsageError(f"{name} has no GGUF variant {source!r}",
+    if base is None:
+        raise UsageError(f"{name} has no variant {source!r}",
                          hint=f"variants: {', '.join(v.name for v in model.variants)}")
+    if base.format == "onnx":
+        return _quantize_onnx(fleet, model, base, targets)
     bad = [t for t in targets if t not in testmodels.FTYPES]
     if not targets or bad:
         raise UsageError(f"unknown quantization {', '.join(bad) or '(none)'}",
@@ -100,4 +102,30 @@ def quantize(fleet: Fleet, name: str, source: str, targets: list[str]) -> list[L
     spec = replace(model, variants=tuple(variants))
     write_model(settings.user_catalog_dir(), spec,
                 f"written by `fleet model quantize {name} --from {source}`")
+    return built
+
+
+ONNX_INT8_KLD = 0.001  # no published figure for dynamic int8 weights; stated as assumed
+
+
+def _quantize_onnx(fleet: Fleet, model: ModelSpec, base: Variant,
+                   targets: list[str]) -> list[LocalArtifact]:
+    """ONNX: dynamic int8 quantization with onnxruntime.quantization."""
+    if targets != ["int8"]:
+        raise UsageError(f"ONNX variants quantize to int8 only, not {', '.join(targets)}",
+                         hint="--to int8")
+    src = fleet.artifacts.verify(model, base)
+    out = src.path.parent / f"{model.name}-int8.onnx"
+    testmodels.quantize_onnx_int8(src.path, out)
+    variant = Variant(
+        name="int8", format="onnx", quant="INT8", size_bytes=out.stat().st_size,
+        bits_per_weight=8.0, quality_kld=ONNX_INT8_KLD,
+        quality_source="assumed for dynamic int8 weights (onnxruntime.quantization); "
+        "not a measurement", source=f"local://{model.name}/{out.name}", sha256=sha256_file(out),
+        execution_provider=base.execution_provider)
+    variants = [v for v in model.variants if v.name != "int8"] + [variant]
+    spec = replace(model, variants=tuple(variants))
+    built = [fleet.artifacts.import_file(spec, variant, out)]
+    write_model(settings.user_catalog_dir(), spec,
+                f"written by `fleet model quantize {model.name} --from {base.name} --to int8`")
     return built

@@ -42,3 +42,44 @@ def test_add_refuses_bad_input(cli: Cli, tmp_path: Path) -> None:
     assert bad.code == 1 and "not a readable GGUF" in bad.err
     unknown = cli("model", "quantize", "tiny-llama", "--to", "q9_z")
     assert unknown.code == 2 and "unknown quantization q9_z" in unknown.err
+
+
+def test_quantize_an_onnx_model_to_int8(cli: Cli, home: Path, tmp_path: Path) -> None:
+    import shutil
+
+    src = home / "models" / "tiny-mlp" / "tiny-mlp-fp32.onnx"
+    catalog = home / "catalog"
+    catalog.mkdir()
+    # a user model with only the fp32 variant, as after `fleet model import`
+    (catalog / "my-mlp.toml").write_text(f"""
+name = "my-mlp"
+title = "my MLP"
+default_ctx = 1
+sources = ["test"]
+[arch]
+n_layer = 0
+n_embd = 0
+n_head = 0
+n_head_kv = 0
+n_ctx_train = 1
+n_vocab = 0
+params = 18696
+[[variants]]
+name = "fp32"
+format = "onnx"
+quant = "FP32"
+size_bytes = {src.stat().st_size}
+quality_kld = 0.0
+quality_source = "full precision"
+source = "local://my-mlp/my-mlp-fp32.onnx"
+""")
+    (home / "models" / "my-mlp").mkdir()
+    shutil.copyfile(src, tmp_path / "in.onnx")
+    assert cli("model", "import", "my-mlp", "fp32", str(tmp_path / "in.onnx")).code == 0
+    result = cli("model", "quantize", "my-mlp", "--from", "fp32", "--to", "int8")
+    assert result.code == 0, result.err
+    shown = json.loads(cli("model", "show", "my-mlp", "--json").out)
+    sizes = {v["name"]: v["size_bytes"] for v in shown["variants"]}
+    assert sizes["int8"] < sizes["fp32"]
+    bad = cli("model", "quantize", "my-mlp", "--from", "fp32", "--to", "q4_k_m")
+    assert bad.code == 2 and "int8 only" in bad.err

@@ -82,3 +82,10 @@ def test_probe_of_this_machine() -> None:
     assert host.ram_total_bytes > 0 and host.cpu.cores >= 1 and host.arch
     assert any(r.startswith("llama.cpp") for r in host.runtimes)
     assert "CPUExecutionProvider" in host.execution_providers
+
+
+def test_apple_sysctl() -> None:
+    facts = probe_devices.parse_sysctl((DATA / "probe" / "sysctl-m4-mac-mini.txt").read_text())
+    assert facts.chip == "Apple M4" and facts.ram_bytes == 16 * 1024**3 and facts.cores == 10
+    assert facts.clusters == ("4x performance", "6x efficiency")
+    assert "Metal" in facts.gpu
