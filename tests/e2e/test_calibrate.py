@@ -34,11 +34,11 @@ def test_benchmark_then_calibrate_converges(cli: Cli, lab: Callable[..., Result]
     chosen_after = next(c for c in after["candidates"] if c["variant"] == "q4_k_m")
     measured = cal["measured_tokens_per_s"]
     assert chosen_after["measured_tokens_per_s"] == measured
-    # the calibrated prediction is much closer to the measurement than the default was
-    # (the plan predicts at n_past = ctx/2, the benchmark runs at short contexts)
-    err_before = abs(chosen_before["tokens_per_s"] - measured) / measured
-    err_after = abs(chosen_after["tokens_per_s"] - measured) / measured
-    assert err_after < err_before and err_after < 0.5
+    # Calibrated, the model reproduces the measurement at the benchmark's own context, and
+    # the plan (which predicts at n_past = ctx/2, a longer KV read) lands close to it.
+    assert abs(cal["predicted_after"] - measured) / measured < 0.01
+    assert chosen_after["tokens_per_s"] != chosen_before["tokens_per_s"]
+    assert abs(chosen_after["tokens_per_s"] - measured) / measured < 0.25
     assert Fleet.open().inventory.get_device("lab-1").decode_efficiency == cal["decode_efficiency"]
 
 

@@ -116,7 +116,7 @@ def test_tracker_integrates_a_power_meter(tmp_path: Path) -> None:
 
     time.sleep(0.2)
     spent = tracker.joules() - start
-    assert 6.0 * 0.15 < spent < 6.0 * 0.6  # 6 W for ~0.2 s
+    assert 6.0 * 0.15 < spent < 6.0 * 2.0  # 6 W for ~0.2 s (a loaded machine sleeps longer)
 
 
 def test_tracker_falls_back_to_a_labelled_estimate(tmp_path: Path) -> None:
