@@ -84,3 +84,21 @@ reserve_mib = 4096
 bandwidth_gbps = 17.07
 """)
     assert load_profiles()["rpi5-8gb"].reserve_bytes == 4096 * 1024 * 1024
+
+
+def test_probed_numbers_override_the_declared_profile() -> None:
+    from controller.core.profiles import overlay_probe
+
+    base = load_profiles()["rpi5-8gb"]
+    merged = overlay_probe(base, "kiosk-1", arch="aarch64", cores=3, isa=("asimd", "asimddp"),
+                           ram_bytes=7_900_000_000, disk_free_bytes=12_000_000_000,
+                           bandwidth_gbps=6.1, title="Raspberry Pi 5 Model B Rev 1.0",
+                           runtimes=("llama.cpp",), decode_efficiency=0.42)
+    assert (merged.ram_bytes, merged.cores, merged.disk_bytes) == (7_900_000_000, 3,
+                                                                  12_000_000_000)
+    assert merged.reserve_bytes == base.reserve_bytes and merged.load_w == base.load_w
+    assert merged.bandwidth_measured_gbps == 6.1 and merged.bandwidth_gbps == 17.07
+    assert merged.decode_efficiency == 0.42 and merged.runtimes == ("llama.cpp",)
+    unknown = overlay_probe(None, "x", arch="x86_64", cores=2, isa=(), ram_bytes=8 * 2**30,
+                            disk_free_bytes=0, bandwidth_gbps=10.0, title="")
+    assert unknown.reserve_bytes == int(8 * 2**30 * 0.15)  # no profile: 15 % reserve
