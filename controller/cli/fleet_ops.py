@@ -136,6 +136,8 @@ def register(app: typer.Typer) -> None:
         concurrency: int = typer.Option(4, "--concurrency", help="Devices at once."),
         retries: int = typer.Option(3, "--retries", help="Resumed retries per upload."),
         bwlimit: float = typer.Option(0.0, "--bwlimit", help="Per-device upload limit, MB/s."),
+        streams: int = typer.Option(4, "--streams", help="SFTP channels per upload of 64 MiB "
+                                    "or more (each range resumes on its own)."),
         accept_new: bool = typer.Option(False, "--accept-new",
                                         help="Trust unknown SSH host keys on first use "
                                         "(never a changed one)."),
@@ -150,7 +152,7 @@ def register(app: typer.Typer) -> None:
         with transfer_progress(enabled=not as_json) as progress:
             options = deploying.DeployOptions(
                 concurrency=concurrency, retries=retries, limit_bytes_per_s=bwlimit * 1e6,
-                progress=progress)
+                streams=streams, progress=progress)
             report = deploying.deploy(f, spec, devices, request, options)
         if as_json:
             print_json({"rollout": report.rollout, "model": report.model,

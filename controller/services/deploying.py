@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from agent.rpc import agent_pb2 as pb
 from controller.adapters.agent_client import GrpcAgentClient
 from controller.adapters.ssh import sha256_prefix
+from controller.adapters.ssh_parallel import push_ranges
 from controller.adapters.tables import Deployment, Device
 from controller.artifacts import LocalArtifact
 from controller.core.models import ModelSpec
@@ -25,6 +26,7 @@ from controller.services.context import Fleet
 from controller.services.planning import DevicePlan, plan
 
 SMOKE_PROMPT = "The edge device says"
+PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 SMOKE_TOKENS = 4
 
 
@@ -34,6 +36,7 @@ class DeployOptions:
     retries: int = 3  # per device, for an interrupted upload (each retry resumes)
     backoff_s: float = 1.0  # doubled after each retry
     limit_bytes_per_s: float = 0.0  # per device upload limit; 0 = none
+    streams: int = 4  # SFTP channels for files of PARALLEL_MIN_BYTES and more
     progress: Callable[[str, int, int], None] = lambda device, done, total: None
 
 
@@ -106,6 +109,16 @@ def _send(fleet: Fleet, client: GrpcAgentClient, device: Device, art: LocalArtif
                 fit = client.check_fit(art.sha256, art.size_bytes, memory)
             if fit.already_held:
                 return sent
+            if options.streams > 1 and art.size_bytes >= PARALLEL_MIN_BYTES:
+                ssh = fleet.transfer.connect(fleet.ssh_target(device))
+                try:
+                    return sent + push_ranges(
+                        ssh, art.path, incoming_dir, art.sha256, options.streams,
+                        fleet.transfer.stall_timeout_s,
+                        progress=lambda done, total: options.progress(device.name, done, total),
+                        limit_bytes_per_s=options.limit_bytes_per_s)
+                finally:
+                    ssh.close()
             resume = 0
             if 0 < fit.staged_bytes <= art.size_bytes and (
                     sha256_prefix(art.path, fit.staged_bytes) == fit.staged_sha256):
@@ -215,9 +228,10 @@ def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Reque
     options = options or DeployOptions()
     if not 1 <= options.concurrency <= 64:
         raise UsageError("--concurrency must be 1..64", hint="the default is 4")
-    if not 0 <= options.retries <= 20 or options.limit_bytes_per_s < 0:
-        raise UsageError("--retries must be 0..20 and --bwlimit >= 0",
-                         hint="e.g. --retries 3 --bwlimit 10")
+    if not 0 <= options.retries <= 20 or options.limit_bytes_per_s < 0 or not (
+            1 <= options.streams <= 16):
+        raise UsageError("--retries must be 0..20, --bwlimit >= 0, --streams 1..16",
+                         hint="e.g. --retries 3 --bwlimit 10 --streams 4")
     plans = plan(fleet, model, devices, request)
     needed = {p.choice.chosen.variant.name for p in plans if p.choice and p.choice.chosen}
     spec_by_name = {v.name: v for v in model.variants}

@@ -32,6 +32,9 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+CUT = threading.Event()
+
+
 def _cut_when(part: Path, threshold: int, sshd_pid: int, done: threading.Event) -> None:
     """Kill the sshd session serving the upload once ``part`` passes ``threshold`` bytes."""
     deadline = time.monotonic() + 60
@@ -39,6 +42,7 @@ def _cut_when(part: Path, threshold: int, sshd_pid: int, done: threading.Event) 
         if part.exists() and part.stat().st_size >= threshold:
             for child in _children(sshd_pid):
                 os.kill(child, signal.SIGKILL)
+            CUT.set()
             return
         time.sleep(0.01)
 
@@ -46,6 +50,7 @@ def _cut_when(part: Path, threshold: int, sshd_pid: int, done: threading.Event) 
 def test_upload_resumes_after_the_connection_is_cut(cli: Cli, lab: Callable[..., Result],
                                                     home: Path, tmp_path: Path) -> None:
     lab("--devices", "1")
+    CUT.clear()
     fleet = Fleet.open()
     device = fleet.inventory.get_device("lab-1")
     blob = tmp_path / "blob.bin"
@@ -65,6 +70,7 @@ def test_upload_resumes_after_the_connection_is_cut(cli: Cli, lab: Callable[...,
         finally:
             done.set()
             cutter.join()
+        assert CUT.is_set()  # the connection really was cut mid-transfer
         landed = Path(store.incoming_dir) / art.sha256
         assert landed.exists() and sha256_file(landed) == art.sha256
         assert not part.exists()
@@ -91,3 +97,52 @@ def test_a_corrupt_partial_upload_is_restarted_not_resumed(cli: Cli, lab: Callab
         sent = _send(fleet, client, device, art, fit, store.incoming_dir, 0, DeployOptions())
     assert sent == art.size_bytes
     assert sha256_file(Path(store.incoming_dir) / art.sha256) == art.sha256
+
+
+def test_multi_stream_upload_resumes_each_range(cli: Cli, lab: Callable[..., Result],
+                                                home: Path, tmp_path: Path) -> None:
+    lab("--devices", "1")
+    fleet = Fleet.open()
+    device = fleet.inventory.get_device("lab-1")
+    blob = tmp_path / "big.bin"
+    blob.write_bytes(os.urandom(96 * MIB))  # >= 64 MiB: four SFTP channels
+    art = LocalArtifact(blob, sha256_file(blob), blob.stat().st_size)
+    sshd_pid = read_registry(home / "lab")[0].sshd_pid
+    with fleet.client(device) as client:
+        store = client.get_store()
+        ranges = Path(store.incoming_dir) / f"{art.sha256}.ranges"
+        done = threading.Event()
+
+        def cut_when_half_done() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not done.is_set():
+                try:
+                    import json
+
+                    state = json.loads(ranges.read_text())
+                except (OSError, ValueError):
+                    time.sleep(0.01)
+                    continue
+                if sum(o - r[0] for o, r in zip(state["offsets"], state["ranges"],
+                                                strict=True)) >= 48 * MIB:
+                    for child in _children(sshd_pid):
+                        os.kill(child, signal.SIGKILL)
+                    CUT.set()
+                    return
+                time.sleep(0.01)
+
+        CUT.clear()
+        cutter = threading.Thread(target=cut_when_half_done)
+        cutter.start()
+        first = client.check_fit(art.sha256, art.size_bytes, 0)
+        options = DeployOptions(retries=3, backoff_s=0.1, limit_bytes_per_s=48 * MIB)
+        try:
+            sent = _send(fleet, client, device, art, first, store.incoming_dir, 0, options)
+        finally:
+            done.set()
+            cutter.join()
+    assert CUT.is_set()  # the connection really was cut with every range half done
+    landed = Path(store.incoming_dir) / art.sha256
+    assert sha256_file(landed) == art.sha256
+    assert not ranges.exists()
+    assert art.size_bytes <= sent < art.size_bytes * 1.25, sent  # each range resumed
