@@ -17,6 +17,7 @@ from typing import Any
 
 import paramiko
 
+from controller.adapters.ssh_parallel import LINK_ERRORS
 from controller.errors import (
     DeviceError,
     HostKeyMismatch,
@@ -260,7 +261,7 @@ class ParamikoTransfer:
                             if ahead > 0:
                                 time.sleep(ahead)
                 sftp.posix_rename(part, final)
-        except (OSError, paramiko.SSHException, EOFError, TimeoutError) as exc:
+        except LINK_ERRORS as exc:
             raise TransferInterrupted(
                 f"upload to {remote_dir} interrupted after {resume_from + sent} of {total} "
                 f"bytes ({exc})", hint="re-run the deploy: it resumes where it stopped",

@@ -22,6 +22,8 @@ import paramiko
 from controller.errors import TransferInterrupted
 
 CHUNK = 1 << 20
+# what a dropped connection raises, at any point of an SFTP transfer
+LINK_ERRORS = (OSError, paramiko.SSHException, paramiko.SFTPError, EOFError, TimeoutError)
 SAVE_EVERY_S = 0.5
 
 
@@ -81,7 +83,7 @@ def push_ranges(client: paramiko.SSHClient, local: Path, remote_dir: str, name: 
                             if ahead > 0:
                                 time.sleep(ahead)
                 sftp.close()
-            except (OSError, paramiko.SSHException, EOFError, TimeoutError) as exc:
+            except LINK_ERRORS as exc:
                 failures.append(exc)
 
         threads = [threading.Thread(target=run, args=(k,), daemon=True)
@@ -92,12 +94,11 @@ def push_ranges(client: paramiko.SSHClient, local: Path, remote_dir: str, name: 
         while any(t.is_alive() for t in threads):
             time.sleep(0.05)
             if time.monotonic() - last_save > SAVE_EVERY_S:
-                with contextlib.suppress(OSError, paramiko.SSHException, EOFError,
-                                         TimeoutError):
+                with contextlib.suppress(*LINK_ERRORS):
                     save()  # a failure here is reported by the channels themselves
                 last_save = time.monotonic()
         if failures:
-            with contextlib.suppress(OSError, paramiko.SSHException, EOFError, TimeoutError):
+            with contextlib.suppress(*LINK_ERRORS):
                 save()
             raise TransferInterrupted(
                 f"upload to {remote_dir} interrupted after {done_before + sum(sent)} of "
@@ -107,7 +108,7 @@ def push_ranges(client: paramiko.SSHClient, local: Path, remote_dir: str, name: 
         control.posix_rename(part, posixpath.join(remote_dir, name))
         control.remove(state_path)
         return sum(sent)
-    except (OSError, paramiko.SSHException, EOFError, TimeoutError) as exc:
+    except LINK_ERRORS as exc:
         raise TransferInterrupted(f"upload to {remote_dir} failed ({exc})",
                                   hint="re-run the deploy: it resumes", sent=0) from exc
     finally:
