@@ -1,8 +1,9 @@
 """ParamikoTransfer: SSH connections with strict host keys, and verified SFTP pushes.
 
 Host keys are checked against the project's own known_hosts (``settings.known_hosts_path``).
-An unknown host and a changed key are refused, each with the command that fixes it; nothing
-is ever added silently (no AutoAddPolicy).
+An unknown host and a changed key are refused, each with the command that fixes it; a key is
+recorded only by the explicit trust-on-first-use of ``fleet device trust`` / ``--accept-new``,
+and a changed key never.
 """
 
 from __future__ import annotations
