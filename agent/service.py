@@ -196,7 +196,9 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
 
     def GetTelemetry(self, request: pb.GetTelemetryRequest, context: grpc.ServicerContext) -> Any:
         core = self.core
-        records = core.telemetry.after(request.after_seq, min(request.limit or 1000, 10_000))
+        limit = min(request.limit or 1000, 10_000)
+        records = (core.telemetry.tail(limit) if request.tail
+                   else core.telemetry.after(request.after_seq, limit))
         mem = parse_meminfo(Path("/proc/meminfo").read_text())
         energy = core.energy
         sample = pb.DeviceSample(
@@ -206,7 +208,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             worker_crashes=core.telemetry.worker_crashes,
             temperatures_c=self.sampler.temperatures(), power_w=energy.watts() or 0.0,
             energy_meter=energy.meter, energy_measured=energy.measured,
-            energy_j_total=energy.joules(),
+            energy_j_total=energy.joules(), requests_total=core.telemetry.total,
         )
         return pb.GetTelemetryResponse(
             records=[pb.RequestRecord(**asdict(r)) for r in records],

@@ -76,6 +76,15 @@ class TelemetryBuffer:
         with self._lock:
             return [r for r in self._records if r.seq > seq][:limit]
 
+    def tail(self, limit: int) -> list[RequestRecord]:
+        with self._lock:
+            return self._records[-limit:] if limit > 0 else []
+
+    @property
+    def total(self) -> int:
+        """Requests recorded since the buffer began (the last sequence number)."""
+        return self._next_seq - 1
+
     def last(self) -> RequestRecord | None:
         with self._lock:
             return self._records[-1] if self._records else None

@@ -59,9 +59,9 @@ def main() -> None:
     parser.add_argument("--variant", default="q4_k_m")
     args = parser.parse_args()
     from agent.rpc import agent_pb2 as pb
+    from agent.store import sha256_file
     from controller import testmodels
     from controller.adapters.agent_client import GrpcAgentClient
-    from controller.artifacts import sha256_file
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)

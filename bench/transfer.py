@@ -26,18 +26,6 @@ sys.path.insert(0, str(ROOT))
 MIB = 1024 * 1024
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(entry.name))
-            except (OSError, ValueError):
-                continue
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mib", type=int, default=256)
@@ -48,7 +36,7 @@ def main() -> None:
         from controller.adapters.ssh import sha256_prefix
         from controller.adapters.ssh_parallel import push_ranges
         from controller.errors import TransferInterrupted
-        from controller.lab import read_registry
+        from controller.lab import child_pids, read_registry
         from controller.services.context import Fleet
         from controller.services.lab_fleet import lab_down, lab_up
 
@@ -93,7 +81,7 @@ def main() -> None:
             def cut() -> None:
                 while not done.is_set():
                     if part.exists() and part.stat().st_size >= 0.9 * size:
-                        for child in _children(registry[0].sshd_pid):
+                        for child in child_pids(registry[0].sshd_pid):
                             os.kill(child, signal.SIGKILL)
                         return
                     time.sleep(0.005)

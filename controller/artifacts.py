@@ -15,12 +15,12 @@ the catalog's is refused as corrupt.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from agent.store import sha256_file
 from controller import settings, testmodels
 from controller.adapters.gguf_header import read_architecture
 from controller.adapters.inventory import SqlInventory
@@ -37,14 +37,6 @@ class LocalArtifact:
     path: Path
     sha256: str
     size_bytes: int
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ArtifactCache:

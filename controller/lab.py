@@ -85,6 +85,21 @@ def _start_time(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (for a lab sshd: its live sessions)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
 def _same_process(pid: int, start: int) -> bool:
     return pid > 0 and start > 0 and _start_time(pid) == start
 

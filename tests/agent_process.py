@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from agent.rpc import agent_pb2 as pb
+from agent.store import sha256_file
 from controller.adapters.agent_client import GrpcAgentClient
-from controller.artifacts import sha256_file
 
 
 class AgentProcess:

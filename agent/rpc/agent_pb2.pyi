@@ -300,7 +300,7 @@ class RequestRecord(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., timestamp: _Optional[float] = ..., sha256: _Optional[str] = ..., variant: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., decode_tokens_per_s: _Optional[float] = ..., outcome: _Optional[str] = ..., energy_j: _Optional[float] = ..., joules_per_token: _Optional[float] = ..., energy_meter: _Optional[str] = ..., peak_rss_bytes: _Optional[int] = ...) -> None: ...
 
 class DeviceSample(_message.Message):
-    __slots__ = ("timestamp", "cpu_percent", "ram_used_bytes", "worker_crashes", "ram_total_bytes", "temperatures_c", "power_w", "energy_meter", "energy_measured", "energy_j_total")
+    __slots__ = ("timestamp", "cpu_percent", "ram_used_bytes", "worker_crashes", "ram_total_bytes", "temperatures_c", "power_w", "energy_meter", "energy_measured", "energy_j_total", "requests_total")
     class TemperaturesCEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -318,6 +318,7 @@ class DeviceSample(_message.Message):
     ENERGY_METER_FIELD_NUMBER: _ClassVar[int]
     ENERGY_MEASURED_FIELD_NUMBER: _ClassVar[int]
     ENERGY_J_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     timestamp: float
     cpu_percent: float
     ram_used_bytes: int
@@ -328,15 +329,18 @@ class DeviceSample(_message.Message):
     energy_meter: str
     energy_measured: bool
     energy_j_total: float
-    def __init__(self, timestamp: _Optional[float] = ..., cpu_percent: _Optional[float] = ..., ram_used_bytes: _Optional[int] = ..., worker_crashes: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., temperatures_c: _Optional[_Mapping[str, float]] = ..., power_w: _Optional[float] = ..., energy_meter: _Optional[str] = ..., energy_measured: _Optional[bool] = ..., energy_j_total: _Optional[float] = ...) -> None: ...
+    requests_total: int
+    def __init__(self, timestamp: _Optional[float] = ..., cpu_percent: _Optional[float] = ..., ram_used_bytes: _Optional[int] = ..., worker_crashes: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., temperatures_c: _Optional[_Mapping[str, float]] = ..., power_w: _Optional[float] = ..., energy_meter: _Optional[str] = ..., energy_measured: _Optional[bool] = ..., energy_j_total: _Optional[float] = ..., requests_total: _Optional[int] = ...) -> None: ...
 
 class GetTelemetryRequest(_message.Message):
-    __slots__ = ("after_seq", "limit")
+    __slots__ = ("after_seq", "limit", "tail")
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
     after_seq: int
     limit: int
-    def __init__(self, after_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+    tail: bool
+    def __init__(self, after_seq: _Optional[int] = ..., limit: _Optional[int] = ..., tail: _Optional[bool] = ...) -> None: ...
 
 class GetTelemetryResponse(_message.Message):
     __slots__ = ("records", "next_seq", "sample")

@@ -1,10 +1,8 @@
-"""The port every runtime implements inside a worker process."""
+"""What a generation reports, filled in by the runtime inside its worker process."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
 
 
 @dataclass
@@ -31,18 +29,3 @@ class GenerationStats:
     @property
     def prefill_tokens_per_s(self) -> float:
         return self.prompt_tokens / self.ttft_s if self.ttft_s > 0 else 0.0
-
-
-class Runtime(Protocol):
-    def generate(
-        self,
-        prompt: str,
-        max_tokens: int,
-        temperature: float,
-        cancelled: Callable[[], bool],
-        stats: GenerationStats,
-    ) -> Iterator[str]:
-        """Yield text pieces; fill ``stats`` as it goes."""
-        ...
-
-    def close(self) -> None: ...

@@ -131,8 +131,9 @@ class GrpcAgentClient:
     def list_models(self) -> list[pb.ModelInfo]:
         return list(self._call(self._stub.ListModels, pb.ListModelsRequest()).models)
 
-    def telemetry(self, after_seq: int = 0, limit: int = 1000) -> pb.GetTelemetryResponse:
-        request = pb.GetTelemetryRequest(after_seq=after_seq, limit=limit)
+    def telemetry(self, after_seq: int = 0, limit: int = 1000,
+                  tail: bool = False) -> pb.GetTelemetryResponse:
+        request = pb.GetTelemetryRequest(after_seq=after_seq, limit=limit, tail=tail)
         return self._call(self._stub.GetTelemetry, request, 5.0)
 
     def benchmark(self, runs: int, max_tokens: int, timeout: float = 600.0

@@ -52,6 +52,8 @@ def _name(common_name: str) -> x509.Name:
 class FleetPki:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._client_credentials: tuple[bytes, bytes, bytes] | None = None
+        self._signing_key: ed25519.Ed25519PrivateKey | None = None
         self.ca_cert_path = root / "ca.crt"
         self.ca_key_path = root / "ca.key"
         self.client_cert_path = root / "controller.crt"
@@ -116,13 +118,26 @@ class FleetPki:
 
     # -- use ------------------------------------------------------------------------------
     def client_credentials(self) -> tuple[bytes, bytes, bytes]:
-        """(CA, controller key, controller certificate) for a gRPC channel."""
-        return (self.ca_cert_path.read_bytes(), self.client_key_path.read_bytes(),
-                self.client_cert_path.read_bytes())
+        """(CA, controller key, controller certificate) for a gRPC channel (read once)."""
+        if self._client_credentials is None:
+            self._client_credentials = (self.ca_cert_path.read_bytes(),
+                                        self.client_key_path.read_bytes(),
+                                        self.client_cert_path.read_bytes())
+        return self._client_credentials
 
     def sign_manifest(self, manifest: dict[str, Any]) -> tuple[bytes, bytes]:
         """Canonical JSON of ``manifest`` and its ed25519 signature."""
-        key = serialization.load_pem_private_key(self.signing_key_path.read_bytes(), None)
-        assert isinstance(key, ed25519.Ed25519PrivateKey)
+        if self._signing_key is None:
+            key = serialization.load_pem_private_key(self.signing_key_path.read_bytes(), None)
+            assert isinstance(key, ed25519.Ed25519PrivateKey)
+            self._signing_key = key
         body = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-        return body, key.sign(body)
+        return body, self._signing_key.sign(body)
+
+    def agent_files(self, name: str, address: str) -> dict[str, bytes]:
+        """What a device's agent gets at enrollment (or lab start): its certificate and key,
+        the fleet CA, and the manifest-signing public key."""
+        issued = self.issue(name, address=address)
+        return {"agent.crt": issued.cert_pem, "agent.key": issued.key_pem,
+                "ca.crt": self.ca_cert_path.read_bytes(),
+                "signing.pub": self.signing_pub_path.read_bytes()}

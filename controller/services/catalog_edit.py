@@ -10,11 +10,12 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+from agent.store import sha256_file
 from controller import settings, testmodels
 from controller.adapters.catalog_out import write_model
 from controller.adapters.data_files import load_catalog, load_model
 from controller.adapters.gguf_header import read_architecture, read_quant
-from controller.artifacts import LocalArtifact, sha256_file
+from controller.artifacts import LocalArtifact
 from controller.core import quality
 from controller.core.catalog import parse_model
 from controller.core.models import ModelSpec, Variant

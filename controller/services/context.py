@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from agent.rpc import agent_pb2 as pb
@@ -37,8 +38,9 @@ class Fleet:
             profiles=load_profiles(),
         )
 
-    @property
+    @functools.cached_property
     def pki(self) -> FleetPki:
+        """Created on first use, then kept: one set of keys read per command run."""
         return FleetPki(settings.fleet_home() / "pki").ensure()
 
     def client(self, device: Device, timeout_s: float = 30.0) -> GrpcAgentClient:

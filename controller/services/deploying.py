@@ -80,20 +80,17 @@ def _health_check(client: GrpcAgentClient, language_model: bool) -> str:
     return ""
 
 
-def _load_request(fleet: Fleet, model: ModelSpec, variant: str, art: LocalArtifact, ctx: int,
-                  memory: int) -> pb.LoadModelRequest:
-    """The load request with a manifest signed by the controller's key, which an enrolled
+def signed_load_request(fleet: Fleet, sha256: str, size_bytes: int, name: str, variant: str,
+                        fmt: str, n_ctx: int, memory: int = 0) -> pb.LoadModelRequest:
+    """A load request with a manifest signed by the controller's key, which an enrolled
     agent verifies before it touches the blob."""
-    spec = model.variant(variant)
-    fmt = spec.format if spec else "gguf"
     manifest, signature = fleet.pki.sign_manifest({
-        "sha256": art.sha256, "size_bytes": art.size_bytes, "name": model.name,
-        "variant": variant, "format": fmt, "issued_at": int(time.time())})
+        "sha256": sha256, "size_bytes": size_bytes, "name": name, "variant": variant,
+        "format": fmt, "issued_at": int(time.time())})
     return pb.LoadModelRequest(
-        sha256=art.sha256, name=model.name, variant=variant, format=fmt, n_ctx=ctx,
-        size_bytes=art.size_bytes, estimated_memory_bytes=memory, manifest=manifest,
-        manifest_signature=signature,
-    )
+        sha256=sha256, name=name, variant=variant, format=fmt, n_ctx=n_ctx,
+        size_bytes=size_bytes, estimated_memory_bytes=memory, manifest=manifest,
+        manifest_signature=signature)
 
 
 def _send(fleet: Fleet, client: GrpcAgentClient, device: Device, art: LocalArtifact,
@@ -109,26 +106,23 @@ def _send(fleet: Fleet, client: GrpcAgentClient, device: Device, art: LocalArtif
                 fit = client.check_fit(art.sha256, art.size_bytes, memory)
             if fit.already_held:
                 return sent
-            if options.streams > 1 and art.size_bytes >= PARALLEL_MIN_BYTES:
-                ssh = fleet.transfer.connect(fleet.ssh_target(device))
-                try:
-                    return sent + push_ranges(
-                        ssh, art.path, incoming_dir, art.sha256, options.streams,
-                        fleet.transfer.stall_timeout_s,
-                        progress=lambda done, total: options.progress(device.name, done, total),
-                        limit_bytes_per_s=options.limit_bytes_per_s)
-                finally:
-                    ssh.close()
-            resume = 0
-            if 0 < fit.staged_bytes <= art.size_bytes and (
-                    sha256_prefix(art.path, fit.staged_bytes) == fit.staged_sha256):
-                resume = fit.staged_bytes  # the device's partial upload is a prefix of ours
+            def progress(done: int, total: int) -> None:
+                options.progress(device.name, done, total)
+
             ssh = fleet.transfer.connect(fleet.ssh_target(device))
             try:
+                if options.streams > 1 and art.size_bytes >= PARALLEL_MIN_BYTES:
+                    # each range resumes from the device's own .ranges record
+                    return sent + push_ranges(
+                        ssh, art.path, incoming_dir, art.sha256, options.streams,
+                        fleet.transfer.stall_timeout_s, progress, options.limit_bytes_per_s)
+                resume = 0
+                if 0 < fit.staged_bytes <= art.size_bytes and (
+                        sha256_prefix(art.path, fit.staged_bytes) == fit.staged_sha256):
+                    resume = fit.staged_bytes  # the device's partial upload is our prefix
                 return sent + fleet.transfer.push(
                     ssh, art.path, incoming_dir, art.sha256, resume_from=resume,
-                    progress=lambda done, total: options.progress(device.name, done, total),
-                    limit_bytes_per_s=options.limit_bytes_per_s)
+                    progress=progress, limit_bytes_per_s=options.limit_bytes_per_s)
             finally:
                 ssh.close()
         except Unreachable as exc:  # includes TransferInterrupted; host-key errors are not
@@ -167,8 +161,9 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
                                "or pick a smaller variant with --prefer speed")
             sent = _send(fleet, client, device, art, fit, store.incoming_dir,
                          choice.chosen.memory.total, options)
-            client.load_model(_load_request(fleet, model, variant, art, choice.ctx,
-                                            choice.chosen.memory.total))
+            client.load_model(signed_load_request(
+                fleet, art.sha256, art.size_bytes, model.name, variant,
+                choice.chosen.variant.format, choice.ctx, choice.chosen.memory.total))
             problem = _health_check(client, model.arch.is_language_model)
             if problem:
                 return _roll_back(fleet, client, device, model, variant, art, previous,
@@ -188,14 +183,9 @@ def _roll_back(fleet: Fleet, client: GrpcAgentClient, device: Device, model: Mod
                variant: str, art: LocalArtifact, previous: pb.ModelInfo | None, problem: str,
                rollout: str, sent: int, started: float) -> Outcome:
     if previous is not None:
-        manifest, signature = fleet.pki.sign_manifest({
-            "sha256": previous.sha256, "size_bytes": previous.size_bytes,
-            "name": previous.name, "variant": previous.variant, "format": previous.format,
-            "issued_at": int(time.time())})
-        client.load_model(pb.LoadModelRequest(
-            sha256=previous.sha256, name=previous.name, variant=previous.variant,
-            format=previous.format, n_ctx=previous.n_ctx, size_bytes=previous.size_bytes,
-            manifest=manifest, manifest_signature=signature))
+        client.load_model(signed_load_request(
+            fleet, previous.sha256, previous.size_bytes, previous.name, previous.variant,
+            previous.format, previous.n_ctx))
     else:
         client.unload_model()
     _record(fleet, device, model.name, variant, art, "rolled-back", problem, rollout, sent,

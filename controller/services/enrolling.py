@@ -21,7 +21,6 @@ from controller import settings
 from controller.adapters.remote import RemoteHost, q
 from controller.errors import DeviceError, FleetError, UsageError
 from controller.services.context import Fleet
-from controller.services.lab_fleet import agent_trust_files
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = "edgefleet-agent.service"
@@ -138,7 +137,7 @@ def enroll(fleet: Fleet, name: str, extras: str = "llama", python: str = "python
         remote.check(f"mkdir -p {q(base)}/wheels {q(base)}/tls {q(base)}/data && "
                      f"chmod 700 {q(base)}/tls", "creating the agent directories")
         remote.put(wheel_path, f"{base}/wheels/{wheel_path.name}")
-        for filename, data in agent_trust_files(fleet, name, device.host).items():
+        for filename, data in fleet.pki.agent_files(name, device.host).items():
             remote.write(f"{base}/tls/{filename}", data, 0o600)
         remote.check(f"test -x {q(base)}/venv/bin/python || {q(python)} -m venv "
                      f"--system-site-packages {q(base)}/venv", "creating the virtualenv")

@@ -26,16 +26,6 @@ def _trust_lab_host_keys(devices: list[lab.LabDevice]) -> None:
     path.write_text("\n".join([*keep, *(lab.host_key_line(d) for d in devices)]) + "\n")
 
 
-def agent_trust_files(fleet: Fleet, name: str, address: str) -> dict[str, bytes]:
-    """What enrollment puts on a device: its certificate and key, the fleet CA, and the
-    controller's manifest-signing public key."""
-    pki = fleet.pki
-    issued = pki.issue(name, address=address)
-    return {"agent.crt": issued.cert_pem, "agent.key": issued.key_pem,
-            "ca.crt": pki.ca_cert_path.read_bytes(),
-            "signing.pub": pki.signing_pub_path.read_bytes()}
-
-
 def lab_up(fleet: Fleet, count: int, profiles: list[str],
            secure: bool = True, agents: bool = True, netns: bool = False,
            netem: str = "") -> list[lab.LabDevice]:
@@ -49,7 +39,7 @@ def lab_up(fleet: Fleet, count: int, profiles: list[str],
     chosen = [chosen[i % len(chosen)] for i in range(count)]
     lab_down(fleet)
     started = lab.up(settings.lab_dir(), chosen,
-                     (lambda n, a: agent_trust_files(fleet, n, a)) if secure else None,
+                     fleet.pki.agent_files if secure else None,
                      start_agents=agents, netns=netns, netem=netem)
     try:
         _trust_lab_host_keys(started)

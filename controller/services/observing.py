@@ -11,6 +11,8 @@ from controller.adapters.tables import Device
 from controller.errors import FleetError
 from controller.services.context import Fleet
 
+STATUS_TAIL = 50
+
 
 @dataclass(frozen=True)
 class DeviceStatus:
@@ -35,7 +37,8 @@ def _status_one(fleet: Fleet, device: Device) -> DeviceStatus:
     try:
         with fleet.client(device, timeout_s=3.0) as client:
             models = client.list_models()
-            telemetry = client.telemetry(after_seq=0, limit=100_000)
+            # the latest few records are enough: the dashboard polls this every few seconds
+            telemetry = client.telemetry(limit=STATUS_TAIL, tail=True)
     except FleetError as exc:
         fleet.inventory.update_device(device.name, state="unreachable")
         return DeviceStatus(device, False, device.variant, device.model, 0, None,
@@ -54,7 +57,7 @@ def _status_one(fleet: Fleet, device: Device) -> DeviceStatus:
         device=device, online=True,
         active_variant=active.variant if active else "",
         active_model=active.name if active else "",
-        requests=len(telemetry.records),
+        requests=telemetry.sample.requests_total,
         last_ttft_ms=last.ttft_ms if last else None,
         last_latency_ms=last.total_ms if last else None,
         last_tokens_per_s=last.decode_tokens_per_s if last else None,

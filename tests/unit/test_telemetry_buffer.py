@@ -20,6 +20,7 @@ def test_bounded_and_sequence_keeps_counting(tmp_path: Path) -> None:
     assert len(kept) <= 10 and kept[-1].seq == 25
     assert [r.seq for r in kept] == list(range(kept[0].seq, 26))  # no gap inside what is kept
     assert len((tmp_path / "r.jsonl").read_text().splitlines()) == len(kept)
+    assert buf.total == 25 and [r.seq for r in buf.tail(3)] == [23, 24, 25]
 
 
 def test_survives_a_restart_and_a_torn_last_line(tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ import pytest
 
 from agent.rpc import agent_pb2 as pb
 from agent.rpc import agent_pb2_grpc as pb_grpc
+from agent.store import sha256_file
 from controller.adapters.agent_client import GrpcAgentClient
 from controller.adapters.pki import FleetPki
-from controller.artifacts import sha256_file
 from controller.errors import AgentRefused, Unreachable
 from controller.services.context import Fleet
 from tests.conftest import Cli, Result

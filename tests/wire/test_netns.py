@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.store import sha256_file
 from controller import lab_netns
-from controller.artifacts import LocalArtifact, sha256_file
+from controller.artifacts import LocalArtifact
 from controller.lab import read_registry
 from controller.services.context import Fleet
 from controller.services.deploying import DeployOptions, _send

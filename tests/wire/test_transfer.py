@@ -10,26 +10,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from controller.artifacts import LocalArtifact, sha256_file
-from controller.lab import read_registry
+from agent.store import sha256_file
+from controller.artifacts import LocalArtifact
+from controller.lab import child_pids, read_registry
 from controller.services.context import Fleet
 from controller.services.deploying import DeployOptions, _send
 from tests.conftest import Cli, Result
 
 MIB = 1024 * 1024
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry.name))
-    return out
 
 
 CUT = threading.Event()
@@ -40,7 +28,7 @@ def _cut_when(part: Path, threshold: int, sshd_pid: int, done: threading.Event) 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not done.is_set():
         if part.exists() and part.stat().st_size >= threshold:
-            for child in _children(sshd_pid):
+            for child in child_pids(sshd_pid):
                 os.kill(child, signal.SIGKILL)
             CUT.set()
             return
@@ -125,7 +113,7 @@ def test_multi_stream_upload_resumes_each_range(cli: Cli, lab: Callable[..., Res
                     continue
                 if sum(o - r[0] for o, r in zip(state["offsets"], state["ranges"],
                                                 strict=True)) >= 48 * MIB:
-                    for child in _children(sshd_pid):
+                    for child in child_pids(sshd_pid):
                         os.kill(child, signal.SIGKILL)
                     CUT.set()
                     return
