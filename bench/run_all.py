@@ -12,7 +12,7 @@ HERE = Path(__file__).resolve().parent
 def main() -> int:
     status = 0
     for script in sorted(HERE.glob("*.py")):
-        if script.name == Path(__file__).name:
+        if script.name == Path(__file__).name or script.name.startswith("_"):
             continue
         print(f"== {script.name}", flush=True)
         status |= subprocess.run([sys.executable, str(script), *sys.argv[1:]]).returncode

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import paramiko
 
+from controller.adapters.sftp_limits import open_for_upload, write_size
 from controller.errors import TransferInterrupted
 
 CHUNK = 1 << 20
@@ -45,6 +46,7 @@ def push_ranges(client: paramiko.SSHClient, local: Path, remote_dir: str, name: 
     control = client.open_sftp()
     try:
         offsets = _resume_points(control, part, state_path, total, ranges)
+        request_size = write_size(control)
         done_before = sum(o - s for o, (s, _) in zip(offsets, ranges, strict=True))
         sent = [0] * len(ranges)
         failures: list[BaseException] = []
@@ -64,8 +66,8 @@ def push_ranges(client: paramiko.SSHClient, local: Path, remote_dir: str, name: 
                 if channel is not None:
                     channel.settimeout(stall_timeout_s)
                 began = time.monotonic()
-                with local.open("rb") as src, sftp.open(part, "r+b") as dst:
-                    dst.set_pipelined(True)
+                with local.open("rb") as src, \
+                        open_for_upload(sftp, part, "r+b", request_size) as dst:
                     src.seek(offsets[k])
                     dst.seek(offsets[k])
                     while offsets[k] < end:
@@ -106,7 +108,8 @@ def push_ranges(client: paramiko.SSHClient, local: Path, remote_dir: str, name: 
                 hint="re-run the deploy: it resumes each range where it stopped",
                 sent=sum(sent))
         control.posix_rename(part, posixpath.join(remote_dir, name))
-        control.remove(state_path)
+        with contextlib.suppress(FileNotFoundError):  # a quick upload never saved its state
+            control.remove(state_path)
         return sum(sent)
     except LINK_ERRORS as exc:
         raise TransferInterrupted(f"upload to {remote_dir} failed ({exc})",
