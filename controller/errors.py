@@ -81,9 +81,10 @@ class TransferInterrupted(Unreachable):
 
 
 class AgentRefused(DeviceError):
-    def __init__(self, message: str, hint: str = "", code: str = "") -> None:
+    def __init__(self, message: str, hint: str = "", code: str = "", kind: str = "") -> None:
         super().__init__(message, hint)
-        self.code = code
+        self.code = code  # the gRPC status name
+        self.kind = kind  # the agent's error class (trailing metadata), when it sent one
 
 
 class LabError(FleetError):

@@ -30,6 +30,9 @@ class TinyLlamaSpec:
     n_head_kv: int = 4
     n_ctx_train: int = 2048
     seed: int = 1234
+    # the block count the header declares; 0 = n_layer. More than n_layer is a mis-exported
+    # file (its header promises tensors it lacks) that llama.cpp refuses to load
+    declared_layers: int = 0
 
 
 def _vocab() -> tuple[list[bytes], list[float], list[int]]:
@@ -68,7 +71,7 @@ def write_tiny_llama_f16(path: Path, spec: TinyLlamaSpec = TinyLlamaSpec()) -> N
     writer.add_name("tiny-llama")
     writer.add_context_length(spec.n_ctx_train)
     writer.add_embedding_length(spec.n_embd)
-    writer.add_block_count(spec.n_layer)
+    writer.add_block_count(spec.declared_layers or spec.n_layer)
     writer.add_feed_forward_length(spec.n_ff)
     writer.add_head_count(spec.n_head)
     writer.add_head_count_kv(spec.n_head_kv)

@@ -138,6 +138,11 @@ def register(app: typer.Typer) -> None:
         bwlimit: float = typer.Option(0.0, "--bwlimit", help="Per-device upload limit, MB/s."),
         streams: int = typer.Option(4, "--streams", help="SFTP channels per upload of 64 MiB "
                                     "or more (each range resumes on its own)."),
+        canary: int = typer.Option(1, "--canary", help="Devices per variant that must run it "
+                                   "healthy before its other devices start (0: all at once)."),
+        max_failures: int = typer.Option(1, "--max-failures", help="Start no new device once "
+                                         "this many could not load or run the model "
+                                         "(0: never stop)."),
         accept_new: bool = typer.Option(False, "--accept-new",
                                         help="Trust unknown SSH host keys on first use "
                                         "(never a changed one)."),
@@ -152,7 +157,7 @@ def register(app: typer.Typer) -> None:
         with transfer_progress(enabled=not as_json) as progress:
             options = deploying.DeployOptions(
                 concurrency=concurrency, retries=retries, limit_bytes_per_s=bwlimit * 1e6,
-                streams=streams, progress=progress)
+                streams=streams, canary=canary, max_failures=max_failures, progress=progress)
             report = deploying.deploy(f, spec, devices, request, options)
         if as_json:
             print_json({"rollout": report.rollout, "model": report.model,
@@ -165,10 +170,13 @@ def register(app: typer.Typer) -> None:
                                   f"{p.choice.reason}")
             print_outcomes(report.outcomes)
         if report.failed:
-            first = report.failed[0]
+            broken = [o for o in report.failed if o.status != "halted"]
+            held = len(report.failed) - len(broken)
+            first = (broken or report.failed)[0]
             raise DeployFailed(
-                f"{len(report.failed)} of {len(report.outcomes)} devices failed; "
-                f"{first.device}: {first.reason}",
+                f"{len(broken)} of {len(report.outcomes)} devices failed"
+                + (f", {held} not started (rollout stopped)" if held else "")
+                + f"; {first.device}: {first.reason}",
                 hint=first.hint or "the table above has each device's reason",
             )
 

@@ -71,7 +71,7 @@ def print_plan(plans: list[DevicePlan]) -> None:
 
 def print_outcomes(outcomes: list[Outcome]) -> None:
     table = Table("device", "result", "variant", "sent", "secs", "why")
-    colour = {"deployed": "green", "unchanged": "green", "skipped": "yellow"}
+    colour = {"deployed": "green", "unchanged": "green", "skipped": "yellow", "halted": "yellow"}
     for o in outcomes:
         c = colour.get(o.status, "red")
         table.add_row(o.device, f"[{c}]{o.status}[/]", o.variant or "-", mib(o.bytes_sent),

@@ -1,6 +1,9 @@
 """`fleet deploy`: plan, push, verify, load, health-check, roll back on failure.
 
 Per device, in parallel with bounded concurrency; one dead device never stops the others.
+Canaries first: the devices of each artifact wait until ``--canary`` of them run it healthy,
+and no new device starts once ``--max-failures`` devices failed to load or run the new model
+(controller.core.rollout decides; this module only executes).
 The database changes only for devices whose active model changed (deployed or rolled back).
 """
 
@@ -9,7 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -20,14 +23,25 @@ from controller.adapters.ssh_parallel import push_ranges
 from controller.adapters.tables import Deployment, Device
 from controller.artifacts import LocalArtifact
 from controller.core.models import ModelSpec
+from controller.core.rollout import Evidence, RolloutGate, RolloutPolicy
 from controller.core.select import Request
-from controller.errors import FleetError, TransferInterrupted, Unreachable, UsageError
+from controller.errors import (
+    AgentRefused,
+    FleetError,
+    TransferInterrupted,
+    Unreachable,
+    UsageError,
+)
 from controller.services.context import Fleet
 from controller.services.planning import DevicePlan, plan
 
 SMOKE_PROMPT = "The edge device says"
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 SMOKE_TOKENS = 4
+# Refusals of LoadModel that say the model cannot run there (the agent's error classes, sent in
+# trailing metadata), as opposed to the device, the link or our configuration.
+MODEL_REFUSALS = frozenset({"NotForThisMachine", "InsufficientMemory", "WorkerFailed",
+                            "GenerationFailed"})
 
 
 @dataclass(frozen=True)
@@ -37,22 +51,33 @@ class DeployOptions:
     backoff_s: float = 1.0  # doubled after each retry
     limit_bytes_per_s: float = 0.0  # per device upload limit; 0 = none
     streams: int = 4  # SFTP channels for files of PARALLEL_MIN_BYTES and more
+    canary: int = 1  # devices per artifact that must run it healthy before its others start
+    max_failures: int = 1  # model failures after which no new device starts; 0 = never stop
     progress: Callable[[str, int, int], None] = lambda device, done, total: None
 
 
 @dataclass(frozen=True)
 class Outcome:
     device: str
-    status: str  # deployed | unchanged | skipped | failed | rolled-back
+    status: str  # deployed | unchanged | skipped | failed | rolled-back | halted
     variant: str
     reason: str
     hint: str = ""
     bytes_sent: int = 0
     seconds: float = 0.0
+    model_failed: bool = False  # the model was tried here and could not load or run
 
     @property
     def ok(self) -> bool:
         return self.status in ("deployed", "unchanged", "skipped")
+
+    @property
+    def evidence(self) -> Evidence:
+        if self.status in ("deployed", "unchanged"):
+            return Evidence.HEALTHY
+        if self.status == "rolled-back" or self.model_failed:
+            return Evidence.MODEL_FAILED
+        return Evidence.NONE
 
 
 @dataclass(frozen=True)
@@ -161,9 +186,19 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
                                "or pick a smaller variant with --prefer speed")
             sent = _send(fleet, client, device, art, fit, store.incoming_dir,
                          choice.chosen.memory.total, options)
-            client.load_model(signed_load_request(
-                fleet, art.sha256, art.size_bytes, model.name, variant,
-                choice.chosen.variant.format, choice.ctx, choice.chosen.memory.total))
+            try:
+                client.load_model(signed_load_request(
+                    fleet, art.sha256, art.size_bytes, model.name, variant,
+                    choice.chosen.variant.format, choice.ctx, choice.chosen.memory.total))
+            except AgentRefused as exc:
+                if exc.kind not in MODEL_REFUSALS:
+                    raise
+                detail = exc.message.removeprefix(f"{device.name}: ").removeprefix(
+                    "agent refused: ")
+                return Outcome(device.name, "failed", variant,
+                               f"could not load it, kept its current model: {detail}",
+                               exc.hint, bytes_sent=sent, seconds=time.monotonic() - started,
+                               model_failed=True)
             problem = _health_check(client, model.arch.is_language_model)
             if problem:
                 return _roll_back(fleet, client, device, model, variant, art, previous,
@@ -222,18 +257,52 @@ def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Reque
             1 <= options.streams <= 16):
         raise UsageError("--retries must be 0..20, --bwlimit >= 0, --streams 1..16",
                          hint="e.g. --retries 3 --bwlimit 10 --streams 4")
+    if options.canary < 0 or options.max_failures < 0:
+        raise UsageError("--canary and --max-failures must be 0 or more",
+                         hint="--canary 0 deploys to all at once, --max-failures 0 never stops")
     plans = plan(fleet, model, devices, request)
     needed = {p.choice.chosen.variant.name for p in plans if p.choice and p.choice.chosen}
     spec_by_name = {v.name: v for v in model.variants}
     # Hash every file to be sent before any device is touched: a corrupt source stops here.
     artifacts = {name: fleet.artifacts.verify(model, spec_by_name[name]) for name in needed}
     rollout = uuid.uuid4().hex[:12]
-
-    def run(p: DevicePlan) -> Outcome:
-        outcome = deploy_one(fleet, model, p, artifacts, rollout, options)
-        on_outcome(outcome)
-        return outcome
-
+    gate = RolloutGate([_artifact_of(p, artifacts) for p in plans],
+                       RolloutPolicy(options.canary, options.max_failures))
+    outcomes: list[Outcome | None] = [None] * len(plans)
     with ThreadPoolExecutor(max_workers=max(1, min(options.concurrency, len(plans)))) as pool:
-        outcomes = list(pool.map(run, plans))
-    return DeployReport(rollout, model.name, plans, outcomes)
+        running: dict[Future[Outcome], int] = {}
+        while True:
+            for i in gate.startable()[: options.concurrency - len(running)]:
+                gate.start(i)
+                running[pool.submit(deploy_one, fleet, model, plans[i], artifacts, rollout,
+                                    options)] = i
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                i = running.pop(future)
+                outcome = future.result()
+                gate.finish(i, outcome.evidence)
+                outcomes[i] = outcome
+                on_outcome(outcome)
+    for i in gate.waiting():
+        outcome = _halted(plans[i], [outcomes[j] for j in gate.failures])
+        outcomes[i] = outcome
+        on_outcome(outcome)
+    return DeployReport(rollout, model.name, plans, [o for o in outcomes if o is not None])
+
+
+def _artifact_of(p: DevicePlan, artifacts: dict[str, LocalArtifact]) -> str:
+    if p.error is not None or p.choice is None or p.choice.chosen is None:
+        return ""
+    return artifacts[p.choice.chosen.variant.name].sha256
+
+
+def _halted(p: DevicePlan, failures: list[Outcome | None]) -> Outcome:
+    chosen = p.choice.chosen if p.choice else None
+    names = ", ".join(f.device for f in failures if f is not None)
+    return Outcome(
+        p.device.name, "halted", chosen.variant.name if chosen else "",
+        f"not started: the rollout stopped after the new model failed on {names}",
+        hint="this device keeps its current model; fix the model and deploy again, or pass "
+        "--max-failures 0 to go on regardless")

@@ -1,0 +1,80 @@
+"""Which devices of a rollout may start now: canaries per artifact first, then the rest, and a
+halt once the new model has failed on too many devices.
+
+An outcome is evidence about the model only when the model was tried on the device: it ran
+healthy (or was already running there), or it failed to load or failed its health check. An
+unreachable device, a full disk or a cut link say nothing about the model; such a canary is
+replaced by the next device waiting for the same artifact. Canaries are counted per artifact
+because a Q8_0 that cannot load is not vouched for by a healthy Q4_K_M.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Evidence(Enum):
+    HEALTHY = "healthy"
+    MODEL_FAILED = "model-failed"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    canary: int = 1  # devices per artifact that must run it healthy before its others start
+    max_failures: int = 1  # model failures that stop new devices from starting; 0 = never
+
+
+class RolloutGate:
+    """Bookkeeping of one rollout. ``artifacts[i]`` names what device ``i`` receives; "" for a
+    device that is not contacted (no variant fits, no profile): it may always start."""
+
+    def __init__(self, artifacts: list[str], policy: RolloutPolicy) -> None:
+        self.artifacts = artifacts
+        self.policy = policy
+        self.state = ["waiting"] * len(artifacts)  # waiting | running | done
+        self.healthy: dict[str, int] = {}
+        self.failures: list[int] = []
+
+    @property
+    def halted(self) -> bool:
+        return 0 < self.policy.max_failures <= len(self.failures)
+
+    def startable(self) -> list[int]:
+        """Devices that may start now, in order."""
+        if self.halted:
+            return [i for i, a in enumerate(self.artifacts)
+                    if not a and self.state[i] == "waiting"]
+        ready: list[int] = []
+        slots: dict[str, int] = {}
+        for i, artifact in enumerate(self.artifacts):
+            if self.state[i] != "waiting":
+                continue
+            if not artifact or self._vouched(artifact):
+                ready.append(i)
+                continue
+            if artifact not in slots:
+                running = sum(1 for j, a in enumerate(self.artifacts)
+                              if a == artifact and self.state[j] == "running")
+                slots[artifact] = self.policy.canary - self.healthy.get(artifact, 0) - running
+            if slots[artifact] > 0:
+                slots[artifact] -= 1
+                ready.append(i)
+        return ready
+
+    def _vouched(self, artifact: str) -> bool:
+        return self.healthy.get(artifact, 0) >= self.policy.canary
+
+    def start(self, i: int) -> None:
+        self.state[i] = "running"
+
+    def finish(self, i: int, evidence: Evidence) -> None:
+        self.state[i] = "done"
+        if evidence is Evidence.HEALTHY:
+            self.healthy[self.artifacts[i]] = self.healthy.get(self.artifacts[i], 0) + 1
+        elif evidence is Evidence.MODEL_FAILED:
+            self.failures.append(i)
+
+    def waiting(self) -> list[int]:
+        return [i for i, s in enumerate(self.state) if s == "waiting"]

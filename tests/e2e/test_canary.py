@@ -1,0 +1,81 @@
+"""A model that cannot run stops at its canary: real agents, a real mis-exported GGUF that
+llama.cpp refuses, and devices that keep serving what they ran before."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from agent.store import sha256_file
+from controller.lab import read_registry
+from controller.services.context import Fleet
+from controller.testmodels import TinyLlamaSpec, write_tiny_llama_f16
+from tests.conftest import Cli, Result
+
+
+def _outcomes(result: Result) -> dict[str, dict[str, object]]:
+    return {o["device"]: o for o in json.loads(result.out)["outcomes"]}
+
+
+def _active(fleet: Fleet) -> dict[str, str]:
+    running = {}
+    for device in fleet.inventory.list_devices():
+        with fleet.client(device) as client:
+            running[device.name] = next(m.sha256 for m in client.list_models() if m.active)
+    return running
+
+
+def test_a_model_that_cannot_load_stops_at_its_canary(cli: Cli, lab: Callable[..., Result],
+                                                      home: Path, tmp_path: Path) -> None:
+    lab("--devices", "3", "--profiles", "lab-n100-16gb")
+    first = cli("deploy", "tiny-llama", "--group", "lab", "--json")
+    assert first.code == 0, first.err
+    assert {o["status"] for o in _outcomes(first).values()} == {"deployed"}
+    fleet = Fleet.open()
+    before = _active(fleet)
+    assert len(set(before.values())) == 1  # one variant everywhere: one canary for all
+
+    # a mis-exported file: its header declares 7 blocks, it carries 6
+    broken = tmp_path / "broken.gguf"
+    write_tiny_llama_f16(broken, TinyLlamaSpec(declared_layers=7))
+    added = cli("model", "add", "broken-llama", str(broken))
+    assert added.code == 0, added.err
+
+    # (at ctx 512: its header's extra block makes it need more than the default context allows)
+    result = cli("deploy", "broken-llama", "--group", "lab", "--ctx", "512", "--json")
+    assert result.code == 1
+    assert "1 of 3 devices failed, 2 not started (rollout stopped)" in result.err
+    outcomes = _outcomes(result)
+    failed = [o for o in outcomes.values() if o["status"] == "failed"]
+    halted = [o for o in outcomes.values() if o["status"] == "halted"]
+    assert len(failed) == 1 and len(halted) == 2, outcomes
+    assert failed[0]["model_failed"] is True
+    assert "could not load it, kept its current model" in str(failed[0]["reason"])
+    assert all(o["bytes_sent"] == 0 for o in halted)
+    assert all(f"stopped after the new model failed on {failed[0]['device']}" in str(o["reason"])
+               for o in halted)
+
+    # every device still serves tiny-llama; the halted ones never received a byte
+    assert _active(fleet) == before
+    sha = sha256_file(broken)
+    for device in read_registry(home / "lab"):
+        held = [p.name for p in Path(device.directory).rglob(f"{sha}*")]
+        assert (held != []) == (device.name == failed[0]["device"]), (device.name, held)
+    assert {d.model for d in fleet.inventory.list_devices()} == {"tiny-llama"}
+
+    # without the guard rails every device tries it, and every one keeps its model
+    anyway = cli("deploy", "broken-llama", "--group", "lab", "--ctx", "512", "--canary", "0",
+                 "--max-failures", "0", "--json")
+    assert anyway.code == 1
+    assert {o["status"] for o in _outcomes(anyway).values()} == {"failed"}
+    assert all(o["model_failed"] for o in _outcomes(anyway).values())
+    assert _active(fleet) == before
+
+
+def test_canary_flags_are_checked(cli: Cli, lab: Callable[..., Result]) -> None:
+    lab("--devices", "1")
+    bad = cli("deploy", "tiny-llama", "--group", "lab", "--canary", "-1")
+    assert bad.code == 2
+    assert "--canary and --max-failures must be 0 or more" in bad.err
+    assert "Traceback" not in bad.err
