@@ -128,8 +128,14 @@ class AgentCore:
 
     # -- lifecycle ------------------------------------------------------------------------
     def restore(self) -> None:
-        """After a restart, bring back the desired model with no controller involved."""
+        """After a restart, bring back the desired model with no controller involved. A model
+        still on trial is given up: the previous one (or none) comes back instead."""
         state = self.store.read_state()
+        if state.trial and state.active:
+            log.warning("restarted while %s was on trial: going back to %s",
+                        state.active.sha256[:12],
+                        state.previous.sha256[:12] if state.previous else "no model")
+            state = self.store.give_up_trial("the agent restarted while it was on trial")
         for record in (state.active, state.previous):
             if record is None:
                 continue
@@ -144,8 +150,9 @@ class AgentCore:
                 log.error("could not restore %s: %s", record.sha256[:12], exc)
 
     def load(self, record: ModelRecord, estimated_bytes: int, smoke_test: bool = True,
-             activate: bool = True) -> float:
-        """Verify, load beside (or instead of) the current model, smoke-test, activate.
+             activate: bool = True, trial: bool = False) -> float:
+        """Verify, load beside (or instead of) the current model, smoke-test, activate (on
+        trial until ``commit`` when ``trial``).
 
         Returns load seconds. On any failure the previously active model stays active.
         """
@@ -185,9 +192,14 @@ class AgentCore:
             self.last_swap_strategy = "hand-over" if hand_over or not current else "stop-then-load"
             self._loaded = Loaded(record, worker, need)
             if activate:
-                self.store.activate(record)
+                self.store.activate(record, trial=trial)
             self._on_model_change(True)
             return worker.load_seconds
+
+    def commit(self, sha256: str) -> None:
+        """End the trial of the active model."""
+        with self._lock:
+            self.store.commit(check_sha256(sha256))
 
     def _reload(self, previous: Loaded) -> None:
         try:
@@ -304,9 +316,21 @@ class AgentCore:
         with self._lock:
             if self._loaded is not crashed:
                 return
-            log.error("runtime worker for %s crashed; restarting it", crashed.record.sha256[:12])
             self._loaded = None
             self._on_model_change(False)
+            state = self.store.read_state()
+            if state.trial and state.active and state.active.sha256 == crashed.record.sha256:
+                log.error("runtime worker for %s crashed on trial; going back to %s",
+                          crashed.record.sha256[:12],
+                          state.previous.sha256[:12] if state.previous else "no model")
+                state = self.store.give_up_trial("its runtime worker crashed while on trial")
+                if state.active is None:
+                    return
+                crashed = Loaded(state.active, crashed.worker,
+                                 default_estimate(state.active))
+            else:
+                log.error("runtime worker for %s crashed; restarting it",
+                          crashed.record.sha256[:12])
             self._reload(crashed)
             if self._loaded:
                 self._on_model_change(True)

@@ -114,6 +114,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             disk_free_bytes=free,
             active_sha256=state.active.sha256 if state.active else "",
             previous_sha256=state.previous.sha256 if state.previous else "",
+            active_on_trial=state.trial, reverted_sha256=state.reverted,
+            reverted_reason=state.reverted_reason,
         )
 
     def CheckFit(self, request: pb.CheckFitRequest, context: grpc.ServicerContext) -> Any:
@@ -135,7 +137,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 verify_manifest(self.core.signing_pub, record, request.manifest,
                                 request.manifest_signature)
             before = self.core.store.read_state().active
-            seconds = self.core.load(record, request.estimated_memory_bytes)
+            seconds = self.core.load(record, request.estimated_memory_bytes,
+                                     trial=request.trial)
         except AgentError as exc:
             return _abort(context, exc)
         return pb.LoadModelResponse(
@@ -143,6 +146,13 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             previous_sha256=before.sha256 if before and before.sha256 != record.sha256 else "",
             swap_strategy=self.core.last_swap_strategy,
         )
+
+    def CommitModel(self, request: pb.CommitModelRequest, context: grpc.ServicerContext) -> Any:
+        try:
+            self.core.commit(request.sha256)
+        except AgentError as exc:
+            return _abort(context, exc)
+        return pb.CommitModelResponse()
 
     def UnloadModel(self, request: pb.UnloadModelRequest, context: grpc.ServicerContext) -> Any:
         try:
@@ -251,6 +261,9 @@ class InferenceOnlyServicer(AgentServicer):
                       "model management is only served on the management listener")
 
     def LoadModel(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._denied(context)
+
+    def CommitModel(self, request: Any, context: grpc.ServicerContext) -> Any:
         return self._denied(context)
 
     def UnloadModel(self, request: Any, context: grpc.ServicerContext) -> Any:

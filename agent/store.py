@@ -5,7 +5,8 @@ Layout under the data dir::
     store/incoming/<sha256>.part   an upload in progress (the controller writes here over SFTP)
     store/incoming/<sha256>        a finished upload, not yet verified
     store/blobs/<sha256>           verified bytes; the name is the content hash
-    store/state.json               desired state: the active and previous model records
+    store/state.json               desired state: the active and previous model records, and
+                                   whether the active one is still on trial
 
 Names from the network are validated as 64 hex digits before they touch a path, so no request
 can traverse out of the store. ``state.json`` is replaced atomically (write, fsync, rename), so a
@@ -19,7 +20,7 @@ import json
 import os
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,9 @@ class ModelRecord:
 class StoreState:
     active: ModelRecord | None = None
     previous: ModelRecord | None = None
+    trial: bool = False  # the active model awaits CommitModel; a restart goes back
+    reverted: str = ""  # sha256 of the last model on trial that was given up
+    reverted_reason: str = ""
 
 
 class ModelStore:
@@ -134,12 +138,18 @@ class ModelStore:
         return StoreState(
             active=ModelRecord.from_dict(active) if active else None,
             previous=ModelRecord.from_dict(previous) if previous else None,
+            trial=bool(data.get("trial", False)) and bool(active),
+            reverted=str(data.get("reverted", "")),
+            reverted_reason=str(data.get("reverted_reason", "")),
         )
 
     def write_state(self, state: StoreState) -> None:
         data = {
             "active": asdict(state.active) if state.active else None,
             "previous": asdict(state.previous) if state.previous else None,
+            "trial": state.trial,
+            "reverted": state.reverted,
+            "reverted_reason": state.reverted_reason,
         }
         tmp = self.state_path.with_suffix(".tmp")
         with tmp.open("w") as fh:
@@ -149,13 +159,22 @@ class ModelStore:
         os.replace(tmp, self.state_path)
         _fsync_dir(self.root)
 
-    def activate(self, record: ModelRecord) -> StoreState:
-        """Make ``record`` active; the old active becomes previous (kept for rollback)."""
+    def activate(self, record: ModelRecord, trial: bool = False) -> StoreState:
+        """Make ``record`` active; the old active becomes previous (kept for rollback).
+
+        With ``trial`` the record stays on trial until ``commit``. Re-activating the model that
+        is on trial keeps it on trial unless ``trial`` is false.
+        """
         old = self.read_state()
         previous = old.previous
         if old.active and old.active.sha256 != record.sha256:
             previous = old.active
-        new = StoreState(active=record, previous=previous)
+            if old.trial:  # an unconfirmed model never becomes the rollback target
+                previous = old.previous
+        if previous and previous.sha256 == record.sha256:
+            previous = None
+        new = StoreState(active=record, previous=previous, trial=trial,
+                         reverted=old.reverted, reverted_reason=old.reverted_reason)
         failpoints.hit("activate.before_state")
         self.write_state(new)
         failpoints.hit("activate.after_state")
@@ -168,9 +187,28 @@ class ModelStore:
         self.collect_garbage(new, min_age_s=STALE_BLOB_S)
         return new
 
+    def commit(self, sha256: str) -> None:
+        """End the trial of the active model."""
+        old = self.read_state()
+        if old.active is None or old.active.sha256 != sha256:
+            raise NotFound(f"model {sha256[:12]} is not the active model")
+        if old.trial:
+            self.write_state(replace(old, trial=False))
+
+    def give_up_trial(self, reason: str) -> StoreState:
+        """Record that the model on trial was given up; the previous model becomes active
+        (or none). Returns the new state."""
+        old = self.read_state()
+        assert old.trial and old.active is not None
+        new = StoreState(active=old.previous, previous=None, trial=False,
+                         reverted=old.active.sha256, reverted_reason=reason)
+        self.write_state(new)
+        return new
+
     def deactivate(self) -> None:
         old = self.read_state()
-        self.write_state(StoreState(active=None, previous=old.active or old.previous))
+        self.write_state(StoreState(active=None, previous=old.active or old.previous,
+                                    reverted=old.reverted, reverted_reason=old.reverted_reason))
 
     def collect_garbage(self, state: StoreState, keep_extra: int = 0,
                         min_age_s: float = 0.0) -> list[str]:

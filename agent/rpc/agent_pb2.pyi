@@ -102,18 +102,24 @@ class GetStoreRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStoreResponse(_message.Message):
-    __slots__ = ("blobs", "incoming_dir", "disk_free_bytes", "active_sha256", "previous_sha256")
+    __slots__ = ("blobs", "incoming_dir", "disk_free_bytes", "active_sha256", "previous_sha256", "active_on_trial", "reverted_sha256", "reverted_reason")
     BLOBS_FIELD_NUMBER: _ClassVar[int]
     INCOMING_DIR_FIELD_NUMBER: _ClassVar[int]
     DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_SHA256_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_ON_TRIAL_FIELD_NUMBER: _ClassVar[int]
+    REVERTED_SHA256_FIELD_NUMBER: _ClassVar[int]
+    REVERTED_REASON_FIELD_NUMBER: _ClassVar[int]
     blobs: _containers.RepeatedScalarFieldContainer[str]
     incoming_dir: str
     disk_free_bytes: int
     active_sha256: str
     previous_sha256: str
-    def __init__(self, blobs: _Optional[_Iterable[str]] = ..., incoming_dir: _Optional[str] = ..., disk_free_bytes: _Optional[int] = ..., active_sha256: _Optional[str] = ..., previous_sha256: _Optional[str] = ...) -> None: ...
+    active_on_trial: bool
+    reverted_sha256: str
+    reverted_reason: str
+    def __init__(self, blobs: _Optional[_Iterable[str]] = ..., incoming_dir: _Optional[str] = ..., disk_free_bytes: _Optional[int] = ..., active_sha256: _Optional[str] = ..., previous_sha256: _Optional[str] = ..., active_on_trial: _Optional[bool] = ..., reverted_sha256: _Optional[str] = ..., reverted_reason: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "variant", "sha256", "format", "size_bytes", "state", "active", "n_ctx", "worker_pid")
@@ -138,7 +144,7 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., variant: _Optional[str] = ..., sha256: _Optional[str] = ..., format: _Optional[str] = ..., size_bytes: _Optional[int] = ..., state: _Optional[str] = ..., active: _Optional[bool] = ..., n_ctx: _Optional[int] = ..., worker_pid: _Optional[int] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
-    __slots__ = ("sha256", "name", "variant", "format", "n_ctx", "size_bytes", "estimated_memory_bytes", "manifest", "manifest_signature")
+    __slots__ = ("sha256", "name", "variant", "format", "n_ctx", "size_bytes", "estimated_memory_bytes", "manifest", "manifest_signature", "trial")
     SHA256_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +154,7 @@ class LoadModelRequest(_message.Message):
     ESTIMATED_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_FIELD_NUMBER: _ClassVar[int]
     sha256: str
     name: str
     variant: str
@@ -157,7 +164,8 @@ class LoadModelRequest(_message.Message):
     estimated_memory_bytes: int
     manifest: bytes
     manifest_signature: bytes
-    def __init__(self, sha256: _Optional[str] = ..., name: _Optional[str] = ..., variant: _Optional[str] = ..., format: _Optional[str] = ..., n_ctx: _Optional[int] = ..., size_bytes: _Optional[int] = ..., estimated_memory_bytes: _Optional[int] = ..., manifest: _Optional[bytes] = ..., manifest_signature: _Optional[bytes] = ...) -> None: ...
+    trial: bool
+    def __init__(self, sha256: _Optional[str] = ..., name: _Optional[str] = ..., variant: _Optional[str] = ..., format: _Optional[str] = ..., n_ctx: _Optional[int] = ..., size_bytes: _Optional[int] = ..., estimated_memory_bytes: _Optional[int] = ..., manifest: _Optional[bytes] = ..., manifest_signature: _Optional[bytes] = ..., trial: _Optional[bool] = ...) -> None: ...
 
 class LoadModelResponse(_message.Message):
     __slots__ = ("model", "load_seconds", "previous_sha256", "swap_strategy")
@@ -170,6 +178,16 @@ class LoadModelResponse(_message.Message):
     previous_sha256: str
     swap_strategy: str
     def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., load_seconds: _Optional[float] = ..., previous_sha256: _Optional[str] = ..., swap_strategy: _Optional[str] = ...) -> None: ...
+
+class CommitModelRequest(_message.Message):
+    __slots__ = ("sha256",)
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    def __init__(self, sha256: _Optional[str] = ...) -> None: ...
+
+class CommitModelResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class CheckFitRequest(_message.Message):
     __slots__ = ("sha256", "size_bytes", "estimated_memory_bytes")

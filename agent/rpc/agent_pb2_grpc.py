@@ -55,6 +55,11 @@ class AgentServiceStub:
                 request_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.LoadModelRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.LoadModelResponse.FromString,
                 _registered_method=True)
+        self.CommitModel = channel.unary_unary(
+                '/edgefleet.agent.v1.AgentService/CommitModel',
+                request_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.CommitModelRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.CommitModelResponse.FromString,
+                _registered_method=True)
         self.UnloadModel = channel.unary_unary(
                 '/edgefleet.agent.v1.AgentService/UnloadModel',
                 request_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.UnloadModelRequest.SerializeToString,
@@ -108,6 +113,13 @@ class AgentServiceServicer:
 
     def LoadModel(self, request, context):
         """Verify a staged blob by sha256, load it in a worker process, smoke-test it, activate it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitModel(self, request, context):
+        """End the trial of the active model (LoadModelRequest.trial): it stays after a restart.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -168,6 +180,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.LoadModel,
                     request_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.LoadModelRequest.FromString,
                     response_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.LoadModelResponse.SerializeToString,
+            ),
+            'CommitModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitModel,
+                    request_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.CommitModelRequest.FromString,
+                    response_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.CommitModelResponse.SerializeToString,
             ),
             'UnloadModel': grpc.unary_unary_rpc_method_handler(
                     servicer.UnloadModel,
@@ -303,6 +320,33 @@ class AgentService:
             '/edgefleet.agent.v1.AgentService/LoadModel',
             edgefleet_dot_agent_dot_v1_dot_agent__pb2.LoadModelRequest.SerializeToString,
             edgefleet_dot_agent_dot_v1_dot_agent__pb2.LoadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.agent.v1.AgentService/CommitModel',
+            edgefleet_dot_agent_dot_v1_dot_agent__pb2.CommitModelRequest.SerializeToString,
+            edgefleet_dot_agent_dot_v1_dot_agent__pb2.CommitModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

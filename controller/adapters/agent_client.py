@@ -125,6 +125,9 @@ class GrpcAgentClient:
     def load_model(self, request: pb.LoadModelRequest, timeout: float = 600.0) -> Any:
         return self._call(self._stub.LoadModel, request, timeout)
 
+    def commit_model(self, sha256: str) -> None:
+        self._call(self._stub.CommitModel, pb.CommitModelRequest(sha256=sha256))
+
     def unload_model(self, sha256: str = "") -> None:
         self._call(self._stub.UnloadModel, pb.UnloadModelRequest(sha256=sha256))
 

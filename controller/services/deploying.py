@@ -92,30 +92,36 @@ class DeployReport:
         return [o for o in self.outcomes if not o.ok]
 
 
-def _health_check(client: GrpcAgentClient, language_model: bool) -> str:
+def _health_check(client: GrpcAgentClient, language_model: bool, device: str) -> str:
     """Empty when healthy, else the reason. A tensor model passed its smoke inference on
     the device before it became active; a language model must also generate here."""
-    if not client.model_serving():
-        return "agent health reports the model not serving"
-    if not language_model:
-        return ""
-    result = client.generate(SMOKE_PROMPT, SMOKE_TOKENS)
+    try:
+        if not client.model_serving():
+            return "agent health reports the model not serving"
+        if not language_model:
+            return ""
+        result = client.generate(SMOKE_PROMPT, SMOKE_TOKENS)
+    except AgentRefused as exc:  # e.g. the runtime crashed on its first real request
+        return _detail(exc, device)
     if result.summary.completion_tokens == 0 and result.summary.finish_reason != "stop":
         return "smoke generation produced no tokens"
     return ""
 
 
 def signed_load_request(fleet: Fleet, sha256: str, size_bytes: int, name: str, variant: str,
-                        fmt: str, n_ctx: int, memory: int = 0) -> pb.LoadModelRequest:
+                        fmt: str, n_ctx: int, memory: int = 0,
+                        trial: bool = False) -> pb.LoadModelRequest:
     """A load request with a manifest signed by the controller's key, which an enrolled
-    agent verifies before it touches the blob."""
+    agent verifies before it touches the blob. With ``trial`` the agent goes back to its
+    previous model by itself if it restarts, or the model's runtime crashes, before
+    CommitModel."""
     manifest, signature = fleet.pki.sign_manifest({
         "sha256": sha256, "size_bytes": size_bytes, "name": name, "variant": variant,
         "format": fmt, "issued_at": int(time.time())})
     return pb.LoadModelRequest(
         sha256=sha256, name=name, variant=variant, format=fmt, n_ctx=n_ctx,
         size_bytes=size_bytes, estimated_memory_bytes=memory, manifest=manifest,
-        manifest_signature=signature)
+        manifest_signature=signature, trial=trial)
 
 
 def _send(fleet: Fleet, client: GrpcAgentClient, device: Device, art: LocalArtifact,
@@ -172,60 +178,93 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
         return Outcome(device.name, "skipped", "", choice.reason if choice else "no profile")
     variant = choice.chosen.variant.name
     art = artifacts[variant]
+
+    def outcome(status: str, reason: str, hint: str = "", sent: int = 0,
+                model_failed: bool = False) -> Outcome:
+        return Outcome(device.name, status, variant, reason, hint, bytes_sent=sent,
+                       seconds=time.monotonic() - started, model_failed=model_failed)
+
     try:
         with fleet.client(device) as client:
             store = client.get_store()
-            if store.active_sha256 == art.sha256:
-                return Outcome(device.name, "unchanged", variant, "already active")
-            previous = next((m for m in client.list_models() if m.active), None)
-            fit = client.check_fit(art.sha256, art.size_bytes, choice.chosen.memory.total)
-            if not fit.fits:
-                return Outcome(device.name, "failed", variant,
-                               f"preflight refused before sending anything: {fit.reason}",
-                               hint="`fleet plan` shows a variant that fits; free disk space "
-                               "or pick a smaller variant with --prefer speed")
-            sent = _send(fleet, client, device, art, fit, store.incoming_dir,
-                         choice.chosen.memory.total, options)
+            on_trial = store.active_sha256 == art.sha256 and store.active_on_trial
+            if store.active_sha256 == art.sha256 and not on_trial:
+                return outcome("unchanged", "already active")
+            models = client.list_models()
+            # what to go back to: the active model, or, when the target itself is already
+            # active on trial (an earlier deploy never confirmed it), the one before it
+            previous = next((m for m in models if m.active != on_trial), None)
+            sent = 0
+            if not on_trial:
+                fit = client.check_fit(art.sha256, art.size_bytes, choice.chosen.memory.total)
+                if not fit.fits:
+                    return outcome("failed",
+                                   f"preflight refused before sending anything: {fit.reason}",
+                                   "`fleet plan` shows a variant that fits; free disk space "
+                                   "or pick a smaller variant with --prefer speed")
+                sent = _send(fleet, client, device, art, fit, store.incoming_dir,
+                             choice.chosen.memory.total, options)
+                try:
+                    client.load_model(signed_load_request(
+                        fleet, art.sha256, art.size_bytes, model.name, variant,
+                        choice.chosen.variant.format, choice.ctx, choice.chosen.memory.total,
+                        trial=True))
+                except AgentRefused as exc:
+                    if exc.kind not in MODEL_REFUSALS:
+                        raise
+                    return outcome("failed", "could not load it, kept its current model: "
+                                   + _detail(exc, device.name), exc.hint, sent, True)
             try:
-                client.load_model(signed_load_request(
-                    fleet, art.sha256, art.size_bytes, model.name, variant,
-                    choice.chosen.variant.format, choice.ctx, choice.chosen.memory.total))
-            except AgentRefused as exc:
-                if exc.kind not in MODEL_REFUSALS:
-                    raise
-                detail = exc.message.removeprefix(f"{device.name}: ").removeprefix(
-                    "agent refused: ")
-                return Outcome(device.name, "failed", variant,
-                               f"could not load it, kept its current model: {detail}",
-                               exc.hint, bytes_sent=sent, seconds=time.monotonic() - started,
-                               model_failed=True)
-            problem = _health_check(client, model.arch.is_language_model)
+                problem = _health_check(client, model.arch.is_language_model, device.name)
+            except Unreachable as exc:
+                back = f"{previous.variant}" if previous else "no model"
+                return outcome("failed", f"the agent went away during the health check "
+                               f"({_detail(exc, device.name)}); the model is on trial, so the "
+                               f"device goes back to {back} when its agent restarts",
+                               exc.hint, sent, True)
             if problem:
                 return _roll_back(fleet, client, device, model, variant, art, previous,
                                   problem, rollout, sent, started)
+            try:
+                client.commit_model(art.sha256)
+            except FleetError as exc:
+                back = f"{previous.variant}" if previous else "no model"
+                return outcome("failed", f"healthy but not confirmed ({exc.message}); the "
+                               f"device goes back to {back} if its agent restarts first",
+                               "deploy again to confirm it", sent)
             _record(fleet, device, model.name, variant, art, "active", choice.reason, rollout,
                     sent)
             if device_plan.probed_json:
                 fleet.inventory.update_device(device.name, probed_json=device_plan.probed_json)
-            return Outcome(device.name, "deployed", variant, choice.reason, bytes_sent=sent,
-                           seconds=time.monotonic() - started)
+            reason = ("confirmed the model an earlier deploy left on trial; " if on_trial
+                      else "") + choice.reason
+            return outcome("deployed", reason, sent=sent)
     except FleetError as exc:
-        return Outcome(device.name, "failed", variant, exc.message, exc.hint,
-                       seconds=time.monotonic() - started)
+        return outcome("failed", exc.message, exc.hint)
+
+
+def _detail(exc: FleetError, device: str) -> str:
+    return exc.message.removeprefix(f"{device}: ").removeprefix("agent refused: ")
 
 
 def _roll_back(fleet: Fleet, client: GrpcAgentClient, device: Device, model: ModelSpec,
                variant: str, art: LocalArtifact, previous: pb.ModelInfo | None, problem: str,
                rollout: str, sent: int, started: float) -> Outcome:
-    if previous is not None:
+    store = client.get_store()
+    if store.reverted_sha256 == art.sha256 and not store.active_on_trial and (
+            store.active_sha256 == (previous.sha256 if previous else "")):
+        what = "the agent had already gone back to " + (
+            previous.variant if previous else "no model")
+    elif previous is not None:
         client.load_model(signed_load_request(
             fleet, previous.sha256, previous.size_bytes, previous.name, previous.variant,
             previous.format, previous.n_ctx))
+        what = f"restored {previous.variant}"
     else:
         client.unload_model()
+        what = "unloaded"
     _record(fleet, device, model.name, variant, art, "rolled-back", problem, rollout, sent,
             restored=previous)
-    what = f"restored {previous.variant}" if previous else "unloaded"
     return Outcome(device.name, "rolled-back", variant, f"health check failed: {problem}; {what}",
                    bytes_sent=sent, seconds=time.monotonic() - started)
 

@@ -1,5 +1,5 @@
-"""A model that cannot run stops at its canary: real agents, a real mis-exported GGUF that
-llama.cpp refuses, and devices that keep serving what they ran before."""
+"""Rollout safety end to end: a model that cannot run stops at its canary (real agents, a real
+mis-exported GGUF that llama.cpp refuses), and deploy commits what it loads on trial."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from agent.store import sha256_file
 from controller.lab import read_registry
 from controller.services.context import Fleet
+from controller.services.deploying import signed_load_request
 from controller.testmodels import TinyLlamaSpec, write_tiny_llama_f16
 from tests.conftest import Cli, Result
 
@@ -79,3 +80,36 @@ def test_canary_flags_are_checked(cli: Cli, lab: Callable[..., Result]) -> None:
     assert bad.code == 2
     assert "--canary and --max-failures must be 0 or more" in bad.err
     assert "Traceback" not in bad.err
+
+
+def test_deploy_confirms_what_it_loads_and_a_model_left_on_trial(
+        cli: Cli, lab: Callable[..., Result], home: Path) -> None:
+    lab("--devices", "1", "--profiles", "lab-n100-16gb")
+    assert cli("deploy", "tiny-llama", "--device", "lab-1").code == 0
+    fleet = Fleet.open()
+    device = fleet.inventory.get_device("lab-1")
+    with fleet.client(device) as client:
+        assert not client.get_store().active_on_trial  # deploy committed it
+
+    # an earlier deploy that loaded the fast variant on trial and never confirmed it
+    plan = json.loads(cli("plan", "tiny-llama", "--device", "lab-1", "--prefer", "speed",
+                          "--json").out)[0]
+    variant = plan["chosen"]
+    path = home / "models" / "tiny-llama" / f"tiny-llama-{variant}.gguf"
+    sha = sha256_file(path)
+    with fleet.client(device) as client:
+        incoming = Path(client.get_store().incoming_dir)
+        (incoming / sha).write_bytes(path.read_bytes())
+        client.load_model(signed_load_request(fleet, sha, path.stat().st_size, "tiny-llama",
+                                              variant, "gguf", 512, trial=True))
+        assert client.get_store().active_on_trial
+
+    result = cli("deploy", "tiny-llama", "--device", "lab-1", "--prefer", "speed", "--json")
+    assert result.code == 0, result.err
+    outcome = _outcomes(result)["lab-1"]
+    assert outcome["status"] == "deployed" and outcome["bytes_sent"] == 0
+    assert str(outcome["reason"]).startswith("confirmed the model an earlier deploy left")
+    with fleet.client(device) as client:
+        store = client.get_store()
+        assert store.active_sha256 == sha and not store.active_on_trial
+    assert fleet.inventory.get_device("lab-1").variant == variant

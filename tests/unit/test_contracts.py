@@ -30,7 +30,7 @@ def test_agent_does_not_import_controller_side_libraries() -> None:
 def test_core_imports_no_io_library() -> None:
     code = (
         "import sys, controller.core.select, controller.core.cost, controller.core.catalog,"
-        " controller.core.profiles\n"
+        " controller.core.profiles, controller.core.rollout\n"
         "bad = [m for m in ('grpc', 'paramiko', 'sqlmodel', 'typer', 'textual', 'sqlalchemy')"
         " if m in sys.modules]\n"
         "print(','.join(bad))\n"
@@ -38,3 +38,15 @@ def test_core_imports_no_io_library() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_the_inference_listener_denies_every_rpc_but_inference_and_reads() -> None:
+    """A new management RPC must be denied explicitly on the certificate-free listener."""
+    from agent.rpc import agent_pb2 as pb
+    from agent.service import AgentServicer, InferenceOnlyServicer
+
+    served = {"Generate", "GetProfile", "ListModels", "GetTelemetry"}
+    rpcs = set(pb.DESCRIPTOR.services_by_name["AgentService"].methods_by_name)
+    denied = {name for name in rpcs
+              if getattr(InferenceOnlyServicer, name) is not getattr(AgentServicer, name)}
+    assert denied == rpcs - served

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,19 +14,6 @@ import pytest
 from agent.failpoints import POINTS
 from controller.errors import AgentRefused, FleetError
 from tests.agent_process import AgentProcess
-
-
-@pytest.fixture
-def ladder(model_cache: Path) -> dict[str, Path]:
-    d = model_cache / "tiny-llama"
-    return {v: d / f"tiny-llama-{v}.gguf" for v in ("f16", "q8_0", "q4_k_m", "q2_k")}
-
-
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[AgentProcess]:
-    a = AgentProcess(tmp_path / "data")
-    yield a
-    a.stop()
 
 
 def _generate_ok(a: AgentProcess) -> str:
