@@ -60,11 +60,11 @@ def _abort(context: grpc.ServicerContext, exc: AgentError) -> Any:
 
 
 def _model_info(record: ModelRecord, active: bool, state: str,
-                worker_pid: int = 0) -> pb.ModelInfo:
+                worker_pid: int = 0, on_trial: bool = False) -> pb.ModelInfo:
     return pb.ModelInfo(
         name=record.name, variant=record.variant, sha256=record.sha256, format=record.format,
         size_bytes=record.size_bytes, state=state, active=active, n_ctx=record.n_ctx,
-        worker_pid=worker_pid,
+        worker_pid=worker_pid, on_trial=on_trial,
     )
 
 
@@ -142,7 +142,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         except AgentError as exc:
             return _abort(context, exc)
         return pb.LoadModelResponse(
-            model=_model_info(record, True, "active"), load_seconds=seconds,
+            model=_model_info(record, True, "active", on_trial=request.trial),
+            load_seconds=seconds,
             previous_sha256=before.sha256 if before and before.sha256 != record.sha256 else "",
             swap_strategy=self.core.last_swap_strategy,
         )
@@ -171,7 +172,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             is_loaded = loaded is not None and loaded.record.sha256 == record.sha256
             active = state.active is not None and record.sha256 == state.active.sha256
             models.append(_model_info(record, active, "loaded" if is_loaded else "stored",
-                                      loaded.worker.pid if is_loaded and loaded else 0))
+                                      loaded.worker.pid if is_loaded and loaded else 0,
+                                      on_trial=active and state.trial))
         return pb.ListModelsResponse(models=models)
 
     def Generate(self, request: pb.GenerateRequest, context: grpc.ServicerContext) -> Iterator[Any]:

@@ -122,7 +122,7 @@ class GetStoreResponse(_message.Message):
     def __init__(self, blobs: _Optional[_Iterable[str]] = ..., incoming_dir: _Optional[str] = ..., disk_free_bytes: _Optional[int] = ..., active_sha256: _Optional[str] = ..., previous_sha256: _Optional[str] = ..., active_on_trial: _Optional[bool] = ..., reverted_sha256: _Optional[str] = ..., reverted_reason: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "variant", "sha256", "format", "size_bytes", "state", "active", "n_ctx", "worker_pid")
+    __slots__ = ("name", "variant", "sha256", "format", "size_bytes", "state", "active", "n_ctx", "worker_pid", "on_trial")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,7 @@ class ModelInfo(_message.Message):
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     N_CTX_FIELD_NUMBER: _ClassVar[int]
     WORKER_PID_FIELD_NUMBER: _ClassVar[int]
+    ON_TRIAL_FIELD_NUMBER: _ClassVar[int]
     name: str
     variant: str
     sha256: str
@@ -141,7 +142,8 @@ class ModelInfo(_message.Message):
     active: bool
     n_ctx: int
     worker_pid: int
-    def __init__(self, name: _Optional[str] = ..., variant: _Optional[str] = ..., sha256: _Optional[str] = ..., format: _Optional[str] = ..., size_bytes: _Optional[int] = ..., state: _Optional[str] = ..., active: _Optional[bool] = ..., n_ctx: _Optional[int] = ..., worker_pid: _Optional[int] = ...) -> None: ...
+    on_trial: bool
+    def __init__(self, name: _Optional[str] = ..., variant: _Optional[str] = ..., sha256: _Optional[str] = ..., format: _Optional[str] = ..., size_bytes: _Optional[int] = ..., state: _Optional[str] = ..., active: _Optional[bool] = ..., n_ctx: _Optional[int] = ..., worker_pid: _Optional[int] = ..., on_trial: _Optional[bool] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
     __slots__ = ("sha256", "name", "variant", "format", "n_ctx", "size_bytes", "estimated_memory_bytes", "manifest", "manifest_signature", "trial")

@@ -65,6 +65,10 @@ def select_devices(f: Fleet, group: str | None, names: list[str] | None,
     return list(chosen.values())
 
 
+STATE_COLOURS = {"deployed": "green", "serving": "green", "idle": "green", "on trial": "yellow",
+                 "drifted": "yellow"}
+
+
 def render_status(f: Fleet, group: str | None, as_json: bool,
                   labels: list[str] | None = None) -> None:
     if labels:
@@ -74,7 +78,7 @@ def render_status(f: Fleet, group: str | None, as_json: bool,
     rows = observing.status(f, devices)
     if as_json:
         print_json([{"device": r.device.name, "group": r.device.group_name,
-                     "online": r.online, "model": r.active_model,
+                     "online": r.online, "state": r.state, "model": r.active_model,
                      "variant": r.active_variant, "requests": r.requests,
                      "last_ttft_ms": r.last_ttft_ms, "last_latency_ms": r.last_latency_ms,
                      "last_tokens_per_s": r.last_tokens_per_s,
@@ -86,7 +90,8 @@ def render_status(f: Fleet, group: str | None, as_json: bool,
     table = Table("device", "group", "state", "model", "variant", "requests", "ttft ms",
                   "latency ms", "tok/s", "J/tok", "meter", "crashes")
     for r in rows:
-        state = "[green]online[/]" if r.online else f"[red]unreachable[/] {r.error}"
+        colour = STATE_COLOURS.get(r.state, "red")
+        state = f"[{colour}]{r.state}[/]" + (f" {r.error}" if r.error else "")
         table.add_row(r.device.name, r.device.group_name, state, r.active_model or "-",
                       r.active_variant or "-", str(r.requests), num(r.last_ttft_ms),
                       num(r.last_latency_ms), num(r.last_tokens_per_s),

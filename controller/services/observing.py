@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from controller.adapters.agent_client import GenerationResult
 from controller.adapters.tables import Device
@@ -31,6 +32,20 @@ class DeviceStatus:
     energy_meter: str = ""
     cpu_percent: float | None = None
     max_temp_c: float | None = None
+    state: str = ""  # see device_state
+
+
+def device_state(online: bool, active_sha256: str, on_trial: bool, deployed_sha256: str) -> str:
+    """What a device is doing, seen against what the fleet last deployed to it:
+    unreachable | on trial (loaded, not yet committed) | deployed (runs what was deployed) |
+    drifted (runs something else, or nothing) | serving (a model nobody deployed) | idle."""
+    if not online:
+        return "unreachable"
+    if on_trial:
+        return "on trial"
+    if deployed_sha256:
+        return "deployed" if active_sha256 == deployed_sha256 else "drifted"
+    return "serving" if active_sha256 else "idle"
 
 
 def _status_one(fleet: Fleet, device: Device) -> DeviceStatus:
@@ -42,13 +57,15 @@ def _status_one(fleet: Fleet, device: Device) -> DeviceStatus:
     except FleetError as exc:
         fleet.inventory.update_device(device.name, state="unreachable")
         return DeviceStatus(device, False, device.variant, device.model, 0, None,
-                            device.last_latency_ms, device.last_tokens_per_s, 0, exc.message)
+                            device.last_latency_ms, device.last_tokens_per_s, 0, exc.message,
+                            state="unreachable")
     active = next((m for m in models if m.active), None)
+    state = device_state(True, active.sha256 if active else "",
+                         bool(active and active.on_trial), device.sha256)
     ok = [r for r in telemetry.records if r.outcome == "ok"]
     last = ok[-1] if ok else None
     now = datetime.now(timezone.utc)
-    fields: dict[str, object] = {"last_seen": now,
-                                 "state": "deployed" if active else "online"}
+    fields: dict[str, object] = {"last_seen": now, "state": state}
     if last:
         fields.update(last_ttft_ms=last.ttft_ms, last_latency_ms=last.total_ms,
                       last_tokens_per_s=last.decode_tokens_per_s)
@@ -67,7 +84,14 @@ def _status_one(fleet: Fleet, device: Device) -> DeviceStatus:
         energy_meter=telemetry.sample.energy_meter,
         cpu_percent=telemetry.sample.cpu_percent,
         max_temp_c=max(telemetry.sample.temperatures_c.values(), default=None),
+        error=_drift(active, device) if state == "drifted" else "",
+        state=state,
     )
+
+
+def _drift(active: Any, device: Device) -> str:
+    runs = f"{active.name} {active.variant}" if active else "no model"
+    return f"runs {runs}; the fleet deployed {device.model} {device.variant}"
 
 
 def status(fleet: Fleet, devices: list[Device]) -> list[DeviceStatus]:

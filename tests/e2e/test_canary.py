@@ -103,6 +103,8 @@ def test_deploy_confirms_what_it_loads_and_a_model_left_on_trial(
         client.load_model(signed_load_request(fleet, sha, path.stat().st_size, "tiny-llama",
                                               variant, "gguf", 512, trial=True))
         assert client.get_store().active_on_trial
+    status = json.loads(cli("status", "--group", "lab", "--json").out)
+    assert status[0]["state"] == "on trial"
 
     result = cli("deploy", "tiny-llama", "--device", "lab-1", "--prefer", "speed", "--json")
     assert result.code == 0, result.err
@@ -113,3 +115,4 @@ def test_deploy_confirms_what_it_loads_and_a_model_left_on_trial(
         store = client.get_store()
         assert store.active_sha256 == sha and not store.active_on_trial
     assert fleet.inventory.get_device("lab-1").variant == variant
+    assert json.loads(cli("status", "--group", "lab", "--json").out)[0]["state"] == "deployed"

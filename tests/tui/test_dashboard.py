@@ -42,7 +42,7 @@ def test_dashboard_shows_devices_variants_and_rollouts(cli: Cli,
     rows, rollouts, summary = asyncio.run(drive())
     assert len(refreshed) >= 2  # the initial poll and the one asked for with `r`
     by_name = {r[0]: r for r in rows}
-    assert by_name["lab-1"][3] == "online" and by_name["lab-1"][5] == "q2_k"
+    assert by_name["lab-1"][3] == "deployed" and by_name["lab-1"][5] == "q2_k"
     assert by_name["lab-2"][5] == "f16"
     assert float(by_name["lab-1"][9]) > 0  # tokens/s of the last request
     assert float(by_name["lab-1"][12]) > 0 and by_name["lab-1"][13] == "estimated"  # J/token

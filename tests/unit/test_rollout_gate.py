@@ -90,3 +90,4 @@ def test_every_device_starts_at_most_once_and_all_start_unless_halted(
                     and artifacts[i]]
         assert len(failures) >= max_failures > 0
         assert all(artifacts[i] for i in gate.waiting())  # the uncontacted always ran
+
