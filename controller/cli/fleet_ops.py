@@ -18,8 +18,10 @@ GROUP = typer.Option(None, "--group", "-g", help="Devices of this group.")
 DEVICE = typer.Option(None, "--device", "-d", help="This device (repeatable).")
 LABEL = typer.Option(None, "--label", "-l", help="Only devices with label k=v (repeatable).")
 CTX = typer.Option(0, "--ctx", help="Context length (default: the model's).")
-MIN_TPS = typer.Option(0.0, "--min-tps", help="Minimum predicted decode tokens/s.")
-MAX_TTFT = typer.Option(0.0, "--max-ttft", help="Maximum predicted TTFT in ms (0: none).")
+MIN_TPS = typer.Option(0.0, "--min-tps", help="Minimum decode tokens/s: predicted when "
+                       "planning; deploy also gates on the device's measurement.")
+MAX_TTFT = typer.Option(0.0, "--max-ttft", help="Maximum TTFT in ms (0: none): predicted when "
+                        "planning; deploy also gates on the device's measurement.")
 PROMPT = typer.Option(128, "--prompt-tokens", help="Prompt length TTFT is predicted for.")
 PREFER = typer.Option("quality", "--prefer", help="Rank by quality, speed or energy.")
 
@@ -148,6 +150,8 @@ def register(app: typer.Typer) -> None:
         max_failures: int = typer.Option(1, "--max-failures", help="Start no new device once "
                                          "this many could not load or run the model "
                                          "(0: never stop)."),
+        max_j: float = typer.Option(0.0, "--max-j-per-token", help="Health gate: roll back "
+                                    "where the model measures more joules per token."),
         accept_new: bool = typer.Option(False, "--accept-new",
                                         help="Trust unknown SSH host keys on first use "
                                         "(never a changed one)."),
@@ -162,7 +166,8 @@ def register(app: typer.Typer) -> None:
         with transfer_progress(enabled=not as_json) as progress:
             options = deploying.DeployOptions(
                 concurrency=concurrency, retries=retries, limit_bytes_per_s=bwlimit * 1e6,
-                streams=streams, canary=canary, max_failures=max_failures, progress=progress)
+                streams=streams, canary=canary, max_failures=max_failures,
+                max_joules_per_token=max_j, progress=progress)
             report = deploying.deploy(f, spec, devices, request, options)
         if as_json:
             print_json({"rollout": report.rollout, "model": report.model,

@@ -22,6 +22,7 @@ from controller.adapters.ssh import sha256_prefix
 from controller.adapters.ssh_parallel import push_ranges
 from controller.adapters.tables import Deployment, Device
 from controller.artifacts import LocalArtifact
+from controller.core.gates import Gates, Measurement, describe, judge
 from controller.core.models import ModelSpec
 from controller.core.rollout import Evidence, RolloutGate, RolloutPolicy
 from controller.core.select import Request
@@ -38,6 +39,9 @@ from controller.services.planning import DevicePlan, plan
 SMOKE_PROMPT = "The edge device says"
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 SMOKE_TOKENS = 4
+GATE_TOKENS = 16  # decoded when measuring a new model against the gates
+GATE_WORD = "the"  # one token in common vocabularies; the warm-up measures it anyway
+WARM_UP_WORDS = 8
 # Refusals of LoadModel that say the model cannot run there (the agent's error classes, sent in
 # trailing metadata), as opposed to the device, the link or our configuration.
 MODEL_REFUSALS = frozenset({"NotForThisMachine", "InsufficientMemory", "WorkerFailed",
@@ -53,6 +57,7 @@ class DeployOptions:
     streams: int = 4  # SFTP channels for files of PARALLEL_MIN_BYTES and more
     canary: int = 1  # devices per artifact that must run it healthy before its others start
     max_failures: int = 1  # model failures after which no new device starts; 0 = never stop
+    max_joules_per_token: float = 0.0  # a health gate on the measured energy; 0 = none
     progress: Callable[[str, int, int], None] = lambda device, done, total: None
 
 
@@ -92,20 +97,34 @@ class DeployReport:
         return [o for o in self.outcomes if not o.ok]
 
 
-def _health_check(client: GrpcAgentClient, language_model: bool, device: str) -> str:
-    """Empty when healthy, else the reason. A tensor model passed its smoke inference on
-    the device before it became active; a language model must also generate here."""
+def _health_check(client: GrpcAgentClient, language_model: bool, device: str,
+                  gates: Gates) -> tuple[str, str]:
+    """(problem, measured): problem is empty when healthy. A tensor model passed its smoke
+    inference on the device before it became active; a language model must also generate
+    here and, when gates are set, meet them on a measured run."""
     try:
         if not client.model_serving():
-            return "agent health reports the model not serving"
+            return "agent health reports the model not serving", ""
         if not language_model:
-            return ""
-        result = client.generate(SMOKE_PROMPT, SMOKE_TOKENS)
+            return "", ""
+        # the smoke run also warms the runtime up and, with gates, tells how many tokens the
+        # model's tokenizer makes of the gate word, so the measured prompt has the length
+        # the TTFT limit is meant for
+        smoke = " ".join([GATE_WORD] * WARM_UP_WORDS) if gates.any else SMOKE_PROMPT
+        result = client.generate(smoke, SMOKE_TOKENS)
+        if result.summary.completion_tokens == 0 and result.summary.finish_reason != "stop":
+            return "smoke generation produced no tokens", ""
+        if not gates.any:
+            return "", ""
+        per_word = max(1, round(result.summary.prompt_tokens / WARM_UP_WORDS))
+        prompt = " ".join([GATE_WORD] * max(1, gates.prompt_tokens // per_word))
+        summary = client.generate(prompt, GATE_TOKENS).summary
     except AgentRefused as exc:  # e.g. the runtime crashed on its first real request
-        return _detail(exc, device)
-    if result.summary.completion_tokens == 0 and result.summary.finish_reason != "stop":
-        return "smoke generation produced no tokens"
-    return ""
+        return _detail(exc, device), ""
+    measured = Measurement(summary.prompt_tokens, summary.completion_tokens,
+                           summary.decode_tokens_per_s, summary.ttft_ms,
+                           summary.joules_per_token, summary.energy_meter or "none")
+    return judge(gates, measured), describe(measured)
 
 
 def signed_load_request(fleet: Fleet, sha256: str, size_bytes: int, name: str, variant: str,
@@ -166,8 +185,9 @@ def _send(fleet: Fleet, client: GrpcAgentClient, device: Device, art: LocalArtif
 
 def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
                artifacts: dict[str, LocalArtifact], rollout: str,
-               options: DeployOptions | None = None) -> Outcome:
+               options: DeployOptions | None = None, gates: Gates | None = None) -> Outcome:
     options = options or DeployOptions()
+    gates = gates or Gates()
     device = device_plan.device
     choice = device_plan.choice
     started = time.monotonic()
@@ -215,7 +235,8 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
                     return outcome("failed", "could not load it, kept its current model: "
                                    + _detail(exc, device.name), exc.hint, sent, True)
             try:
-                problem = _health_check(client, model.arch.is_language_model, device.name)
+                problem, measured = _health_check(client, model.arch.is_language_model,
+                                                  device.name, gates)
             except Unreachable as exc:
                 back = f"{previous.variant}" if previous else "no model"
                 return outcome("failed", f"the agent went away during the health check "
@@ -237,7 +258,7 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
             if device_plan.probed_json:
                 fleet.inventory.update_device(device.name, probed_json=device_plan.probed_json)
             reason = ("confirmed the model an earlier deploy left on trial; " if on_trial
-                      else "") + choice.reason
+                      else "") + choice.reason + (f"; {measured}" if measured else "")
             return outcome("deployed", reason, sent=sent)
     except FleetError as exc:
         return outcome("failed", exc.message, exc.hint)
@@ -296,6 +317,9 @@ def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Reque
             1 <= options.streams <= 16):
         raise UsageError("--retries must be 0..20, --bwlimit >= 0, --streams 1..16",
                          hint="e.g. --retries 3 --bwlimit 10 --streams 4")
+    if options.max_joules_per_token < 0:
+        raise UsageError("--max-j-per-token must be 0 (no gate) or more",
+                         hint="e.g. --max-j-per-token 0.5")
     if options.canary < 0 or options.max_failures < 0:
         raise UsageError("--canary and --max-failures must be 0 or more",
                          hint="--canary 0 deploys to all at once, --max-failures 0 never stops")
@@ -305,6 +329,9 @@ def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Reque
     # Hash every file to be sent before any device is touched: a corrupt source stops here.
     artifacts = {name: fleet.artifacts.verify(model, spec_by_name[name]) for name in needed}
     rollout = uuid.uuid4().hex[:12]
+    # the measured prompt stays well inside the context whatever --prompt-tokens says
+    gates = Gates(request.min_tokens_per_s, request.max_ttft_ms, options.max_joules_per_token,
+                  max(1, min(request.prompt_tokens, request.ctx // 2)))
     gate = RolloutGate([_artifact_of(p, artifacts) for p in plans],
                        RolloutPolicy(options.canary, options.max_failures))
     outcomes: list[Outcome | None] = [None] * len(plans)
@@ -314,7 +341,7 @@ def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Reque
             for i in gate.startable()[: options.concurrency - len(running)]:
                 gate.start(i)
                 running[pool.submit(deploy_one, fleet, model, plans[i], artifacts, rollout,
-                                    options)] = i
+                                    options, gates)] = i
             if not running:
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)

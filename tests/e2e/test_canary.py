@@ -116,3 +116,36 @@ def test_deploy_confirms_what_it_loads_and_a_model_left_on_trial(
         assert store.active_sha256 == sha and not store.active_on_trial
     assert fleet.inventory.get_device("lab-1").variant == variant
     assert json.loads(cli("status", "--group", "lab", "--json").out)[0]["state"] == "deployed"
+
+
+def test_a_model_that_misses_its_measured_gate_is_rolled_back(
+        cli: Cli, lab: Callable[..., Result]) -> None:
+    lab("--devices", "2", "--profiles", "lab-orin-nano-8gb")
+    first = cli("deploy", "tiny-llama", "--group", "lab", "--min-tps", "1", "--max-ttft",
+                "60000", "--json")
+    assert first.code == 0, first.err
+    for o in _outcomes(first).values():  # q8_0 on both, passing gates it was measured against
+        assert o["variant"] == "q8_0" and "; measured " in str(o["reason"]), o
+        assert "J/token (estimated)" in str(o["reason"])
+    fleet = Fleet.open()
+    before = _active(fleet)
+
+    # the plan predicts q2_k at ~2,600 tok/s on this profile; the lab host decodes the tiny
+    # model far slower, so the device's own measurement misses the gate
+    result = cli("deploy", "tiny-llama", "--group", "lab", "--prefer", "speed",
+                 "--min-tps", "1500", "--json")
+    assert result.code == 1
+    plans = json.loads(result.out)["plans"]
+    assert {p["chosen"] for p in plans} == {"q2_k"}
+    outcomes = _outcomes(result)
+    assert sorted(str(o["status"]) for o in outcomes.values()) == ["halted", "rolled-back"]
+    rolled = next(o for o in outcomes.values() if o["status"] == "rolled-back")
+    reason = str(rolled["reason"])
+    assert "measured decode" in reason and "< --min-tps 1500" in reason, reason
+    assert reason.endswith("restored q8_0")
+
+    assert _active(fleet) == before
+    status = json.loads(cli("status", "--group", "lab", "--json").out)
+    assert {(s["state"], s["variant"]) for s in status} == {("deployed", "q8_0")}
+    rows = [d for d in fleet.inventory.deployments(10) if d.device == rolled["device"]]
+    assert rows[0].status == "rolled-back" and "--min-tps 1500" in rows[0].reason
