@@ -142,10 +142,13 @@ class SqlInventory:
             s.add(deployment)
             s.commit()
 
-    def deployments(self, limit: int = 50) -> list[Deployment]:
+    def deployments(self, limit: int = 50, rollout: str = "") -> list[Deployment]:
+        """Newest first; with ``rollout``, the rows of the rollouts whose id starts so."""
         with self.session() as s:
-            query = select(Deployment).order_by(col(Deployment.id).desc()).limit(limit)
-            return list(s.exec(query).all())
+            query = select(Deployment).order_by(col(Deployment.id).desc())
+            if rollout:
+                query = query.where(col(Deployment.rollout).startswith(rollout))
+            return list(s.exec(query.limit(limit)).all())
 
     # -- measurements ---------------------------------------------------------------------
     def record_measurement(self, measurement: Measurement) -> None:

@@ -72,7 +72,9 @@ class Deployment(SQLModel, table=True):
     model: str
     variant: str
     sha256: str
-    status: str  # active | rolled-back | failed
+    # active | rolled-back change the device's model; failed | halted | skipped | unchanged
+    # are the outcomes of the other devices of the rollout, logged with their reasons
+    status: str
     reason: str = ""
     bytes_sent: int = 0
     started_at: datetime = Field(default_factory=_now)

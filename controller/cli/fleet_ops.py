@@ -7,11 +7,18 @@ from rich.table import Table
 
 from controller.adapters.tables import Device
 from controller.cli.common import console, fleet, num, print_json
-from controller.cli.render import plan_dict, print_outcomes, print_plan, transfer_progress
+from controller.cli.render import (
+    plan_dict,
+    print_outcomes,
+    print_plan,
+    print_rollout,
+    print_rollouts,
+    transfer_progress,
+)
 from controller.core.models import ModelSpec
 from controller.core.select import Request
 from controller.errors import DeployFailed, UsageError
-from controller.services import deploying, models, observing, planning
+from controller.services import deploying, history, models, observing, planning
 from controller.services.context import Fleet
 
 GROUP = typer.Option(None, "--group", "-g", help="Devices of this group.")
@@ -189,6 +196,31 @@ def register(app: typer.Typer) -> None:
                 + f"; {first.device}: {first.reason}",
                 hint=first.hint or "the table above has each device's reason",
             )
+
+    @app.command("rollouts")
+    def rollouts_cmd(
+        ctx: typer.Context,
+        rollout: str = typer.Argument(None, help="A rollout id (or its start): every device's "
+                                      "outcome and reason."),
+        limit: int = typer.Option(10, "--limit", help="How many recent rollouts."),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Past rollouts, or one rollout device by device."""
+        f = fleet(ctx)
+        if rollout:
+            rows = history.devices_of(f, rollout)
+            if as_json:
+                print_json([r.model_dump(mode="json") for r in rows])
+                return
+            print_rollout(rows)
+            return
+        summaries = history.recent(f, limit)
+        if as_json:
+            print_json([{"rollout": r.rollout, "model": r.model,
+                         "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+                         "outcomes": r.counts} for r in summaries])
+            return
+        print_rollouts(summaries)
 
     @app.command("status")
     def status_cmd(

@@ -10,9 +10,11 @@ from typing import Any
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
+from controller.adapters.tables import Deployment
 from controller.cli.common import console, mib
 from controller.core.select import Choice
 from controller.services.deploying import Outcome
+from controller.services.history import RolloutSummary
 from controller.services.planning import DevicePlan
 
 
@@ -69,11 +71,14 @@ def print_plan(plans: list[DevicePlan]) -> None:
         console.print(table)
 
 
+OUTCOME_COLOURS = {"deployed": "green", "active": "green", "unchanged": "green",
+                   "skipped": "yellow", "halted": "yellow"}
+
+
 def print_outcomes(outcomes: list[Outcome]) -> None:
     table = Table("device", "result", "variant", "sent", "secs", "why")
-    colour = {"deployed": "green", "unchanged": "green", "skipped": "yellow", "halted": "yellow"}
     for o in outcomes:
-        c = colour.get(o.status, "red")
+        c = OUTCOME_COLOURS.get(o.status, "red")
         table.add_row(o.device, f"[{c}]{o.status}[/]", o.variant or "-", mib(o.bytes_sent),
                       f"{o.seconds:.1f}", o.reason + (f" (hint: {o.hint})" if o.hint else ""))
     console.print(table)
@@ -103,3 +108,22 @@ def transfer_progress(enabled: bool = True) -> Iterator[Callable[[str, int, int]
                             completed=sum(done_by.values()))
 
         yield update
+
+
+def print_rollouts(summaries: list[RolloutSummary]) -> None:
+    table = Table("rollout", "finished", "model", "outcomes")
+    for r in summaries:
+        when = r.finished_at.strftime("%Y-%m-%d %H:%M:%S") if r.finished_at else "-"
+        counts = ", ".join(f"[{OUTCOME_COLOURS.get(k, 'red')}]{n} {k}[/]"
+                           for k, n in sorted(r.counts.items()))
+        table.add_row(r.rollout, when, r.model, counts)
+    console.print(table)
+
+
+def print_rollout(rows: list[Deployment]) -> None:
+    table = Table("device", "result", "model", "variant", "sent", "why")
+    for d in rows:
+        c = OUTCOME_COLOURS.get(d.status, "red")
+        table.add_row(d.device, f"[{c}]{d.status}[/]", d.model, d.variant or "-",
+                      mib(d.bytes_sent), d.reason)
+    console.print(table)

@@ -4,7 +4,8 @@ Per device, in parallel with bounded concurrency; one dead device never stops th
 Canaries first: the devices of each artifact wait until ``--canary`` of them run it healthy,
 and no new device starts once ``--max-failures`` devices failed to load or run the new model
 (controller.core.rollout decides; this module only executes).
-The database changes only for devices whose active model changed (deployed or rolled back).
+The database changes a device's state only where its active model changed (deployed or
+rolled back); every device's outcome goes to the rollout's log (`fleet rollouts`).
 """
 
 from __future__ import annotations
@@ -350,12 +351,26 @@ def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Reque
                 outcome = future.result()
                 gate.finish(i, outcome.evidence)
                 outcomes[i] = outcome
+                _log(fleet, rollout, model.name, outcome, gate.artifacts[i])
                 on_outcome(outcome)
     for i in gate.waiting():
         outcome = _halted(plans[i], [outcomes[j] for j in gate.failures])
         outcomes[i] = outcome
+        _log(fleet, rollout, model.name, outcome, gate.artifacts[i])
         on_outcome(outcome)
     return DeployReport(rollout, model.name, plans, [o for o in outcomes if o is not None])
+
+
+def _log(fleet: Fleet, rollout: str, model: str, outcome: Outcome, sha256: str) -> None:
+    """The rollout's log keeps every device's outcome; deployed and rolled-back ones were
+    recorded with the device's new state already."""
+    if outcome.status in ("deployed", "rolled-back"):
+        return
+    reason = outcome.reason + (f" (hint: {outcome.hint})" if outcome.hint else "")
+    fleet.inventory.record_deployment(Deployment(
+        rollout=rollout, device=outcome.device, model=model, variant=outcome.variant,
+        sha256=sha256, status=outcome.status, reason=reason, bytes_sent=outcome.bytes_sent,
+        finished_at=datetime.now(timezone.utc)))
 
 
 def _artifact_of(p: DevicePlan, artifacts: dict[str, LocalArtifact]) -> str:

@@ -18,7 +18,9 @@ def _db_state() -> dict[str, Any]:
     return {
         "devices": [d.model_dump() for d in inv.list_devices()],
         "groups": inv.groups(),
-        "deployments": [d.model_dump() for d in inv.deployments(1000)],
+        # what changed a device's model; the rollout log also keeps failed attempts
+        "deployments": [d.model_dump() for d in inv.deployments(1000)
+                        if d.status in ("active", "rolled-back")],
     }
 
 
@@ -84,6 +86,11 @@ def test_unreachable_device(cli: Cli) -> None:
     result = cli("deploy", "tiny-llama", "--group", "ghosts")
     _assert_clean_failure(result, 1, "ghost", "not reachable")
     assert _db_state() == before
+    logged = Fleet.open().inventory.deployments(10)
+    assert [(d.device, d.status) for d in logged] == [("ghost", "failed")]
+    assert "not reachable" in logged[0].reason
+    unknown = cli("rollouts", "nope")
+    _assert_clean_failure(unknown, 2, "no rollout 'nope'")
 
 
 def _replace_known_host_key(home: Path) -> None:

@@ -56,6 +56,12 @@ def test_a_model_that_cannot_load_stops_at_its_canary(cli: Cli, lab: Callable[..
     assert all(o["bytes_sent"] == 0 for o in halted)
     assert all(f"stopped after the new model failed on {failed[0]['device']}" in str(o["reason"])
                for o in halted)
+    # the rollout's log keeps every device's outcome, for `fleet rollouts` and the dashboard
+    rollout = json.loads(result.out)["rollout"]
+    logged = json.loads(cli("rollouts", rollout[:6], "--json").out)
+    assert sorted(r["status"] for r in logged) == ["failed", "halted", "halted"]
+    listed = json.loads(cli("rollouts", "--json").out)
+    assert listed[0]["rollout"] == rollout and listed[0]["outcomes"] == {"failed": 1, "halted": 2}
 
     # every device still serves tiny-llama; the halted ones never received a byte
     assert _active(fleet) == before
