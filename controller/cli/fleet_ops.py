@@ -154,9 +154,9 @@ def register(app: typer.Typer) -> None:
                                     "or more (each range resumes on its own)."),
         canary: int = typer.Option(1, "--canary", help="Devices per variant that must run it "
                                    "healthy before its other devices start (0: all at once)."),
-        max_failures: int = typer.Option(1, "--max-failures", help="Start no new device once "
-                                         "this many could not load or run the model "
-                                         "(0: never stop)."),
+        max_failures: str = typer.Option("1", "--max-failures", help="Start no new device once "
+                                         "this many (or this share, e.g. 10%) could not load "
+                                         "or run the model (0: never stop)."),
         max_j: float = typer.Option(0.0, "--max-j-per-token", help="Health gate: roll back "
                                     "where the model measures more joules per token."),
         accept_new: bool = typer.Option(False, "--accept-new",

@@ -10,8 +10,12 @@ because a Q8_0 that cannot load is not vouched for by a healthy Q4_K_M.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from enum import Enum
+
+_BUDGET = re.compile(r"(\d+)(%?)")
 
 
 class Evidence(Enum):
@@ -78,3 +82,18 @@ class RolloutGate:
 
     def waiting(self) -> list[int]:
         return [i for i, s in enumerate(self.state) if s == "waiting"]
+
+
+def failure_budget(spec: str, contacted: int) -> int:
+    """``--max-failures`` as given, a count ("3") or a share of the devices the rollout
+    contacts ("10%", rounded up, at least 1), as a count; 0 = never stop. ValueError when
+    it is neither."""
+    found = _BUDGET.fullmatch(spec.strip())
+    if not found:
+        raise ValueError(spec)
+    value = int(found.group(1))
+    if not found.group(2):
+        return value
+    if value > 100:
+        raise ValueError(spec)
+    return 0 if value == 0 else max(1, math.ceil(contacted * value / 100))

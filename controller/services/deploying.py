@@ -25,7 +25,7 @@ from controller.adapters.tables import Deployment, Device
 from controller.artifacts import LocalArtifact
 from controller.core.gates import Gates, Measurement, describe, judge
 from controller.core.models import ModelSpec
-from controller.core.rollout import Evidence, RolloutGate, RolloutPolicy
+from controller.core.rollout import Evidence, RolloutGate, RolloutPolicy, failure_budget
 from controller.core.select import Request
 from controller.errors import (
     AgentRefused,
@@ -57,7 +57,8 @@ class DeployOptions:
     limit_bytes_per_s: float = 0.0  # per device upload limit; 0 = none
     streams: int = 4  # SFTP channels for files of PARALLEL_MIN_BYTES and more
     canary: int = 1  # devices per artifact that must run it healthy before its others start
-    max_failures: int = 1  # model failures after which no new device starts; 0 = never stop
+    max_failures: str = "1"  # model failures after which no new device starts: "3", "10%";
+    # "0" = never stop
     max_joules_per_token: float = 0.0  # a health gate on the measured energy; 0 = none
     progress: Callable[[str, int, int], None] = lambda device, done, total: None
 
@@ -321,9 +322,14 @@ def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Reque
     if options.max_joules_per_token < 0:
         raise UsageError("--max-j-per-token must be 0 (no gate) or more",
                          hint="e.g. --max-j-per-token 0.5")
-    if options.canary < 0 or options.max_failures < 0:
-        raise UsageError("--canary and --max-failures must be 0 or more",
-                         hint="--canary 0 deploys to all at once, --max-failures 0 never stops")
+    if options.canary < 0:
+        raise UsageError("--canary must be 0 or more", hint="--canary 0 deploys to all at once")
+    try:
+        failure_budget(options.max_failures, 0)
+    except ValueError:
+        raise UsageError(f"--max-failures {options.max_failures!r} is neither a count nor a "
+                         "percentage", hint="e.g. --max-failures 1, --max-failures 10%, or 0 "
+                         "to never stop") from None
     plans = plan(fleet, model, devices, request)
     needed = {p.choice.chosen.variant.name for p in plans if p.choice and p.choice.chosen}
     spec_by_name = {v.name: v for v in model.variants}
@@ -333,8 +339,9 @@ def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Reque
     # the measured prompt stays well inside the context whatever --prompt-tokens says
     gates = Gates(request.min_tokens_per_s, request.max_ttft_ms, options.max_joules_per_token,
                   max(1, min(request.prompt_tokens, request.ctx // 2)))
-    gate = RolloutGate([_artifact_of(p, artifacts) for p in plans],
-                       RolloutPolicy(options.canary, options.max_failures))
+    receives = [_artifact_of(p, artifacts) for p in plans]
+    budget = failure_budget(options.max_failures, sum(1 for a in receives if a))
+    gate = RolloutGate(receives, RolloutPolicy(options.canary, budget))
     outcomes: list[Outcome | None] = [None] * len(plans)
     with ThreadPoolExecutor(max_workers=max(1, min(options.concurrency, len(plans)))) as pool:
         running: dict[Future[Outcome], int] = {}

@@ -84,7 +84,10 @@ def test_canary_flags_are_checked(cli: Cli, lab: Callable[..., Result]) -> None:
     lab("--devices", "1")
     bad = cli("deploy", "tiny-llama", "--group", "lab", "--canary", "-1")
     assert bad.code == 2
-    assert "--canary and --max-failures must be 0 or more" in bad.err
+    assert "--canary must be 0 or more" in bad.err
+    bad = cli("deploy", "tiny-llama", "--group", "lab", "--max-failures", "lots")
+    assert bad.code == 2
+    assert "--max-failures 'lots' is neither a count nor a percentage" in bad.err
     assert "Traceback" not in bad.err
 
 

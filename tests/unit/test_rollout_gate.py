@@ -3,10 +3,11 @@ evidence, the halt after too many model failures."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.core.rollout import Evidence, RolloutGate, RolloutPolicy
+from controller.core.rollout import Evidence, RolloutGate, RolloutPolicy, failure_budget
 
 
 def test_one_canary_per_artifact_then_the_rest() -> None:
@@ -91,3 +92,15 @@ def test_every_device_starts_at_most_once_and_all_start_unless_halted(
         assert len(failures) >= max_failures > 0
         assert all(artifacts[i] for i in gate.waiting())  # the uncontacted always ran
 
+
+
+def test_failure_budget_as_count_or_share() -> None:
+    assert failure_budget("3", 100) == 3
+    assert failure_budget("0", 100) == 0
+    assert failure_budget("10%", 100) == 10
+    assert failure_budget("10%", 7) == 1  # rounded up, at least one
+    assert failure_budget("25%", 10) == 3
+    assert failure_budget("0%", 10) == 0
+    for bad in ("", "x", "-1", "150%", "1.5"):
+        with pytest.raises(ValueError):
+            failure_budget(bad, 10)
