@@ -186,6 +186,12 @@ def register(app: typer.Typer) -> None:
                     console.print(f"[bold]{p.device.name}[/] ({p.choice.profile.name}): "
                                   f"{p.choice.reason}")
             print_outcomes(report.outcomes)
+        if report.outcomes and all(o.status == "skipped" for o in report.outcomes):
+            raise DeployFailed(
+                f"nothing deployed: no variant of {spec.name} fits any of the "
+                f"{len(report.outcomes)} device(s)",
+                hint="the table above says what each device lacks; a smaller --ctx or "
+                "another model may fit")
         if report.failed:
             broken = [o for o in report.failed if o.status != "halted"]
             held = len(report.failed) - len(broken)

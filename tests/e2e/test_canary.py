@@ -158,3 +158,14 @@ def test_a_model_that_misses_its_measured_gate_is_rolled_back(
     assert {(s["state"], s["variant"]) for s in status} == {("deployed", "q8_0")}
     rows = [d for d in fleet.inventory.deployments(10) if d.device == rolled["device"]]
     assert rows[0].status == "rolled-back" and "--min-tps 1500" in rows[0].reason
+
+
+def test_a_deploy_where_nothing_fits_anywhere_fails_with_the_reason(
+        cli: Cli, lab: Callable[..., Result]) -> None:
+    lab("--devices", "1", "--profiles", "lab-pi4-2gb")
+    result = cli("deploy", "tiny-llama", "--group", "lab", "--ctx", "2048", "--json")
+    assert result.code == 1
+    assert result.err.startswith("error: nothing deployed: no variant of tiny-llama fits")
+    outcome = _outcomes(result)["lab-1"]
+    assert outcome["status"] == "skipped" and "short by" in str(outcome["reason"])
+    assert "Traceback" not in result.err
