@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -50,6 +51,9 @@ class BenchResult:
     peak_rss_bytes: int
     samples: list[BenchSample]
 RUNTIME_OVERHEAD_BYTES = 48 * MIB  # a worker process with llama.cpp loaded, before weights
+# how often an idle agent checks that its runtime worker lives; 0 disables the watcher (then
+# only the next request notices a crash)
+WATCH_INTERVAL_S = float(os.environ.get("FLEET_AGENT_WATCH_S", "1.0"))
 
 
 @dataclass
@@ -88,6 +92,10 @@ class AgentCore:
         self.bandwidth: Bandwidth | None = None  # the host's measured read bandwidth
         self.last_swap_strategy = ""
         self.signing_pub = b""  # the controller's pinned manifest key (set at enrollment)
+        self._stopping = threading.Event()
+        if WATCH_INTERVAL_S > 0:
+            threading.Thread(target=self._watch_workers, name="worker-watch",
+                             daemon=True).start()
 
     # -- memory ---------------------------------------------------------------------------
     def memory_budget(self) -> int:
@@ -224,6 +232,7 @@ class AgentCore:
         return self._loaded
 
     def shutdown(self) -> None:
+        self._stopping.set()
         self.energy.stop()
         with self._lock:
             if self._loaded:
@@ -250,7 +259,6 @@ class AgentCore:
                     outcome = "cancelled" if value.finish_reason == "cancelled" else "ok"
                 yield kind, value
         except WorkerFailed:
-            self.telemetry.worker_crashes += 1
             self._restart_after_crash(current)
             raise
         except GeneratorExit:
@@ -300,7 +308,6 @@ class AgentCore:
         try:
             result: dict[str, Any] = current.worker.call("infer", inputs, outputs)
         except WorkerFailed:
-            self.telemetry.worker_crashes += 1
             self._restart_after_crash(current)
             raise
         return result
@@ -312,10 +319,20 @@ class AgentCore:
         meta: dict[str, Any] = current.worker.call("metadata")
         return meta
 
+    def _watch_workers(self) -> None:
+        """Notice a dead runtime worker while nobody asks (an OOM kill at night), so the model
+        is back, or a model on trial given up, before the next request."""
+        while not self._stopping.wait(WATCH_INTERVAL_S):
+            current = self._loaded
+            if current is not None and not current.worker.alive:
+                self._restart_after_crash(current)
+
     def _restart_after_crash(self, crashed: Loaded) -> None:
+        """Once per crashed worker, whoever noticed first (a request or the watcher)."""
         with self._lock:
             if self._loaded is not crashed:
-                return
+                return  # already handled, or the model was swapped or unloaded meanwhile
+            self.telemetry.worker_crashes += 1
             self._loaded = None
             self._on_model_change(False)
             state = self.store.read_state()

@@ -83,8 +83,10 @@ def test_a_file_the_runtime_cannot_load_is_failed_precondition(
     assert "runtime refused the model" in info.value.message
 
 
-def test_runtime_segfault_does_not_take_the_agent_down(agent: AgentProcess,
-                                                       ladder: dict[str, Path]) -> None:
+def test_runtime_segfault_does_not_take_the_agent_down(
+        tmp_path: Path, ladder: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEET_AGENT_WATCH_S", "0")  # the request, not the watcher, notices
+    agent = AgentProcess(tmp_path / "data")
     agent.start()
     _load(agent, ladder["q2_k"], "q2_k")
     with agent.client() as c:
@@ -99,6 +101,27 @@ def test_runtime_segfault_does_not_take_the_agent_down(agent: AgentProcess,
         second = [m.worker_pid for m in c.list_models() if m.active][0]
         assert c.telemetry().sample.worker_crashes == 1
     assert second != first
+    agent.stop()
+
+
+def test_an_idle_runtime_crash_is_noticed_without_a_request(agent: AgentProcess,
+                                                           ladder: dict[str, Path]) -> None:
+    agent.start()
+    _load(agent, ladder["q2_k"], "q2_k")
+    with agent.client() as c:
+        first = [m.worker_pid for m in c.list_models() if m.active][0]
+    os.kill(first, signal.SIGKILL)  # as the OOM killer does
+    deadline = time.monotonic() + 30
+    while True:  # only reads: ListModels and telemetry, never a generation
+        with agent.client() as c:
+            pids = [m.worker_pid for m in c.list_models() if m.active and m.worker_pid]
+            crashes = c.telemetry().sample.worker_crashes
+        if pids and pids[0] != first:
+            break
+        assert time.monotonic() < deadline, "the crashed worker was never restarted"
+        time.sleep(0.2)
+    assert crashes == 1
+    assert _generate_ok(agent) == hashlib.sha256(ladder["q2_k"].read_bytes()).hexdigest()
 
 
 def test_restart_restores_the_model_with_no_controller(agent: AgentProcess,

@@ -88,15 +88,12 @@ def test_a_committed_model_stays_after_a_restart(agent: AgentProcess,
 
 def test_a_runtime_crash_during_the_trial_goes_back_to_the_previous_model(
         agent: AgentProcess, ladder: dict[str, Path]) -> None:
-    agent.start()
+    agent.start()  # the agent's watcher notices the crash, no request needed
     _load(agent, ladder["q2_k"], "q2_k")
     _load(agent, ladder["q4_k_m"], "q4_k_m", trial=True)
     with agent.client() as c:
         worker = next(m.worker_pid for m in c.list_models() if m.active)
     os.kill(worker, signal.SIGSEGV)
-    with agent.client() as c, pytest.raises(AgentRefused) as info:
-        c.generate("hello", 3)
-    assert "crashed" in info.value.message
     assert agent.proc is not None and agent.proc.poll() is None  # the agent lives on
     assert _serving(agent) == _sha(ladder["q2_k"])
     store = _store(agent)
