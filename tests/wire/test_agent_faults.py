@@ -84,9 +84,8 @@ def test_a_file_the_runtime_cannot_load_is_failed_precondition(
 
 
 def test_runtime_segfault_does_not_take_the_agent_down(
-        tmp_path: Path, ladder: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+        agent: AgentProcess, ladder: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLEET_AGENT_WATCH_S", "0")  # the request, not the watcher, notices
-    agent = AgentProcess(tmp_path / "data")
     agent.start()
     _load(agent, ladder["q2_k"], "q2_k")
     with agent.client() as c:
@@ -101,7 +100,6 @@ def test_runtime_segfault_does_not_take_the_agent_down(
         second = [m.worker_pid for m in c.list_models() if m.active][0]
         assert c.telemetry().sample.worker_crashes == 1
     assert second != first
-    agent.stop()
 
 
 def test_an_idle_runtime_crash_is_noticed_without_a_request(agent: AgentProcess,
