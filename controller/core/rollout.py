@@ -40,10 +40,14 @@ class RolloutGate:
         self.state = ["waiting"] * len(artifacts)  # waiting | running | done
         self.healthy: dict[str, int] = {}
         self.failures: list[int] = []
+        self.stopped = False  # by the operator (Ctrl-C): finish what runs, start nothing
 
     @property
     def halted(self) -> bool:
-        return 0 < self.policy.max_failures <= len(self.failures)
+        return self.stopped or 0 < self.policy.max_failures <= len(self.failures)
+
+    def stop(self) -> None:
+        self.stopped = True
 
     def startable(self) -> list[int]:
         """Devices that may start now, in order."""

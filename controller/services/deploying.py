@@ -10,9 +10,12 @@ rolled back); every device's outcome goes to the rollout's log (`fleet rollouts`
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -343,7 +346,8 @@ def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Reque
     budget = failure_budget(options.max_failures, sum(1 for a in receives if a))
     gate = RolloutGate(receives, RolloutPolicy(options.canary, budget))
     outcomes: list[Outcome | None] = [None] * len(plans)
-    with ThreadPoolExecutor(max_workers=max(1, min(options.concurrency, len(plans)))) as pool:
+    with _ctrl_c_stops(gate), ThreadPoolExecutor(
+            max_workers=max(1, min(options.concurrency, len(plans)))) as pool:
         running: dict[Future[Outcome], int] = {}
         while True:
             for i in gate.startable()[: options.concurrency - len(running)]:
@@ -361,11 +365,31 @@ def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Reque
                 _log(fleet, rollout, model.name, outcome, gate.artifacts[i])
                 on_outcome(outcome)
     for i in gate.waiting():
-        outcome = _halted(plans[i], [outcomes[j] for j in gate.failures])
+        outcome = _halted(plans[i], [outcomes[j] for j in gate.failures], gate.stopped)
         outcomes[i] = outcome
         _log(fleet, rollout, model.name, outcome, gate.artifacts[i])
         on_outcome(outcome)
     return DeployReport(rollout, model.name, plans, [o for o in outcomes if o is not None])
+
+
+@contextlib.contextmanager
+def _ctrl_c_stops(gate: RolloutGate) -> Iterator[None]:
+    """The first Ctrl-C stops the rollout: the devices in flight finish (a device is never
+    left half-done), no other starts. A second one gives up waiting."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        if gate.stopped:
+            raise KeyboardInterrupt
+        gate.stop()
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
 def _log(fleet: Fleet, rollout: str, model: str, outcome: Outcome, sha256: str) -> None:
@@ -386,11 +410,14 @@ def _artifact_of(p: DevicePlan, artifacts: dict[str, LocalArtifact]) -> str:
     return artifacts[p.choice.chosen.variant.name].sha256
 
 
-def _halted(p: DevicePlan, failures: list[Outcome | None]) -> Outcome:
+def _halted(p: DevicePlan, failures: list[Outcome | None], interrupted: bool) -> Outcome:
     chosen = p.choice.chosen if p.choice else None
     names = ", ".join(f.device for f in failures if f is not None)
+    why = ("the deploy was interrupted; the devices in flight finished" if interrupted else
+           f"the rollout stopped after the new model failed on {names}")
     return Outcome(
         p.device.name, "halted", chosen.variant.name if chosen else "",
-        f"not started: the rollout stopped after the new model failed on {names}",
-        hint="this device keeps its current model; fix the model and deploy again, or pass "
+        f"not started: {why}",
+        hint="this device keeps its current model; deploy again to go on" if interrupted else
+        "this device keeps its current model; fix the model and deploy again, or pass "
         "--max-failures 0 to go on regardless")

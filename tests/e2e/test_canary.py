@@ -4,6 +4,11 @@ mis-exported GGUF that llama.cpp refuses), and deploy commits what it loads on t
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -169,3 +174,32 @@ def test_a_deploy_where_nothing_fits_anywhere_fails_with_the_reason(
     outcome = _outcomes(result)["lab-1"]
     assert outcome["status"] == "skipped" and "short by" in str(outcome["reason"])
     assert "Traceback" not in result.err
+
+
+def test_ctrl_c_finishes_the_devices_in_flight_and_starts_no_other(
+        lab: Callable[..., Result], home: Path) -> None:
+    lab("--devices", "3")
+    fleet = Fleet.open()
+    env = dict(os.environ, FLEET_HOME=str(home))
+    deploy = subprocess.Popen(
+        [str(Path(sys.executable).parent / "fleet"), "deploy", "tiny-llama", "--group", "lab",
+         "--concurrency", "1", "--canary", "0", "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not fleet.inventory.deployments(1):  # the first device is done
+        assert deploy.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    deploy.send_signal(signal.SIGINT)
+    out, err = deploy.communicate(timeout=120)
+    assert deploy.returncode == 1, err
+    assert "Traceback" not in err and "not started (rollout stopped)" in err
+    outcomes = {o["device"]: o for o in json.loads(out)["outcomes"]}
+    halted = [o for o in outcomes.values() if o["status"] == "halted"]
+    assert halted and all("interrupted" in o["reason"] for o in halted)
+    assert {o["status"] for o in outcomes.values()} <= {"deployed", "halted"}
+    # a halted device never received a byte and runs nothing new
+    for o in halted:
+        device = fleet.inventory.get_device(o["device"])
+        with fleet.client(device) as client:
+            store = client.get_store()
+            assert store.active_sha256 == "" and store.blobs == []
