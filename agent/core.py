@@ -204,6 +204,11 @@ class AgentCore:
             self._on_model_change(True)
             return worker.load_seconds
 
+    def stage(self, sha256: str) -> int:
+        """Verify an uploaded blob and keep it for a later load; returns its size."""
+        with self._lock:
+            return self.store.stage(check_sha256(sha256))
+
     def commit(self, sha256: str) -> None:
         """End the trial of the active model."""
         with self._lock:

@@ -115,7 +115,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             active_sha256=state.active.sha256 if state.active else "",
             previous_sha256=state.previous.sha256 if state.previous else "",
             active_on_trial=state.trial, reverted_sha256=state.reverted,
-            reverted_reason=state.reverted_reason,
+            reverted_reason=state.reverted_reason, staged_sha256=state.staged,
         )
 
     def CheckFit(self, request: pb.CheckFitRequest, context: grpc.ServicerContext) -> Any:
@@ -147,6 +147,13 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             previous_sha256=before.sha256 if before and before.sha256 != record.sha256 else "",
             swap_strategy=self.core.last_swap_strategy,
         )
+
+    def StageModel(self, request: pb.StageModelRequest, context: grpc.ServicerContext) -> Any:
+        try:
+            size = self.core.stage(request.sha256)
+        except AgentError as exc:
+            return _abort(context, exc)
+        return pb.StageModelResponse(size_bytes=size)
 
     def CommitModel(self, request: pb.CommitModelRequest, context: grpc.ServicerContext) -> Any:
         try:
@@ -266,6 +273,9 @@ class InferenceOnlyServicer(AgentServicer):
         return self._denied(context)
 
     def CommitModel(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._denied(context)
+
+    def StageModel(self, request: Any, context: grpc.ServicerContext) -> Any:
         return self._denied(context)
 
     def UnloadModel(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -77,6 +77,7 @@ class StoreState:
     trial: bool = False  # the active model awaits CommitModel; a restart goes back
     reverted: str = ""  # sha256 of the last model on trial that was given up
     reverted_reason: str = ""
+    staged: str = ""  # sha256 verified ahead of activation (pre-pull), kept from GC
 
 
 class ModelStore:
@@ -141,6 +142,7 @@ class ModelStore:
             trial=bool(data.get("trial", False)) and bool(active),
             reverted=str(data.get("reverted", "")),
             reverted_reason=str(data.get("reverted_reason", "")),
+            staged=str(data.get("staged", "")),
         )
 
     def write_state(self, state: StoreState) -> None:
@@ -150,6 +152,7 @@ class ModelStore:
             "trial": state.trial,
             "reverted": state.reverted,
             "reverted_reason": state.reverted_reason,
+            "staged": state.staged,
         }
         tmp = self.state_path.with_suffix(".tmp")
         with tmp.open("w") as fh:
@@ -174,18 +177,29 @@ class ModelStore:
         if previous and previous.sha256 == record.sha256:
             previous = None
         new = StoreState(active=record, previous=previous, trial=trial,
-                         reverted=old.reverted, reverted_reason=old.reverted_reason)
+                         reverted=old.reverted, reverted_reason=old.reverted_reason,
+                         staged="" if old.staged == record.sha256 else old.staged)
         failpoints.hit("activate.before_state")
         self.write_state(new)
         failpoints.hit("activate.after_state")
         # Only the model that just fell out of the rollback slot is deleted; blobs staged
         # ahead of activation (pre-pulled or awaiting a retry) stay until collect_garbage.
-        kept = {r.sha256 for r in (new.active, new.previous) if r}
+        kept = {r.sha256 for r in (new.active, new.previous) if r} | {new.staged} - {""}
         for dropped in (old.previous, old.active):
             if dropped and dropped.sha256 not in kept:
                 (self.blobs_dir / dropped.sha256).unlink(missing_ok=True)
         self.collect_garbage(new, min_age_s=STALE_BLOB_S)
         return new
+
+    def stage(self, sha256: str) -> int:
+        """Verify an upload into ``blobs/`` and pin it for a later activation (one at a time:
+        staging another unpins the first, which garbage collection may then take)."""
+        blob = self.verify_staged(sha256)
+        old = self.read_state()
+        active = old.active.sha256 if old.active else ""
+        if old.staged != sha256 and sha256 != active:
+            self.write_state(replace(old, staged=sha256))
+        return blob.stat().st_size
 
     def commit(self, sha256: str) -> None:
         """End the trial of the active model."""
@@ -201,20 +215,21 @@ class ModelStore:
         old = self.read_state()
         assert old.trial and old.active is not None
         new = StoreState(active=old.previous, previous=None, trial=False,
-                         reverted=old.active.sha256, reverted_reason=reason)
+                         reverted=old.active.sha256, reverted_reason=reason, staged=old.staged)
         self.write_state(new)
         return new
 
     def deactivate(self) -> None:
         old = self.read_state()
         self.write_state(StoreState(active=None, previous=old.active or old.previous,
-                                    reverted=old.reverted, reverted_reason=old.reverted_reason))
+                                    reverted=old.reverted, reverted_reason=old.reverted_reason,
+                                    staged=old.staged))
 
     def collect_garbage(self, state: StoreState, keep_extra: int = 0,
                         min_age_s: float = 0.0) -> list[str]:
         """Delete blobs other than active and previous, keeping the ``keep_extra`` newest and
         any younger than ``min_age_s`` (staged ahead of activation); and stale uploads."""
-        keep = {r.sha256 for r in (state.active, state.previous) if r}
+        keep = {r.sha256 for r in (state.active, state.previous) if r} | {state.staged} - {""}
         now = time.time()
         others = sorted(
             (p for p in self.blobs_dir.iterdir() if p.name not in keep),

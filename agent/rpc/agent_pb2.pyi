@@ -102,7 +102,7 @@ class GetStoreRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStoreResponse(_message.Message):
-    __slots__ = ("blobs", "incoming_dir", "disk_free_bytes", "active_sha256", "previous_sha256", "active_on_trial", "reverted_sha256", "reverted_reason")
+    __slots__ = ("blobs", "incoming_dir", "disk_free_bytes", "active_sha256", "previous_sha256", "active_on_trial", "reverted_sha256", "reverted_reason", "staged_sha256")
     BLOBS_FIELD_NUMBER: _ClassVar[int]
     INCOMING_DIR_FIELD_NUMBER: _ClassVar[int]
     DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +111,7 @@ class GetStoreResponse(_message.Message):
     ACTIVE_ON_TRIAL_FIELD_NUMBER: _ClassVar[int]
     REVERTED_SHA256_FIELD_NUMBER: _ClassVar[int]
     REVERTED_REASON_FIELD_NUMBER: _ClassVar[int]
+    STAGED_SHA256_FIELD_NUMBER: _ClassVar[int]
     blobs: _containers.RepeatedScalarFieldContainer[str]
     incoming_dir: str
     disk_free_bytes: int
@@ -119,7 +120,8 @@ class GetStoreResponse(_message.Message):
     active_on_trial: bool
     reverted_sha256: str
     reverted_reason: str
-    def __init__(self, blobs: _Optional[_Iterable[str]] = ..., incoming_dir: _Optional[str] = ..., disk_free_bytes: _Optional[int] = ..., active_sha256: _Optional[str] = ..., previous_sha256: _Optional[str] = ..., active_on_trial: _Optional[bool] = ..., reverted_sha256: _Optional[str] = ..., reverted_reason: _Optional[str] = ...) -> None: ...
+    staged_sha256: str
+    def __init__(self, blobs: _Optional[_Iterable[str]] = ..., incoming_dir: _Optional[str] = ..., disk_free_bytes: _Optional[int] = ..., active_sha256: _Optional[str] = ..., previous_sha256: _Optional[str] = ..., active_on_trial: _Optional[bool] = ..., reverted_sha256: _Optional[str] = ..., reverted_reason: _Optional[str] = ..., staged_sha256: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "variant", "sha256", "format", "size_bytes", "state", "active", "n_ctx", "worker_pid", "on_trial")
@@ -180,6 +182,18 @@ class LoadModelResponse(_message.Message):
     previous_sha256: str
     swap_strategy: str
     def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., load_seconds: _Optional[float] = ..., previous_sha256: _Optional[str] = ..., swap_strategy: _Optional[str] = ...) -> None: ...
+
+class StageModelRequest(_message.Message):
+    __slots__ = ("sha256",)
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    def __init__(self, sha256: _Optional[str] = ...) -> None: ...
+
+class StageModelResponse(_message.Message):
+    __slots__ = ("size_bytes",)
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    size_bytes: int
+    def __init__(self, size_bytes: _Optional[int] = ...) -> None: ...
 
 class CommitModelRequest(_message.Message):
     __slots__ = ("sha256",)

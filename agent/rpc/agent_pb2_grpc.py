@@ -55,6 +55,11 @@ class AgentServiceStub:
                 request_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.LoadModelRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.LoadModelResponse.FromString,
                 _registered_method=True)
+        self.StageModel = channel.unary_unary(
+                '/edgefleet.agent.v1.AgentService/StageModel',
+                request_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.StageModelRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.StageModelResponse.FromString,
+                _registered_method=True)
         self.CommitModel = channel.unary_unary(
                 '/edgefleet.agent.v1.AgentService/CommitModel',
                 request_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.CommitModelRequest.SerializeToString,
@@ -113,6 +118,14 @@ class AgentServiceServicer:
 
     def LoadModel(self, request, context):
         """Verify a staged blob by sha256, load it in a worker process, smoke-test it, activate it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StageModel(self, request, context):
+        """Verify an uploaded blob by sha256 and keep it for a later LoadModel (pre-pull); it is
+        exempt from garbage collection until it is activated or another blob is staged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -180,6 +193,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.LoadModel,
                     request_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.LoadModelRequest.FromString,
                     response_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.LoadModelResponse.SerializeToString,
+            ),
+            'StageModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.StageModel,
+                    request_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.StageModelRequest.FromString,
+                    response_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.StageModelResponse.SerializeToString,
             ),
             'CommitModel': grpc.unary_unary_rpc_method_handler(
                     servicer.CommitModel,
@@ -320,6 +338,33 @@ class AgentService:
             '/edgefleet.agent.v1.AgentService/LoadModel',
             edgefleet_dot_agent_dot_v1_dot_agent__pb2.LoadModelRequest.SerializeToString,
             edgefleet_dot_agent_dot_v1_dot_agent__pb2.LoadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StageModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.agent.v1.AgentService/StageModel',
+            edgefleet_dot_agent_dot_v1_dot_agent__pb2.StageModelRequest.SerializeToString,
+            edgefleet_dot_agent_dot_v1_dot_agent__pb2.StageModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

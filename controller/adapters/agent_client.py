@@ -125,6 +125,10 @@ class GrpcAgentClient:
     def load_model(self, request: pb.LoadModelRequest, timeout: float = 600.0) -> Any:
         return self._call(self._stub.LoadModel, request, timeout)
 
+    def stage_model(self, sha256: str) -> int:
+        return int(self._call(self._stub.StageModel, pb.StageModelRequest(sha256=sha256),
+                              600.0).size_bytes)
+
     def commit_model(self, sha256: str) -> None:
         self._call(self._stub.CommitModel, pb.CommitModelRequest(sha256=sha256))
 

@@ -159,6 +159,8 @@ def register(app: typer.Typer) -> None:
                                          "or run the model (0: never stop)."),
         max_j: float = typer.Option(0.0, "--max-j-per-token", help="Health gate: roll back "
                                     "where the model measures more joules per token."),
+        stage_only: bool = typer.Option(False, "--stage-only", help="Push and verify only; "
+                                        "a later deploy activates it with nothing to send."),
         accept_new: bool = typer.Option(False, "--accept-new",
                                         help="Trust unknown SSH host keys on first use "
                                         "(never a changed one)."),
@@ -174,7 +176,7 @@ def register(app: typer.Typer) -> None:
             options = deploying.DeployOptions(
                 concurrency=concurrency, retries=retries, limit_bytes_per_s=bwlimit * 1e6,
                 streams=streams, canary=canary, max_failures=max_failures,
-                max_joules_per_token=max_j, progress=progress)
+                max_joules_per_token=max_j, stage_only=stage_only, progress=progress)
             report = deploying.deploy(f, spec, devices, request, options)
         if as_json:
             print_json({"rollout": report.rollout, "model": report.model,

@@ -71,7 +71,7 @@ def print_plan(plans: list[DevicePlan]) -> None:
         console.print(table)
 
 
-OUTCOME_COLOURS = {"deployed": "green", "active": "green", "unchanged": "green",
+OUTCOME_COLOURS = {"deployed": "green", "active": "green", "unchanged": "green", "staged": "green",
                    "skipped": "yellow", "halted": "yellow"}
 
 

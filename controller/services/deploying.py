@@ -63,13 +63,14 @@ class DeployOptions:
     max_failures: str = "1"  # model failures after which no new device starts: "3", "10%";
     # "0" = never stop
     max_joules_per_token: float = 0.0  # a health gate on the measured energy; 0 = none
+    stage_only: bool = False  # push and verify, keep for a later deploy; activate nothing
     progress: Callable[[str, int, int], None] = lambda device, done, total: None
 
 
 @dataclass(frozen=True)
 class Outcome:
     device: str
-    status: str  # deployed | unchanged | skipped | failed | rolled-back | halted
+    status: str  # deployed | unchanged | staged | skipped | failed | rolled-back | halted
     variant: str
     reason: str
     hint: str = ""
@@ -79,7 +80,7 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("deployed", "unchanged", "skipped")
+        return self.status in ("deployed", "unchanged", "staged", "skipped")
 
     @property
     def evidence(self) -> Evidence:
@@ -213,8 +214,9 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
         with fleet.client(device) as client:
             store = client.get_store()
             on_trial = store.active_sha256 == art.sha256 and store.active_on_trial
-            if store.active_sha256 == art.sha256 and not on_trial:
-                return outcome("unchanged", "already active")
+            if store.active_sha256 == art.sha256 and (not on_trial or options.stage_only):
+                return outcome("unchanged", "already active" + (" (on trial)" if on_trial
+                                                                else ""))
             models = client.list_models()
             # what to go back to: the active model, or, when the target itself is already
             # active on trial (an earlier deploy never confirmed it), the one before it
@@ -229,6 +231,10 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
                                    "or pick a smaller variant with --prefer speed")
                 sent = _send(fleet, client, device, art, fit, store.incoming_dir,
                              choice.chosen.memory.total, options)
+                if options.stage_only:
+                    client.stage_model(art.sha256)
+                    return outcome("staged", "verified on the device and kept for a later "
+                                   f"deploy; {choice.reason}", sent=sent)
                 try:
                     client.load_model(signed_load_request(
                         fleet, art.sha256, art.size_bytes, model.name, variant,
@@ -344,7 +350,10 @@ def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Reque
                   max(1, min(request.prompt_tokens, request.ctx // 2)))
     receives = [_artifact_of(p, artifacts) for p in plans]
     budget = failure_budget(options.max_failures, sum(1 for a in receives if a))
-    gate = RolloutGate(receives, RolloutPolicy(options.canary, budget))
+    # staging runs no model: nothing to wait for, no model failure to stop on
+    policy = (RolloutPolicy(0, 0) if options.stage_only
+              else RolloutPolicy(options.canary, budget))
+    gate = RolloutGate(receives, policy)
     outcomes: list[Outcome | None] = [None] * len(plans)
     with _ctrl_c_stops(gate), ThreadPoolExecutor(
             max_workers=max(1, min(options.concurrency, len(plans)))) as pool:

@@ -203,3 +203,31 @@ def test_ctrl_c_finishes_the_devices_in_flight_and_starts_no_other(
         with fleet.client(device) as client:
             store = client.get_store()
             assert store.active_sha256 == "" and store.blobs == []
+
+
+def test_stage_now_activate_later_with_nothing_to_send(cli: Cli, lab: Callable[..., Result],
+                                                       home: Path) -> None:
+    lab("--devices", "2")
+    staged = cli("deploy", "tiny-llama", "--group", "lab", "--stage-only", "--json")
+    assert staged.code == 0, staged.err
+    outcomes = _outcomes(staged)
+    assert {o["status"] for o in outcomes.values()} == {"staged"}
+    assert all(int(str(o["bytes_sent"])) > 0 for o in outcomes.values())
+    fleet = Fleet.open()
+    for device in fleet.inventory.list_devices():
+        with fleet.client(device) as client:
+            store = client.get_store()
+            # verified into the store and pinned; nothing runs yet
+            assert store.active_sha256 == "" and store.staged_sha256 in store.blobs
+    status = json.loads(cli("status", "--group", "lab", "--json").out)
+    assert {s["state"] for s in status} == {"idle"}
+
+    later = cli("deploy", "tiny-llama", "--group", "lab", "--json")
+    assert later.code == 0, later.err
+    outcomes = _outcomes(later)
+    assert {o["status"] for o in outcomes.values()} == {"deployed"}
+    assert all(o["bytes_sent"] == 0 for o in outcomes.values())
+    for device in fleet.inventory.list_devices():
+        with fleet.client(device) as client:
+            store = client.get_store()
+            assert store.active_sha256 and store.staged_sha256 == ""  # unpinned once active

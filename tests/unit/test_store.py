@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,18 @@ def test_garbage_collection_keeps_fresh_staged_blobs(tmp_path: Path) -> None:
     os.utime(store.blobs_dir / shas[1], (old, old))  # verified two hours ago, never used
     store.activate(_record(shas[0]))
     assert set(store.blobs()) == {shas[0], shas[2]}  # the stale one went, the fresh stayed
+
+
+def test_a_staged_model_is_pinned_until_it_is_activated_or_replaced(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    a, b, c = (_stage(store, data) for data in (b"aaa", b"bbb", b"ccc"))
+    store.stage(b)
+    os.utime(store.blobs_dir / b, (0, 0))  # verified long ago: old enough to collect
+    store.activate(_record(a))
+    store.collect_garbage(store.read_state(), min_age_s=60)
+    assert b in store.blobs() and store.read_state().staged == b
+    store.stage(c)  # one pin at a time: b may go now
+    assert store.collect_garbage(store.read_state(), min_age_s=60) == [b]
+    store.activate(_record(c))
+    assert store.read_state().staged == ""
+    assert store.read_state().previous == _record(a)
