@@ -22,30 +22,23 @@ from datetime import datetime, timezone
 
 from agent.rpc import agent_pb2 as pb
 from controller.adapters.agent_client import GrpcAgentClient
-from controller.adapters.ssh import sha256_prefix
-from controller.adapters.ssh_parallel import push_ranges
 from controller.adapters.tables import Deployment, Device
 from controller.artifacts import LocalArtifact
-from controller.core.gates import Gates, Measurement, describe, judge
+from controller.core.gates import Gates
 from controller.core.models import ModelSpec
 from controller.core.rollout import Evidence, RolloutGate, RolloutPolicy, failure_budget
 from controller.core.select import Request
 from controller.errors import (
     AgentRefused,
     FleetError,
-    TransferInterrupted,
     Unreachable,
     UsageError,
 )
 from controller.services.context import Fleet
+from controller.services.health_gate import health_check, refusal_detail
 from controller.services.planning import DevicePlan, plan
+from controller.services.uploading import send
 
-SMOKE_PROMPT = "The edge device says"
-PARALLEL_MIN_BYTES = 64 * 1024 * 1024
-SMOKE_TOKENS = 4
-GATE_TOKENS = 16  # decoded when measuring a new model against the gates
-GATE_WORD = "the"  # one token in common vocabularies; the warm-up measures it anyway
-WARM_UP_WORDS = 8
 # Refusals of LoadModel that say the model cannot run there (the agent's error classes, sent in
 # trailing metadata), as opposed to the device, the link or our configuration.
 MODEL_REFUSALS = frozenset({"NotForThisMachine", "InsufficientMemory", "WorkerFailed",
@@ -103,36 +96,6 @@ class DeployReport:
         return [o for o in self.outcomes if not o.ok]
 
 
-def _health_check(client: GrpcAgentClient, language_model: bool, device: str,
-                  gates: Gates) -> tuple[str, str]:
-    """(problem, measured): problem is empty when healthy. A tensor model passed its smoke
-    inference on the device before it became active; a language model must also generate
-    here and, when gates are set, meet them on a measured run."""
-    try:
-        if not client.model_serving():
-            return "agent health reports the model not serving", ""
-        if not language_model:
-            return "", ""
-        # the smoke run also warms the runtime up and, with gates, tells how many tokens the
-        # model's tokenizer makes of the gate word, so the measured prompt has the length
-        # the TTFT limit is meant for
-        smoke = " ".join([GATE_WORD] * WARM_UP_WORDS) if gates.any else SMOKE_PROMPT
-        result = client.generate(smoke, SMOKE_TOKENS)
-        if result.summary.completion_tokens == 0 and result.summary.finish_reason != "stop":
-            return "smoke generation produced no tokens", ""
-        if not gates.any:
-            return "", ""
-        per_word = max(1, round(result.summary.prompt_tokens / WARM_UP_WORDS))
-        prompt = " ".join([GATE_WORD] * max(1, gates.prompt_tokens // per_word))
-        summary = client.generate(prompt, GATE_TOKENS).summary
-    except AgentRefused as exc:  # e.g. the runtime crashed on its first real request
-        return _detail(exc, device), ""
-    measured = Measurement(summary.prompt_tokens, summary.completion_tokens,
-                           summary.decode_tokens_per_s, summary.ttft_ms,
-                           summary.joules_per_token, summary.energy_meter or "none")
-    return judge(gates, measured), describe(measured)
-
-
 def signed_load_request(fleet: Fleet, sha256: str, size_bytes: int, name: str, variant: str,
                         fmt: str, n_ctx: int, memory: int = 0,
                         trial: bool = False) -> pb.LoadModelRequest:
@@ -147,46 +110,6 @@ def signed_load_request(fleet: Fleet, sha256: str, size_bytes: int, name: str, v
         sha256=sha256, name=name, variant=variant, format=fmt, n_ctx=n_ctx,
         size_bytes=size_bytes, estimated_memory_bytes=memory, manifest=manifest,
         manifest_signature=signature, trial=trial)
-
-
-def _send(fleet: Fleet, client: GrpcAgentClient, device: Device, art: LocalArtifact,
-          first: pb.CheckFitResponse, incoming_dir: str, memory: int,
-          options: DeployOptions) -> int:
-    """Upload the blob; after a dropped link or connection, wait (exponential backoff) and
-    resume where the device's partial file ends. Returns bytes actually sent."""
-    sent = 0
-    fit = first
-    for attempt in range(options.retries + 1):
-        try:
-            if attempt:
-                fit = client.check_fit(art.sha256, art.size_bytes, memory)
-            if fit.already_held:
-                return sent
-            def progress(done: int, total: int) -> None:
-                options.progress(device.name, done, total)
-
-            ssh = fleet.transfer.connect(fleet.ssh_target(device))
-            try:
-                if options.streams > 1 and art.size_bytes >= PARALLEL_MIN_BYTES:
-                    # each range resumes from the device's own .ranges record
-                    return sent + push_ranges(
-                        ssh, art.path, incoming_dir, art.sha256, options.streams,
-                        fleet.transfer.stall_timeout_s, progress, options.limit_bytes_per_s)
-                resume = 0
-                if 0 < fit.staged_bytes <= art.size_bytes and (
-                        sha256_prefix(art.path, fit.staged_bytes) == fit.staged_sha256):
-                    resume = fit.staged_bytes  # the device's partial upload is our prefix
-                return sent + fleet.transfer.push(
-                    ssh, art.path, incoming_dir, art.sha256, resume_from=resume,
-                    progress=progress, limit_bytes_per_s=options.limit_bytes_per_s)
-            finally:
-                ssh.close()
-        except Unreachable as exc:  # includes TransferInterrupted; host-key errors are not
-            sent += exc.sent if isinstance(exc, TransferInterrupted) else 0
-            if attempt == options.retries:
-                raise
-            time.sleep(options.backoff_s * 2**attempt)
-    return sent
 
 
 def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
@@ -229,7 +152,7 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
                                    f"preflight refused before sending anything: {fit.reason}",
                                    "`fleet plan` shows a variant that fits; free disk space "
                                    "or pick a smaller variant with --prefer speed")
-                sent = _send(fleet, client, device, art, fit, store.incoming_dir,
+                sent = send(fleet, client, device, art, fit, store.incoming_dir,
                              choice.chosen.memory.total, options)
                 if options.stage_only:
                     client.stage_model(art.sha256)
@@ -244,14 +167,15 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
                     if exc.kind not in MODEL_REFUSALS:
                         raise
                     return outcome("failed", "could not load it, kept its current model: "
-                                   + _detail(exc, device.name), exc.hint, sent, True)
+                                   + refusal_detail(exc, device.name), exc.hint, sent, True)
             try:
-                problem, measured = _health_check(client, model.arch.is_language_model,
+                problem, measured = health_check(client, model.arch.is_language_model,
                                                   device.name, gates)
             except Unreachable as exc:
                 back = f"{previous.variant}" if previous else "no model"
+                detail = refusal_detail(exc, device.name)
                 return outcome("failed", f"the agent went away during the health check "
-                               f"({_detail(exc, device.name)}); the model is on trial, so the "
+                               f"({detail}); the model is on trial, so the "
                                f"device goes back to {back} when its agent restarts",
                                exc.hint, sent, True)
             if problem:
@@ -273,10 +197,6 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
             return outcome("deployed", reason, sent=sent)
     except FleetError as exc:
         return outcome("failed", exc.message, exc.hint)
-
-
-def _detail(exc: FleetError, device: str) -> str:
-    return exc.message.removeprefix(f"{device}: ").removeprefix("agent refused: ")
 
 
 def _roll_back(fleet: Fleet, client: GrpcAgentClient, device: Device, model: ModelSpec,

@@ -17,7 +17,8 @@ from controller import lab_netns
 from controller.artifacts import LocalArtifact
 from controller.lab import read_registry
 from controller.services.context import Fleet
-from controller.services.deploying import DeployOptions, _send
+from controller.services.deploying import DeployOptions
+from controller.services.uploading import send
 from tests.conftest import Cli, Result
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root "
@@ -75,7 +76,7 @@ def test_upload_survives_the_link_dropping(cli: Cli, lab: Callable[..., Result],
         try:
             first = client.check_fit(art.sha256, art.size_bytes, 0)
             options = DeployOptions(retries=6, backoff_s=0.5, limit_bytes_per_s=8 * MIB)
-            sent = _send(fleet, client, device, art, first, store.incoming_dir, 0, options)
+            sent = send(fleet, client, device, art, first, store.incoming_dir, 0, options)
         finally:
             watcher.join()
     assert dropped.is_set()

@@ -14,7 +14,8 @@ from agent.store import sha256_file
 from controller.artifacts import LocalArtifact
 from controller.lab import child_pids, read_registry
 from controller.services.context import Fleet
-from controller.services.deploying import DeployOptions, _send
+from controller.services.deploying import DeployOptions
+from controller.services.uploading import send
 from tests.conftest import Cli, Result
 
 MIB = 1024 * 1024
@@ -54,7 +55,7 @@ def test_upload_resumes_after_the_connection_is_cut(cli: Cli, lab: Callable[...,
         first = client.check_fit(art.sha256, art.size_bytes, 0)
         options = DeployOptions(retries=3, backoff_s=0.1, limit_bytes_per_s=24 * MIB)
         try:
-            sent = _send(fleet, client, device, art, first, store.incoming_dir, 0, options)
+            sent = send(fleet, client, device, art, first, store.incoming_dir, 0, options)
         finally:
             done.set()
             cutter.join()
@@ -82,7 +83,7 @@ def test_a_corrupt_partial_upload_is_restarted_not_resumed(cli: Cli, lab: Callab
         part.write_bytes(b"\0" * MIB)  # not a prefix of our file
         fit = client.check_fit(art.sha256, art.size_bytes, 0)
         assert fit.staged_bytes == MIB
-        sent = _send(fleet, client, device, art, fit, store.incoming_dir, 0, DeployOptions())
+        sent = send(fleet, client, device, art, fit, store.incoming_dir, 0, DeployOptions())
     assert sent == art.size_bytes
     assert sha256_file(Path(store.incoming_dir) / art.sha256) == art.sha256
 
@@ -125,7 +126,7 @@ def test_multi_stream_upload_resumes_each_range(cli: Cli, lab: Callable[..., Res
         first = client.check_fit(art.sha256, art.size_bytes, 0)
         options = DeployOptions(retries=3, backoff_s=0.1, limit_bytes_per_s=48 * MIB)
         try:
-            sent = _send(fleet, client, device, art, first, store.incoming_dir, 0, options)
+            sent = send(fleet, client, device, art, first, store.incoming_dir, 0, options)
         finally:
             done.set()
             cutter.join()
