@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The demo: a local lab fleet of 4 emulated devices, the offline tiny-llama ladder, a deploy
 # that picks a different variant per device and says why, a few tokens from each device
-# through its agent, then the dashboard (or a summary with --no-dashboard / without a TTY).
+# through its agent, a second rollout with a speed limit the lab cannot meet (its canary is
+# measured, rolled back, the rest halt), the rollout log, then the dashboard (or a summary with
+# --no-dashboard / without a TTY).
 #   ./dev.sh demo [--no-dashboard] [--keep-lab]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +33,14 @@ step "fleet deploy tiny-llama --group lab"
 "$FLEET" deploy tiny-llama --group lab
 step "fleet generate 'The edge device' --group lab --max-tokens 12"
 "$FLEET" generate "The edge device" --group lab --max-tokens 12
+step "fleet deploy tiny-llama --group lab --prefer speed --min-tps 1000
+    (a limit this host is unlikely to meet: the canary is measured on the device and rolled
+    back, the other device of that file halts, every device keeps its model; exit 1)"
+rc=0
+"$FLEET" deploy tiny-llama --group lab --prefer speed --min-tps 1000 || rc=$?
+[ "$rc" -le 1 ] || { echo "demo: the gated deploy exited $rc" >&2; exit 1; }
+step "fleet rollouts   (the log; 'fleet rollouts ID' shows one rollout device by device)"
+"$FLEET" rollouts
 if [ "$dashboard" = 1 ]; then
   step "fleet dashboard   (q quits)"
   "$FLEET" dashboard

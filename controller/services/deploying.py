@@ -348,5 +348,5 @@ def _halted(p: DevicePlan, failures: list[Outcome | None], interrupted: bool) ->
         p.device.name, "halted", chosen.variant.name if chosen else "",
         f"not started: {why}",
         hint="this device keeps its current model; deploy again to go on" if interrupted else
-        "this device keeps its current model; fix the model and deploy again, or pass "
-        "--max-failures 0 to go on regardless")
+        "this device keeps its current model; deploy again once the failed devices' reason "
+        "is dealt with, or pass --max-failures 0 to go on regardless")

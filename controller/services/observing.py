@@ -62,7 +62,9 @@ def _status_one(fleet: Fleet, device: Device) -> DeviceStatus:
     active = next((m for m in models if m.active), None)
     state = device_state(True, active.sha256 if active else "",
                          bool(active and active.on_trial), device.sha256)
-    ok = [r for r in telemetry.records if r.outcome == "ok"]
+    # the last numbers of the model running now, not of one tried and rolled back since
+    ok = [r for r in telemetry.records
+          if r.outcome == "ok" and (active is None or r.sha256 == active.sha256)]
     last = ok[-1] if ok else None
     now = datetime.now(timezone.utc)
     fields: dict[str, object] = {"last_seen": now, "state": state}

@@ -161,6 +161,15 @@ def test_a_model_that_misses_its_measured_gate_is_rolled_back(
     assert _active(fleet) == before
     status = json.loads(cli("status", "--group", "lab", "--json").out)
     assert {(s["state"], s["variant"]) for s in status} == {("deployed", "q8_0")}
+    # status shows the numbers of the model running now, not the rolled-back one's
+    device = fleet.inventory.get_device(str(rolled["device"]))
+    with fleet.client(device) as client:
+        records = [r for r in client.telemetry(limit=100, tail=True).records
+                   if r.outcome == "ok"]
+    assert records[-1].variant == "q2_k"  # the gate's measured run came last
+    running = [r for r in records if r.sha256 == before[device.name]][-1]
+    shown = next(s for s in status if s["device"] == device.name)
+    assert shown["last_tokens_per_s"] == running.decode_tokens_per_s
     rows = [d for d in fleet.inventory.deployments(10) if d.device == rolled["device"]]
     assert rows[0].status == "rolled-back" and "--min-tps 1500" in rows[0].reason
 
