@@ -193,7 +193,7 @@ class AgentCore:
                     raise
             except Exception:
                 if current and not hand_over:
-                    self._reload(current)
+                    self._reload(current.record, current.estimated_bytes)
                 raise
             if current and hand_over:
                 current.worker.stop()
@@ -214,11 +214,11 @@ class AgentCore:
         with self._lock:
             self.store.commit(check_sha256(sha256))
 
-    def _reload(self, previous: Loaded) -> None:
+    def _reload(self, record: ModelRecord, estimated_bytes: int) -> None:
         try:
-            worker = Worker(previous.record.format, self.store.blob_path(previous.record.sha256),
-                            previous.record.n_ctx or 512, self.view.cores)
-            self._loaded = Loaded(previous.record, worker, previous.estimated_bytes)
+            worker = Worker(record.format, self.store.blob_path(record.sha256),
+                            record.n_ctx or 512, self.view.cores)
+            self._loaded = Loaded(record, worker, estimated_bytes)
         except Exception as exc:
             log.error("could not reload previous model: %s", exc)
             self._on_model_change(False)
@@ -348,12 +348,11 @@ class AgentCore:
                 state = self.store.give_up_trial("its runtime worker crashed while on trial")
                 if state.active is None:
                     return
-                crashed = Loaded(state.active, crashed.worker,
-                                 default_estimate(state.active))
+                self._reload(state.active, default_estimate(state.active))
             else:
                 log.error("runtime worker for %s crashed; restarting it",
                           crashed.record.sha256[:12])
-            self._reload(crashed)
+                self._reload(crashed.record, crashed.estimated_bytes)
             if self._loaded:
                 self._on_model_change(True)
 

@@ -79,6 +79,12 @@ class StoreState:
     reverted_reason: str = ""
     staged: str = ""  # sha256 verified ahead of activation (pre-pull), kept from GC
 
+    @property
+    def pinned(self) -> set[str]:
+        """The blobs the store must keep: active, previous (for rollback) and staged."""
+        return {r.sha256 for r in (self.active, self.previous) if r} | (
+            {self.staged} if self.staged else set())
+
 
 class ModelStore:
     def __init__(self, root: Path) -> None:
@@ -176,17 +182,15 @@ class ModelStore:
                 previous = old.previous
         if previous and previous.sha256 == record.sha256:
             previous = None
-        new = StoreState(active=record, previous=previous, trial=trial,
-                         reverted=old.reverted, reverted_reason=old.reverted_reason,
-                         staged="" if old.staged == record.sha256 else old.staged)
+        new = replace(old, active=record, previous=previous, trial=trial,
+                      staged="" if old.staged == record.sha256 else old.staged)
         failpoints.hit("activate.before_state")
         self.write_state(new)
         failpoints.hit("activate.after_state")
         # Only the model that just fell out of the rollback slot is deleted; blobs staged
         # ahead of activation (pre-pulled or awaiting a retry) stay until collect_garbage.
-        kept = {r.sha256 for r in (new.active, new.previous) if r} | {new.staged} - {""}
         for dropped in (old.previous, old.active):
-            if dropped and dropped.sha256 not in kept:
+            if dropped and dropped.sha256 not in new.pinned:
                 (self.blobs_dir / dropped.sha256).unlink(missing_ok=True)
         self.collect_garbage(new, min_age_s=STALE_BLOB_S)
         return new
@@ -214,22 +218,21 @@ class ModelStore:
         (or none). Returns the new state."""
         old = self.read_state()
         assert old.trial and old.active is not None
-        new = StoreState(active=old.previous, previous=None, trial=False,
-                         reverted=old.active.sha256, reverted_reason=reason, staged=old.staged)
+        new = replace(old, active=old.previous, previous=None, trial=False,
+                      reverted=old.active.sha256, reverted_reason=reason)
         self.write_state(new)
         return new
 
     def deactivate(self) -> None:
         old = self.read_state()
-        self.write_state(StoreState(active=None, previous=old.active or old.previous,
-                                    reverted=old.reverted, reverted_reason=old.reverted_reason,
-                                    staged=old.staged))
+        self.write_state(replace(old, active=None, previous=old.active or old.previous,
+                                 trial=False))
 
     def collect_garbage(self, state: StoreState, keep_extra: int = 0,
                         min_age_s: float = 0.0) -> list[str]:
         """Delete blobs other than active and previous, keeping the ``keep_extra`` newest and
         any younger than ``min_age_s`` (staged ahead of activation); and stale uploads."""
-        keep = {r.sha256 for r in (state.active, state.previous) if r} | {state.staged} - {""}
+        keep = state.pinned
         now = time.time()
         others = sorted(
             (p for p in self.blobs_dir.iterdir() if p.name not in keep),

@@ -81,10 +81,12 @@ class TransferInterrupted(Unreachable):
 
 
 class AgentRefused(DeviceError):
-    def __init__(self, message: str, hint: str = "", code: str = "", kind: str = "") -> None:
+    def __init__(self, message: str, hint: str = "", code: str = "", kind: str = "",
+                 detail: str = "") -> None:
         super().__init__(message, hint)
         self.code = code  # the gRPC status name
         self.kind = kind  # the agent's error class (trailing metadata), when it sent one
+        self.detail = detail or message  # the agent's own words, without the device name
 
 
 class LabError(FleetError):

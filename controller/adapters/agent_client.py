@@ -98,6 +98,7 @@ class GrpcAgentClient:
         kind = dict(exc.trailing_metadata() or ()).get(ERROR_KIND_KEY, "")
         if kind == "WorkerFailed":
             return AgentRefused(f"{self.name}: {details}", code=code.name, kind=kind,
+                                detail=details,
                                 hint="the agent restarts the runtime on its last good model; "
                                 "`fleet status` shows the crash count")
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -109,7 +110,8 @@ class GrpcAgentClient:
                 "the device is slow or the link is down; retry",
             )
         return AgentRefused(f"{self.name}: agent refused: {details}",
-                            hint=HINTS.get(code.name, ""), code=code.name, kind=kind)
+                            hint=HINTS.get(code.name, ""), code=code.name, kind=kind,
+                            detail=details)
 
     def get_profile(self, timeout: float = 5.0) -> pb.HardwareProfile:
         return self._call(self._stub.GetProfile, pb.GetProfileRequest(), timeout).profile

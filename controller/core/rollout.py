@@ -37,7 +37,8 @@ class RolloutGate:
     def __init__(self, artifacts: list[str], policy: RolloutPolicy) -> None:
         self.artifacts = artifacts
         self.policy = policy
-        self.state = ["waiting"] * len(artifacts)  # waiting | running | done
+        self._waiting = dict.fromkeys(range(len(artifacts)))  # an ordered set, in plan order
+        self.running: dict[str, int] = {}  # artifact -> devices receiving it right now
         self.healthy: dict[str, int] = {}
         self.failures: list[int] = []
         self.stopped = False  # by the operator (Ctrl-C): finish what runs, start nothing
@@ -49,24 +50,23 @@ class RolloutGate:
     def stop(self) -> None:
         self.stopped = True
 
-    def startable(self) -> list[int]:
-        """Devices that may start now, in order."""
-        if self.halted:
-            return [i for i, a in enumerate(self.artifacts)
-                    if not a and self.state[i] == "waiting"]
+    def startable(self, limit: int | None = None) -> list[int]:
+        """Devices that may start now, in order, at most ``limit`` of them."""
         ready: list[int] = []
         slots: dict[str, int] = {}
-        for i, artifact in enumerate(self.artifacts):
-            if self.state[i] != "waiting":
+        for i in self._waiting:
+            if limit is not None and len(ready) >= limit:
+                break
+            artifact = self.artifacts[i]
+            if not artifact:
+                ready.append(i)  # never contacted: it may always start
                 continue
-            if not artifact or self._vouched(artifact):
-                ready.append(i)
+            if self.halted:
                 continue
             if artifact not in slots:
-                running = sum(1 for j, a in enumerate(self.artifacts)
-                              if a == artifact and self.state[j] == "running")
-                slots[artifact] = self.policy.canary - self.healthy.get(artifact, 0) - running
-            if slots[artifact] > 0:
+                slots[artifact] = (self.policy.canary - self.healthy.get(artifact, 0)
+                                   - self.running.get(artifact, 0))
+            if self._vouched(artifact) or slots[artifact] > 0:
                 slots[artifact] -= 1
                 ready.append(i)
         return ready
@@ -75,17 +75,20 @@ class RolloutGate:
         return self.healthy.get(artifact, 0) >= self.policy.canary
 
     def start(self, i: int) -> None:
-        self.state[i] = "running"
+        del self._waiting[i]
+        artifact = self.artifacts[i]
+        self.running[artifact] = self.running.get(artifact, 0) + 1
 
     def finish(self, i: int, evidence: Evidence) -> None:
-        self.state[i] = "done"
+        artifact = self.artifacts[i]
+        self.running[artifact] -= 1
         if evidence is Evidence.HEALTHY:
-            self.healthy[self.artifacts[i]] = self.healthy.get(self.artifacts[i], 0) + 1
+            self.healthy[artifact] = self.healthy.get(artifact, 0) + 1
         elif evidence is Evidence.MODEL_FAILED:
             self.failures.append(i)
 
     def waiting(self) -> list[int]:
-        return [i for i, s in enumerate(self.state) if s == "waiting"]
+        return list(self._waiting)
 
 
 def failure_budget(spec: str, contacted: int) -> int:

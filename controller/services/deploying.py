@@ -35,7 +35,7 @@ from controller.errors import (
     UsageError,
 )
 from controller.services.context import Fleet
-from controller.services.health_gate import health_check, refusal_detail
+from controller.services.health_gate import health_check
 from controller.services.planning import DevicePlan, plan
 from controller.services.uploading import send
 
@@ -167,15 +167,13 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
                     if exc.kind not in MODEL_REFUSALS:
                         raise
                     return outcome("failed", "could not load it, kept its current model: "
-                                   + refusal_detail(exc, device.name), exc.hint, sent, True)
+                                   + exc.detail, exc.hint, sent, True)
             try:
-                problem, measured = health_check(client, model.arch.is_language_model,
-                                                  device.name, gates)
+                problem, measured = health_check(client, model.arch.is_language_model, gates)
             except Unreachable as exc:
                 back = f"{previous.variant}" if previous else "no model"
-                detail = refusal_detail(exc, device.name)
                 return outcome("failed", f"the agent went away during the health check "
-                               f"({detail}); the model is on trial, so the "
+                               f"({exc.message}); the model is on trial, so the "
                                f"device goes back to {back} when its agent restarts",
                                exc.hint, sent, True)
             if problem:
@@ -279,7 +277,7 @@ def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Reque
             max_workers=max(1, min(options.concurrency, len(plans)))) as pool:
         running: dict[Future[Outcome], int] = {}
         while True:
-            for i in gate.startable()[: options.concurrency - len(running)]:
+            for i in gate.startable(options.concurrency - len(running)):
                 gate.start(i)
                 running[pool.submit(deploy_one, fleet, model, plans[i], artifacts, rollout,
                                     options, gates)] = i

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from controller.adapters.agent_client import GrpcAgentClient
 from controller.core.gates import Gates, Measurement, describe, judge
-from controller.errors import AgentRefused, FleetError
+from controller.errors import AgentRefused
 
 SMOKE_PROMPT = "The edge device says"
 SMOKE_TOKENS = 4
@@ -14,7 +14,7 @@ GATE_WORD = "the"  # one token in common vocabularies; the warm-up measures it a
 WARM_UP_WORDS = 8
 
 
-def health_check(client: GrpcAgentClient, language_model: bool, device: str,
+def health_check(client: GrpcAgentClient, language_model: bool,
                  gates: Gates) -> tuple[str, str]:
     """(problem, measured): problem is empty when healthy. A tensor model passed its smoke
     inference on the device before it became active; a language model must also generate
@@ -37,12 +37,8 @@ def health_check(client: GrpcAgentClient, language_model: bool, device: str,
         prompt = " ".join([GATE_WORD] * max(1, gates.prompt_tokens // per_word))
         summary = client.generate(prompt, GATE_TOKENS).summary
     except AgentRefused as exc:  # e.g. the runtime crashed on its first real request
-        return refusal_detail(exc, device), ""
+        return exc.detail, ""
     measured = Measurement(summary.prompt_tokens, summary.completion_tokens,
                            summary.decode_tokens_per_s, summary.ttft_ms,
                            summary.joules_per_token, summary.energy_meter or "none")
     return judge(gates, measured), describe(measured)
-
-
-def refusal_detail(exc: FleetError, device: str) -> str:
-    return exc.message.removeprefix(f"{device}: ").removeprefix("agent refused: ")

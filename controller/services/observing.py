@@ -5,8 +5,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
 
+from agent.rpc import agent_pb2 as pb
 from controller.adapters.agent_client import GenerationResult
 from controller.adapters.tables import Device
 from controller.errors import FleetError
@@ -91,7 +91,7 @@ def _status_one(fleet: Fleet, device: Device) -> DeviceStatus:
     )
 
 
-def _drift(active: Any, device: Device) -> str:
+def _drift(active: pb.ModelInfo | None, device: Device) -> str:
     runs = f"{active.name} {active.variant}" if active else "no model"
     return f"runs {runs}; the fleet deployed {device.model} {device.variant}"
 
