@@ -15,6 +15,7 @@
     │   ├── TransferInterrupted        the link dropped mid-upload (resumable)
     │   └── AgentRefused               the agent answered with an error status
     ├── LabError                       the local lab could not start or stop
+    ├── SchemaError                    the database's schema is newer than this code, or broken
     └── DeployFailed                   a fleet operation finished with failed devices
 """
 
@@ -90,6 +91,10 @@ class AgentRefused(DeviceError):
 
 
 class LabError(FleetError):
+    pass
+
+
+class SchemaError(FleetError):
     pass
 
 

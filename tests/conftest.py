@@ -3,8 +3,11 @@ the `fleet` CLI run in-process, and a real lab (sshd + agents) torn down after e
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,3 +84,39 @@ def lab(cli: Cli, home: Path) -> Iterator[Callable[..., Result]]:
 
     yield up
     cli("lab", "down")
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        pytest.skip("PostgreSQL is not installed")
+    # not under pytest's 0700 tree: the server runs as another user when we are root
+    root = Path(tempfile.mkdtemp(prefix="edgefleet-pg-"))
+    data, sock = root / "data", root / "sock"
+    sock.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres user
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres")
+        shutil.chown(sock, "postgres")
+        root.chmod(0o755)
+    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "fleet", "--auth=trust", "-E",
+                    "UTF8"], check=True, capture_output=True)
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+                    f"-c listen_addresses='' -c unix_socket_directories={sock} -p 5439",
+                    "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://fleet@/postgres?host={sock}&port=5439"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

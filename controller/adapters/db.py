@@ -1,23 +1,46 @@
-"""SQLModel engine: one per process. SQLite gets WAL and foreign keys; any other URL as is."""
+"""SQLModel engine: one per process. SQLite gets WAL and foreign keys; any other URL as is.
+
+The schema is Alembic's (``controller.migrations``): opening a database brings it to the
+code's revision (``controller.adapters.schema``), never past it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import Engine
-from sqlmodel import SQLModel, create_engine
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlmodel import create_engine
 
-from controller.adapters import tables  # noqa: F401  (registers the tables)
+from controller.adapters import schema
 from controller.errors import UsageError
 
 _ENGINES: dict[str, Engine] = {}
+DRIVER_HINTS = {
+    "psycopg": "pip install 'edgefleet[postgres]'",
+    "psycopg2": "pip install psycopg2-binary, or use postgresql+psycopg:// with "
+    "pip install 'edgefleet[postgres]'",
+}
 
 
-def engine_for(url: str) -> Engine:
+def safe_url(url: str) -> str:
+    """The URL as it may be shown: never with its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.split("@")[-1] if "@" in url else url
+
+
+def engine_for(url: str, migrate: bool = True) -> Engine:
+    """The process's engine for ``url``; with ``migrate`` the schema is brought up to date
+    first (``fleet db`` opens without, to report and act on it itself)."""
     if url in _ENGINES:
-        return _ENGINES[url]
+        engine = _ENGINES[url]
+        if migrate:  # one query when current; the database may have changed meanwhile
+            schema.ensure_current(engine, url)
+        return engine
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
@@ -25,30 +48,21 @@ def engine_for(url: str) -> Engine:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     try:
         engine = create_engine(url, **kwargs)
+    except ModuleNotFoundError as exc:
+        raise UsageError(f"no driver for database URL {safe_url(url)}: {exc}",
+                         hint=DRIVER_HINTS.get(exc.name or "", "install the SQLAlchemy "
+                                               "driver the URL names")) from exc
     except Exception as exc:  # sqlalchemy raises several types for a bad URL
-        raise UsageError(f"cannot use database URL {url!r}: {exc}",
+        raise UsageError(f"cannot use database URL {safe_url(url)}: "
+                         f"{str(exc).replace(url, safe_url(url))}",
                          hint="pass a SQLAlchemy URL such as sqlite:///fleet.db "
                          "or postgresql+psycopg://user@host/db") from exc
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
-    SQLModel.metadata.create_all(engine)
-    _add_missing_columns(engine)
+    if migrate:
+        schema.ensure_current(engine, url)
     _ENGINES[url] = engine
     return engine
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Additive migrations: a column added to a table since the database was created is
-    added to it (nullable or with its default), so an older database keeps working."""
-    inspector = inspect(engine)
-    with engine.begin() as conn:
-        for table in SQLModel.metadata.sorted_tables:
-            existing = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in existing:
-                    continue
-                ddl = column.type.compile(dialect=engine.dialect)
-                conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {ddl}'))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
-from controller.adapters.db import engine_for
+from controller.adapters.db import engine_for, safe_url
 from controller.adapters.tables import (
     Deployment,
     Device,
@@ -25,7 +25,7 @@ class SqlInventory:
         try:
             self.engine = engine_for(url)
         except SQLAlchemyError as exc:
-            raise FleetError(f"cannot open database {url}: {exc.__class__.__name__}",
+            raise FleetError(f"cannot open database {safe_url(url)}: {_first_line(exc)}",
                              hint="check FLEET_DB_URL / --db") from exc
 
     def session(self) -> Session:
@@ -163,3 +163,10 @@ class SqlInventory:
                 Measurement.variant == variant,
             ).order_by(col(Measurement.id).desc())
             return s.exec(query).first()
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    """The driver's own reason (e.g. connection refused), without SQLAlchemy's background
+    link or the SQL."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0][:200] if text else exc.__class__.__name__

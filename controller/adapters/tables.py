@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+from sqlalchemy import DateTime
 from sqlmodel import Field, SQLModel
+
+# Aware UTC timestamps, stated rather than left to SQLModel's version (TIMESTAMP WITH TIME ZONE
+# on PostgreSQL); the schema itself is the migrations' (controller/migrations).
+UTC_TIMESTAMP = DateTime(timezone=True)
 
 
 def _now() -> datetime:
@@ -15,7 +20,7 @@ def _now() -> datetime:
 class DeviceGroup(SQLModel, table=True):
     __tablename__ = "device_group"
     name: str = Field(primary_key=True)
-    created_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
 
 
 class Device(SQLModel, table=True):
@@ -37,13 +42,13 @@ class Device(SQLModel, table=True):
     last_ttft_ms: float | None = None
     last_latency_ms: float | None = None
     last_tokens_per_s: float | None = None
-    last_seen: datetime | None = None
+    last_seen: datetime | None = Field(default=None, sa_type=UTC_TIMESTAMP)
     lab: bool = False
     labels_json: str = "{}"  # {"site": "berlin", ...}
     proxy_jump: str = ""  # [user@]host[:port] of a bastion (or from ~/.ssh/config)
     tls: bool = False  # enrolled: the agent requires the fleet's client certificate
     decode_efficiency: float | None = None  # calibrated share of bandwidth reached in decode
-    created_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
 
     @property
     def labels(self) -> dict[str, str]:
@@ -61,7 +66,7 @@ class ModelArtifact(SQLModel, table=True):
     sha256: str
     size_bytes: int
     path: str
-    created_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
 
 
 class Deployment(SQLModel, table=True):
@@ -77,8 +82,8 @@ class Deployment(SQLModel, table=True):
     status: str
     reason: str = ""
     bytes_sent: int = 0
-    started_at: datetime = Field(default_factory=_now)
-    finished_at: datetime | None = None
+    started_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
+    finished_at: datetime | None = Field(default=None, sa_type=UTC_TIMESTAMP)
 
 
 class Measurement(SQLModel, table=True):
@@ -98,4 +103,4 @@ class Measurement(SQLModel, table=True):
     predicted_tokens_per_s: float  # the model's prediction before this measurement
     decode_efficiency: float
     peak_rss_bytes: int = 0
-    measured_at: datetime = Field(default_factory=_now)
+    measured_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)

@@ -12,7 +12,7 @@ import typer
 from typer.exceptions import TyperException
 
 from controller import settings
-from controller.cli import dashboard_cmd, device, fleet_ops, lab_cmd, model, profile
+from controller.cli import dashboard_cmd, db_cmd, device, fleet_ops, lab_cmd, model, profile
 from controller.errors import FleetError
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.add_typer(device.app, name="device")
 app.add_typer(model.app, name="model")
 app.add_typer(profile.app, name="profile")
 app.add_typer(lab_cmd.app, name="lab")
+app.add_typer(db_cmd.app, name="db")
 fleet_ops.register(app)
 dashboard_cmd.register(app)
 

@@ -1,59 +1,15 @@
 """The controller on PostgreSQL: any SQLAlchemy URL works, not only the SQLite default.
 
-A throwaway server is started for the test (initdb + pg_ctl in a temporary directory, on a
-Unix socket only); the test is skipped where PostgreSQL is not installed (scripts/setup.sh
-installs it)."""
+A throwaway server is started for the test (``pg_url`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from tests.conftest import Cli, Result
-
-
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return candidates[-1] if candidates else None
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL is not installed")
-    # not under pytest's 0700 tree: the server runs as another user when we are root
-    root = Path(tempfile.mkdtemp(prefix="edgefleet-pg-"))
-    data, sock = root / "data", root / "sock"
-    sock.mkdir()
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres user
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(root, "postgres")
-        shutil.chown(sock, "postgres")
-        root.chmod(0o755)
-    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "fleet", "--auth=trust", "-E",
-                    "UTF8"], check=True, capture_output=True)
-    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-                    f"-c listen_addresses='' -c unix_socket_directories={sock} -p 5439",
-                    "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql+psycopg2://fleet@/postgres?host={sock}&port=5439"
-    finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_the_whole_path_on_postgresql(cli: Cli, lab: Callable[..., Result], pg_url: str,
