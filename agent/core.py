@@ -16,19 +16,19 @@ from typing import Any
 
 from agent import failpoints
 from agent.bandwidth import Bandwidth
+from agent.contract import DISK_MARGIN_BYTES, RUNTIME_OVERHEAD_BYTES, RevertCause, sha256_file
 from agent.emulation import MIB, DeviceView
 from agent.energy import EnergyTracker
-from agent.errors import InsufficientMemory, NoActiveModel, NotFound, WorkerFailed
+from agent.errors import InsufficientMemory, NoActiveModel, NotFound, NotOnTrial, WorkerFailed
 from agent.probe import HostFacts, disk_usage, parse_meminfo
 from agent.runtimes.base import GenerationStats
-from agent.store import ModelRecord, ModelStore, check_sha256, sha256_file
+from agent.store import ModelRecord, ModelStore, StoreState, check_sha256
 from agent.telemetry import TelemetryBuffer
 from agent.workers import Worker
 
 log = logging.getLogger("edgefleet.agent")
 
 SMOKE_PROMPT = "Hello"
-DISK_MARGIN_BYTES = 64 * MIB  # never fill a device's disk to the last byte
 # The fixed benchmark prompt set: short, medium and long prompts, as in llama-bench's pp/tg mix.
 BENCH_PROMPTS = (
     "Hello",
@@ -50,7 +50,6 @@ class BenchResult:
     load_seconds: float
     peak_rss_bytes: int
     samples: list[BenchSample]
-RUNTIME_OVERHEAD_BYTES = 48 * MIB  # a worker process with llama.cpp loaded, before weights
 # how often an idle agent checks that its runtime worker lives; 0 disables the watcher (then
 # only the next request notices a crash)
 WATCH_INTERVAL_S = float(os.environ.get("FLEET_AGENT_WATCH_S", "1.0"))
@@ -143,7 +142,8 @@ class AgentCore:
             log.warning("restarted while %s was on trial: going back to %s",
                         state.active.sha256[:12],
                         state.previous.sha256[:12] if state.previous else "no model")
-            state = self.store.give_up_trial("the agent restarted while it was on trial")
+            state = self.store.give_up_trial("the agent restarted while it was on trial",
+                                             RevertCause.RESTART)
         for record in (state.active, state.previous):
             if record is None:
                 continue
@@ -158,9 +158,10 @@ class AgentCore:
                 log.error("could not restore %s: %s", record.sha256[:12], exc)
 
     def load(self, record: ModelRecord, estimated_bytes: int, smoke_test: bool = True,
-             activate: bool = True, trial: bool = False) -> float:
+             activate: bool = True, trial: bool = False, trial_seconds: float = 0.0) -> float:
         """Verify, load beside (or instead of) the current model, smoke-test, activate (on
-        trial until ``commit`` when ``trial``).
+        trial until ``commit`` when ``trial``; given up by itself after ``trial_seconds``
+        without a commit, when set).
 
         Returns load seconds. On any failure the previously active model stays active.
         """
@@ -200,7 +201,8 @@ class AgentCore:
             self.last_swap_strategy = "hand-over" if hand_over or not current else "stop-then-load"
             self._loaded = Loaded(record, worker, need)
             if activate:
-                self.store.activate(record, trial=trial)
+                until = time.time() + trial_seconds if trial and trial_seconds > 0 else 0.0
+                self.store.activate(record, trial=trial, trial_until=until)
             self._on_model_change(True)
             return worker.load_seconds
 
@@ -213,6 +215,40 @@ class AgentCore:
         """End the trial of the active model."""
         with self._lock:
             self.store.commit(check_sha256(sha256))
+
+    def abort_trial(self, sha256: str, reason: str) -> ModelRecord | None:
+        """Give up the model on trial and go back to the previous one (or none); returns
+        the model active afterwards."""
+        check_sha256(sha256)
+        with self._lock:
+            state = self.store.read_state()
+            if not state.trial or state.active is None or state.active.sha256 != sha256:
+                raise NotOnTrial(f"model {sha256[:12]} is not on trial here")
+            return self._give_up(state, reason or "aborted by the controller",
+                                 RevertCause.ABORTED).active
+
+    def _give_up(self, state: StoreState, reason: str, cause: RevertCause) -> StoreState:
+        """Stop the model on trial, record it given up, bring the previous one back."""
+        assert state.active is not None
+        log.warning("giving up %s (%s): going back to %s", state.active.sha256[:12], reason,
+                    state.previous.sha256[:12] if state.previous else "no model")
+        current = self._loaded
+        if current is not None:
+            current.worker.stop()
+            self._loaded = None
+            self._on_model_change(False)
+        state = self.store.give_up_trial(reason, cause)
+        if state.active is not None:
+            self._reload(state.active, default_estimate(state.active))
+            if self._loaded:
+                self._on_model_change(True)
+        return state
+
+    def trial_seconds_left(self) -> float:
+        state = self.store.read_state()
+        if not state.trial or not state.trial_until:
+            return 0.0
+        return max(0.0, state.trial_until - time.time())
 
     def _reload(self, record: ModelRecord, estimated_bytes: int) -> None:
         try:
@@ -326,11 +362,20 @@ class AgentCore:
 
     def _watch_workers(self) -> None:
         """Notice a dead runtime worker while nobody asks (an OOM kill at night), so the model
-        is back, or a model on trial given up, before the next request."""
+        is back, or a model on trial given up, before the next request; and give up a model
+        whose trial deadline passed without a commit."""
         while not self._stopping.wait(WATCH_INTERVAL_S):
             current = self._loaded
             if current is not None and not current.worker.alive:
                 self._restart_after_crash(current)
+            self._expire_trial()
+
+    def _expire_trial(self) -> None:
+        with self._lock:
+            state = self.store.read_state()
+            if state.trial and state.trial_until and time.time() >= state.trial_until:
+                self._give_up(state, "its trial deadline passed without a commit",
+                              RevertCause.DEADLINE)
 
     def _restart_after_crash(self, crashed: Loaded) -> None:
         """Once per crashed worker, whoever noticed first (a request or the watcher)."""
@@ -345,7 +390,8 @@ class AgentCore:
                 log.error("runtime worker for %s crashed on trial; going back to %s",
                           crashed.record.sha256[:12],
                           state.previous.sha256[:12] if state.previous else "no model")
-                state = self.store.give_up_trial("its runtime worker crashed while on trial")
+                state = self.store.give_up_trial("its runtime worker crashed while on trial",
+                                                 RevertCause.CRASH)
                 if state.active is None:
                     return
                 self._reload(state.active, default_estimate(state.active))

@@ -10,51 +10,62 @@
     ├── NoActiveModel         inference asked with nothing loaded       -> FAILED_PRECONDITION
     ├── ManifestRejected      unsigned, badly signed or mismatching      -> PERMISSION_DENIED
     ├── GenerationFailed      the runtime raised during a generation    -> INTERNAL
-    └── WorkerFailed          the runtime worker crashed or refused     -> UNAVAILABLE
+    ├── WorkerFailed          the runtime worker crashed or refused     -> UNAVAILABLE
+    └── NotOnTrial            commit/abort of a model not on trial      -> FAILED_PRECONDITION
+
+Each class names its ``ErrorKind`` (agent.contract), which travels with the status.
 """
 
 from __future__ import annotations
+
+from agent.contract import ErrorKind
 
 
 class AgentError(Exception):
     """Base of every error the agent reports to a client."""
 
+    kind = ErrorKind.UNSPECIFIED
+
 
 class InvalidRequest(AgentError):
-    pass
+    kind = ErrorKind.INVALID_REQUEST
 
 
 class NotFound(AgentError):
-    pass
+    kind = ErrorKind.NOT_FOUND
 
 
 class ChecksumMismatch(AgentError):
-    pass
+    kind = ErrorKind.CHECKSUM_MISMATCH
 
 
 class InsufficientMemory(AgentError):
-    pass
+    kind = ErrorKind.INSUFFICIENT_MEMORY
 
 
 class InsufficientDisk(AgentError):
-    pass
+    kind = ErrorKind.INSUFFICIENT_DISK
 
 
 class NotForThisMachine(AgentError):
-    pass
+    kind = ErrorKind.NOT_FOR_THIS_MACHINE
 
 
 class NoActiveModel(AgentError):
-    pass
+    kind = ErrorKind.NO_ACTIVE_MODEL
 
 
 class WorkerFailed(AgentError):
-    pass
+    kind = ErrorKind.WORKER_FAILED
 
 
 class GenerationFailed(AgentError):
-    pass
+    kind = ErrorKind.GENERATION_FAILED
 
 
 class ManifestRejected(AgentError):
-    pass
+    kind = ErrorKind.MANIFEST_REJECTED
+
+
+class NotOnTrial(AgentError):
+    kind = ErrorKind.NOT_ON_TRIAL

@@ -37,8 +37,9 @@ class TrustMaterial:
 
 
 def verify_manifest(signing_pub: bytes, record: ModelRecord, manifest: bytes,
-                    signature: bytes) -> dict[str, Any]:
-    """Check the controller's signature and that the manifest describes this very load."""
+                    signature: bytes, **bound: Any) -> dict[str, Any]:
+    """Check the controller's signature and that the manifest describes this very load
+    (``bound``: further request fields the manifest must carry, e.g. the trial deadline)."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -56,6 +57,8 @@ def verify_manifest(signing_pub: bytes, record: ModelRecord, manifest: bytes,
     expected = {"sha256": record.sha256, "size_bytes": record.size_bytes, "name": record.name,
                 "variant": record.variant, "format": record.format}
     wrong = [k for k, v in expected.items() if data.get(k) != v]
+    # bound fields a manifest leaves out are held to their defaults (no trial, no deadline)
+    wrong += [k for k, v in bound.items() if data.get(k, type(v)()) != v]
     if wrong:
         raise ManifestRejected(f"manifest does not match the request ({', '.join(wrong)})")
     return dict(data)

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 
 from agent import __version__
+from agent.contract import ERROR_DETAIL_KEY
 from agent.core import AgentCore
 from agent.errors import (
     AgentError,
@@ -24,6 +25,7 @@ from agent.errors import (
     NoActiveModel,
     NotForThisMachine,
     NotFound,
+    NotOnTrial,
     WorkerFailed,
 )
 from agent.probe import disk_usage, parse_meminfo
@@ -46,16 +48,15 @@ STATUS_BY_ERROR: dict[type[AgentError], grpc.StatusCode] = {
     WorkerFailed: grpc.StatusCode.UNAVAILABLE,
     GenerationFailed: grpc.StatusCode.INTERNAL,
     ManifestRejected: grpc.StatusCode.PERMISSION_DENIED,
+    NotOnTrial: grpc.StatusCode.FAILED_PRECONDITION,
 }
-
-
-ERROR_KIND_KEY = "edgefleet-error"  # trailing metadata: the AgentError class name
 
 
 def _abort(context: grpc.ServicerContext, exc: AgentError) -> Any:
     code = STATUS_BY_ERROR.get(type(exc), grpc.StatusCode.INTERNAL)
     log.warning("%s: %s", code.name, exc)
-    context.set_trailing_metadata(((ERROR_KIND_KEY, type(exc).__name__),))
+    detail = pb.ErrorDetail(kind=exc.kind.value, message=str(exc))  # type: ignore[arg-type]
+    context.set_trailing_metadata(((ERROR_DETAIL_KEY, detail.SerializeToString()),))
     context.abort(code, str(exc))
 
 
@@ -116,6 +117,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             previous_sha256=state.previous.sha256 if state.previous else "",
             active_on_trial=state.trial, reverted_sha256=state.reverted,
             reverted_reason=state.reverted_reason, staged_sha256=state.staged,
+            trial_seconds_left=self.core.trial_seconds_left(),
+            reverted_cause=state.reverted_cause.value,  # type: ignore[arg-type]
         )
 
     def CheckFit(self, request: pb.CheckFitRequest, context: grpc.ServicerContext) -> Any:
@@ -135,10 +138,11 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             )
             if self.core.signing_pub:
                 verify_manifest(self.core.signing_pub, record, request.manifest,
-                                request.manifest_signature)
+                                request.manifest_signature, trial=request.trial,
+                                trial_seconds=request.trial_seconds)
             before = self.core.store.read_state().active
             seconds = self.core.load(record, request.estimated_memory_bytes,
-                                     trial=request.trial)
+                                     trial=request.trial, trial_seconds=request.trial_seconds)
         except AgentError as exc:
             return _abort(context, exc)
         return pb.LoadModelResponse(
@@ -161,6 +165,16 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         except AgentError as exc:
             return _abort(context, exc)
         return pb.CommitModelResponse()
+
+    def AbortTrial(self, request: pb.AbortTrialRequest, context: grpc.ServicerContext) -> Any:
+        try:
+            restored = self.core.abort_trial(request.sha256, request.reason)
+        except AgentError as exc:
+            return _abort(context, exc)
+        loaded = self.core.loaded()
+        return pb.AbortTrialResponse(restored=_model_info(
+            restored, True, "loaded" if loaded else "stored",
+            loaded.worker.pid if loaded else 0) if restored else None)
 
     def UnloadModel(self, request: pb.UnloadModelRequest, context: grpc.ServicerContext) -> Any:
         try:
@@ -273,6 +287,9 @@ class InferenceOnlyServicer(AgentServicer):
         return self._denied(context)
 
     def CommitModel(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._denied(context)
+
+    def AbortTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
         return self._denied(context)
 
     def StageModel(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -15,7 +15,6 @@ crash at any point leaves either the old or the new state on disk, never a mix.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,26 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from agent import failpoints
+from agent.contract import RevertCause, sha256_file
 from agent.errors import ChecksumMismatch, InvalidRequest, NotFound
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 STALE_BLOB_S = 3600.0  # verified but never activated for an hour: collected on activation
 STALE_UPLOAD_S = 7 * 24 * 3600.0  # an interrupted upload is kept a week for resumption
-CHUNK = 1 << 20
 
 
 def check_sha256(value: str) -> str:
     if not _SHA256.fullmatch(value):
         raise InvalidRequest(f"not a sha256 hex digest: {value[:80]!r}")
     return value
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -75,8 +66,10 @@ class StoreState:
     active: ModelRecord | None = None
     previous: ModelRecord | None = None
     trial: bool = False  # the active model awaits CommitModel; a restart goes back
+    trial_until: float = 0.0  # wall-clock time the trial is given up at (0: no deadline)
     reverted: str = ""  # sha256 of the last model on trial that was given up
     reverted_reason: str = ""
+    reverted_cause: RevertCause = RevertCause.UNSPECIFIED
     staged: str = ""  # sha256 verified ahead of activation (pre-pull), kept from GC
 
     @property
@@ -146,8 +139,10 @@ class ModelStore:
             active=ModelRecord.from_dict(active) if active else None,
             previous=ModelRecord.from_dict(previous) if previous else None,
             trial=bool(data.get("trial", False)) and bool(active),
+            trial_until=float(data.get("trial_until", 0.0)),
             reverted=str(data.get("reverted", "")),
             reverted_reason=str(data.get("reverted_reason", "")),
+            reverted_cause=_cause(data.get("reverted_cause", 0)),
             staged=str(data.get("staged", "")),
         )
 
@@ -156,8 +151,10 @@ class ModelStore:
             "active": asdict(state.active) if state.active else None,
             "previous": asdict(state.previous) if state.previous else None,
             "trial": state.trial,
+            "trial_until": state.trial_until,
             "reverted": state.reverted,
             "reverted_reason": state.reverted_reason,
+            "reverted_cause": int(state.reverted_cause),
             "staged": state.staged,
         }
         tmp = self.state_path.with_suffix(".tmp")
@@ -168,11 +165,13 @@ class ModelStore:
         os.replace(tmp, self.state_path)
         _fsync_dir(self.root)
 
-    def activate(self, record: ModelRecord, trial: bool = False) -> StoreState:
+    def activate(self, record: ModelRecord, trial: bool = False,
+                 trial_until: float = 0.0) -> StoreState:
         """Make ``record`` active; the old active becomes previous (kept for rollback).
 
-        With ``trial`` the record stays on trial until ``commit``. Re-activating the model that
-        is on trial keeps it on trial unless ``trial`` is false.
+        With ``trial`` the record stays on trial until ``commit`` (given up at ``trial_until``
+        if set). Re-activating the model that is on trial keeps it on trial unless ``trial``
+        is false.
         """
         old = self.read_state()
         previous = old.previous
@@ -183,6 +182,7 @@ class ModelStore:
         if previous and previous.sha256 == record.sha256:
             previous = None
         new = replace(old, active=record, previous=previous, trial=trial,
+                      trial_until=trial_until if trial else 0.0,
                       staged="" if old.staged == record.sha256 else old.staged)
         failpoints.hit("activate.before_state")
         self.write_state(new)
@@ -211,22 +211,23 @@ class ModelStore:
         if old.active is None or old.active.sha256 != sha256:
             raise NotFound(f"model {sha256[:12]} is not the active model")
         if old.trial:
-            self.write_state(replace(old, trial=False))
+            self.write_state(replace(old, trial=False, trial_until=0.0))
 
-    def give_up_trial(self, reason: str) -> StoreState:
+    def give_up_trial(self, reason: str, cause: RevertCause) -> StoreState:
         """Record that the model on trial was given up; the previous model becomes active
         (or none). Returns the new state."""
         old = self.read_state()
         assert old.trial and old.active is not None
-        new = replace(old, active=old.previous, previous=None, trial=False,
-                      reverted=old.active.sha256, reverted_reason=reason)
+        new = replace(old, active=old.previous, previous=None, trial=False, trial_until=0.0,
+                      reverted=old.active.sha256, reverted_reason=reason,
+                      reverted_cause=cause)
         self.write_state(new)
         return new
 
     def deactivate(self) -> None:
         old = self.read_state()
         self.write_state(replace(old, active=None, previous=old.active or old.previous,
-                                 trial=False))
+                                 trial=False, trial_until=0.0))
 
     def collect_garbage(self, state: StoreState, keep_extra: int = 0,
                         min_age_s: float = 0.0) -> list[str]:
@@ -249,6 +250,13 @@ class ModelStore:
             if now - part.stat().st_mtime > STALE_UPLOAD_S:
                 part.unlink(missing_ok=True)
         return removed
+
+
+def _cause(value: object) -> RevertCause:
+    try:
+        return RevertCause(int(value))  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return RevertCause.UNSPECIFIED
 
 
 def _fsync_dir(path: Path) -> None:

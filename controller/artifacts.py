@@ -20,7 +20,7 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from agent.store import sha256_file
+from agent.contract import sha256_file
 from controller import settings, testmodels
 from controller.adapters.gguf_header import read_architecture
 from controller.adapters.inventory import SqlInventory

@@ -13,13 +13,16 @@
     │   ├── HostKeyUnknown
     │   ├── HostKeyMismatch
     │   ├── TransferInterrupted        the link dropped mid-upload (resumable)
-    │   └── AgentRefused               the agent answered with an error status
+    │   ├── AgentRefused               the agent answered with an error status
+    │   └── DevicesHeld                another rollout holds the devices (its id named)
     ├── LabError                       the local lab could not start or stop
     ├── SchemaError                    the database's schema is newer than this code, or broken
     └── DeployFailed                   a fleet operation finished with failed devices
 """
 
 from __future__ import annotations
+
+from agent.contract import ErrorKind
 
 
 class FleetError(Exception):
@@ -82,12 +85,16 @@ class TransferInterrupted(Unreachable):
 
 
 class AgentRefused(DeviceError):
-    def __init__(self, message: str, hint: str = "", code: str = "", kind: str = "",
-                 detail: str = "") -> None:
+    def __init__(self, message: str, hint: str = "", code: str = "",
+                 kind: ErrorKind = ErrorKind.UNSPECIFIED, detail: str = "") -> None:
         super().__init__(message, hint)
         self.code = code  # the gRPC status name
-        self.kind = kind  # the agent's error class (trailing metadata), when it sent one
+        self.kind = kind  # why, as the agent said (agent.contract.ErrorKind)
         self.detail = detail or message  # the agent's own words, without the device name
+
+
+class DevicesHeld(DeviceError):
+    pass
 
 
 class LabError(FleetError):

@@ -65,6 +65,11 @@ class AgentServiceStub:
                 request_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.CommitModelRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.CommitModelResponse.FromString,
                 _registered_method=True)
+        self.AbortTrial = channel.unary_unary(
+                '/edgefleet.agent.v1.AgentService/AbortTrial',
+                request_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.AbortTrialRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.AbortTrialResponse.FromString,
+                _registered_method=True)
         self.UnloadModel = channel.unary_unary(
                 '/edgefleet.agent.v1.AgentService/UnloadModel',
                 request_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.UnloadModelRequest.SerializeToString,
@@ -138,6 +143,13 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AbortTrial(self, request, context):
+        """Give up the model on trial: the agent goes back to its own previous model (or none).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UnloadModel(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -203,6 +215,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.CommitModel,
                     request_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.CommitModelRequest.FromString,
                     response_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.CommitModelResponse.SerializeToString,
+            ),
+            'AbortTrial': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortTrial,
+                    request_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.AbortTrialRequest.FromString,
+                    response_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.AbortTrialResponse.SerializeToString,
             ),
             'UnloadModel': grpc.unary_unary_rpc_method_handler(
                     servicer.UnloadModel,
@@ -392,6 +409,33 @@ class AgentService:
             '/edgefleet.agent.v1.AgentService/CommitModel',
             edgefleet_dot_agent_dot_v1_dot_agent__pb2.CommitModelRequest.SerializeToString,
             edgefleet_dot_agent_dot_v1_dot_agent__pb2.CommitModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortTrial(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.agent.v1.AgentService/AbortTrial',
+            edgefleet_dot_agent_dot_v1_dot_agent__pb2.AbortTrialRequest.SerializeToString,
+            edgefleet_dot_agent_dot_v1_dot_agent__pb2.AbortTrialResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,14 +10,12 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from agent.contract import ERROR_DETAIL_KEY, MODEL_HEALTH_SERVICE, ErrorKind
 from agent.rpc import agent_pb2 as pb
 from agent.rpc import agent_pb2_grpc as pb_grpc
 from controller.errors import AgentRefused, Unreachable
 
-ERROR_KIND_KEY = "edgefleet-error"  # set by agent.service on every refusal
-
 T = TypeVar("T")
-MODEL_HEALTH = "edgefleet.agent.v1.Model"
 
 HINTS = {
     "RESOURCE_EXHAUSTED": "the device lacks memory or disk for this variant; `fleet plan` "
@@ -95,8 +93,8 @@ class GrpcAgentClient:
     def _map(self, exc: grpc.RpcError) -> Exception:
         code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
         details = exc.details() if hasattr(exc, "details") else str(exc)
-        kind = dict(exc.trailing_metadata() or ()).get(ERROR_KIND_KEY, "")
-        if kind == "WorkerFailed":
+        kind = _error_kind(exc)
+        if kind is ErrorKind.WORKER_FAILED:
             return AgentRefused(f"{self.name}: {details}", code=code.name, kind=kind,
                                 detail=details,
                                 hint="the agent restarts the runtime on its last good model; "
@@ -134,6 +132,12 @@ class GrpcAgentClient:
     def commit_model(self, sha256: str) -> None:
         self._call(self._stub.CommitModel, pb.CommitModelRequest(sha256=sha256))
 
+    def abort_trial(self, sha256: str, reason: str) -> pb.ModelInfo | None:
+        """Give up the model on trial; the model the agent went back to (None: none)."""
+        response = self._call(self._stub.AbortTrial,
+                              pb.AbortTrialRequest(sha256=sha256, reason=reason))
+        return response.restored if response.HasField("restored") else None
+
     def unload_model(self, sha256: str = "") -> None:
         self._call(self._stub.UnloadModel, pb.UnloadModelRequest(sha256=sha256))
 
@@ -151,7 +155,7 @@ class GrpcAgentClient:
         return self._call(self._stub.Benchmark, request, timeout)
 
     def model_serving(self) -> bool:
-        request = health_pb2.HealthCheckRequest(service=MODEL_HEALTH)
+        request = health_pb2.HealthCheckRequest(service=MODEL_HEALTH_SERVICE)
         response = self._call(self._health.Check, request, 5.0)
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
@@ -171,3 +175,16 @@ class GrpcAgentClient:
             else:
                 pieces.append(event.text)
         return GenerationResult("".join(pieces), summary)
+
+
+def _error_kind(exc: grpc.RpcError) -> ErrorKind:
+    """The agent's ErrorDetail from the trailing metadata (UNSPECIFIED when absent, e.g. a
+    transport error or an older agent)."""
+    metadata = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    raw = dict(metadata or ()).get(ERROR_DETAIL_KEY)
+    if not isinstance(raw, bytes):
+        return ErrorKind.UNSPECIFIED
+    try:
+        return ErrorKind(pb.ErrorDetail.FromString(raw).kind)
+    except ValueError:  # a kind newer than this controller, or garbage
+        return ErrorKind.UNSPECIFIED

@@ -10,7 +10,6 @@ from sqlmodel import Session, col, select
 
 from controller.adapters.db import engine_for, safe_url
 from controller.adapters.tables import (
-    Deployment,
     Device,
     DeviceGroup,
     Measurement,
@@ -135,20 +134,6 @@ class SqlInventory:
                 s.delete(old)
             s.add(artifact)
             s.commit()
-
-    # -- deployments ----------------------------------------------------------------------
-    def record_deployment(self, deployment: Deployment) -> None:
-        with self.session() as s:
-            s.add(deployment)
-            s.commit()
-
-    def deployments(self, limit: int = 50, rollout: str = "") -> list[Deployment]:
-        """Newest first; with ``rollout``, the rows of the rollouts whose id starts so."""
-        with self.session() as s:
-            query = select(Deployment).order_by(col(Deployment.id).desc())
-            if rollout:
-                query = query.where(col(Deployment.rollout).startswith(rollout))
-            return list(s.exec(query.limit(limit)).all())
 
     # -- measurements ---------------------------------------------------------------------
     def record_measurement(self, measurement: Measurement) -> None:

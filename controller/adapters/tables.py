@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from sqlalchemy import DateTime
+from sqlalchemy import BigInteger, DateTime
 from sqlmodel import Field, SQLModel
 
+# Byte counts of multi-GB models overflow a 32-bit INTEGER on PostgreSQL: BIGINT.
 # Aware UTC timestamps, stated rather than left to SQLModel's version (TIMESTAMP WITH TIME ZONE
 # on PostgreSQL); the schema itself is the migrations' (controller/migrations).
 UTC_TIMESTAMP = DateTime(timezone=True)
@@ -64,26 +65,82 @@ class ModelArtifact(SQLModel, table=True):
     model: str = Field(index=True)
     variant: str
     sha256: str
-    size_bytes: int
+    size_bytes: int = Field(sa_type=BigInteger)
     path: str
     created_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
 
 
-class Deployment(SQLModel, table=True):
-    __tablename__ = "deployment"
-    id: int | None = Field(default=None, primary_key=True)
-    rollout: str = Field(index=True)  # one id per `fleet deploy` run
-    device: str = Field(index=True)
+class RolloutRow(SQLModel, table=True):
+    """One `fleet deploy` run: its policy and where it stands (controller.services.ports
+    .Rollout is what services see)."""
+
+    __tablename__ = "rollout"
+    id: str = Field(primary_key=True)
     model: str
-    variant: str
-    sha256: str
-    # active | rolled-back change the device's model; failed | halted | skipped | unchanged
-    # are the outcomes of the other devices of the rollout, logged with their reasons
-    status: str
+    status: str = Field(default="running", index=True)  # see ports.Rollout.status
+    policy_json: str = "{}"
+    waves_json: str = "[]"  # devices per wave
+    wave: int = 0
+    approved_wave: int = 0
+    next_wave_at: datetime | None = Field(default=None, sa_type=UTC_TIMESTAMP)
+    controller: str = ""  # host:pid driving it
+    epoch: int = 0  # bumped by every takeover, so two controllers never both claim it
+    heartbeat_at: datetime | None = Field(default=None, sa_type=UTC_TIMESTAMP)
+    abort_requested: bool = False
     reason: str = ""
-    bytes_sent: int = 0
-    started_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
+    created_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
+    updated_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
     finished_at: datetime | None = Field(default=None, sa_type=UTC_TIMESTAMP)
+
+
+class RolloutDevice(SQLModel, table=True):
+    """One device's part of a rollout: what it gets and the step it is at (core.steps)."""
+
+    __tablename__ = "rollout_device"
+    rollout: str = Field(primary_key=True, foreign_key="rollout.id")
+    device: str = Field(primary_key=True, index=True)
+    position: int = 0
+    wave: int = 0
+    step: str = Field(default="planned", index=True)
+    variant: str = ""
+    format: str = ""
+    sha256: str = ""
+    size_bytes: int = Field(default=0, sa_type=BigInteger)
+    path: str = ""  # the file on the controller
+    n_ctx: int = 0
+    memory_bytes: int = Field(default=0, sa_type=BigInteger)
+    choice: str = ""  # why this variant
+    reason: str = ""  # why the device is at this step
+    hint: str = ""
+    bytes_sent: int = Field(default=0, sa_type=BigInteger)
+    model_failed: bool = False
+    upload_attempts: int = 0
+    predicted_json: str = "{}"
+    started_at: datetime | None = Field(default=None, sa_type=UTC_TIMESTAMP)
+    updated_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
+    finished_at: datetime | None = Field(default=None, sa_type=UTC_TIMESTAMP)
+
+
+class RolloutEvent(SQLModel, table=True):
+    """Every step every device took, in order (what `fleet rollouts show --events` prints)."""
+
+    __tablename__ = "rollout_event"
+    id: int | None = Field(default=None, primary_key=True)
+    rollout: str = Field(index=True)
+    device: str
+    step: str
+    reason: str = ""
+    bytes_sent: int = Field(default=0, sa_type=BigInteger)
+    at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
+
+
+class DeviceLease(SQLModel, table=True):
+    """A device taken by a rollout: one rollout per device at a time (the primary key)."""
+
+    __tablename__ = "device_lease"
+    device: str = Field(primary_key=True)
+    rollout: str = Field(index=True)
+    acquired_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
 
 
 class Measurement(SQLModel, table=True):
@@ -102,5 +159,5 @@ class Measurement(SQLModel, table=True):
     ttft_ms: float
     predicted_tokens_per_s: float  # the model's prediction before this measurement
     decode_efficiency: float
-    peak_rss_bytes: int = 0
+    peak_rss_bytes: int = Field(default=0, sa_type=BigInteger)
     measured_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)

@@ -12,7 +12,16 @@ import typer
 from typer.exceptions import TyperException
 
 from controller import settings
-from controller.cli import dashboard_cmd, db_cmd, device, fleet_ops, lab_cmd, model, profile
+from controller.cli import (
+    dashboard_cmd,
+    db_cmd,
+    device,
+    fleet_ops,
+    lab_cmd,
+    model,
+    profile,
+    rollouts_cmd,
+)
 from controller.errors import FleetError
 
 app = typer.Typer(
@@ -28,6 +37,7 @@ app.add_typer(model.app, name="model")
 app.add_typer(profile.app, name="profile")
 app.add_typer(lab_cmd.app, name="lab")
 app.add_typer(db_cmd.app, name="db")
+app.add_typer(rollouts_cmd.app, name="rollouts")
 fleet_ops.register(app)
 dashboard_cmd.register(app)
 

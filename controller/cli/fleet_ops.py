@@ -11,14 +11,15 @@ from controller.cli.render import (
     plan_dict,
     print_outcomes,
     print_plan,
-    print_rollout,
-    print_rollouts,
+    print_rollout_end,
+    step_printer,
     transfer_progress,
 )
+from controller.core.durations import parse_duration
 from controller.core.models import ModelSpec
 from controller.core.select import Request
 from controller.errors import DeployFailed, UsageError
-from controller.services import deploying, history, models, observing, planning
+from controller.services import deploying, models, observing, planning
 from controller.services.context import Fleet
 
 GROUP = typer.Option(None, "--group", "-g", help="Devices of this group.")
@@ -72,6 +73,48 @@ def select_devices(f: Fleet, group: str | None, names: list[str] | None,
                          + (f" in group {group!r}" if group else ""),
                          hint="`fleet device list` shows the labels")
     return list(chosen.values())
+
+
+def seconds_of(option: str, text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise UsageError(f"{option} {text!r} is not a duration",
+                         hint="e.g. 90s, 10m, 1h30m, 2d; 0 for none") from None
+
+
+def finish_report(report: deploying.DeployReport, as_json: bool, model: str) -> None:
+    """Print a rollout's outcome and turn failures into the exit code."""
+    if as_json:
+        print_json({"version": 1, "rollout": report.rollout, "model": report.model,
+                    "status": report.status, "reason": report.reason,
+                    "plans": [plan_dict(p) for p in report.plans],
+                    "outcomes": [o.__dict__ for o in report.outcomes]})
+    else:
+        for p in report.plans:
+            if p.choice:
+                console.print(f"[bold]{p.device.name}[/] ({p.choice.profile.name}): "
+                              f"{p.choice.reason}")
+        print_outcomes(report.outcomes)
+        print_rollout_end(report)
+    if report.outcomes and all(o.status == "skipped" for o in report.outcomes):
+        raise DeployFailed(
+            f"nothing deployed: no variant of {model} fits any of the "
+            f"{len(report.outcomes)} device(s)",
+            hint="the table above says what each device lacks; a smaller --ctx or "
+            "another model may fit")
+    if report.status == "paused":
+        return
+    if report.failed:
+        broken = [o for o in report.failed if o.status not in ("halted", "pending", "planned")]
+        held = len(report.failed) - len(broken)
+        first = (broken or report.failed)[0]
+        raise DeployFailed(
+            f"rollout {report.rollout} {report.status}: {len(broken)} of "
+            f"{len(report.outcomes)} devices failed"
+            + (f", {held} not done" if held else "") + f"; {first.device}: {first.reason}",
+            hint=first.hint or "the table above has each device's reason",
+        )
 
 
 STATE_COLOURS = {"deployed": "green", "serving": "green", "idle": "green", "on trial": "yellow",
@@ -161,12 +204,25 @@ def register(app: typer.Typer) -> None:
                                     "where the model measures more joules per token."),
         stage_only: bool = typer.Option(False, "--stage-only", help="Push and verify only; "
                                         "a later deploy activates it with nothing to send."),
+        waves: str = typer.Option("", "--waves", help="Reach the devices in growing waves, "
+                                  "e.g. 1,10%,50%,100% (gates and --max-failures per wave)."),
+        wave_pause: str = typer.Option("0", "--wave-pause", help="Pause between waves, e.g. "
+                                       "10m."),
+        wait_approval: bool = typer.Option(False, "--wait-approval", help="Stop before each "
+                                           "later wave until `fleet rollouts continue ID`."),
+        wait: str = typer.Option("0", "--wait", help="Wait this long for devices another "
+                                 "rollout holds, and keep retrying devices unreachable at "
+                                 "their turn, e.g. 30m."),
+        trial_timeout: str = typer.Option("10m", "--trial-timeout", help="A device gives the "
+                                          "new model up by itself unless it is committed "
+                                          "within this time."),
         accept_new: bool = typer.Option(False, "--accept-new",
                                         help="Trust unknown SSH host keys on first use "
                                         "(never a changed one)."),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
-        """Pick a variant per device, push it, verify and load it, health-check, roll back."""
+        """Pick a variant per device, push it, verify and load it on trial, health-check,
+        commit or roll back; the rollout is recorded as it goes (`fleet rollouts`)."""
         f = fleet(ctx)
         f.transfer.accept_new = accept_new
         spec = models.ensure_model(f, model)
@@ -176,59 +232,14 @@ def register(app: typer.Typer) -> None:
             options = deploying.DeployOptions(
                 concurrency=concurrency, retries=retries, limit_bytes_per_s=bwlimit * 1e6,
                 streams=streams, canary=canary, max_failures=max_failures,
-                max_joules_per_token=max_j, stage_only=stage_only, progress=progress)
-            report = deploying.deploy(f, spec, devices, request, options)
-        if as_json:
-            print_json({"rollout": report.rollout, "model": report.model,
-                        "plans": [plan_dict(p) for p in report.plans],
-                        "outcomes": [o.__dict__ for o in report.outcomes]})
-        else:
-            for p in report.plans:
-                if p.choice:
-                    console.print(f"[bold]{p.device.name}[/] ({p.choice.profile.name}): "
-                                  f"{p.choice.reason}")
-            print_outcomes(report.outcomes)
-        if report.outcomes and all(o.status == "skipped" for o in report.outcomes):
-            raise DeployFailed(
-                f"nothing deployed: no variant of {spec.name} fits any of the "
-                f"{len(report.outcomes)} device(s)",
-                hint="the table above says what each device lacks; a smaller --ctx or "
-                "another model may fit")
-        if report.failed:
-            broken = [o for o in report.failed if o.status != "halted"]
-            held = len(report.failed) - len(broken)
-            first = (broken or report.failed)[0]
-            raise DeployFailed(
-                f"{len(broken)} of {len(report.outcomes)} devices failed"
-                + (f", {held} not started (rollout stopped)" if held else "")
-                + f"; {first.device}: {first.reason}",
-                hint=first.hint or "the table above has each device's reason",
-            )
-
-    @app.command("rollouts")
-    def rollouts_cmd(
-        ctx: typer.Context,
-        rollout: str = typer.Argument(None, help="A rollout id (or its start): every device's "
-                                      "outcome and reason."),
-        limit: int = typer.Option(10, "--limit", help="How many recent rollouts."),
-        as_json: bool = typer.Option(False, "--json"),
-    ) -> None:
-        """Past rollouts, or one rollout device by device."""
-        f = fleet(ctx)
-        if rollout:
-            rows = history.devices_of(f, rollout)
-            if as_json:
-                print_json([r.model_dump(mode="json") for r in rows])
-                return
-            print_rollout(rows)
-            return
-        summaries = history.recent(f, limit)
-        if as_json:
-            print_json([{"rollout": r.rollout, "model": r.model,
-                         "finished_at": r.finished_at.isoformat() if r.finished_at else None,
-                         "outcomes": r.counts} for r in summaries])
-            return
-        print_rollouts(summaries)
+                max_joules_per_token=max_j, stage_only=stage_only, waves=waves,
+                wave_pause_s=seconds_of("--wave-pause", wave_pause),
+                wait_approval=wait_approval, wait_s=seconds_of("--wait", wait),
+                trial_seconds=int(seconds_of("--trial-timeout", trial_timeout)),
+                progress=progress)
+            report = deploying.deploy(f, spec, devices, request, options,
+                                      on_job=step_printer(not as_json))
+        finish_report(report, as_json, spec.name)
 
     @app.command("status")
     def status_cmd(

@@ -10,12 +10,13 @@ from typing import Any
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from controller.adapters.tables import Deployment
 from controller.cli.common import console, mib
 from controller.core.select import Choice
-from controller.services.deploying import Outcome
-from controller.services.history import RolloutSummary
+from controller.core.steps import FINAL, Step
+from controller.services.deploying import DeployReport, Outcome
+from controller.services.history import RolloutDetail, RolloutSummary
 from controller.services.planning import DevicePlan
+from controller.services.ports import DeviceJob
 
 
 def choice_dict(choice: Choice | None) -> dict[str, Any] | None:
@@ -71,8 +72,19 @@ def print_plan(plans: list[DevicePlan]) -> None:
         console.print(table)
 
 
-OUTCOME_COLOURS = {"deployed": "green", "active": "green", "unchanged": "green", "staged": "green",
-                   "skipped": "yellow", "halted": "yellow"}
+OUTCOME_COLOURS = {"committed": "green", "unchanged": "green", "staged": "green",
+                   "completed": "green", "skipped": "yellow", "halted": "yellow",
+                   "pending": "yellow", "planned": "yellow", "paused": "yellow",
+                   "running": "cyan", "uploading": "cyan", "loading": "cyan",
+                   "on-trial": "cyan", "checking": "cyan", "interrupted": "yellow",
+                   "aborted": "yellow"}
+ROLLOUT_HINTS = {
+    "pending": "`fleet rollouts resume {id}` goes on when the devices are back (or deploy "
+               "with --wait)",
+    "interrupted": "`fleet rollouts resume {id}` goes on; `fleet rollouts abort {id}` ends it",
+    "paused": "`fleet rollouts continue {id}` starts the next wave; `fleet rollouts abort "
+              "{id}` ends it",
+}
 
 
 def print_outcomes(outcomes: list[Outcome]) -> None:
@@ -110,20 +122,61 @@ def transfer_progress(enabled: bool = True) -> Iterator[Callable[[str, int, int]
         yield update
 
 
+def _colour(word: str) -> str:
+    return f"[{OUTCOME_COLOURS.get(word, 'red')}]{word}[/]"
+
+
 def print_rollouts(summaries: list[RolloutSummary]) -> None:
-    table = Table("rollout", "finished", "model", "outcomes")
+    table = Table("rollout", "started", "model", "status", "devices")
     for r in summaries:
-        when = r.finished_at.strftime("%Y-%m-%d %H:%M:%S") if r.finished_at else "-"
-        counts = ", ".join(f"[{OUTCOME_COLOURS.get(k, 'red')}]{n} {k}[/]"
-                           for k, n in sorted(r.counts.items()))
-        table.add_row(r.rollout, when, r.model, counts)
+        when = r.created_at.strftime("%Y-%m-%d %H:%M:%S") if r.created_at else "-"
+        counts = ", ".join(f"{n} {_colour(k)}" for k, n in sorted(r.counts.items()))
+        table.add_row(r.rollout, when, r.model, _colour(r.status), counts)
     console.print(table)
 
 
-def print_rollout(rows: list[Deployment]) -> None:
-    table = Table("device", "result", "model", "variant", "sent", "why")
-    for d in rows:
-        c = OUTCOME_COLOURS.get(d.status, "red")
-        table.add_row(d.device, f"[{c}]{d.status}[/]", d.model, d.variant or "-",
-                      mib(d.bytes_sent), d.reason)
+def print_rollout(detail: RolloutDetail) -> None:
+    s = detail.summary
+    waves = (f", wave {detail.wave + 1} of {len(detail.waves)} ({'/'.join(map(str, detail.waves))}"
+             " devices)" if len(detail.waves) > 1 else "")
+    console.print(f"[bold]rollout {s.rollout}[/] {s.model}: {_colour(s.status)}{waves}"
+                  + (f" - {s.reason}" if s.reason else ""))
+    table = Table("device", "wave", "step", "variant", "sent", "why")
+    for d in detail.devices:
+        sent = mib(d.bytes_sent) + (f" / {mib(d.size_bytes)}" if d.step == "uploading" else "")
+        table.add_row(d.device, str(d.wave + 1), _colour(d.step), d.variant or "-", sent,
+                      d.reason + (f" (hint: {d.hint})" if d.hint else ""))
     console.print(table)
+    if detail.events:
+        events = Table("time", "device", "step", "sent", "why", title="events")
+        for e in detail.events:
+            events.add_row(e.at.strftime("%H:%M:%S"), e.device, _colour(e.step),
+                           mib(e.bytes_sent), e.reason)
+        console.print(events)
+    hint = ROLLOUT_HINTS.get(s.status)
+    if hint:
+        console.print("hint: " + hint.format(id=s.rollout))
+
+
+def print_rollout_end(report: DeployReport) -> None:
+    line = f"rollout {report.rollout}: {_colour(report.status)}"
+    console.print(line + (f" - {report.reason}" if report.reason else ""))
+    hint = ROLLOUT_HINTS.get(report.status)
+    if hint:
+        console.print("hint: " + hint.format(id=report.rollout))
+
+
+def step_printer(enabled: bool) -> Callable[[DeviceJob], None]:
+    """One line per device step as it happens (a terminal only: the table follows)."""
+    if not enabled or not console.is_terminal:
+        return lambda job: None
+    lock = threading.Lock()
+
+    def show(job: DeviceJob) -> None:
+        if job.step in FINAL or job.step is Step.PLANNED:
+            return
+        with lock:
+            console.print(f"  {job.device}: {_colour(job.step.value)} {job.reason}",
+                          highlight=False)
+
+    return show

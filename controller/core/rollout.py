@@ -34,18 +34,27 @@ class RolloutGate:
     """Bookkeeping of one rollout. ``artifacts[i]`` names what device ``i`` receives; "" for a
     device that is not contacted (no variant fits, no profile): it may always start."""
 
-    def __init__(self, artifacts: list[str], policy: RolloutPolicy) -> None:
+    def __init__(self, artifacts: list[str], policy: RolloutPolicy,
+                 healthy: dict[str, int] | None = None, prior_failures: int = 0) -> None:
+        """``healthy`` and ``prior_failures`` carry what earlier waves (or this wave before a
+        resume) already showed: artifacts vouched for, model failures counted."""
         self.artifacts = artifacts
         self.policy = policy
         self._waiting = dict.fromkeys(range(len(artifacts)))  # an ordered set, in plan order
         self.running: dict[str, int] = {}  # artifact -> devices receiving it right now
-        self.healthy: dict[str, int] = {}
+        self.healthy: dict[str, int] = dict(healthy or {})
         self.failures: list[int] = []
+        self.prior_failures = prior_failures
         self.stopped = False  # by the operator (Ctrl-C): finish what runs, start nothing
 
     @property
     def halted(self) -> bool:
-        return self.stopped or 0 < self.policy.max_failures <= len(self.failures)
+        return self.stopped or self.failed_out
+
+    @property
+    def failed_out(self) -> bool:
+        """The failure budget is spent (as opposed to an operator's stop)."""
+        return 0 < self.policy.max_failures <= len(self.failures) + self.prior_failures
 
     def stop(self) -> None:
         self.stopped = True

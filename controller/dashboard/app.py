@@ -10,8 +10,7 @@ from textual.app import App, ComposeResult
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, Static
 
-from controller.adapters.tables import Deployment
-from controller.services import observing
+from controller.services import history, observing
 from controller.services.context import Fleet
 
 DEVICE_COLUMNS = ("device", "group", "profile", "state", "model", "variant", "requests",
@@ -21,7 +20,8 @@ ROLLOUT_COLUMNS = ("when", "rollout", "device", "model", "variant", "status", "r
 
 
 class FleetRefreshed(Message):
-    def __init__(self, rows: list[observing.DeviceStatus], rollouts: list[Deployment]) -> None:
+    def __init__(self, rows: list[observing.DeviceStatus],
+                 rollouts: list[tuple[history.RolloutSummary, history.DeviceStep]]) -> None:
         super().__init__()
         self.rows = rows
         self.rollouts = rollouts
@@ -66,7 +66,7 @@ class FleetDashboard(App[None]):
     def poll_fleet(self) -> None:
         devices = self.fleet.inventory.list_devices()
         rows = observing.status(self.fleet, devices)
-        self.post_message(FleetRefreshed(rows, self.fleet.inventory.deployments(20)))
+        self.post_message(FleetRefreshed(rows, history.latest_devices(self.fleet, 20)))
 
     def on_fleet_refreshed(self, message: FleetRefreshed) -> None:
         self.refreshes += 1
@@ -81,10 +81,10 @@ class FleetDashboard(App[None]):
                           r.energy_meter or "-", _fmt(r.cpu_percent), key=r.device.name)
         rollouts = self.query_one("#rollouts", DataTable)
         rollouts.clear()
-        for d in message.rollouts:
-            when = d.finished_at.strftime("%H:%M:%S") if d.finished_at else "-"
-            rollouts.add_row(when, d.rollout, d.device, d.model, d.variant, d.status,
-                             d.reason or "")
+        for summary, d in message.rollouts:
+            when = d.updated_at.strftime("%H:%M:%S") if d.updated_at else "-"
+            rollouts.add_row(when, summary.rollout, d.device, summary.model, d.variant or "-",
+                             d.step, d.reason or "")
         online = sum(r.online for r in message.rows)
         self.query_one("#summary", Static).update(
             f"{len(message.rows)} devices, {online} online, "

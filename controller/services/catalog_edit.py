@@ -10,7 +10,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from agent.store import sha256_file
+from agent.contract import sha256_file
 from controller import settings, testmodels
 from controller.adapters.catalog_out import write_model
 from controller.adapters.data_files import load_catalog, load_model

@@ -1,48 +1,34 @@
-"""`fleet deploy`: plan, push, verify, load, health-check, roll back on failure.
+"""`fleet deploy`: plan, record the rollout, take its devices, run it wave by wave.
 
-Per device, in parallel with bounded concurrency; one dead device never stops the others.
-Canaries first: the devices of each artifact wait until ``--canary`` of them run it healthy,
-and no new device starts once ``--max-failures`` devices failed to load or run the new model
-(controller.core.rollout decides; this module only executes).
-The database changes a device's state only where its active model changed (deployed or
-rolled back); every device's outcome goes to the rollout's log (`fleet rollouts`).
+The rollout is persisted before any device is touched (controller.adapters.rollout_repo):
+its plan, policy and each device's step, as each step happens, and a lease on every device
+it will contact, so a second deploy to the same devices waits or is refused with this one's
+id and a rollout whose controller dies can be resumed (controller.services.rollouts).
+What happens per device is the step machine of controller.services.device_run; the order
+(waves, canaries, failure budget) is controller.services.rollout_runner's.
 """
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
-from agent.rpc import agent_pb2 as pb
-from controller.adapters.agent_client import GrpcAgentClient
-from controller.adapters.tables import Deployment, Device
-from controller.artifacts import LocalArtifact
+from controller.adapters.rollout_repo import SqlRolloutLog
+from controller.adapters.tables import Device
+from controller.core import waves as wave_plan
 from controller.core.gates import Gates
 from controller.core.models import ModelSpec
-from controller.core.rollout import Evidence, RolloutGate, RolloutPolicy, failure_budget
+from controller.core.rollout import failure_budget
 from controller.core.select import Request
-from controller.errors import (
-    AgentRefused,
-    FleetError,
-    Unreachable,
-    UsageError,
-)
+from controller.core.steps import OK, Step
+from controller.errors import DeviceError, DevicesHeld, UsageError
 from controller.services.context import Fleet
-from controller.services.health_gate import health_check
+from controller.services.links import UploadOptions, link_factory
 from controller.services.planning import DevicePlan, plan
-from controller.services.uploading import send
-
-# Refusals of LoadModel that say the model cannot run there (the agent's error classes, sent in
-# trailing metadata), as opposed to the device, the link or our configuration.
-MODEL_REFUSALS = frozenset({"NotForThisMachine", "InsufficientMemory", "WorkerFailed",
-                            "GenerationFailed"})
+from controller.services.ports import Artifact, DeviceJob, DevicesBusy, Rollout
+from controller.services.rollout_runner import Policy, Runner, controller_id
 
 
 @dataclass(frozen=True)
@@ -57,13 +43,18 @@ class DeployOptions:
     # "0" = never stop
     max_joules_per_token: float = 0.0  # a health gate on the measured energy; 0 = none
     stage_only: bool = False  # push and verify, keep for a later deploy; activate nothing
+    waves: str = ""  # e.g. "1,10%,50%,100%"; empty: one wave
+    wave_pause_s: float = 0.0  # between waves
+    wait_approval: bool = False  # stop before each later wave until `rollouts continue`
+    wait_s: float = 0.0  # wait this long for busy devices and retry unreachable ones
+    trial_seconds: int = 600  # a device gives the model up unless committed by then
     progress: Callable[[str, int, int], None] = lambda device, done, total: None
 
 
 @dataclass(frozen=True)
 class Outcome:
     device: str
-    status: str  # deployed | unchanged | staged | skipped | failed | rolled-back | halted
+    status: str  # a controller.core.steps.Step value
     variant: str
     reason: str
     hint: str = ""
@@ -73,15 +64,12 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("deployed", "unchanged", "staged", "skipped")
+        return Step(self.status) in OK
 
-    @property
-    def evidence(self) -> Evidence:
-        if self.status in ("deployed", "unchanged"):
-            return Evidence.HEALTHY
-        if self.status == "rolled-back" or self.model_failed:
-            return Evidence.MODEL_FAILED
-        return Evidence.NONE
+    @classmethod
+    def of(cls, job: DeviceJob, seconds: float = 0.0) -> Outcome:
+        return cls(job.device, job.step.value, job.artifact.variant if job.artifact else "",
+                   job.reason, job.hint, job.bytes_sent, seconds, job.model_failed)
 
 
 @dataclass(frozen=True)
@@ -90,156 +78,15 @@ class DeployReport:
     model: str
     plans: list[DevicePlan]
     outcomes: list[Outcome]
+    status: str = "completed"  # the rollout's (controller.services.rollout_runner)
+    reason: str = ""
 
     @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if not o.ok]
 
 
-def signed_load_request(fleet: Fleet, sha256: str, size_bytes: int, name: str, variant: str,
-                        fmt: str, n_ctx: int, memory: int = 0,
-                        trial: bool = False) -> pb.LoadModelRequest:
-    """A load request with a manifest signed by the controller's key, which an enrolled
-    agent verifies before it touches the blob. With ``trial`` the agent goes back to its
-    previous model by itself if it restarts, or the model's runtime crashes, before
-    CommitModel."""
-    manifest, signature = fleet.pki.sign_manifest({
-        "sha256": sha256, "size_bytes": size_bytes, "name": name, "variant": variant,
-        "format": fmt, "issued_at": int(time.time())})
-    return pb.LoadModelRequest(
-        sha256=sha256, name=name, variant=variant, format=fmt, n_ctx=n_ctx,
-        size_bytes=size_bytes, estimated_memory_bytes=memory, manifest=manifest,
-        manifest_signature=signature, trial=trial)
-
-
-def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
-               artifacts: dict[str, LocalArtifact], rollout: str,
-               options: DeployOptions | None = None, gates: Gates | None = None) -> Outcome:
-    options = options or DeployOptions()
-    gates = gates or Gates()
-    device = device_plan.device
-    choice = device_plan.choice
-    started = time.monotonic()
-    if device_plan.error is not None:
-        return Outcome(device.name, "failed", "", device_plan.error.message,
-                       device_plan.error.hint)
-    if choice is None or choice.chosen is None:
-        return Outcome(device.name, "skipped", "", choice.reason if choice else "no profile")
-    variant = choice.chosen.variant.name
-    art = artifacts[variant]
-
-    def outcome(status: str, reason: str, hint: str = "", sent: int = 0,
-                model_failed: bool = False) -> Outcome:
-        return Outcome(device.name, status, variant, reason, hint, bytes_sent=sent,
-                       seconds=time.monotonic() - started, model_failed=model_failed)
-
-    try:
-        with fleet.client(device) as client:
-            store = client.get_store()
-            on_trial = store.active_sha256 == art.sha256 and store.active_on_trial
-            if store.active_sha256 == art.sha256 and (not on_trial or options.stage_only):
-                return outcome("unchanged", "already active" + (" (on trial)" if on_trial
-                                                                else ""))
-            models = client.list_models()
-            # what to go back to: the active model, or, when the target itself is already
-            # active on trial (an earlier deploy never confirmed it), the one before it
-            previous = next((m for m in models if m.active != on_trial), None)
-            sent = 0
-            if not on_trial:
-                fit = client.check_fit(art.sha256, art.size_bytes, choice.chosen.memory.total)
-                if not fit.fits:
-                    return outcome("failed",
-                                   f"preflight refused before sending anything: {fit.reason}",
-                                   "`fleet plan` shows a variant that fits; free disk space "
-                                   "or pick a smaller variant with --prefer speed")
-                sent = send(fleet, client, device, art, fit, store.incoming_dir,
-                             choice.chosen.memory.total, options)
-                if options.stage_only:
-                    client.stage_model(art.sha256)
-                    return outcome("staged", "verified on the device and kept for a later "
-                                   f"deploy; {choice.reason}", sent=sent)
-                try:
-                    client.load_model(signed_load_request(
-                        fleet, art.sha256, art.size_bytes, model.name, variant,
-                        choice.chosen.variant.format, choice.ctx, choice.chosen.memory.total,
-                        trial=True))
-                except AgentRefused as exc:
-                    if exc.kind not in MODEL_REFUSALS:
-                        raise
-                    return outcome("failed", "could not load it, kept its current model: "
-                                   + exc.detail, exc.hint, sent, True)
-            try:
-                problem, measured = health_check(client, model.arch.is_language_model, gates)
-            except Unreachable as exc:
-                back = f"{previous.variant}" if previous else "no model"
-                return outcome("failed", f"the agent went away during the health check "
-                               f"({exc.message}); the model is on trial, so the "
-                               f"device goes back to {back} when its agent restarts",
-                               exc.hint, sent, True)
-            if problem:
-                return _roll_back(fleet, client, device, model, variant, art, previous,
-                                  problem, rollout, sent, started)
-            try:
-                client.commit_model(art.sha256)
-            except FleetError as exc:
-                back = f"{previous.variant}" if previous else "no model"
-                return outcome("failed", f"healthy but not confirmed ({exc.message}); the "
-                               f"device goes back to {back} if its agent restarts first",
-                               "deploy again to confirm it", sent)
-            _record(fleet, device, model.name, variant, art, "active", choice.reason, rollout,
-                    sent)
-            if device_plan.probed_json:
-                fleet.inventory.update_device(device.name, probed_json=device_plan.probed_json)
-            reason = ("confirmed the model an earlier deploy left on trial; " if on_trial
-                      else "") + choice.reason + (f"; {measured}" if measured else "")
-            return outcome("deployed", reason, sent=sent)
-    except FleetError as exc:
-        return outcome("failed", exc.message, exc.hint)
-
-
-def _roll_back(fleet: Fleet, client: GrpcAgentClient, device: Device, model: ModelSpec,
-               variant: str, art: LocalArtifact, previous: pb.ModelInfo | None, problem: str,
-               rollout: str, sent: int, started: float) -> Outcome:
-    store = client.get_store()
-    if store.reverted_sha256 == art.sha256 and not store.active_on_trial and (
-            store.active_sha256 == (previous.sha256 if previous else "")):
-        what = "the agent had already gone back to " + (
-            previous.variant if previous else "no model")
-    elif previous is not None:
-        client.load_model(signed_load_request(
-            fleet, previous.sha256, previous.size_bytes, previous.name, previous.variant,
-            previous.format, previous.n_ctx))
-        what = f"restored {previous.variant}"
-    else:
-        client.unload_model()
-        what = "unloaded"
-    _record(fleet, device, model.name, variant, art, "rolled-back", problem, rollout, sent,
-            restored=previous)
-    return Outcome(device.name, "rolled-back", variant, f"health check failed: {problem}; {what}",
-                   bytes_sent=sent, seconds=time.monotonic() - started)
-
-
-def _record(fleet: Fleet, device: Device, model: str, variant: str, art: LocalArtifact,
-            status: str, reason: str, rollout: str, sent: int,
-            restored: pb.ModelInfo | None = None) -> None:
-    now = datetime.now(timezone.utc)
-    fleet.inventory.record_deployment(Deployment(
-        rollout=rollout, device=device.name, model=model, variant=variant, sha256=art.sha256,
-        status=status, reason=reason, bytes_sent=sent, finished_at=now))
-    if status == "active":
-        fleet.inventory.update_device(device.name, state="deployed", model=model,
-                                      variant=variant, sha256=art.sha256, last_seen=now)
-    else:
-        fleet.inventory.update_device(
-            device.name, state="rolled-back", last_seen=now,
-            model=restored.name if restored else "", variant=restored.variant if restored else "",
-            sha256=restored.sha256 if restored else "")
-
-
-def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Request,
-           options: DeployOptions | None = None,
-           on_outcome: Callable[[Outcome], None] = lambda o: None) -> DeployReport:
-    options = options or DeployOptions()
+def check_options(options: DeployOptions) -> None:
     if not 1 <= options.concurrency <= 64:
         raise UsageError("--concurrency must be 1..64", hint="the default is 4")
     if not 0 <= options.retries <= 20 or options.limit_bytes_per_s < 0 or not (
@@ -251,100 +98,153 @@ def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Reque
                          hint="e.g. --max-j-per-token 0.5")
     if options.canary < 0:
         raise UsageError("--canary must be 0 or more", hint="--canary 0 deploys to all at once")
+    if not 10 <= options.trial_seconds <= 86_400:
+        raise UsageError("--trial-timeout must be 10 s .. 24 h",
+                         hint="the device gives the model up unless committed by then; "
+                         "e.g. --trial-timeout 10m")
     try:
         failure_budget(options.max_failures, 0)
     except ValueError:
         raise UsageError(f"--max-failures {options.max_failures!r} is neither a count nor a "
                          "percentage", hint="e.g. --max-failures 1, --max-failures 10%, or 0 "
                          "to never stop") from None
+    try:
+        wave_plan.parse(options.waves or "100%")
+    except ValueError as exc:
+        raise UsageError(f"--waves entry {exc} is neither a count nor a percentage (1-100 %)",
+                         hint="e.g. --waves 1,10%,50%,100%") from None
+    if options.wave_pause_s < 0 or options.wait_s < 0:
+        raise UsageError("--wave-pause and --wait must be 0 or more", hint="e.g. --wait 30m")
+
+
+def policy_of(model: ModelSpec, request: Request, options: DeployOptions) -> Policy:
+    # the measured prompt stays well inside the context whatever --prompt-tokens says
+    gates = Gates(request.min_tokens_per_s, request.max_ttft_ms, options.max_joules_per_token,
+                  max(1, min(request.prompt_tokens, request.ctx // 2)))
+    return Policy(canary=options.canary, max_failures=options.max_failures,
+                  stage_only=options.stage_only, trial_seconds=options.trial_seconds,
+                  waves=options.waves, wave_pause_s=options.wave_pause_s,
+                  wait_approval=options.wait_approval, wait_s=options.wait_s,
+                  concurrency=options.concurrency,
+                  language_model=model.arch.is_language_model, gates=gates,
+                  upload={"retries": options.retries, "backoff_s": options.backoff_s,
+                          "limit_bytes_per_s": options.limit_bytes_per_s,
+                          "streams": options.streams})
+
+
+def upload_options(policy: Policy, progress: Callable[[str, int, int], None]
+                   ) -> UploadOptions:
+    u = policy.upload
+    return UploadOptions(int(u.get("retries", 3)), float(u.get("backoff_s", 1.0)),
+                         float(u.get("limit_bytes_per_s", 0.0)), int(u.get("streams", 4)),
+                         progress)
+
+
+def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Request,
+           options: DeployOptions | None = None,
+           on_job: Callable[[DeviceJob], None] = lambda job: None) -> DeployReport:
+    options = options or DeployOptions()
+    check_options(options)
     plans = plan(fleet, model, devices, request)
     needed = {p.choice.chosen.variant.name for p in plans if p.choice and p.choice.chosen}
     spec_by_name = {v.name: v for v in model.variants}
     # Hash every file to be sent before any device is touched: a corrupt source stops here.
-    artifacts = {name: fleet.artifacts.verify(model, spec_by_name[name]) for name in needed}
-    rollout = uuid.uuid4().hex[:12]
-    # the measured prompt stays well inside the context whatever --prompt-tokens says
-    gates = Gates(request.min_tokens_per_s, request.max_ttft_ms, options.max_joules_per_token,
-                  max(1, min(request.prompt_tokens, request.ctx // 2)))
-    receives = [_artifact_of(p, artifacts) for p in plans]
-    budget = failure_budget(options.max_failures, sum(1 for a in receives if a))
-    # staging runs no model: nothing to wait for, no model failure to stop on
-    policy = (RolloutPolicy(0, 0) if options.stage_only
-              else RolloutPolicy(options.canary, budget))
-    gate = RolloutGate(receives, policy)
-    outcomes: list[Outcome | None] = [None] * len(plans)
-    with _ctrl_c_stops(gate), ThreadPoolExecutor(
-            max_workers=max(1, min(options.concurrency, len(plans)))) as pool:
-        running: dict[Future[Outcome], int] = {}
-        while True:
-            for i in gate.startable(options.concurrency - len(running)):
-                gate.start(i)
-                running[pool.submit(deploy_one, fleet, model, plans[i], artifacts, rollout,
-                                    options, gates)] = i
-            if not running:
-                break
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                i = running.pop(future)
-                outcome = future.result()
-                gate.finish(i, outcome.evidence)
-                outcomes[i] = outcome
-                _log(fleet, rollout, model.name, outcome, gate.artifacts[i])
-                on_outcome(outcome)
-    for i in gate.waiting():
-        outcome = _halted(plans[i], [outcomes[j] for j in gate.failures], gate.stopped)
-        outcomes[i] = outcome
-        _log(fleet, rollout, model.name, outcome, gate.artifacts[i])
-        on_outcome(outcome)
-    return DeployReport(rollout, model.name, plans, [o for o in outcomes if o is not None])
+    local = {name: fleet.artifacts.verify(model, spec_by_name[name]) for name in needed}
+    artifacts = {name: Artifact(model.name, name, spec_by_name[name].format, a.sha256,
+                                a.size_bytes, str(a.path)) for name, a in local.items()}
+    jobs = _jobs(plans, artifacts)
+    contacted = [j.position for j in jobs if j.artifact is not None]
+    for wave, positions in enumerate(wave_plan.assign(contacted, options.waves)):
+        for position in positions:
+            jobs[position].wave = wave
+    policy = policy_of(model, request, options)
+    rollout = Rollout(id=uuid.uuid4().hex[:12], model=model.name, status="running",
+                      policy=policy.to_dict(),
+                      waves=wave_plan.sizes(options.waves, len(contacted)) or [0],
+                      controller=controller_id())
+    log = SqlRolloutLog(fleet.inventory)
+    _create(log, rollout, jobs, options.wait_s)
+
+    def remember_probe(job: DeviceJob) -> None:
+        """The probed hardware is kept once a deploy to the device succeeded."""
+        probed = plans[job.position].probed_json
+        if job.step is Step.COMMITTED and probed:
+            fleet.inventory.update_device(job.device, probed_json=probed)
+        on_job(job)
+
+    return run(fleet, log, rollout, jobs, policy, options.progress, remember_probe, plans)
 
 
-@contextlib.contextmanager
-def _ctrl_c_stops(gate: RolloutGate) -> Iterator[None]:
-    """The first Ctrl-C stops the rollout: the devices in flight finish (a device is never
-    left half-done), no other starts. A second one gives up waiting."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def run(fleet: Fleet, log: SqlRolloutLog, rollout: Rollout, jobs: list[DeviceJob],
+        policy: Policy, progress: Callable[[str, int, int], None],
+        on_job: Callable[[DeviceJob], None], plans: list[DevicePlan] | None = None
+        ) -> DeployReport:
+    started: dict[str, float] = {}
+    seconds: dict[str, float] = {}
 
-    def stop(signum: int, frame: object) -> None:
-        if gate.stopped:
-            raise KeyboardInterrupt
-        gate.stop()
+    def timed(job: DeviceJob) -> None:
+        started.setdefault(job.device, time.monotonic())
+        seconds[job.device] = time.monotonic() - started[job.device]
+        on_job(job)
 
-    previous = signal.signal(signal.SIGINT, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
-
-
-def _log(fleet: Fleet, rollout: str, model: str, outcome: Outcome, sha256: str) -> None:
-    """The rollout's log keeps every device's outcome; deployed and rolled-back ones were
-    recorded with the device's new state already."""
-    if outcome.status in ("deployed", "rolled-back"):
-        return
-    reason = outcome.reason + (f" (hint: {outcome.hint})" if outcome.hint else "")
-    fleet.inventory.record_deployment(Deployment(
-        rollout=rollout, device=outcome.device, model=model, variant=outcome.variant,
-        sha256=sha256, status=outcome.status, reason=reason, bytes_sent=outcome.bytes_sent,
-        finished_at=datetime.now(timezone.utc)))
+    runner = Runner(log, link_factory(fleet, upload_options(policy, progress)), rollout, jobs,
+                    policy, on_job=timed)
+    ended = runner.run()
+    outcomes = [Outcome.of(j, seconds.get(j.device, 0.0)) for j in runner.jobs]
+    return DeployReport(ended.id, ended.model, plans or [], outcomes, ended.status,
+                        ended.reason)
 
 
-def _artifact_of(p: DevicePlan, artifacts: dict[str, LocalArtifact]) -> str:
-    if p.error is not None or p.choice is None or p.choice.chosen is None:
-        return ""
-    return artifacts[p.choice.chosen.variant.name].sha256
+def _jobs(plans: list[DevicePlan], artifacts: dict[str, Artifact]) -> list[DeviceJob]:
+    jobs = []
+    for position, p in enumerate(plans):
+        chosen = p.choice.chosen if p.choice else None
+        job = DeviceJob(device=p.device.name, position=position, wave=0, step=Step.PLANNED,
+                        artifact=None)
+        if chosen is None:
+            error: DeviceError | None = p.error if p.choice is None else None
+            job.step = Step.FAILED if error else Step.SKIPPED
+            job.reason = error.message if error else (p.choice.reason if p.choice
+                                                      else "no profile")
+            job.hint = error.hint if error else ""
+        else:
+            assert p.choice is not None
+            job.artifact = artifacts[chosen.variant.name]
+            job.n_ctx, job.memory_bytes = p.choice.ctx, chosen.memory.total
+            job.choice = p.choice.reason
+            job.reason = "waiting for its turn"
+            job.predicted = {"tokens_per_s": round(chosen.tokens_per_s, 3),
+                             "ttft_ms": round(chosen.ttft_ms, 3)}
+        jobs.append(job)
+    return jobs
 
 
-def _halted(p: DevicePlan, failures: list[Outcome | None], interrupted: bool) -> Outcome:
-    chosen = p.choice.chosen if p.choice else None
-    names = ", ".join(f.device for f in failures if f is not None)
-    why = ("the deploy was interrupted; the devices in flight finished" if interrupted else
-           f"the rollout stopped after the new model failed on {names}")
-    return Outcome(
-        p.device.name, "halted", chosen.variant.name if chosen else "",
-        f"not started: {why}",
-        hint="this device keeps its current model; deploy again to go on" if interrupted else
-        "this device keeps its current model; deploy again once the failed devices' reason "
-        "is dealt with, or pass --max-failures 0 to go on regardless")
+def _create(log: SqlRolloutLog, rollout: Rollout, jobs: list[DeviceJob], wait_s: float
+            ) -> None:
+    """Record the rollout and take its devices; with ``wait_s``, wait for devices another
+    rollout holds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            log.create(replace(rollout), jobs)
+            return
+        except DevicesBusy as busy:
+            if time.monotonic() >= deadline:
+                raise _busy_error(log, busy) from None
+            time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
+
+def _busy_error(log: SqlRolloutLog, busy: DevicesBusy) -> DeviceError:
+    by_rollout: dict[str, list[str]] = {}
+    for device, holder in busy.holders.items():
+        by_rollout.setdefault(holder, []).append(device)
+    parts = []
+    for holder, names in by_rollout.items():
+        status = log.load(holder)[0].status if holder else "?"
+        parts.append(f"{', '.join(sorted(names))} in rollout {holder} ({status})")
+    first = next(iter(by_rollout))
+    return DevicesHeld(
+        "devices are taken by another rollout: " + "; ".join(parts) + "; nothing was sent",
+        hint=f"`fleet rollouts show {first}`; wait for it (--wait 30m), or `fleet rollouts "
+        f"resume {first}` / `fleet rollouts abort {first}` if it was interrupted")
+

@@ -3,9 +3,9 @@ generating, and (when the user set limits) measuring within them."""
 
 from __future__ import annotations
 
-from controller.adapters.agent_client import GrpcAgentClient
 from controller.core.gates import Gates, Measurement, describe, judge
 from controller.errors import AgentRefused
+from controller.services.ports import DeviceLink
 
 SMOKE_PROMPT = "The edge device says"
 SMOKE_TOKENS = 4
@@ -14,7 +14,7 @@ GATE_WORD = "the"  # one token in common vocabularies; the warm-up measures it a
 WARM_UP_WORDS = 8
 
 
-def health_check(client: GrpcAgentClient, language_model: bool,
+def health_check(client: DeviceLink, language_model: bool,
                  gates: Gates) -> tuple[str, str]:
     """(problem, measured): problem is empty when healthy. A tensor model passed its smoke
     inference on the device before it became active; a language model must also generate

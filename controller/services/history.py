@@ -1,48 +1,104 @@
-"""`fleet rollouts`: the log of past rollouts, one row per device and outcome."""
+"""`fleet rollouts`, `fleet rollouts show`: the persisted rollouts, read as they run.
+
+What readers (the CLI, the dashboard) get are the dataclasses below, never table rows. A
+rollout recorded as ``running`` whose driver stopped sending heartbeats (a killed controller)
+reads as ``interrupted``.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 
-from controller.adapters.tables import Deployment
+from controller.adapters.rollout_repo import EventView, SqlRolloutLog, utc
 from controller.errors import UsageError
 from controller.services.context import Fleet
-
-SCAN_ROWS = 10_000  # how far back the list of rollouts looks
+from controller.services.ports import Rollout
+from controller.services.rollout_runner import STALE_AFTER_S
 
 
 @dataclass
 class RolloutSummary:
     rollout: str
     model: str
+    status: str
+    created_at: datetime | None
     finished_at: datetime | None
-    counts: dict[str, int] = field(default_factory=dict)  # outcome -> devices
+    reason: str = ""
+    counts: dict[str, int] = field(default_factory=dict)  # step -> devices
 
 
-def summarize(rows: list[Deployment]) -> list[RolloutSummary]:
-    """Rows (newest first) grouped by rollout, newest rollout first."""
-    by_id: dict[str, RolloutSummary] = {}
-    for row in rows:
-        summary = by_id.setdefault(row.rollout,
-                                   RolloutSummary(row.rollout, row.model, row.finished_at))
-        summary.counts[row.status] = summary.counts.get(row.status, 0) + 1
-    return list(by_id.values())
+@dataclass(frozen=True)
+class DeviceStep:
+    device: str
+    wave: int
+    step: str
+    variant: str
+    sha256: str
+    reason: str
+    hint: str
+    bytes_sent: int
+    size_bytes: int
+    model_failed: bool
+    choice: str
+    predicted: dict[str, float]
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RolloutDetail:
+    summary: RolloutSummary
+    waves: list[int]
+    wave: int
+    controller: str
+    policy: dict[str, object]
+    devices: list[DeviceStep]
+    events: list[EventView]
+
+
+def status_of(rollout: Rollout, now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    beat = rollout.heartbeat_at
+    if rollout.status == "running" and (
+            beat is None or (now - beat).total_seconds() > STALE_AFTER_S):
+        return "interrupted"
+    return rollout.status
 
 
 def recent(fleet: Fleet, limit: int) -> list[RolloutSummary]:
     if limit < 1:
         raise UsageError("--limit must be 1 or more", hint="e.g. --limit 10")
-    return summarize(fleet.inventory.deployments(SCAN_ROWS))[:limit]
+    log = SqlRolloutLog(fleet.inventory)
+    return [RolloutSummary(r.id, r.model, status_of(r), r.created_at, r.finished_at, r.reason,
+                           counts) for r, counts in log.recent(limit)]
 
 
-def devices_of(fleet: Fleet, rollout: str) -> list[Deployment]:
-    """The rows of one rollout, named by its id or an unambiguous prefix of it."""
-    rows = fleet.inventory.deployments(SCAN_ROWS, rollout=rollout)
-    ids = {r.rollout for r in rows}
-    if not ids:
-        raise UsageError(f"no rollout {rollout!r}", hint="`fleet rollouts` lists them")
-    if len(ids) > 1:
-        raise UsageError(f"{rollout!r} names {len(ids)} rollouts",
-                         hint="give more characters of the id")
-    return sorted(rows, key=lambda r: r.device)
+def show(fleet: Fleet, prefix: str, events: bool = False) -> RolloutDetail:
+    """One rollout, named by its id or an unambiguous prefix of it."""
+    log = SqlRolloutLog(fleet.inventory)
+    rollout_id = log.resolve(prefix)
+    rollout, _ = log.load(rollout_id)
+    rows = log.devices(rollout_id)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.step] = counts.get(r.step, 0) + 1
+    summary = RolloutSummary(rollout.id, rollout.model, status_of(rollout), rollout.created_at,
+                             rollout.finished_at, rollout.reason, counts)
+    devices = [DeviceStep(r.device, r.wave, r.step, r.variant, r.sha256, r.reason, r.hint,
+                          r.bytes_sent, r.size_bytes, r.model_failed, r.choice,
+                          json.loads(r.predicted_json or "{}"), utc(r.updated_at))
+               for r in rows]
+    return RolloutDetail(summary, rollout.waves, rollout.wave, rollout.controller,
+                         rollout.policy, devices, log.events(rollout_id) if events else [])
+
+
+def latest_devices(fleet: Fleet, limit: int = 20) -> list[tuple[RolloutSummary, DeviceStep]]:
+    """The devices of the most recent rollouts, newest rollout first (the dashboard's pane)."""
+    out: list[tuple[RolloutSummary, DeviceStep]] = []
+    for summary in recent(fleet, 5):
+        for device in show(fleet, summary.rollout).devices:
+            out.append((summary, device))
+            if len(out) >= limit:
+                return out
+    return out

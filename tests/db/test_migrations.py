@@ -124,7 +124,10 @@ def test_a_previous_release_database_is_upgraded_with_its_data(db_url: str, home
         assert rows["kiosk-1"].tls in (False, 0) and rows["kiosk-1"].proxy_jump == ""
         assert rows["kiosk-2"].tls in (True, 1) and rows["kiosk-2"].proxy_jump == "bastion"
         assert rows["kiosk-1"].last_tokens_per_s == 4.5
-        assert c.execute(sa.text("SELECT bytes_sent FROM deployment")).scalar() == 2_300_000
+        # 0.1.0's rollout log moved into the rollout tables
+        moved = c.execute(sa.text("SELECT rollout, device, step, bytes_sent, reason "
+                                  "FROM rollout_device")).one()
+        assert tuple(moved) == ("r1", "kiosk-1", "committed", 2_300_000, "fits")
     found = schema.status(engine)
     assert found.current == HEAD and found.up_to_date
     assert schema.drift(engine) == []
@@ -134,6 +137,14 @@ def test_a_previous_release_database_is_upgraded_with_its_data(db_url: str, home
     status = cli("--db", db_url, "db", "status", "--json")
     assert status.code == 0, status.err
     assert json.loads(status.out)["current"] == HEAD and json.loads(status.out)["drift"] == []
+    listed = json.loads(cli("--db", db_url, "rollouts", "--json").out)
+    assert [(r["rollout"], r["status"], r["steps"]) for r in listed] == [
+        ("r1", "completed", {"committed": 1})]
+    # and back: the downgrade puts the log where 0.1.0 reads it
+    assert cli("--db", db_url, "db", "downgrade", "0001_baseline").code == 0
+    with engine.connect() as c:
+        back = c.execute(sa.text("SELECT rollout, device, status, bytes_sent FROM deployment"))
+        assert [tuple(r) for r in back] == [("r1", "kiosk-1", "active", 2_300_000)]
 
 
 def test_every_revision_goes_down_and_up_again(db_url: str, home: Path, cli: Cli) -> None:
@@ -144,6 +155,7 @@ def test_every_revision_goes_down_and_up_again(db_url: str, home: Path, cli: Cli
         assert schema.status(engine).current in ("", below)
         schema.upgrade(engine, db_url, revision)
         assert schema.status(engine).current == revision
+    schema.upgrade(engine, db_url)
     assert schema.status(engine).up_to_date and schema.drift(engine) == []
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from controller.adapters.rollout_repo import SqlRolloutLog
+from controller.services import history
 from controller.services.context import Fleet
 from tests.conftest import Cli, Result
 
@@ -19,8 +21,8 @@ def _db_state() -> dict[str, Any]:
         "devices": [d.model_dump() for d in inv.list_devices()],
         "groups": inv.groups(),
         # what changed a device's model; the rollout log also keeps failed attempts
-        "deployments": [d.model_dump() for d in inv.deployments(1000)
-                        if d.status in ("active", "rolled-back")],
+        "changed": [(r.rollout, c) for r, c in SqlRolloutLog(inv).recent(1000)
+                    if c.get("committed") or c.get("rolled-back")],
     }
 
 
@@ -86,10 +88,11 @@ def test_unreachable_device(cli: Cli) -> None:
     result = cli("deploy", "tiny-llama", "--group", "ghosts")
     _assert_clean_failure(result, 1, "ghost", "not reachable")
     assert _db_state() == before
-    logged = Fleet.open().inventory.deployments(10)
-    assert [(d.device, d.status) for d in logged] == [("ghost", "failed")]
+    fleet = Fleet.open()
+    logged = history.show(fleet, history.recent(fleet, 1)[0].rollout).devices
+    assert [(d.device, d.step) for d in logged] == [("ghost", "failed")]
     assert "not reachable" in logged[0].reason
-    unknown = cli("rollouts", "nope")
+    unknown = cli("rollouts", "show", "nope")
     _assert_clean_failure(unknown, 2, "no rollout 'nope'")
 
 
@@ -155,7 +158,8 @@ def test_one_dead_device_never_stops_the_others(cli: Cli, one_device: None) -> N
     import json
 
     outcomes = {o["device"]: o for o in json.loads(result.out)["outcomes"]}
-    assert outcomes["lab-1"]["status"] == "deployed"
+    assert outcomes["lab-1"]["status"] == "committed"
     assert outcomes["ghost"]["status"] == "failed" and "not reachable" in (
         outcomes["ghost"]["reason"])
-    assert result.err.startswith("error: 1 of 2 devices failed; ghost:")
+    assert result.err.startswith("error: rollout ") and "1 of 2 devices failed; ghost:" in (
+        result.err)

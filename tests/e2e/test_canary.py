@@ -13,9 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.store import sha256_file
+from controller.adapters.device_link import load_request
 from controller.lab import read_registry
+from controller.services import history
 from controller.services.context import Fleet
-from controller.services.deploying import signed_load_request
+from controller.services.ports import Artifact, LoadOrder
 from controller.testmodels import TinyLlamaSpec, write_tiny_llama_f16
 from tests.conftest import Cli, Result
 
@@ -37,7 +39,7 @@ def test_a_model_that_cannot_load_stops_at_its_canary(cli: Cli, lab: Callable[..
     lab("--devices", "3", "--profiles", "lab-n100-16gb")
     first = cli("deploy", "tiny-llama", "--group", "lab", "--json")
     assert first.code == 0, first.err
-    assert {o["status"] for o in _outcomes(first).values()} == {"deployed"}
+    assert {o["status"] for o in _outcomes(first).values()} == {"committed"}
     fleet = Fleet.open()
     before = _active(fleet)
     assert len(set(before.values())) == 1  # one variant everywhere: one canary for all
@@ -51,7 +53,7 @@ def test_a_model_that_cannot_load_stops_at_its_canary(cli: Cli, lab: Callable[..
     # (at ctx 512: its header's extra block makes it need more than the default context allows)
     result = cli("deploy", "broken-llama", "--group", "lab", "--ctx", "512", "--json")
     assert result.code == 1
-    assert "1 of 3 devices failed, 2 not started (rollout stopped)" in result.err
+    assert "halted: 1 of 3 devices failed, 2 not done" in result.err
     outcomes = _outcomes(result)
     failed = [o for o in outcomes.values() if o["status"] == "failed"]
     halted = [o for o in outcomes.values() if o["status"] == "halted"]
@@ -63,10 +65,11 @@ def test_a_model_that_cannot_load_stops_at_its_canary(cli: Cli, lab: Callable[..
                for o in halted)
     # the rollout's log keeps every device's outcome, for `fleet rollouts` and the dashboard
     rollout = json.loads(result.out)["rollout"]
-    logged = json.loads(cli("rollouts", rollout[:6], "--json").out)
-    assert sorted(r["status"] for r in logged) == ["failed", "halted", "halted"]
+    logged = json.loads(cli("rollouts", "show", rollout[:6], "--json").out)
+    assert sorted(d["step"] for d in logged["devices"]) == ["failed", "halted", "halted"]
+    assert logged["summary"]["status"] == "halted"
     listed = json.loads(cli("rollouts", "--json").out)
-    assert listed[0]["rollout"] == rollout and listed[0]["outcomes"] == {"failed": 1, "halted": 2}
+    assert listed[0]["rollout"] == rollout and listed[0]["steps"] == {"failed": 1, "halted": 2}
 
     # every device still serves tiny-llama; the halted ones never received a byte
     assert _active(fleet) == before
@@ -114,8 +117,9 @@ def test_deploy_confirms_what_it_loads_and_a_model_left_on_trial(
     with fleet.client(device) as client:
         incoming = Path(client.get_store().incoming_dir)
         (incoming / sha).write_bytes(path.read_bytes())
-        client.load_model(signed_load_request(fleet, sha, path.stat().st_size, "tiny-llama",
-                                              variant, "gguf", 512, trial=True))
+        art = Artifact("tiny-llama", variant, "gguf", sha, path.stat().st_size, str(path))
+        client.load_model(load_request(LoadOrder(art, 512, 0, trial=True),
+                                       fleet.pki.sign_manifest))
         assert client.get_store().active_on_trial
     status = json.loads(cli("status", "--group", "lab", "--json").out)
     assert status[0]["state"] == "on trial"
@@ -123,7 +127,7 @@ def test_deploy_confirms_what_it_loads_and_a_model_left_on_trial(
     result = cli("deploy", "tiny-llama", "--device", "lab-1", "--prefer", "speed", "--json")
     assert result.code == 0, result.err
     outcome = _outcomes(result)["lab-1"]
-    assert outcome["status"] == "deployed" and outcome["bytes_sent"] == 0
+    assert outcome["status"] == "committed" and outcome["bytes_sent"] == 0
     assert str(outcome["reason"]).startswith("confirmed the model an earlier deploy left")
     with fleet.client(device) as client:
         store = client.get_store()
@@ -156,7 +160,7 @@ def test_a_model_that_misses_its_measured_gate_is_rolled_back(
     rolled = next(o for o in outcomes.values() if o["status"] == "rolled-back")
     reason = str(rolled["reason"])
     assert "measured decode" in reason and "< --min-tps 1500" in reason, reason
-    assert reason.endswith("restored q8_0")
+    assert reason.endswith("the device went back to q8_0")
 
     assert _active(fleet) == before
     status = json.loads(cli("status", "--group", "lab", "--json").out)
@@ -170,8 +174,9 @@ def test_a_model_that_misses_its_measured_gate_is_rolled_back(
     running = [r for r in records if r.sha256 == before[device.name]][-1]
     shown = next(s for s in status if s["device"] == device.name)
     assert shown["last_tokens_per_s"] == running.decode_tokens_per_s
-    rows = [d for d in fleet.inventory.deployments(10) if d.device == rolled["device"]]
-    assert rows[0].status == "rolled-back" and "--min-tps 1500" in rows[0].reason
+    shown = history.show(fleet, json.loads(result.out)["rollout"])
+    row = next(d for d in shown.devices if d.device == rolled["device"])
+    assert row.step == "rolled-back" and "--min-tps 1500" in row.reason
 
 
 def test_a_deploy_where_nothing_fits_anywhere_fails_with_the_reason(
@@ -186,7 +191,7 @@ def test_a_deploy_where_nothing_fits_anywhere_fails_with_the_reason(
 
 
 def test_ctrl_c_finishes_the_devices_in_flight_and_starts_no_other(
-        lab: Callable[..., Result], home: Path) -> None:
+        cli: Cli, lab: Callable[..., Result], home: Path) -> None:
     lab("--devices", "3")
     fleet = Fleet.open()
     env = dict(os.environ, FLEET_HOME=str(home))
@@ -195,23 +200,34 @@ def test_ctrl_c_finishes_the_devices_in_flight_and_starts_no_other(
          "--concurrency", "1", "--canary", "0", "--json"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not fleet.inventory.deployments(1):  # the first device is done
+    while not _committed(fleet):  # the first device is done
         assert deploy.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     deploy.send_signal(signal.SIGINT)
     out, err = deploy.communicate(timeout=120)
     assert deploy.returncode == 1, err
-    assert "Traceback" not in err and "not started (rollout stopped)" in err
-    outcomes = {o["device"]: o for o in json.loads(out)["outcomes"]}
-    halted = [o for o in outcomes.values() if o["status"] == "halted"]
-    assert halted and all("interrupted" in o["reason"] for o in halted)
-    assert {o["status"] for o in outcomes.values()} <= {"deployed", "halted"}
-    # a halted device never received a byte and runs nothing new
-    for o in halted:
+    assert "Traceback" not in err and "interrupted" in err
+    report = json.loads(out)
+    assert report["status"] == "interrupted"
+    outcomes = {o["device"]: o for o in report["outcomes"]}
+    waiting = [o for o in outcomes.values() if o["status"] == "planned"]
+    assert waiting and all("interrupted" in o["reason"] for o in waiting)
+    assert {o["status"] for o in outcomes.values()} <= {"committed", "planned"}
+    # a device not started never received a byte and runs nothing new ...
+    for o in waiting:
         device = fleet.inventory.get_device(o["device"])
         with fleet.client(device) as client:
             store = client.get_store()
             assert store.active_sha256 == "" and store.blobs == []
+    # ... and the rollout goes on where it stopped
+    resumed = cli("rollouts", "resume", report["rollout"], "--json")
+    assert resumed.code == 0, resumed.err
+    assert {o["status"] for o in json.loads(resumed.out)["outcomes"]} == {"committed"}
+
+
+def _committed(fleet: Fleet) -> bool:
+    summaries = history.recent(fleet, 1)
+    return bool(summaries) and summaries[0].counts.get("committed", 0) > 0
 
 
 def test_stage_now_activate_later_with_nothing_to_send(cli: Cli, lab: Callable[..., Result],
@@ -234,7 +250,7 @@ def test_stage_now_activate_later_with_nothing_to_send(cli: Cli, lab: Callable[.
     later = cli("deploy", "tiny-llama", "--group", "lab", "--json")
     assert later.code == 0, later.err
     outcomes = _outcomes(later)
-    assert {o["status"] for o in outcomes.values()} == {"deployed"}
+    assert {o["status"] for o in outcomes.values()} == {"committed"}
     assert all(o["bytes_sent"] == 0 for o in outcomes.values())
     for device in fleet.inventory.list_devices():
         with fleet.client(device) as client:

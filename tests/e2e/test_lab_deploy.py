@@ -48,7 +48,7 @@ def test_deploy_end_to_end(cli: Cli, lab: Callable[..., Result], home: Path) -> 
     report = json.loads(result.out)
     outcomes = {o["device"]: o for o in report["outcomes"]}
     plans = {p["device"]: p for p in report["plans"]}
-    assert {o["status"] for o in outcomes.values()} == {"deployed"}
+    assert {o["status"] for o in outcomes.values()} == {"committed"}
 
     fleet = Fleet.open()
     model = ensure_model(fleet, "tiny-llama")

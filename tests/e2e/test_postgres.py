@@ -18,7 +18,7 @@ def test_the_whole_path_on_postgresql(cli: Cli, lab: Callable[..., Result], pg_u
     lab("--devices", "2")
     deployed = cli("deploy", "tiny-llama", "--group", "lab", "--json")
     assert deployed.code == 0, deployed.err
-    assert {o["status"] for o in json.loads(deployed.out)["outcomes"]} == {"deployed"}
+    assert {o["status"] for o in json.loads(deployed.out)["outcomes"]} == {"committed"}
     listed = json.loads(cli("device", "list", "--json").out)
     assert {(d["name"], d["variant"]) for d in listed} == {("lab-1", "q2_k"),
                                                           ("lab-2", "q4_k_m")}

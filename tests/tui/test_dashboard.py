@@ -47,7 +47,7 @@ def test_dashboard_shows_devices_variants_and_rollouts(cli: Cli,
     assert float(by_name["lab-1"][9]) > 0  # tokens/s of the last request
     assert float(by_name["lab-1"][12]) > 0 and by_name["lab-1"][13] == "estimated"  # J/token
     assert {r[2] for r in rollouts} == {"lab-1", "lab-2"}
-    assert {r[5] for r in rollouts} == {"active"}
+    assert {r[5] for r in rollouts} == {"committed"}
     assert "2 devices, 2 online, 2 serving a model" in summary
 
 

@@ -1,20 +1,25 @@
-"""Rollout summaries from the log (no database: rows built in memory)."""
+"""How a persisted rollout reads: a ``running`` rollout whose driver stopped beating is
+``interrupted``."""
 
 from __future__ import annotations
 
-from controller.adapters.tables import Deployment
-from controller.services.history import summarize
+from datetime import datetime, timedelta, timezone
+
+from controller.services.history import status_of
+from controller.services.ports import Rollout
+from controller.services.rollout_runner import STALE_AFTER_S
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 
 
-def _row(rollout: str, device: str, status: str) -> Deployment:
-    return Deployment(rollout=rollout, device=device, model="m", variant="q4", sha256="",
-                      status=status)
+def _rollout(status: str, beat_s_ago: float | None) -> Rollout:
+    beat = None if beat_s_ago is None else NOW - timedelta(seconds=beat_s_ago)
+    return Rollout("r", "m", status, {}, [1], heartbeat_at=beat)
 
 
-def test_rows_group_by_rollout_newest_first() -> None:
-    rows = [_row("b", "d1", "halted"), _row("b", "d2", "failed"), _row("b", "d3", "halted"),
-            _row("a", "d1", "active"), _row("a", "d2", "active")]
-    summaries = summarize(rows)
-    assert [s.rollout for s in summaries] == ["b", "a"]
-    assert summaries[0].counts == {"halted": 2, "failed": 1}
-    assert summaries[1].counts == {"active": 2}
+def test_a_running_rollout_without_a_recent_heartbeat_reads_interrupted() -> None:
+    assert status_of(_rollout("running", 1), NOW) == "running"
+    assert status_of(_rollout("running", STALE_AFTER_S + 1), NOW) == "interrupted"
+    assert status_of(_rollout("running", None), NOW) == "interrupted"
+    assert status_of(_rollout("paused", 10_000), NOW) == "paused"
+    assert status_of(_rollout("completed", 10_000), NOW) == "completed"

@@ -122,4 +122,4 @@ def test_a_tampered_blob_is_refused_and_reported(two: Fleet, model_cache: Path) 
 def test_deploy_is_signed_and_mutually_authenticated_end_to_end(cli: Cli, two: Fleet) -> None:
     result = cli("deploy", "tiny-llama", "--group", "lab", "--json")
     assert result.code == 0, result.err
-    assert {o["status"] for o in json.loads(result.out)["outcomes"]} == {"deployed"}
+    assert {o["status"] for o in json.loads(result.out)["outcomes"]} == {"committed"}

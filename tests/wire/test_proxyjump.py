@@ -40,7 +40,7 @@ Host kiosk-behind-bastion
                "--agent-port", str(target.agent_port)).code == 0
     result = cli("deploy", "tiny-llama", "--group", "far", "--json")
     assert result.code == 0, result.err
-    assert json.loads(result.out)["outcomes"][0]["status"] == "deployed"
+    assert json.loads(result.out)["outcomes"][0]["status"] == "committed"
     gen = cli("generate", "hi", "--device", "kiosk", "--max-tokens", "3", "--json")
     assert gen.code == 0 and json.loads(gen.out)[0]["completion_tokens"] > 0
     log = Path(bastion.directory, "sshd.log").read_text()

@@ -1,0 +1,73 @@
+"""What the controller and the agent must agree on, in one place.
+
+Imports nothing of the agent or the controller (an import-linter contract checks), so both
+sides, and the controller's pure core, can use it. The wire form of an error kind is the
+proto enum ``edgefleet.agent.v1.ErrorKind``; ``ErrorKind`` here mirrors it value for value
+(a test compares them), so code decides on a kind, never on a class name or message text.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from pathlib import Path
+
+MIB = 1024 * 1024
+
+# Never fill a device's disk to the last byte: preflight, the planner and the store keep this
+# much free beside every blob.
+DISK_MARGIN_BYTES = 64 * MIB
+# A worker process with Python and llama.cpp loaded, before weights, KV cache and compute
+# buffer (measured: tiny-llama worker RSS = weights + 57-78 MiB at ctx 512, of which KV and
+# compute are ~26 MiB by the cost model; x86_64, llama-cpp-python 0.3.x).
+RUNTIME_OVERHEAD_BYTES = 48 * MIB
+
+# gRPC trailing metadata: a serialized ErrorDetail on every error status of the agent.
+ERROR_DETAIL_KEY = "edgefleet-error-bin"
+# grpc.health.v1 service name that is SERVING while a model is loaded.
+MODEL_HEALTH_SERVICE = "edgefleet.agent.v1.Model"
+
+
+class ErrorKind(enum.IntEnum):
+    """Why the agent refused (values = proto ErrorKind)."""
+
+    UNSPECIFIED = 0
+    INVALID_REQUEST = 1
+    NOT_FOUND = 2
+    CHECKSUM_MISMATCH = 3
+    INSUFFICIENT_MEMORY = 4
+    INSUFFICIENT_DISK = 5
+    NOT_FOR_THIS_MACHINE = 6
+    NO_ACTIVE_MODEL = 7
+    MANIFEST_REJECTED = 8
+    GENERATION_FAILED = 9
+    WORKER_FAILED = 10
+    NOT_ON_TRIAL = 11
+
+
+# Refusals that say the model cannot run on that device (they count against a rollout's
+# failure budget), as opposed to the device, the link, the bytes or our configuration.
+MODEL_REFUSALS = frozenset({ErrorKind.NOT_FOR_THIS_MACHINE, ErrorKind.INSUFFICIENT_MEMORY,
+                            ErrorKind.WORKER_FAILED, ErrorKind.GENERATION_FAILED})
+
+
+class RevertCause(enum.IntEnum):
+    """Why the agent gave up a model on trial (values = proto RevertCause)."""
+
+    UNSPECIFIED = 0
+    RESTART = 1
+    CRASH = 2
+    DEADLINE = 3
+    ABORTED = 4
+
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,105 @@
+"""GrpcDeviceLink: the rollout's port to one device (controller.services.ports.DeviceLink)
+over the agent's gRPC API; protobuf goes no further than this module.
+
+Load orders are signed here with the controller's manifest key: the manifest binds what the
+agent acts on (the blob, its name and format, and the trial with its deadline)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agent.contract import RevertCause
+from agent.rpc import agent_pb2 as pb
+from controller.adapters.agent_client import GrpcAgentClient
+from controller.services.ports import (
+    Artifact,
+    FitView,
+    Generation,
+    LoadOrder,
+    ModelView,
+    StoreView,
+    Summary,
+)
+
+Signer = Callable[[dict[str, Any]], tuple[bytes, bytes]]
+# (client, artifact, the device's CheckFit answer, incoming dir, memory) -> bytes sent
+Uploader = Callable[[GrpcAgentClient, Artifact, pb.CheckFitResponse, str, int], int]
+
+
+def store_view(s: pb.GetStoreResponse) -> StoreView:
+    return StoreView(
+        active=s.active_sha256, previous=s.previous_sha256, on_trial=s.active_on_trial,
+        trial_seconds_left=s.trial_seconds_left, staged=s.staged_sha256,
+        blobs=frozenset(s.blobs), incoming_dir=s.incoming_dir,
+        disk_free_bytes=s.disk_free_bytes, reverted=s.reverted_sha256,
+        reverted_reason=s.reverted_reason, reverted_cause=RevertCause(s.reverted_cause))
+
+
+def fit_view(f: pb.CheckFitResponse) -> FitView:
+    return FitView(f.fits, f.already_held, f.disk_free_bytes, f.disk_needed_bytes,
+                   f.memory_budget_bytes, f.reason, f.staged_bytes, f.staged_sha256)
+
+
+def load_request(order: LoadOrder, sign: Signer) -> pb.LoadModelRequest:
+    art = order.artifact
+    manifest, signature = sign({
+        "sha256": art.sha256, "size_bytes": art.size_bytes, "name": art.model,
+        "variant": art.variant, "format": art.format, "trial": order.trial,
+        "trial_seconds": order.trial_seconds, "issued_at": int(time.time())})
+    return pb.LoadModelRequest(
+        sha256=art.sha256, name=art.model, variant=art.variant, format=art.format,
+        n_ctx=order.n_ctx, size_bytes=art.size_bytes,
+        estimated_memory_bytes=order.memory_bytes, manifest=manifest,
+        manifest_signature=signature, trial=order.trial, trial_seconds=order.trial_seconds)
+
+
+class GrpcDeviceLink:
+    def __init__(self, client: GrpcAgentClient, sign: Signer, uploader: Uploader) -> None:
+        self.client = client
+        self._sign = sign
+        self._uploader = uploader
+        self._fit: pb.CheckFitResponse | None = None
+
+    def store(self) -> StoreView:
+        return store_view(self.client.get_store())
+
+    def check_fit(self, sha256: str, size_bytes: int, memory_bytes: int) -> FitView:
+        self._fit = self.client.check_fit(sha256, size_bytes, memory_bytes)
+        return fit_view(self._fit)
+
+    def upload(self, artifact: Artifact, fit: FitView, incoming_dir: str,
+               memory_bytes: int) -> int:
+        first = self._fit or pb.CheckFitResponse(
+            fits=fit.fits, already_held=fit.already_held, staged_bytes=fit.staged_bytes,
+            staged_sha256=fit.staged_sha256)
+        return self._uploader(self.client, artifact, first, incoming_dir, memory_bytes)
+
+    def stage(self, sha256: str) -> int:
+        return self.client.stage_model(sha256)
+
+    def load(self, order: LoadOrder) -> None:
+        self.client.load_model(load_request(order, self._sign))
+
+    def commit(self, sha256: str) -> None:
+        self.client.commit_model(sha256)
+
+    def abort_trial(self, sha256: str, reason: str) -> ModelView | None:
+        restored = self.client.abort_trial(sha256, reason)
+        if restored is None:
+            return None
+        return ModelView(restored.name, restored.variant, restored.sha256)
+
+    def model_serving(self) -> bool:
+        return self.client.model_serving()
+
+    def generate(self, prompt: str, max_tokens: int) -> Generation:
+        result = self.client.generate(prompt, max_tokens)
+        s = result.summary
+        return Generation(result.text, Summary(
+            s.prompt_tokens, s.completion_tokens, s.ttft_ms, s.decode_tokens_per_s,
+            s.joules_per_token, s.energy_meter, s.finish_reason))
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,224 @@
+"""One device's turn in a rollout: an explicit step machine (controller.core.steps).
+
+Each handler does one step against the device and returns the next; every move is written
+to the rollout log before the next step starts (``RolloutLog.record``, the one writer), so a
+controller killed at any point leaves the log saying where each device stood. On entry (a
+first turn or a resume) the device is asked where it really stands (``_reconcile``): what it
+already holds is never sent again, a model left on trial is checked and committed, a model
+the device gave up while nobody watched is judged by why it was given up.
+
+The device owns its trial: the model is loaded with a deadline, committed only after the
+health gate passes, and given up by the agent itself (``AbortTrial``, or the deadline) to its
+own previous model, never one the controller names from memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agent.contract import MODEL_REFUSALS, ErrorKind, RevertCause
+from controller import failpoints
+from controller.core.gates import Gates
+from controller.core.steps import Step, is_final
+from controller.errors import AgentRefused, FleetError, TransferInterrupted, Unreachable
+from controller.services.health_gate import health_check
+from controller.services.ports import DeviceJob, DeviceLink, LinkFactory, LoadOrder, ModelView
+
+# a blob that arrives corrupt, or is found corrupt at load, is sent once more
+UPLOAD_ATTEMPTS = 2
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    stage_only: bool = False
+    language_model: bool = True
+    gates: Gates = field(default_factory=Gates)
+    trial_seconds: int = 600  # the device gives the model up unless committed by then
+    abort_requested: Callable[[], bool] = lambda: False
+
+
+class DeviceRun:
+    """Drives one ``DeviceJob`` to a final step, or to ``pending`` when the device is away."""
+
+    def __init__(self, rollout: str, job: DeviceJob, connect: LinkFactory,
+                 record: Callable[[DeviceJob, ModelView | None], None],
+                 settings: RunSettings) -> None:
+        self.rollout = rollout
+        self.job = job
+        self._connect = connect
+        self._record = record
+        self.settings = settings
+
+    def run(self) -> DeviceJob:
+        job = self.job
+        if is_final(job.step, self.settings.stage_only) or job.artifact is None:
+            return job
+        try:
+            link = self._connect(job.device)
+        except Unreachable as exc:
+            return self._pending(exc)
+        with contextlib.closing(link):
+            try:
+                step = self._reconcile(link)
+                while not is_final(step, self.settings.stage_only) and step is not Step.PENDING:
+                    step = self._handle(step, link)
+            except Unreachable as exc:  # TransferInterrupted too: resumable from where it was
+                return self._pending(exc)
+            except FleetError as exc:
+                self._move(Step.FAILED, exc.message, exc.hint)
+        return job
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def _move(self, step: Step, reason: str, hint: str = "", model_failed: bool = False,
+              restored: ModelView | None = None) -> Step:
+        job = self.job
+        job.step, job.reason, job.hint = step, reason, hint
+        job.model_failed = job.model_failed or model_failed
+        self._record(job, restored)
+        failpoints.hit(f"after:{step.value}")
+        return step
+
+    def _pending(self, exc: Unreachable) -> DeviceJob:
+        if isinstance(exc, TransferInterrupted):
+            self.job.bytes_sent += exc.sent
+        if self.job.step in (Step.ON_TRIAL, Step.CHECKING):
+            why = (f"the agent went away while the model was on trial ({exc.message}); the "
+                   "device gives it up by itself at its trial deadline unless `fleet rollouts "
+                   "resume` checks and commits it first")
+        else:
+            why = f"unreachable at its turn: {exc.message}"
+        self._move(Step.PENDING, why, exc.hint or "`fleet rollouts resume ID` (or deploy with "
+                   "--wait) picks it up when it is back")
+        return self.job
+
+    def _handle(self, step: Step, link: DeviceLink) -> Step:
+        handler = {
+            Step.PLANNED: self._preflight,
+            Step.UPLOADING: self._upload,
+            Step.STAGED: self._load_or_stop,
+            Step.LOADING: self._load,
+            Step.ON_TRIAL: self._on_trial,
+            Step.CHECKING: self._check,
+        }[step]
+        return handler(link)
+
+    # -- the steps ------------------------------------------------------------------------
+    def _reconcile(self, link: DeviceLink) -> Step:
+        """Where the device stands, whatever the log last said."""
+        job, art = self.job, self.job.artifact
+        assert art is not None
+        store = link.store()
+        resumed = job.step in (Step.LOADING, Step.ON_TRIAL, Step.CHECKING)
+        if store.active == art.sha256 and not store.on_trial:
+            if resumed:
+                return self._move(Step.COMMITTED, "committed (found committed on the device "
+                                  f"when the rollout was picked up); {job.choice}")
+            return self._move(Step.UNCHANGED, "already active")
+        if store.active == art.sha256 and store.on_trial:
+            if self.settings.stage_only:
+                return self._move(Step.UNCHANGED, "already active (on trial)")
+            job.reason = "confirming the model an earlier deploy left on trial"
+            return Step.CHECKING
+        # a model given up while the rollout was away: a crash is the model's failure; the
+        # deadline passing while the controller was down, or a restart, say nothing of it
+        if (resumed and store.reverted == art.sha256
+                and store.reverted_cause is RevertCause.CRASH):
+            return self._move(Step.FAILED, "the device gave the model up while the rollout "
+                              f"was away: {store.reverted_reason}", model_failed=True)
+        if art.sha256 in store.blobs or store.staged == art.sha256:
+            job.reason = "already on the device, verified"
+            return Step.STAGED
+        return Step.PLANNED
+
+    def _preflight(self, link: DeviceLink) -> Step:
+        art = self.job.artifact
+        assert art is not None
+        fit = link.check_fit(art.sha256, art.size_bytes, self.job.memory_bytes)
+        if fit.already_held:
+            return self._move(Step.STAGED, "already on the device, verified")
+        if not fit.fits:
+            return self._move(Step.FAILED, f"preflight refused before sending anything: "
+                              f"{fit.reason}", "`fleet plan` shows a variant that fits; free "
+                              "disk space or pick a smaller variant with --prefer speed")
+        return self._move(Step.UPLOADING, f"sending {art.size_bytes / 2**20:.1f} MiB")
+
+    def _upload(self, link: DeviceLink) -> Step:
+        job, art = self.job, self.job.artifact
+        assert art is not None
+        job.upload_attempts += 1
+        fit = link.check_fit(art.sha256, art.size_bytes, job.memory_bytes)  # resumes a part
+        if not fit.already_held:
+            if not fit.fits:
+                return self._move(Step.FAILED, f"preflight refused: {fit.reason}",
+                                  "free disk space on the device, then resume the rollout")
+            job.bytes_sent += link.upload(art, fit, link.store().incoming_dir,
+                                          job.memory_bytes)
+        try:
+            link.stage(art.sha256)
+        except AgentRefused as exc:
+            if exc.kind is ErrorKind.CHECKSUM_MISMATCH and job.upload_attempts < UPLOAD_ATTEMPTS:
+                return self._move(Step.UPLOADING, f"arrived corrupt ({exc.detail}); sending it "
+                                  "again")
+            raise
+        return self._move(Step.STAGED, "verified on the device" + (
+            "; kept for a later deploy" if self.settings.stage_only else ""))
+
+    def _load_or_stop(self, link: DeviceLink) -> Step:
+        if self.settings.stage_only:
+            return self._move(Step.STAGED, f"verified on the device and kept for a later "
+                              f"deploy; {self.job.choice}")
+        return self._move(Step.LOADING, "loading on trial")
+
+    def _load(self, link: DeviceLink) -> Step:
+        job, art = self.job, self.job.artifact
+        assert art is not None
+        try:
+            link.load(LoadOrder(art, job.n_ctx, job.memory_bytes, trial=True,
+                                trial_seconds=self.settings.trial_seconds))
+        except AgentRefused as exc:
+            if exc.kind in MODEL_REFUSALS:
+                return self._move(Step.FAILED, "could not load it, kept its current model: "
+                                  + exc.detail, exc.hint, model_failed=True)
+            if (exc.kind in (ErrorKind.CHECKSUM_MISMATCH, ErrorKind.NOT_FOUND)
+                    and job.upload_attempts < UPLOAD_ATTEMPTS):
+                # the bytes are corrupt or gone on the device: not the model's fault
+                return self._move(Step.UPLOADING, f"the device's copy is unusable "
+                                  f"({exc.detail}); sending it again")
+            raise
+        return self._move(Step.ON_TRIAL, f"loaded on trial (given up by the device unless "
+                          f"committed within {self.settings.trial_seconds} s)")
+
+    def _on_trial(self, link: DeviceLink) -> Step:
+        return self._move(Step.CHECKING, "health check")
+
+    def _check(self, link: DeviceLink) -> Step:
+        job, art = self.job, self.job.artifact
+        assert art is not None
+        if self.settings.abort_requested():
+            return self._give_up(link, "the rollout was aborted by the operator")
+        problem, measured = health_check(link, self.settings.language_model,
+                                         self.settings.gates)
+        if problem:
+            return self._give_up(link, f"health check failed: {problem}")
+        confirming = job.reason.startswith("confirming")
+        link.commit(art.sha256)
+        return self._move(Step.COMMITTED, ("confirmed the model an earlier deploy left on "
+                                           "trial; " if confirming else "") + job.choice
+                          + (f"; {measured}" if measured else ""))
+
+    def _give_up(self, link: DeviceLink, why: str) -> Step:
+        art = self.job.artifact
+        assert art is not None
+        try:
+            restored = link.abort_trial(art.sha256, why)
+            back = f"{restored.variant}" if restored else "no model"
+            what = f"the device went back to {back}"
+        except AgentRefused as exc:
+            if exc.kind is not ErrorKind.NOT_ON_TRIAL:
+                raise
+            store = link.store()  # it had given the model up by itself already
+            restored = None
+            what = f"the device had already given it up ({store.reverted_reason})"
+        return self._move(Step.ROLLED_BACK, f"{why}; {what}", restored=restored)

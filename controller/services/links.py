@@ -1,0 +1,60 @@
+"""Opening a rollout's DeviceLink to a device: its agent over gRPC (mutual TLS once
+enrolled, through a bastion when it sits behind one) and its SFTP upload path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.rpc import agent_pb2 as pb
+from controller import failpoints
+from controller.adapters.agent_client import GrpcAgentClient
+from controller.adapters.device_link import GrpcDeviceLink
+from controller.adapters.tables import Device
+from controller.artifacts import LocalArtifact
+from controller.errors import UnknownDevice
+from controller.services.context import Fleet
+from controller.services.ports import Artifact, DeviceLink, LinkFactory
+from controller.services.uploading import send
+
+
+@dataclass(frozen=True)
+class UploadOptions:
+    retries: int = 3
+    backoff_s: float = 1.0
+    limit_bytes_per_s: float = 0.0
+    streams: int = 4
+    progress: Callable[[str, int, int], None] = lambda device, done, total: None
+
+
+def link_factory(fleet: Fleet, options: UploadOptions) -> LinkFactory:
+    def connect(name: str) -> DeviceLink:
+        devices = fleet.inventory
+        try:
+            device = devices.get_device(name)
+        except UnknownDevice:
+            raise UnknownDevice(f"{name} is no longer registered",
+                                hint="`fleet device add` it again, or abort the rollout") from None
+        client = fleet.client(device)
+        return GrpcDeviceLink(client, fleet.pki.sign_manifest, _uploader(fleet, device, options))
+
+    return connect
+
+
+def _uploader(fleet: Fleet, device: Device, options: UploadOptions
+              ) -> Callable[[GrpcAgentClient, Artifact, pb.CheckFitResponse, str, int], int]:
+    def progress(name: str, done: int, total: int) -> None:
+        options.progress(name, done, total)
+        if total and done * 2 >= total:
+            failpoints.hit("upload.half")
+
+    settings = UploadOptions(options.retries, options.backoff_s, options.limit_bytes_per_s,
+                             options.streams, progress)
+
+    def upload(client: GrpcAgentClient, art: Artifact, fit: pb.CheckFitResponse,
+               incoming_dir: str, memory: int) -> int:
+        local = LocalArtifact(Path(art.path), art.sha256, art.size_bytes)
+        return send(fleet, client, device, local, fit, incoming_dir, memory, settings)
+
+    return upload

@@ -1,0 +1,209 @@
+"""The ports a rollout drives: a device (its agent and its upload path) and the rollout log.
+
+Services see only these Protocols and the dataclasses below; protobuf stays in the gRPC
+adapter (``controller.adapters.device_link``) and SQLModel rows in the SQL adapter
+(``controller.adapters.rollout_repo``). In-memory implementations (tests/unit/fakes.py) make
+every branch of the step machine testable without a device.
+
+Errors cross the port as ``controller.errors``: ``Unreachable`` (the link or the agent is
+away; the step can be tried again later), ``TransferInterrupted`` (an upload stopped part-way,
+resumable), ``AgentRefused`` with an ``ErrorKind`` (the agent said no, and why).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from agent.contract import RevertCause
+from controller.core.steps import Step
+
+
+@dataclass(frozen=True)
+class StoreView:
+    """What a device's store holds (GetStore)."""
+
+    active: str = ""
+    previous: str = ""
+    on_trial: bool = False
+    trial_seconds_left: float = 0.0
+    staged: str = ""
+    blobs: frozenset[str] = frozenset()
+    incoming_dir: str = ""
+    disk_free_bytes: int = 0
+    reverted: str = ""
+    reverted_reason: str = ""
+    reverted_cause: RevertCause = RevertCause.UNSPECIFIED
+
+
+@dataclass(frozen=True)
+class FitView:
+    """The device's preflight answer (CheckFit)."""
+
+    fits: bool
+    already_held: bool = False
+    disk_free_bytes: int = 0
+    disk_needed_bytes: int = 0
+    memory_budget_bytes: int = 0
+    reason: str = ""
+    staged_bytes: int = 0
+    staged_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class ModelView:
+    name: str
+    variant: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The timing summary of one generation on the device."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_ms: float = 0.0
+    decode_tokens_per_s: float = 0.0
+    joules_per_token: float = 0.0
+    energy_meter: str = ""
+    finish_reason: str = ""
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    summary: Summary
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One variant file as the rollout sends it."""
+
+    model: str
+    variant: str
+    format: str
+    sha256: str
+    size_bytes: int
+    path: str  # on the controller
+
+
+@dataclass(frozen=True)
+class LoadOrder:
+    """Everything the agent is told to load; the adapter signs it."""
+
+    artifact: Artifact
+    n_ctx: int
+    memory_bytes: int
+    trial: bool = True
+    trial_seconds: int = 0
+
+
+class DeviceLink(Protocol):
+    """One device's agent and upload path, for the duration of one device's turn."""
+
+    def store(self) -> StoreView: ...
+    def check_fit(self, sha256: str, size_bytes: int, memory_bytes: int) -> FitView: ...
+    def upload(self, artifact: Artifact, fit: FitView, incoming_dir: str,
+               memory_bytes: int) -> int: ...  # bytes sent; may raise TransferInterrupted
+    def stage(self, sha256: str) -> int: ...
+    def load(self, order: LoadOrder) -> None: ...
+    def commit(self, sha256: str) -> None: ...
+    def abort_trial(self, sha256: str, reason: str) -> ModelView | None: ...
+    def model_serving(self) -> bool: ...
+    def generate(self, prompt: str, max_tokens: int) -> Generation: ...
+    def close(self) -> None: ...
+
+
+LinkFactory = Callable[[str], DeviceLink]  # device name -> an open link (raises Unreachable)
+
+
+@dataclass
+class DeviceJob:
+    """One device's part of a rollout: what it gets and where it stands."""
+
+    device: str
+    position: int  # in rollout order
+    wave: int
+    step: Step
+    artifact: Artifact | None  # None: nothing to send (skipped, or failed at planning)
+    n_ctx: int = 0
+    memory_bytes: int = 0
+    choice: str = ""  # why this variant (the planner's words)
+    reason: str = ""  # why the device is at ``step``
+    hint: str = ""
+    bytes_sent: int = 0
+    model_failed: bool = False
+    upload_attempts: int = 0
+    predicted: dict[str, float] = field(default_factory=dict)  # tokens_per_s, ttft_ms
+
+    @property
+    def sha256(self) -> str:
+        return self.artifact.sha256 if self.artifact else ""
+
+
+@dataclass
+class Rollout:
+    """A rollout as persisted: its policy and where it stands."""
+
+    id: str
+    model: str
+    status: str  # running | paused | pending | completed | halted | aborted
+    policy: dict[str, object]
+    waves: list[int]  # devices per wave (contacted devices only)
+    wave: int = 0  # the wave running or next to run
+    approved_wave: int = 0  # with --wait-approval: the highest wave allowed to start
+    next_wave_at: datetime | None = None
+    controller: str = ""  # host:pid of the process driving it
+    heartbeat_at: datetime | None = None
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+    abort_requested: bool = False
+    reason: str = ""
+
+
+class DevicesBusy(Exception):
+    """Some devices are held by another rollout: ``holders`` maps device -> rollout id."""
+
+    def __init__(self, holders: dict[str, str]) -> None:
+        super().__init__(", ".join(f"{d} ({r})" for d, r in holders.items()))
+        self.holders = holders
+
+
+class RolloutLog(Protocol):
+    """The one writer of rollout state; every method commits before it returns."""
+
+    def create(self, rollout: Rollout, jobs: list[DeviceJob]) -> None:
+        """Record a new rollout and take its devices' leases, all or nothing (DevicesBusy)."""
+        ...
+
+    def record(self, rollout: str, job: DeviceJob,
+               restored: ModelView | None = None) -> None:
+        """``job`` moved to ``job.step``: persist it (and the device's state when its active
+        model changed: committed, or rolled back to ``restored``)."""
+        ...
+
+    def update(self, rollout: Rollout) -> None: ...
+    def heartbeat(self, rollout: str, controller: str) -> bool:
+        """Extend the liveness of the process driving ``rollout``; False if another process
+        took it over."""
+        ...
+
+    def claim(self, rollout: str, controller: str, stale_after_s: float) -> Rollout:
+        """Take over a rollout whose driver is gone (heartbeat older than ``stale_after_s``)
+        or which waits (paused, pending); raises RolloutBusy when it is driven live."""
+        ...
+
+    def load(self, rollout: str) -> tuple[Rollout, list[DeviceJob]]: ...
+    def release(self, rollout: str, devices: list[str]) -> None: ...
+    def abort_requested(self, rollout: str) -> bool: ...
+
+
+class RolloutBusy(Exception):
+    """The rollout is driven by a live process (``controller``)."""
+
+    def __init__(self, rollout: Rollout) -> None:
+        super().__init__(rollout.id)
+        self.rollout = rollout
