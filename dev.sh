@@ -10,6 +10,7 @@ lint() {
   "$PY" proto/generate.py --check
   "$PY" -m ruff check agent controller tests bench proto
   "$PY" -m mypy agent controller
+  "$VENV/bin/lint-imports" --no-cache
 }
 
 case "${1:-}" in

@@ -15,8 +15,11 @@ the catalog's is refused as corrupt.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -79,10 +82,28 @@ class ArtifactCache:
             return self.root / model.name / source.rsplit("/", 1)[-1]
         return Path(source)
 
+    @contextlib.contextmanager
+    def _locked(self, model: ModelSpec) -> Iterator[None]:
+        """One writer per model folder at a time, across processes (two deploys on a fresh
+        home both building the ladder), so files and SHA256SUMS are never written twice."""
+        folder = self.root / model.name
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / ".lock").open("w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def build_ladder(self, model: ModelSpec) -> list[LocalArtifact]:
-        """Build a locally built model's whole ladder (the offline test models)."""
-        if model.builder == ONNX_BUILDER:
-            return self._build_onnx(model)
+        """Build a locally built model's whole ladder (the offline test models); what another
+        process built meanwhile is kept."""
+        with self._locked(model):
+            if model.builder == ONNX_BUILDER:
+                return self._build_onnx(model)
+            return self._build_gguf(model)
+
+    def _build_gguf(self, model: ModelSpec) -> list[LocalArtifact]:
         if model.builder != TINY_BUILDER:
             raise UsageError(f"{model.name} is not built locally",
                              hint="import its files with `fleet model import`")
@@ -134,11 +155,11 @@ class ArtifactCache:
                                 f"{variant.sha256[:12]}; not imported",
                                 hint="download the file again")
         dst = self.path_for(model, variant)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_suffix(".tmp")
-        shutil.copyfile(src, tmp)
-        tmp.replace(dst)
-        self._remember(dst, digest)
+        with self._locked(model):
+            tmp = dst.with_suffix(f".{os.getpid()}.tmp")
+            shutil.copyfile(src, tmp)
+            tmp.replace(dst)
+            self._remember(dst, digest)
         return self._record(model, variant, dst, digest)
 
     def _record(self, model: ModelSpec, variant: Variant, path: Path,

@@ -2,13 +2,17 @@
 # The demo: a local lab fleet of 4 emulated devices, the offline tiny-llama ladder, a deploy
 # that picks a different variant per device and says why, a few tokens from each device
 # through its agent, a second rollout with a speed limit the lab cannot meet (its canary is
-# measured, rolled back, the rest halt), the rollout log, then the dashboard (or a summary with
+# measured, rolled back, the rest halt), a rollout whose controller is killed half-way and is
+# resumed from the database, the rollout log, then the dashboard (or a summary with
 # --no-dashboard / without a TTY).
 #   ./dev.sh demo [--no-dashboard] [--keep-lab]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export FLEET_HOME=${FLEET_HOME:-$PWD/.demo-home}
+# a killed controller's rollout reads "interrupted" after 6 missed heartbeats: 6 s here
+export FLEET_ROLLOUT_HEARTBEAT_S=${FLEET_ROLLOUT_HEARTBEAT_S:-1}
 FLEET=".venv/bin/fleet"
+PY=".venv/bin/python"
 dashboard=1; keep=0
 for arg in "$@"; do
   case "$arg" in
@@ -29,8 +33,9 @@ step "fleet lab up --devices 4       (a real sshd + fleet-agent per device on 12
 "$FLEET" lab up --devices 4
 step "fleet plan tiny-llama --group lab"
 "$FLEET" plan tiny-llama --group lab
-step "fleet deploy tiny-llama --group lab"
-"$FLEET" deploy tiny-llama --group lab
+step "fleet deploy tiny-llama --group lab --waves 1,50%,100%
+    (recorded in the database as it goes; one device first, then half, then the rest)"
+"$FLEET" deploy tiny-llama --group lab --waves 1,50%,100%
 step "fleet generate 'The edge device' --group lab --max-tokens 12"
 "$FLEET" generate "The edge device" --group lab --max-tokens 12
 step "fleet deploy tiny-llama --group lab --prefer speed --min-tps 1000
@@ -39,8 +44,22 @@ step "fleet deploy tiny-llama --group lab --prefer speed --min-tps 1000
 rc=0
 "$FLEET" deploy tiny-llama --group lab --prefer speed --min-tps 1000 || rc=$?
 [ "$rc" -le 1 ] || { echo "demo: the gated deploy exited $rc" >&2; exit 1; }
-step "fleet rollouts   (the log; 'fleet rollouts ID' shows one rollout device by device)"
+step "FLEET_FAILPOINTS=after:on-trial fleet deploy tiny-llama --group lab --prefer speed
+    (the controller kills itself with SIGKILL once the first device runs the new model on
+    trial, as a crash or a power cut would)"
+rc=0
+FLEET_FAILPOINTS=after:on-trial "$FLEET" deploy tiny-llama --group lab --prefer speed \
+  --concurrency 1 || rc=$?
+[ "$rc" -eq 137 ] || { echo "demo: expected the controller to be killed, got exit $rc" >&2; exit 1; }
+killed=$("$FLEET" rollouts --json --limit 1 | "$PY" -c 'import json,sys; print(json.load(sys.stdin)[0]["rollout"])')
+sleep 7  # its heartbeat goes stale
+step "fleet rollouts   (the killed rollout reads 'interrupted': its steps are in the database)"
 "$FLEET" rollouts
+step "fleet rollouts resume $killed   (each device is asked where it stands; the one on trial is
+    checked and committed, nothing it holds is sent again, the others follow)"
+"$FLEET" rollouts resume "$killed"
+step "fleet rollouts show $killed --events"
+"$FLEET" rollouts show "$killed" --events
 if [ "$dashboard" = 1 ]; then
   step "fleet dashboard   (q quits)"
   "$FLEET" dashboard

@@ -9,7 +9,10 @@ upgrade, so several controllers starting at once upgrade it once.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -87,27 +90,45 @@ def ensure_current(engine: Engine, url: str) -> None:
 
 
 def upgrade(engine: Engine, url: str, target: str = "head") -> SchemaStatus:
-    before = status(engine)
-    _refuse_newer(before)
-    if before.up_to_date and target == "head":
-        return before
-    if before.current and engine.dialect.name == "sqlite":
-        _backup_sqlite(url, before.current)
-    with engine.begin() as connection:
-        _lock(connection)
-        command.upgrade(_config(connection), target)
-    return status(engine)
+    with _sqlite_lock(url):  # two commands opening a fresh database at once migrate it once
+        before = status(engine)
+        _refuse_newer(before)
+        if before.up_to_date and target == "head":
+            return before
+        if before.current and engine.dialect.name == "sqlite":
+            _backup_sqlite(url, before.current)
+        with engine.begin() as connection:
+            _lock(connection)
+            command.upgrade(_config(connection), target)
+        return status(engine)
 
 
 def downgrade(engine: Engine, url: str, target: str) -> SchemaStatus:
-    before = status(engine)
-    _refuse_newer(before)
-    if engine.dialect.name == "sqlite" and before.current:
-        _backup_sqlite(url, before.current)
-    with engine.begin() as connection:
-        _lock(connection)
-        command.downgrade(_config(connection), target)
-    return status(engine)
+    with _sqlite_lock(url):
+        before = status(engine)
+        _refuse_newer(before)
+        if engine.dialect.name == "sqlite" and before.current:
+            _backup_sqlite(url, before.current)
+        with engine.begin() as connection:
+            _lock(connection)
+            command.downgrade(_config(connection), target)
+        return status(engine)
+
+
+@contextlib.contextmanager
+def _sqlite_lock(url: str) -> Iterator[None]:
+    """An exclusive lock file beside a SQLite database while its schema changes (PostgreSQL
+    has its advisory lock instead)."""
+    if not url.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    with path.with_name(path.name + ".migrate.lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def drift(engine: Engine) -> list[str]:

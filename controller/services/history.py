@@ -15,7 +15,7 @@ from controller.adapters.rollout_repo import EventView, SqlRolloutLog, utc
 from controller.errors import UsageError
 from controller.services.context import Fleet
 from controller.services.ports import Rollout
-from controller.services.rollout_runner import STALE_AFTER_S
+from controller.services.rollout_runner import stale_after_s
 
 
 @dataclass
@@ -61,7 +61,7 @@ def status_of(rollout: Rollout, now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
     beat = rollout.heartbeat_at
     if rollout.status == "running" and (
-            beat is None or (now - beat).total_seconds() > STALE_AFTER_S):
+            beat is None or (now - beat).total_seconds() > stale_after_s()):
         return "interrupted"
     return rollout.status
 

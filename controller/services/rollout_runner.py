@@ -37,9 +37,20 @@ from controller.core.steps import Step, evidence, is_final
 from controller.services.device_run import DeviceRun, RunSettings
 from controller.services.ports import DeviceJob, LinkFactory, ModelView, Rollout, RolloutLog
 
-HEARTBEAT_S = float(os.environ.get("FLEET_ROLLOUT_HEARTBEAT_S") or 5.0)
-STALE_AFTER_S = 6 * HEARTBEAT_S  # no heartbeat for this long: the driver is gone
-RETRY_PENDING_S = float(os.environ.get("FLEET_ROLLOUT_RETRY_S") or 10.0)
+
+def heartbeat_s() -> float:
+    """``FLEET_ROLLOUT_HEARTBEAT_S``: how often a driving controller says it is alive."""
+    return float(os.environ.get("FLEET_ROLLOUT_HEARTBEAT_S") or 5.0)
+
+
+def stale_after_s() -> float:
+    """No heartbeat for this long: the driver is gone (the rollout reads interrupted)."""
+    return 6 * heartbeat_s()
+
+
+def retry_pending_s() -> float:
+    """``FLEET_ROLLOUT_RETRY_S``: with --wait, how often unreachable devices are retried."""
+    return float(os.environ.get("FLEET_ROLLOUT_RETRY_S") or 10.0)
 
 
 def controller_id() -> str:
@@ -99,7 +110,7 @@ class Runner:
                 status = self._pass()
                 if status != "pending" or time.monotonic() >= deadline:
                     break
-                self.sleep(min(RETRY_PENDING_S, max(0.0, deadline - time.monotonic())))
+                self.sleep(min(retry_pending_s(), max(0.0, deadline - time.monotonic())))
                 if self.stopped.is_set() or self.lost.is_set():
                     status = "interrupted"
                     break
@@ -254,7 +265,7 @@ class Runner:
         done = threading.Event()
 
         def beat() -> None:
-            while not done.wait(HEARTBEAT_S):
+            while not done.wait(heartbeat_s()):
                 if not self.log.heartbeat(self.rollout.id, self.rollout.controller):
                     self.lost.set()
 

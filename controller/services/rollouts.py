@@ -25,7 +25,7 @@ from controller.services.context import Fleet
 from controller.services.deploying import DeployReport, run, upload_options
 from controller.services.links import link_factory
 from controller.services.ports import DeviceJob, LinkFactory, Rollout, RolloutBusy
-from controller.services.rollout_runner import STALE_AFTER_S, Policy, controller_id
+from controller.services.rollout_runner import Policy, controller_id, stale_after_s
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def _take(fleet: Fleet, prefix: str) -> tuple[SqlRolloutLog, Rollout, list[Devic
     log = SqlRolloutLog(fleet.inventory)
     rollout_id = log.resolve(prefix)
     try:
-        log.claim(rollout_id, controller_id(), STALE_AFTER_S)
+        log.claim(rollout_id, controller_id(), stale_after_s())
     except RolloutBusy as busy:
         raise UsageError(f"rollout {rollout_id} is being driven by {busy.rollout.controller} "
                          "right now", hint=f"`fleet rollouts show {rollout_id}` follows it; "
@@ -87,7 +87,7 @@ def abort(fleet: Fleet, prefix: str,
     log = SqlRolloutLog(fleet.inventory)
     rollout_id = log.resolve(prefix)
     try:
-        log.claim(rollout_id, controller_id(), STALE_AFTER_S)
+        log.claim(rollout_id, controller_id(), stale_after_s())
     except RolloutBusy:
         log.request_abort(rollout_id)
         return AbortReport(rollout_id, True, log.load(rollout_id)[1])

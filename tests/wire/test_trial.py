@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.contract import ErrorKind
 from agent.failpoints import POINTS
 from agent.rpc import agent_pb2 as pb
 from controller.errors import AgentRefused, FleetError
@@ -140,3 +141,51 @@ def test_kill_9_anywhere_in_a_trial_load_leaves_the_old_model(
         assert _serving(a) == _sha(ladder["q2_k"])
     finally:
         a.stop()
+
+
+def test_a_trial_past_its_deadline_is_given_up_by_the_agent_itself(
+        agent: AgentProcess, ladder: dict[str, Path]) -> None:
+    agent.start()
+    _load(agent, ladder["q8_0"], "q8_0")
+    agent.stage(ladder["q4_k_m"])
+    request = agent.load_request(ladder["q4_k_m"], "q4_k_m")
+    request.trial, request.trial_seconds = True, 2
+    with agent.client() as c:
+        c.load_model(request)
+        store = c.get_store()
+    assert store.active_on_trial and 0 < store.trial_seconds_left <= 2
+    # nobody commits: the watcher gives it up once the deadline passes (bounded wait)
+    deadline = time.monotonic() + 30
+    while _store(agent).active_on_trial:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    store = _store(agent)
+    assert store.active_sha256 == _sha(ladder["q8_0"])
+    assert store.reverted_sha256 == _sha(ladder["q4_k_m"])
+    assert store.reverted_cause == pb.REVERT_CAUSE_DEADLINE
+    assert "deadline" in store.reverted_reason
+    assert _serving(agent) == _sha(ladder["q8_0"])
+    # a commit after the deadline is refused: the model is no longer on trial
+    with agent.client() as c, pytest.raises(AgentRefused) as late:
+        c.commit_model(_sha(ladder["q4_k_m"]))
+    assert late.value.code == "NOT_FOUND"
+
+
+def test_abort_trial_goes_back_to_the_agents_own_previous_model(
+        agent: AgentProcess, ladder: dict[str, Path]) -> None:
+    agent.start()
+    _load(agent, ladder["q8_0"], "q8_0")
+    _load(agent, ladder["q2_k"], "q2_k", trial=True)
+    with agent.client() as c:
+        restored = c.abort_trial(_sha(ladder["q2_k"]), "health check failed: test")
+        assert restored is not None and restored.variant == "q8_0" and restored.worker_pid
+        store = c.get_store()
+        assert store.active_sha256 == _sha(ladder["q8_0"]) and not store.active_on_trial
+        assert store.reverted_cause == pb.REVERT_CAUSE_ABORTED
+        assert store.reverted_reason == "health check failed: test"
+        # aborting what is not on trial is refused with its kind, and changes nothing
+        with pytest.raises(AgentRefused) as refused:
+            c.abort_trial(_sha(ladder["q8_0"]), "again")
+        assert refused.value.kind is ErrorKind.NOT_ON_TRIAL
+        assert refused.value.code == "FAILED_PRECONDITION"
+    assert _serving(agent) == _sha(ladder["q8_0"])
