@@ -1,32 +1,97 @@
-"""The variant selector: per device, filter by fit, rank by quality, explain every loser.
+"""The variant selector: per device, filter by fit, pick by the objective, explain every loser.
 
 Pure: takes a model, a profile and the request; returns a ``Choice`` that carries, for every
-variant, its predicted memory, speed and energy and the reason it won or lost.
+variant, its predicted memory, speed and energy and the reason it won or lost. Reasons are
+formatted when read, so planning a large fleet does not pay for text nobody prints.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
-from controller.core import cost
+from controller.core import cost, speed
 from controller.core.models import MIB, ModelSpec, Profile, Variant
+from controller.core.objective import OBJECTIVES, balanced_rows, pick
 
-OBJECTIVES = ("quality", "speed", "energy")
+__all__ = ["OBJECTIVES", "Candidate", "Choice", "Request", "VariantCost", "choose",
+           "choose_many", "variant_costs"]
 # Never plan a device's disk to the last byte; the agent's preflight keeps the same margin
 # (agent.core.DISK_MARGIN_BYTES).
 DISK_MARGIN_BYTES = 64 * MIB
 
 
-@dataclass(frozen=True)
-class Candidate:
+def _mib(n: float) -> str:
+    return f"{n / MIB:,.0f} MiB" if n >= 10 * MIB else f"{n / MIB:.1f} MiB"
+
+
+class Candidate(NamedTuple):
     variant: Variant
     memory: cost.MemoryEstimate
     tokens_per_s: float
     joules_per_token: float
     fits: bool
-    reason: str
+    why: tuple[tuple[Any, ...], ...]  # what ``reason`` says, as data
     ttft_ms: float = 0.0
+
+    @property
+    def kld(self) -> float:
+        return self.variant.quality_kld
+
+    @property
+    def size(self) -> int:
+        return self.variant.size_bytes
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(_say(self, item) for item in self.why)
+
+
+def _say(c: Candidate, item: tuple[Any, ...]) -> str:
+    kind = item[0]
+    if kind == "fits":
+        return f"fits: {_mib(item[1])} of {_mib(item[2])} usable"
+    if kind == "ctx":
+        return f"context {item[1]} > the model's {item[2]}"
+    if kind == "runtime":
+        return f"needs {item[1]}, device has {', '.join(item[2])}"
+    if kind == "ep":
+        return f"needs {item[1]}, device has {', '.join(item[2]) or 'none'}"
+    if kind == "mem":
+        return (f"needs {_mib(item[1])} > {_mib(item[2])} usable "
+                f"(RAM {_mib(item[3])} - reserve {_mib(item[4])})")
+    if kind == "disk":
+        return (f"file {_mib(item[1])} + {_mib(DISK_MARGIN_BYTES)} margin > "
+                f"{_mib(item[2])} free disk (the current model is kept for rollback)")
+    if kind == "tps":
+        return f"predicted {item[1]:.1f} tok/s < required {item[2]:g}"
+    if kind == "ttft":
+        return (f"predicted TTFT {item[1]:.0f} ms > allowed {item[2]:g} ms "
+                f"for {item[3]} prompt tokens")
+    return _lost(c, item[1][0], item[2])
+
+
+def _lost(c: Candidate, winner: Candidate, prefer: str) -> str:
+    w = winner.variant.name
+    if prefer == "speed":
+        return (f"fits, but slower than {w} "
+                f"({c.tokens_per_s:.1f} vs {winner.tokens_per_s:.1f} tok/s predicted)")
+    if prefer == "energy":
+        if c.joules_per_token and winner.joules_per_token:
+            return (f"fits, but costs more energy than {w} "
+                    f"({c.joules_per_token:.2f} vs {winner.joules_per_token:.2f} J/token)")
+        return (f"fits, but slower (so more energy per token) than {w} "
+                f"({c.tokens_per_s:.1f} vs {winner.tokens_per_s:.1f} tok/s)")
+    if prefer == "quality" and c.kld < winner.kld:
+        return (f"fits, higher quality (KLD {c.kld:.4f} vs {winner.kld:.4f}) but slower than "
+                f"{w} ({c.tokens_per_s:.1f} vs {winner.tokens_per_s:.1f} tok/s predicted): "
+                "the difference in quality is too small to see")
+    if prefer == "quality" and c.tokens_per_s > winner.tokens_per_s:
+        return (f"fits, faster than {w} ({c.tokens_per_s:.1f} vs {winner.tokens_per_s:.1f} "
+                f"tok/s) but loses more quality (KLD {c.kld:.4f} vs {winner.kld:.4f})")
+    return (f"fits, but lower quality than {w} "
+            f"(KLD {c.kld:.4f} vs {winner.kld:.4f})")
 
 
 @dataclass(frozen=True)
@@ -45,139 +110,154 @@ class Request:
     min_tokens_per_s: float = 0.0
     max_ttft_ms: float = 0.0  # 0: no limit
     prompt_tokens: int = 128  # the prompt length TTFT is predicted for
-    prefer: str = "quality"  # quality | speed | energy
+    prefer: str = "quality"  # quality | max-quality | speed | energy
     disk_free_bytes: int = 0  # 0: unknown, not checked
     blobs_held: frozenset[str] = frozenset()  # sha256 of files the device already holds
 
 
-def _mib(n: float) -> str:
-    return f"{n / MIB:,.0f} MiB" if n >= 10 * MIB else f"{n / MIB:.1f} MiB"
-
-
 @dataclass(frozen=True)
 class VariantCost:
-    """What does not depend on the device: memory need and bytes read per token."""
+    """What does not depend on the device: memory need and the work per token."""
 
     memory: cost.MemoryEstimate
-    bytes_per_token: float
+    work: speed.Work
+    bytes_per_token: float  # physical bytes read at n_past = ctx / 2
+    total: int = 0  # memory.total, kept to compare with each device's budget
+    decode_bytes: float = 0.0  # streamed at n_past = ctx / 2 (with MoE inefficiency)
+    decode_macs: float = 0.0
+    prefill_macs: float = 0.0  # per prompt token
 
 
 def variant_costs(model: ModelSpec, req: Request) -> dict[str, VariantCost]:
-    return {
-        v.name: VariantCost(cost.estimate_memory(model.arch, v, req.ctx),
-                            cost.bytes_read_per_token(model.arch, v, n_past=req.ctx // 2))
-        for v in model.variants
-    }
+    n_past = req.ctx // 2
+    out = {}
+    for v in model.variants:
+        memory = cost.estimate_memory(model.arch, v, req.ctx)
+        w = speed.work(model.arch, v)
+        out[v.name] = VariantCost(
+            memory, w, cost.bytes_read_per_token(model.arch, v, n_past), memory.total,
+            w.weight_bytes + w.kv_bytes_per_position * n_past,
+            w.macs + w.attention_macs_per_position * n_past,
+            speed.prefill_macs(w, req.prompt_tokens))
+    return out
 
 
-def _assess(model: ModelSpec, variant: Variant, profile: Profile, req: Request,
-            fixed: VariantCost, ttft: float) -> Candidate:
-    memory = fixed.memory
-    bandwidth = profile.effective_bandwidth_gbps * 1e9
-    tps = (cost.decode_efficiency(profile) * bandwidth / fixed.bytes_per_token
-           if model.arch.is_language_model else 0.0)
-    jpt = cost.energy_per_token_j(tps, profile)
-    usable = profile.usable_bytes
-    problems = []
-    if req.ctx > model.arch.n_ctx_train:
-        problems.append(f"context {req.ctx} > the model's {model.arch.n_ctx_train}")
-    if profile.runtimes and not any(r.startswith(variant.runtime) for r in profile.runtimes):
-        problems.append(f"needs {variant.runtime}, device has {', '.join(profile.runtimes)}")
-    if variant.execution_provider and profile.runtimes and (
-            variant.execution_provider not in profile.execution_providers):
-        problems.append(f"needs {variant.execution_provider}, device has "
-                        f"{', '.join(profile.execution_providers) or 'none'}")
-    if memory.total > usable:
-        problems.append(
-            f"needs {_mib(memory.total)} > {_mib(usable)} usable "
-            f"(RAM {_mib(profile.ram_bytes)} - reserve {_mib(profile.reserve_bytes)})"
-        )
-    held = bool(variant.sha256) and variant.sha256 in req.blobs_held
-    if req.disk_free_bytes and not held and (
-            variant.size_bytes + DISK_MARGIN_BYTES > req.disk_free_bytes):
-        problems.append(
-            f"file {_mib(variant.size_bytes)} + {_mib(DISK_MARGIN_BYTES)} margin > "
-            f"{_mib(req.disk_free_bytes)} free disk (the current model is kept for rollback)"
-        )
-    if req.min_tokens_per_s and tps < req.min_tokens_per_s:
-        problems.append(f"predicted {tps:.1f} tok/s < required {req.min_tokens_per_s:g}")
-    if req.max_ttft_ms and ttft > req.max_ttft_ms:
-        problems.append(f"predicted TTFT {ttft:.0f} ms > allowed {req.max_ttft_ms:g} ms "
-                        f"for {req.prompt_tokens} prompt tokens")
-    reason = "; ".join(problems) if problems else (
-        f"fits: {_mib(memory.total)} of {_mib(usable)} usable"
-    )
-    return Candidate(variant, memory, tps, jpt, not problems, reason, ttft)
+_Speeds = list[tuple[float, float, float]]  # per variant: tokens/s, J/token, TTFT ms
 
 
-def _rank_key(prefer: str) -> Callable[[Candidate], tuple[float, ...]]:
-    """Best first. Ties go to quality, then to the smaller file."""
-    if prefer == "speed":
-        return lambda c: (-c.tokens_per_s, c.variant.quality_kld, c.variant.size_bytes)
-    if prefer == "energy":
-        # Without a power figure J/token is unknown (0); speed is then the proxy, since at
-        # constant device power energy per token falls as speed rises.
-        return lambda c: (c.joules_per_token or 1.0 / max(c.tokens_per_s, 1e-9),
-                          c.variant.quality_kld, c.variant.size_bytes)
-    return lambda c: (c.variant.quality_kld, -c.tokens_per_s, c.variant.size_bytes)
+def _speed_key(p: Profile) -> tuple[Any, ...]:
+    """Everything of a profile the speed model reads (RAM, disk and names do not matter)."""
+    return (p.bandwidth_gbps, p.bandwidth_measured_gbps, p.decode_bandwidth_gbps, p.clock_ghz,
+            p.simd_bits, p.simd_pipes, p.threads, p.cores, p.isa, p.accelerated,
+            p.gpu_backend, p.gpu_tflops, p.gpu_clock_ghz, p.cooling, p.throttled_clock_ghz,
+            p.decode_efficiency, p.load_w)
 
 
-def _lost_because(c: Candidate, winner: Candidate, prefer: str) -> str:
-    if prefer == "speed":
-        return (f"fits, but slower than {winner.variant.name} "
-                f"({c.tokens_per_s:.1f} vs {winner.tokens_per_s:.1f} tok/s predicted)")
-    if prefer == "energy":
-        if c.joules_per_token and winner.joules_per_token:
-            return (f"fits, but costs more energy than {winner.variant.name} "
-                    f"({c.joules_per_token:.2f} vs {winner.joules_per_token:.2f} J/token)")
-        return (f"fits, but slower (so more energy per token) than {winner.variant.name} "
-                f"({c.tokens_per_s:.1f} vs {winner.tokens_per_s:.1f} tok/s)")
-    return (f"fits, but lower quality than {winner.variant.name} "
-            f"(KLD {c.variant.quality_kld:.4f} vs {winner.variant.quality_kld:.4f})")
+def _speeds(model: ModelSpec, profile: Profile, req: Request,
+            fixed: dict[str, VariantCost]) -> _Speeds:
+    rates = speed.rates(profile)
+    if not model.arch.is_language_model:
+        return [(0.0, 0.0, 0.0)] * len(model.variants)
+    n_layer, prompt, load_w = model.arch.n_layer, req.prompt_tokens, profile.load_w
+    out = []
+    for variant in model.variants:
+        f = fixed[variant.name]
+        is_float = f.work.is_float
+        t = speed.decode_seconds_at(f.decode_bytes, f.decode_macs, n_layer, is_float, rates)
+        tps = 1.0 / t if t > 0 else 0.0
+        pre = rates.prefill_float_macs if is_float else rates.prefill_int_macs
+        # TTFT: the prompt's prefill plus the first decoded token
+        ttft = 1000.0 * (prompt * f.prefill_macs / pre + t) if pre > 0 else 0.0
+        out.append((tps, load_w / tps if tps > 0 and load_w > 0 else 0.0, ttft))
+    return out
 
 
-_WHAT_WON = {"quality": "highest quality", "speed": "fastest", "energy": "least energy"}
+def _assess_all(model: ModelSpec, profile: Profile, req: Request,
+                fixed: dict[str, VariantCost], box: list[Candidate],
+                speeds: _Speeds) -> list[Candidate]:
+    """Every variant on one device; a fleet plan runs this for every device and variant, so
+    the device's numbers are held in locals. A variant that fits is explained as losing to
+    ``box[0]``, filled in once the winner is known."""
+    usable = profile.ram_bytes - profile.reserve_bytes
+    ctx_problem: tuple[tuple[Any, ...], ...] = (
+        (("ctx", req.ctx, model.arch.n_ctx_train),) if req.ctx > model.arch.n_ctx_train else ())
+    runtimes, eps = profile.runtimes, profile.execution_providers
+    disk_free, held_blobs = req.disk_free_bytes, req.blobs_held
+    min_tps, max_ttft, prompt = req.min_tokens_per_s, req.max_ttft_ms, req.prompt_tokens
+    lost = (("lost", box, req.prefer),)
+    new = tuple.__new__
+    out = []
+    costs = [fixed[v.name] for v in model.variants]
+    for variant, f, (tps, jpt, ttft) in zip(model.variants, costs, speeds, strict=True):
+        problems = ctx_problem
+        if runtimes:
+            if not any(r.startswith(variant.runtime) for r in runtimes):
+                problems += (("runtime", variant.runtime, runtimes),)
+            if variant.execution_provider and variant.execution_provider not in eps:
+                problems += (("ep", variant.execution_provider, eps),)
+        if f.total > usable:
+            problems += (("mem", f.total, usable, profile.ram_bytes, profile.reserve_bytes),)
+        if disk_free and variant.size_bytes + DISK_MARGIN_BYTES > disk_free and not (
+                variant.sha256 and variant.sha256 in held_blobs):
+            problems += (("disk", variant.size_bytes, disk_free),)
+        if min_tps and tps < min_tps:
+            problems += (("tps", tps, min_tps),)
+        if max_ttft and ttft > max_ttft:
+            problems += (("ttft", ttft, max_ttft, prompt),)
+        out.append(new(Candidate, (variant, f.memory, tps, jpt, not problems,
+                                   problems or lost, ttft)))
+    return out
 
 
 def choose_many(model: ModelSpec, devices: Sequence[tuple[str, Profile]],
                 req: Request) -> list[Choice]:
     """``choose`` for a fleet: what does not depend on the device is computed once per
-    variant instead of once per device and variant."""
+    variant, and the speeds once per kind of device (devices of one class share them)."""
     fixed = variant_costs(model, req)
-    return [choose(model, profile, req, name, fixed) for name, profile in devices]
+    cache: dict[tuple[Any, ...], _Speeds] = {}
+    return [choose(model, profile, req, name, fixed, cache) for name, profile in devices]
 
 
 def choose(model: ModelSpec, profile: Profile, req: Request, device: str = "",
-           fixed: dict[str, VariantCost] | None = None) -> Choice:
+           fixed: dict[str, VariantCost] | None = None,
+           speed_cache: dict[tuple[Any, ...], _Speeds] | None = None) -> Choice:
     """Pick, among variants that pass every filter, the best by ``req.prefer``."""
     if req.prefer not in OBJECTIVES:
         raise ValueError(f"prefer must be one of {OBJECTIVES}")
     fixed = fixed or variant_costs(model, req)
-    ttft = cost.ttft_ms(model.arch, profile, req.prompt_tokens)
-    assessed = [_assess(model, v, profile, req, fixed[v.name], ttft) for v in model.variants]
-    ranked = sorted(assessed, key=_rank_key(req.prefer))
-    winner = next((c for c in ranked if c.fits), None)
-    explained = []
-    for c in ranked:
-        if winner is None or c is winner or not c.fits:
-            explained.append(c)
+    if speed_cache is None:
+        speeds = _speeds(model, profile, req, fixed)
+    else:
+        key = _speed_key(profile)
+        speeds = speed_cache.get(key) or speed_cache.setdefault(
+            key, _speeds(model, profile, req, fixed))
+    box: list[Candidate] = []
+    assessed = _assess_all(model, profile, req, fixed, box, speeds)
+    fitting = [c for c in assessed if c[4]]
+    if fitting:
+        if req.prefer == "quality":
+            won, rule = balanced_rows([(c[0].quality_kld, c[2], c[0].size_bytes, c)
+                                       for c in fitting])
         else:
-            explained.append(replace(c, reason=_lost_because(c, winner, req.prefer)))
-    if winner is not None:
+            won, rule = pick(fitting, req.prefer)
+        winner = next(c for c in fitting if c is won)
+        winner = winner._replace(why=(("fits", winner.memory.total, profile.usable_bytes),))
+        box.append(winner)
+        explained = [winner] + [c for c in assessed if c is not won]
         reason = (
-            f"{winner.variant.name}: {_WHAT_WON[req.prefer]} that fits "
+            f"{winner.variant.name}: {rule} that fits "
             f"({_mib(winner.memory.total)} of {_mib(profile.usable_bytes)} usable, "
             f"~{winner.tokens_per_s:.1f} tok/s predicted)"
         )
+        return Choice(device, profile, req.ctx, winner, tuple(explained), reason)
+    smallest = min(assessed, key=lambda c: c.memory.total)
+    short = smallest.memory.total - profile.usable_bytes
+    if short > 0:
+        reason = (
+            f"nothing fits: smallest variant {smallest.variant.name} needs "
+            f"{_mib(smallest.memory.total)} at ctx {req.ctx}, device has "
+            f"{_mib(profile.usable_bytes)} usable (short by {_mib(short)})"
+        )
     else:
-        smallest = min(assessed, key=lambda c: c.memory.total)
-        short = smallest.memory.total - profile.usable_bytes
-        if short > 0:
-            reason = (
-                f"nothing fits: smallest variant {smallest.variant.name} needs "
-                f"{_mib(smallest.memory.total)} at ctx {req.ctx}, device has "
-                f"{_mib(profile.usable_bytes)} usable (short by {_mib(short)})"
-            )
-        else:
-            reason = f"no variant qualifies: {smallest.variant.name}: {smallest.reason}"
-    return Choice(device, profile, req.ctx, winner, tuple(explained), reason)
+        reason = f"no variant qualifies: {smallest.variant.name}: {smallest.reason}"
+    return Choice(device, profile, req.ctx, None, tuple(assessed), reason)
