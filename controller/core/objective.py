@@ -4,12 +4,15 @@
 
 1. *Usable*: a variant that fits, loses at most moderate quality (mean KLD below
    ``LARGE_KLD``) and decodes at least ``FLOOR_TPS``.
-2. Among usable variants, quality differences up to ``SMALL_KLD`` cannot be seen: every
-   usable variant within that band of the best one is equally good.
-3. Within that band, speed past ``ENOUGH_TPS`` cannot be felt: take the highest quality that
-   still reaches it; if none does, take the fastest of the band.
-4. If nothing is usable, the same band without the floor (fastest of the invisible-loss
-   band); if only large-loss variants fit, the least lossy.
+2. Speed past ``ENOUGH_TPS`` cannot be felt: if some usable variant within ``SMALL_KLD`` of
+   the best quality reaches it, quality decides, but only while it can be seen: the fastest
+   variant within ``NEGLIGIBLE_KLD`` of the best that reaches ``ENOUGH_TPS`` (Q8_0 over F16:
+   the same answers, twice the speed).
+3. Otherwise speed is short, and a quality difference up to ``SMALL_KLD`` is worth trading
+   for it: the fastest usable variant within ``SMALL_KLD`` of the best usable one (Q4_K_M
+   over Q8_0 on a Pi 5: most users cannot see the difference, but they feel 50 % more speed).
+4. If nothing is usable, the fastest variant within ``SMALL_KLD`` of the least lossy one
+   that fits without a large loss; if only large-loss variants fit, the least lossy.
 
 Thresholds, and why:
 
@@ -21,6 +24,8 @@ Thresholds, and why:
 - ``SMALL_KLD = 0.05``: the upper edge of the "small" band fit tools anchor on llama.cpp's
   KLD scoreboard (shared/facts.md 1.4): Q4_K_M (0.031) and better, where the full-precision
   model's top token is kept 92-99 % of the time.
+- ``NEGLIGIBLE_KLD = 0.01``: the "negligible" band of the same scale: Q8_0 (0.0014), Q6_K
+  (0.0055), F16; the top token agrees 96-99 % of the time.
 - ``LARGE_KLD = 0.15``: the start of the "large" band (Q2_K: 0.445; Q3_K_M is 0.10).
 
 ``max-quality`` is the plain highest quality that fits (the old default); ``speed`` the
@@ -35,6 +40,7 @@ from typing import Protocol
 OBJECTIVES = ("quality", "max-quality", "speed", "energy")
 FLOOR_TPS = 3.0
 ENOUGH_TPS = 10.0
+NEGLIGIBLE_KLD = 0.01
 SMALL_KLD = 0.05
 LARGE_KLD = 0.15
 
@@ -63,8 +69,10 @@ def _fastest(rows: Sequence[_Row]) -> Option:
     return min(rows, key=lambda r: (-r[1], r[0], r[2]))[3]
 
 
-def _band(rows: Sequence[_Row]) -> list[_Row]:
-    edge = max(min(r[0] for r in rows), SMALL_KLD)
+def _band(rows: Sequence[_Row], width: float = SMALL_KLD) -> list[_Row]:
+    """Rows whose quality loss is within ``width`` of the best one's (absolute KLD: a loss
+    below the band's edge cannot be told apart from the best)."""
+    edge = max(min(r[0] for r in rows), width)
     return [r for r in rows if r[0] <= edge]
 
 
@@ -83,11 +91,16 @@ def balanced_rows(rows: Sequence[_Row]) -> tuple[Option, str]:
         band = _band(usable)
         enough = [r for r in band if r[1] >= ENOUGH_TPS]
         if enough:
-            return _best_quality(enough), f"highest quality at >= {ENOUGH_TPS:g} tok/s"
+            best = _best_quality(enough)
+            pick = _fastest(_band(enough, NEGLIGIBLE_KLD))
+            if pick is best:
+                return best, f"highest quality at >= {ENOUGH_TPS:g} tok/s"
+            return pick, (f"fastest within a negligible quality loss (KLD {NEGLIGIBLE_KLD:g}) "
+                          f"of the best at >= {ENOUGH_TPS:g} tok/s")
         if len(band) == 1:
             return band[0][3], f"highest quality at >= {FLOOR_TPS:g} tok/s"
-        return _fastest(band), (f"fastest whose quality loss is within KLD {SMALL_KLD:g} of the "
-                                f"best usable (>= {FLOOR_TPS:g} tok/s)")
+        return _fastest(band), (f"fastest within a small quality loss (KLD {SMALL_KLD:g}) of "
+                                f"the best at >= {FLOOR_TPS:g} tok/s")
     if acceptable:
         return _fastest(_band(acceptable)), (
             f"nothing reaches {FLOOR_TPS:g} tok/s without a large quality loss; fastest "

@@ -20,6 +20,7 @@ __all__ = ["OBJECTIVES", "Candidate", "Choice", "Request", "VariantCost", "choos
 # Never plan a device's disk to the last byte; the agent's preflight keeps the same margin
 # (agent.core.DISK_MARGIN_BYTES).
 DISK_MARGIN_BYTES = 64 * MIB
+LAB_SCALE_MODEL = "lab-scale-model"
 
 
 def _mib(n: float) -> str:
@@ -235,7 +236,12 @@ def choose(model: ModelSpec, profile: Profile, req: Request, device: str = "",
     assessed = _assess_all(model, profile, req, fixed, box, speeds)
     fitting = [c for c in assessed if c[4]]
     if fitting:
-        if req.prefer == "quality":
+        if req.prefer == "quality" and profile.kind == LAB_SCALE_MODEL:
+            # a lab scale model runs a few-MB test model: its speed says nothing about the
+            # real device it stands for, so only memory decides (what the lab demonstrates)
+            won, _ = pick(fitting, "max-quality")
+            rule = "highest quality (a lab scale model: memory decides, not its test speed)"
+        elif req.prefer == "quality":
             won, rule = balanced_rows([(c[0].quality_kld, c[2], c[0].size_bytes, c)
                                        for c in fitting])
         else:
