@@ -205,10 +205,10 @@ def calibrate(
     name: str,
     runs: int = typer.Option(3, "--runs", help="Repetitions of the fixed prompt set."),
     max_tokens: int = typer.Option(64, "--max-tokens", help="Tokens generated per prompt."),
-    sustain: float | None = typer.Option(None, "--sustain", help="Keep benchmarking this many seconds "
-                                  "and calibrate on the speed held at the end (default: 300 on "
-                                  "real hardware, where a passive board throttles; 0 on lab "
-                                  "devices)."),
+    sustain: float | None = typer.Option(
+        None, "--sustain", help="Keep benchmarking this many seconds and calibrate on the speed "
+        "held at the end (default: 300 on real hardware, where a passive board throttles; 0 on "
+        "lab devices)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Benchmark the device's active model and store its measured decode efficiency."""

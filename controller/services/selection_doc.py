@@ -78,7 +78,9 @@ def current(text: str) -> dict[str, str]:
 
 def rewrite(text: str, tables: dict[str, str]) -> str:
     for name, body in tables.items():
-        text = _pattern(name).sub(lambda m, b=body: m.group(1) + b + "\n" + m.group(3), text)
+        m = _pattern(name).search(text)
+        if m:
+            text = text[:m.start()] + m.group(1) + body + "\n" + m.group(3) + text[m.end():]
     return text
 
 
