@@ -7,7 +7,8 @@ formatted when read, so planning a large fleet does not pay for text nobody prin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -95,14 +96,34 @@ def _lost(c: Candidate, winner: Candidate, prefer: str) -> str:
             f"(KLD {c.kld:.4f} vs {winner.kld:.4f})")
 
 
-@dataclass(frozen=True)
 class Choice:
-    device: str
-    profile: Profile
-    ctx: int
-    chosen: Candidate | None
-    candidates: tuple[Candidate, ...]
-    reason: str
+    """One device's pick: ``chosen`` (None if nothing qualifies), every variant in
+    ``candidates`` (the winner first) with why it won or lost, and ``reason``. A fleet plan
+    builds ``candidates`` and ``reason`` only when they are read (pass a callable)."""
+
+    __slots__ = ("_candidates", "_reason", "chosen", "ctx", "device", "profile")
+
+    def __init__(self, device: str, profile: Profile, ctx: int, chosen: Candidate | None,
+                 candidates: tuple[Candidate, ...] | Callable[[], tuple[Candidate, ...]],
+                 reason: str | Callable[[], str]) -> None:
+        self.device, self.profile, self.ctx, self.chosen = device, profile, ctx, chosen
+        self._candidates, self._reason = candidates, reason
+
+    @property
+    def candidates(self) -> tuple[Candidate, ...]:
+        if callable(self._candidates):
+            self._candidates = self._candidates()
+        return self._candidates
+
+    @property
+    def reason(self) -> str:
+        if callable(self._reason):
+            self._reason = self._reason()
+        return self._reason
+
+    def __repr__(self) -> str:
+        return (f"Choice(device={self.device!r}, profile={self.profile.name!r}, ctx={self.ctx}, "
+                f"chosen={self.chosen and self.chosen.variant.name!r}, reason={self.reason!r})")
 
 
 @dataclass(frozen=True)
@@ -179,7 +200,7 @@ def _assess_all(model: ModelSpec, profile: Profile, req: Request,
     """Every variant on one device; a fleet plan runs this for every device and variant, so
     the device's numbers are held in locals. A variant that fits is explained as losing to
     ``box[0]``, filled in once the winner is known."""
-    usable = profile.ram_bytes - profile.reserve_bytes
+    usable = profile.usable_bytes
     ctx_problem: tuple[tuple[Any, ...], ...] = (
         (("ctx", req.ctx, model.arch.n_ctx_train),) if req.ctx > model.arch.n_ctx_train else ())
     runtimes, eps = profile.runtimes, profile.execution_providers
@@ -187,8 +208,15 @@ def _assess_all(model: ModelSpec, profile: Profile, req: Request,
     min_tps, max_ttft, prompt = req.min_tokens_per_s, req.max_ttft_ms, req.prompt_tokens
     lost = (("lost", box, req.prefer),)
     new = tuple.__new__
-    out = []
     costs = [fixed[v.name] for v in model.variants]
+    if not (ctx_problem or runtimes or disk_free or min_tps or max_ttft):
+        # only memory differs between devices here (a plan of declared profiles)
+        ram, reserve = profile.ram_bytes, profile.reserve_bytes
+        return [new(Candidate, (v, f.memory, tps, jpt, True, lost, ttft)) if f.total <= usable
+                else new(Candidate, (v, f.memory, tps, jpt, False,
+                                     (("mem", f.total, usable, ram, reserve),), ttft))
+                for v, f, (tps, jpt, ttft) in zip(model.variants, costs, speeds, strict=True)]
+    out = []
     for variant, f, (tps, jpt, ttft) in zip(model.variants, costs, speeds, strict=True):
         problems = ctx_problem
         if runtimes:
@@ -210,13 +238,98 @@ def _assess_all(model: ModelSpec, profile: Profile, req: Request,
     return out
 
 
+def _decide(fitting: list[Candidate], profile: Profile, prefer: str) -> tuple[Candidate, str]:
+    """The winner among fitting candidates, and the rule that chose it."""
+    if prefer == "quality" and profile.kind == LAB_SCALE_MODEL:
+        # a lab scale model runs a few-MB test model: its speed says nothing about the
+        # real device it stands for, so only memory decides (what the lab demonstrates)
+        won, _ = pick(fitting, "max-quality")
+        rule = "highest quality (a lab scale model: memory decides, not its test speed)"
+    elif prefer == "quality":
+        won, rule = balanced_rows([(c[0].quality_kld, c[2], c[0].size_bytes, c)
+                                   for c in fitting])
+    else:
+        won, rule = pick(fitting, prefer)
+    return next(c for c in fitting if c is won), rule
+
+
+def _won_reason(winner: Candidate, rule: str, usable: int) -> str:
+    return (f"{winner.variant.name}: {rule} that fits "
+            f"({_mib(winner.memory.total)} of {_mib(usable)} usable, "
+            f"~{winner.tokens_per_s:.1f} tok/s predicted)")
+
+
+def _none_reason(assessed: Sequence[Candidate], ctx: int, usable: int) -> str:
+    smallest = min(assessed, key=lambda c: c.memory.total)
+    short = smallest.memory.total - usable
+    if short > 0:
+        return (f"nothing fits: smallest variant {smallest.variant.name} needs "
+                f"{_mib(smallest.memory.total)} at ctx {ctx}, device has "
+                f"{_mib(usable)} usable (short by {_mib(short)})")
+    return f"no variant qualifies: {smallest.variant.name}: {smallest.reason}"
+
+
 def choose_many(model: ModelSpec, devices: Sequence[tuple[str, Profile]],
                 req: Request) -> list[Choice]:
     """``choose`` for a fleet: what does not depend on the device is computed once per
-    variant, and the speeds once per kind of device (devices of one class share them)."""
+    variant, the speeds once per kind of device, and, where only memory tells devices of a
+    kind apart (no runtime, disk, speed or TTFT filter), the pick once per kind and number of
+    variants that fit; each device's own explanation is built when it is read."""
+    if req.prefer not in OBJECTIVES:
+        raise ValueError(f"prefer must be one of {OBJECTIVES}")
     fixed = variant_costs(model, req)
     cache: dict[tuple[Any, ...], _Speeds] = {}
-    return [choose(model, profile, req, name, fixed, cache) for name, profile in devices]
+    if (req.ctx > model.arch.n_ctx_train or req.disk_free_bytes or req.min_tokens_per_s
+            or req.max_ttft_ms):
+        return [choose(model, profile, req, name, fixed, cache) for name, profile in devices]
+    variants = model.variants
+    order = sorted(range(len(variants)), key=lambda i: fixed[variants[i].name].total)
+    totals = [fixed[variants[i].name].total for i in order]
+    picks: dict[tuple[Any, ...], tuple[int, str, Choice]] = {}
+    out = []
+    for name, profile in devices:
+        if profile.runtimes:
+            out.append(choose(model, profile, req, name, fixed, cache))
+            continue
+        usable = profile.usable_bytes
+        key = (_speed_key(profile), profile.kind, bisect_right(totals, usable))
+        known = picks.get(key)
+        if known is None:
+            first = choose(model, profile, req, name, fixed, cache)
+            won = -1 if first.chosen is None else next(
+                i for i, v in enumerate(variants) if v is first.chosen.variant)
+            rule = "" if first.chosen is None else first.reason.split(": ", 1)[1].rsplit(
+                " that fits (", 1)[0]
+            picks[key] = (won, rule, first)
+            out.append(first)
+            continue
+        won, rule, like = known
+        out.append(_like(name, profile, req, like, won, rule, usable))
+    return out
+
+
+def _like(device: str, profile: Profile, req: Request, like: Choice, won: int, rule: str,
+          usable: int) -> Choice:
+    """A device's choice where another device of its kind with the same variants fitting
+    has been decided: the same pick, explained with this device's memory."""
+    chosen = like.chosen
+
+    def candidates() -> tuple[Candidate, ...]:
+        ram, reserve = profile.ram_bytes, profile.reserve_bytes
+        out = [c if c[4] else c._replace(why=(("mem", c.memory.total, usable, ram, reserve),))
+               for c in like.candidates]
+        if chosen is not None:
+            out[0] = chosen
+        return tuple(out)
+
+    if chosen is None:
+        return Choice(device, profile, req.ctx, None, candidates,
+                      lambda: _none_reason(candidates(), req.ctx, usable))
+    v, memory, tps, jpt, _, why, ttft = chosen
+    chosen = tuple.__new__(Candidate, (v, memory, tps, jpt, True,
+                                       (("fits", why[0][1], usable),), ttft))
+    return Choice(device, profile, req.ctx, chosen, candidates,
+                  lambda: _won_reason(chosen, rule, usable))
 
 
 def choose(model: ModelSpec, profile: Profile, req: Request, device: str = "",
@@ -234,36 +347,14 @@ def choose(model: ModelSpec, profile: Profile, req: Request, device: str = "",
             key, _speeds(model, profile, req, fixed))
     box: list[Candidate] = []
     assessed = _assess_all(model, profile, req, fixed, box, speeds)
+    usable = profile.usable_bytes
     fitting = [c for c in assessed if c[4]]
-    if fitting:
-        if req.prefer == "quality" and profile.kind == LAB_SCALE_MODEL:
-            # a lab scale model runs a few-MB test model: its speed says nothing about the
-            # real device it stands for, so only memory decides (what the lab demonstrates)
-            won, _ = pick(fitting, "max-quality")
-            rule = "highest quality (a lab scale model: memory decides, not its test speed)"
-        elif req.prefer == "quality":
-            won, rule = balanced_rows([(c[0].quality_kld, c[2], c[0].size_bytes, c)
-                                       for c in fitting])
-        else:
-            won, rule = pick(fitting, req.prefer)
-        winner = next(c for c in fitting if c is won)
-        winner = winner._replace(why=(("fits", winner.memory.total, profile.usable_bytes),))
-        box.append(winner)
-        explained = [winner] + [c for c in assessed if c is not won]
-        reason = (
-            f"{winner.variant.name}: {rule} that fits "
-            f"({_mib(winner.memory.total)} of {_mib(profile.usable_bytes)} usable, "
-            f"~{winner.tokens_per_s:.1f} tok/s predicted)"
-        )
-        return Choice(device, profile, req.ctx, winner, tuple(explained), reason)
-    smallest = min(assessed, key=lambda c: c.memory.total)
-    short = smallest.memory.total - profile.usable_bytes
-    if short > 0:
-        reason = (
-            f"nothing fits: smallest variant {smallest.variant.name} needs "
-            f"{_mib(smallest.memory.total)} at ctx {req.ctx}, device has "
-            f"{_mib(profile.usable_bytes)} usable (short by {_mib(short)})"
-        )
-    else:
-        reason = f"no variant qualifies: {smallest.variant.name}: {smallest.reason}"
-    return Choice(device, profile, req.ctx, None, tuple(assessed), reason)
+    if not fitting:
+        return Choice(device, profile, req.ctx, None, tuple(assessed),
+                      _none_reason(assessed, req.ctx, usable))
+    won, rule = _decide(fitting, profile, req.prefer)
+    winner = won._replace(why=(("fits", won.memory.total, usable),))
+    box.append(winner)
+    explained = (winner, *(c for c in assessed if c is not won))
+    return Choice(device, profile, req.ctx, winner, explained,
+                  _won_reason(winner, rule, usable))

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.core.models import MIB, Architecture, ModelSpec, Profile, Variant
-from controller.core.select import Request, choose
+from controller.core.select import Choice, Request, choose, choose_many
 
 ARCH = Architecture(n_layer=24, n_embd=2048, n_head=16, n_head_kv=4, n_ctx_train=8192,
                     n_vocab=32000, params=1_500_000_000)
@@ -97,3 +97,25 @@ def test_default_pick_reaches_the_floor_when_a_decent_variant_does(
               if c.fits and c.kld < LARGE_KLD and c.tokens_per_s >= FLOOR_TPS]
     if usable:
         assert choice.chosen is not None and choice.chosen.tokens_per_s >= FLOOR_TPS
+
+
+def _said(choice: Choice) -> tuple[object, ...]:
+    return (choice.chosen and choice.chosen.variant.name, choice.reason,
+            tuple((c.variant.name, c.fits, c.reason) for c in choice.candidates))
+
+
+@settings(max_examples=150, deadline=None)
+@given(ladder_st, st.lists(profile_st, min_size=1, max_size=4),
+       st.lists(st.tuples(st.integers(0, 3), st.integers(256, 65536)), min_size=1, max_size=12),
+       ctx_st, prefer_st, st.sampled_from([(), ("llama.cpp",), ("onnxruntime",)]))
+def test_fleet_plan_matches_one_device_at_a_time(
+        model: ModelSpec, kinds: list[Profile], devices: list[tuple[int, int]], ctx: int,
+        prefer: str, runtimes: tuple[str, ...]) -> None:
+    # choose_many shares picks between devices of a kind with the same variants fitting and
+    # explains lazily: every device must still get what choose alone gives it, word for word
+    fleet = [(f"d{i}", replace(kinds[k % len(kinds)], ram_bytes=ram * MIB, runtimes=runtimes))
+             for i, (k, ram) in enumerate(devices)]
+    req = Request(ctx=ctx, prefer=prefer)
+    planned = choose_many(model, fleet, req)
+    for (name, profile), got in zip(fleet, planned, strict=True):
+        assert _said(got) == _said(choose(model, profile, req, name))
