@@ -238,25 +238,26 @@ def _assess_all(model: ModelSpec, profile: Profile, req: Request,
     return out
 
 
-def _decide(fitting: list[Candidate], profile: Profile, prefer: str) -> tuple[Candidate, str]:
-    """The winner among fitting candidates, and the rule that chose it."""
+def _decide(fitting: list[Candidate], profile: Profile,
+            prefer: str) -> tuple[Candidate, str, str]:
+    """The winner among fitting candidates, the rule that chose it, and a note on why."""
     if prefer == "quality" and profile.kind == LAB_SCALE_MODEL:
         # a lab scale model runs a few-MB test model: its speed says nothing about the
         # real device it stands for, so only memory decides (what the lab demonstrates)
-        won, _ = pick(fitting, "max-quality")
-        rule = "highest quality (a lab scale model: memory decides, not its test speed)"
+        won, rule = pick(fitting, "max-quality")
+        note = "; a lab scale model: memory decides, not its test speed"
     elif prefer == "quality":
-        won, rule = balanced_rows([(c[0].quality_kld, c[2], c[0].size_bytes, c)
-                                   for c in fitting])
+        (won, rule), note = balanced_rows([(c[0].quality_kld, c[2], c[0].size_bytes, c)
+                                           for c in fitting]), ""
     else:
-        won, rule = pick(fitting, prefer)
-    return next(c for c in fitting if c is won), rule
+        (won, rule), note = pick(fitting, prefer), ""
+    return next(c for c in fitting if c is won), rule, note
 
 
-def _won_reason(winner: Candidate, rule: str, usable: int) -> str:
+def _won_reason(winner: Candidate, rule: str, note: str, usable: int) -> str:
     return (f"{winner.variant.name}: {rule} that fits "
             f"({_mib(winner.memory.total)} of {_mib(usable)} usable, "
-            f"~{winner.tokens_per_s:.1f} tok/s predicted)")
+            f"~{winner.tokens_per_s:.1f} tok/s predicted){note}")
 
 
 def _none_reason(assessed: Sequence[Candidate], ctx: int, usable: int) -> str:
@@ -282,10 +283,8 @@ def choose_many(model: ModelSpec, devices: Sequence[tuple[str, Profile]],
     if (req.ctx > model.arch.n_ctx_train or req.disk_free_bytes or req.min_tokens_per_s
             or req.max_ttft_ms):
         return [choose(model, profile, req, name, fixed, cache) for name, profile in devices]
-    variants = model.variants
-    order = sorted(range(len(variants)), key=lambda i: fixed[variants[i].name].total)
-    totals = [fixed[variants[i].name].total for i in order]
-    picks: dict[tuple[Any, ...], tuple[int, str, Choice]] = {}
+    totals = sorted(fixed[v.name].total for v in model.variants)
+    picks: dict[tuple[Any, ...], tuple[Choice, str, str]] = {}
     out = []
     for name, profile in devices:
         if profile.runtimes:
@@ -295,20 +294,14 @@ def choose_many(model: ModelSpec, devices: Sequence[tuple[str, Profile]],
         key = (_speed_key(profile), profile.kind, bisect_right(totals, usable))
         known = picks.get(key)
         if known is None:
-            first = choose(model, profile, req, name, fixed, cache)
-            won = -1 if first.chosen is None else next(
-                i for i, v in enumerate(variants) if v is first.chosen.variant)
-            rule = "" if first.chosen is None else first.reason.split(": ", 1)[1].rsplit(
-                " that fits (", 1)[0]
-            picks[key] = (won, rule, first)
-            out.append(first)
-            continue
-        won, rule, like = known
-        out.append(_like(name, profile, req, like, won, rule, usable))
+            known = picks[key] = _choose(model, profile, req, name, fixed, cache)
+            out.append(known[0])
+        else:
+            out.append(_like(name, profile, req, *known, usable))
     return out
 
 
-def _like(device: str, profile: Profile, req: Request, like: Choice, won: int, rule: str,
+def _like(device: str, profile: Profile, req: Request, like: Choice, rule: str, note: str,
           usable: int) -> Choice:
     """A device's choice where another device of its kind with the same variants fitting
     has been decided: the same pick, explained with this device's memory."""
@@ -329,7 +322,7 @@ def _like(device: str, profile: Profile, req: Request, like: Choice, won: int, r
     chosen = tuple.__new__(Candidate, (v, memory, tps, jpt, True,
                                        (("fits", why[0][1], usable),), ttft))
     return Choice(device, profile, req.ctx, chosen, candidates,
-                  lambda: _won_reason(chosen, rule, usable))
+                  lambda: _won_reason(chosen, rule, note, usable))
 
 
 def choose(model: ModelSpec, profile: Profile, req: Request, device: str = "",
@@ -338,6 +331,13 @@ def choose(model: ModelSpec, profile: Profile, req: Request, device: str = "",
     """Pick, among variants that pass every filter, the best by ``req.prefer``."""
     if req.prefer not in OBJECTIVES:
         raise ValueError(f"prefer must be one of {OBJECTIVES}")
+    return _choose(model, profile, req, device, fixed, speed_cache)[0]
+
+
+def _choose(model: ModelSpec, profile: Profile, req: Request, device: str,
+            fixed: dict[str, VariantCost] | None,
+            speed_cache: dict[tuple[Any, ...], _Speeds] | None) -> tuple[Choice, str, str]:
+    """``choose``, and the rule and note that made the pick (for devices that share it)."""
     fixed = fixed or variant_costs(model, req)
     if speed_cache is None:
         speeds = _speeds(model, profile, req, fixed)
@@ -351,10 +351,10 @@ def choose(model: ModelSpec, profile: Profile, req: Request, device: str = "",
     fitting = [c for c in assessed if c[4]]
     if not fitting:
         return Choice(device, profile, req.ctx, None, tuple(assessed),
-                      _none_reason(assessed, req.ctx, usable))
-    won, rule = _decide(fitting, profile, req.prefer)
+                      _none_reason(assessed, req.ctx, usable)), "", ""
+    won, rule, note = _decide(fitting, profile, req.prefer)
     winner = won._replace(why=(("fits", won.memory.total, usable),))
     box.append(winner)
     explained = (winner, *(c for c in assessed if c is not won))
     return Choice(device, profile, req.ctx, winner, explained,
-                  _won_reason(winner, rule, usable))
+                  _won_reason(winner, rule, note, usable)), rule, note
