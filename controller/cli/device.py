@@ -205,6 +205,10 @@ def calibrate(
     name: str,
     runs: int = typer.Option(3, "--runs", help="Repetitions of the fixed prompt set."),
     max_tokens: int = typer.Option(64, "--max-tokens", help="Tokens generated per prompt."),
+    sustain: float | None = typer.Option(
+        None, "--sustain", help="Keep benchmarking this many seconds and calibrate on the speed "
+        "held at the end (default: 300 on real hardware, where a passive board throttles; 0 on "
+        "lab devices)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Benchmark the device's active model and store its measured decode efficiency."""
@@ -212,7 +216,7 @@ def calibrate(
 
     from controller.services.calibrating import calibrate as run_calibration
 
-    result = run_calibration(fleet(ctx), name, runs, max_tokens)
+    result = run_calibration(fleet(ctx), name, runs, max_tokens, sustain)
     if as_json:
         print_json(asdict(result))
         return
@@ -224,3 +228,8 @@ def calibrate(
         f"{result.predicted_after:.1f}. TTFT {result.ttft_ms:.1f} ms, worker peak RSS "
         f"{mib(result.peak_rss_bytes)}, load {result.load_seconds:.2f} s"
     )
+    if result.rounds > 1:
+        console.print(f"  sustained over {result.seconds:.0f} s ({result.rounds} rounds): first "
+                      f"round {result.cold_tokens_per_s:.1f} tok/s, held "
+                      f"{result.measured_tokens_per_s:.1f} (thermal factor "
+                      f"{result.thermal_factor:.2f})")

@@ -31,7 +31,8 @@ MIN_TPS = typer.Option(0.0, "--min-tps", help="Minimum decode tokens/s: predicte
 MAX_TTFT = typer.Option(0.0, "--max-ttft", help="Maximum TTFT in ms (0: none): predicted when "
                         "planning; deploy also gates on the device's measurement.")
 PROMPT = typer.Option(128, "--prompt-tokens", help="Prompt length TTFT is predicted for.")
-PREFER = typer.Option("quality", "--prefer", help="Rank by quality, speed or energy.")
+PREFER = typer.Option("quality", "--prefer", help="quality (the best quality at a usable "
+                      "speed), max-quality, speed or energy.")
 
 
 def build_request(spec: ModelSpec, ctx: int, min_tps: float, max_ttft: float,

@@ -39,7 +39,14 @@ def parse_model(data: dict[str, Any], origin: str) -> ModelSpec:
         active_params=a.whole("active_params", 0),
         head_dim_override=a.whole("head_dim", 0),
         n_head_kv_layers=_layers(a),
+        n_ff=a.whole("n_ff", 0),
+        n_expert=a.whole("n_expert", 0),
+        n_expert_used=a.whole("n_expert_used", 0),
+        tie_word_embeddings=a.flag("tie_word_embeddings", True),
     )
+    if arch.n_expert and not (0 < arch.n_expert_used < arch.n_expert and arch.active_params):
+        raise InvalidData(f"{origin}: a mixture of experts (arch.n_expert > 0) needs "
+                          "0 < n_expert_used < n_expert and active_params")
     variants = []
     for v in f.tables("variants"):
         fmt = v.text("format", "gguf")
@@ -65,6 +72,7 @@ def parse_model(data: dict[str, Any], origin: str) -> ModelSpec:
                 source=v.text("source"),
                 sha256=v.text("sha256", ""),
                 execution_provider=v.text("execution_provider", ""),
+                expert_bits_per_weight=v.number("expert_bits", 0.0),
             )
         )
     if arch.n_layer and not (arch.n_embd and arch.n_head and arch.n_head_kv and arch.n_vocab):

@@ -1,31 +1,28 @@
-"""Cost model: memory need, decode speed and energy per token of a variant on a device.
+"""Cost model: memory need, decode and prefill speed, energy per token of a variant on a device.
 
-Memory follows the llama.cpp accounting used by gguf-parser and Ollama (``shared/facts.md`` §2):
-weights + KV cache at the requested context + compute buffer + output buffer + fixed runtime
-overhead. Decode is memory-bandwidth bound (§3.1): every token streams the active weights and
-the KV cache read so far.
+Memory follows llama.cpp's own accounting (checked against the buffer sizes llama.cpp reports
+when it loads the tiny models the tests build, tests/unit/test_cost_memory.py): weights + KV
+cache at the requested context + compute buffer + output buffer + a fixed runtime overhead.
+Speed is ``controller.core.speed`` (roofs, backends, calibration); this module keeps the entry
+points the selector, calibration and planning use.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from controller.core import speed
+from controller.core.cost_constants import CONSTANTS, KV_BYTES_PER_ELEMENT, CostConstants
 from controller.core.models import MIB, Architecture, Profile, Variant
 
-KV_BYTES_PER_ELEMENT = 2  # f16 K and V (llama.cpp default)
+# llama-cpp-python's defaults, which the agent uses: n_ubatch 512, one sequence.
 UBATCH = 512
+N_SEQ = 1
+F32 = 4
 # A worker process with Python, llama.cpp and its backend context, before weights, KV cache
 # and compute buffer. Measured: a tiny-llama worker at ctx 512 holds RSS = weights + 57-78 MiB
 # (x86_64, llama-cpp-python 0.3.36), of which KV + compute are ~26 MiB by this model.
 RUNTIME_OVERHEAD_BYTES = 48 * MIB
-# CPU decode reaches about 55-65 % of peak bandwidth on a Pi 5, GPU/UMA about 70-75 %
-# (facts.md §3.3).
-CPU_DECODE_EFFICIENCY = 0.6
-GPU_DECODE_EFFICIENCY = 0.75
-DEFAULT_EFFICIENCY = CPU_DECODE_EFFICIENCY
-# Prefill is compute bound; llama.cpp reaches roughly 40-50 % of peak FLOPS (a Pi 5 runs a
-# 3B-active MoE at pp512 10.9 tok/s = ~72 GFLOPS of 154 peak; facts.md §3.3, derived).
-PREFILL_EFFICIENCY = 0.4
 
 
 @dataclass(frozen=True)
@@ -34,10 +31,11 @@ class MemoryEstimate:
     kv_cache: int
     compute: int
     overhead: int
+    output: int = 0  # llama.cpp's output (logits) buffer: n_vocab floats per sequence
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.compute + self.overhead
+        return self.weights + self.kv_cache + self.compute + self.overhead + self.output
 
 
 def kv_cache_bytes(arch: Architecture, ctx: int) -> int:
@@ -46,19 +44,31 @@ def kv_cache_bytes(arch: Architecture, ctx: int) -> int:
 
 
 def compute_buffer_bytes(arch: Architecture, ctx: int) -> int:
-    """Ollama's full-offload graph size for llama (facts.md §2.3) plus the logits buffer.
+    """The largest set of live F32 activations of one ubatch, as llama.cpp reserves it.
 
+    llama.cpp sizes the compute buffer for a worst-case ubatch of u = min(ctx, n_ubatch) tokens
+    that all produce logits: the biggest of the logits (n_vocab x u), the attention scores of
+    all heads plus the mask (n_ctx x u x (n_head + 1); flash attention off, llama-cpp-python's
+    default) and the feed-forward pair (2 x n_ff x u), plus a few n_embd x u rows. Logits are
+    not counted again in the output buffer: that holds only the last token's (``output``).
     A tensor model's activations are counted as one more copy of its weights instead
-    (``estimate_memory``)."""
+    (``estimate_memory``).
+    """
     if not arch.is_language_model:
         return 0
-    batch = min(ctx, UBATCH)
-    graph = max(
-        4 * batch * (1 + 4 * arch.n_embd + ctx * (1 + arch.n_head)),
-        4 * batch * (arch.n_embd + arch.n_vocab),
+    u = min(ctx, UBATCH)
+    rows = arch.n_embd * u * F32
+    ff = arch.n_ff * max(arch.n_expert_used, 1)
+    return max(
+        arch.n_vocab * u * F32 + 3 * rows,
+        ctx * u * (arch.n_head + 1) * F32 + 6 * rows,
+        2 * ff * u * F32 + 4 * rows,
     )
-    logits = (arch.n_embd + arch.n_vocab) * batch * 4
-    return graph + logits
+
+
+def output_buffer_bytes(arch: Architecture) -> int:
+    """Logits (and embeddings) kept for the last token of each sequence."""
+    return (arch.n_vocab + arch.n_embd) * F32 * N_SEQ if arch.is_language_model else 0
 
 
 def estimate_memory(arch: Architecture, variant: Variant, ctx: int) -> MemoryEstimate:
@@ -68,52 +78,70 @@ def estimate_memory(arch: Architecture, variant: Variant, ctx: int) -> MemoryEst
         compute=compute_buffer_bytes(arch, ctx) if arch.is_language_model
         else variant.size_bytes,
         overhead=RUNTIME_OVERHEAD_BYTES,
+        output=output_buffer_bytes(arch),
     )
 
 
 def bytes_read_per_token(arch: Architecture, variant: Variant, n_past: int) -> float:
-    """Active weights plus the KV cache read at position ``n_past``."""
-    active_share = arch.params_per_token / arch.params if arch.params else 1.0
-    kv_per_token = kv_cache_bytes(arch, 1)
-    return variant.size_bytes * active_share + kv_per_token * n_past
-
-
-def decode_efficiency(profile: Profile) -> float:
-    """Calibrated per device when measured; else the default for its backend."""
-    if profile.decode_efficiency > 0:
-        return profile.decode_efficiency
-    return GPU_DECODE_EFFICIENCY if profile.accelerated else CPU_DECODE_EFFICIENCY
+    """Weights streamed per token (active experts only, no untied input embedding) plus the KV
+    cache read at position ``n_past``: the physical bytes, before any efficiency."""
+    w = speed.work(arch, variant, CostConstants(kappa_moe=1.0))
+    return w.weight_bytes + w.kv_bytes_per_position * n_past
 
 
 def decode_tokens_per_s(
     arch: Architecture, variant: Variant, profile: Profile, n_past: int,
-    efficiency: float | None = None,
+    efficiency: float | None = None, *, backend: str | None = None,
+    runtime: str = speed.DEFAULT_RUNTIME, threads: int = 0,
+    constants: CostConstants = CONSTANTS,
 ) -> float:
-    """Bandwidth-bound decode speed: efficiency x bandwidth / bytes read per token."""
-    bandwidth = profile.effective_bandwidth_gbps * 1e9
-    if bandwidth <= 0 or not arch.is_language_model:
+    """Predicted decode tokens/s at context position ``n_past`` (0 when unknown).
+
+    ``efficiency`` forces a share of the roof bandwidth (what calibration measured);
+    ``backend``/``runtime``/``threads`` override what the profile implies.
+    """
+    if not arch.is_language_model:
         return 0.0
-    eta = decode_efficiency(profile) if efficiency is None else efficiency
-    return eta * bandwidth / bytes_read_per_token(arch, variant, n_past)
+    r = speed.rates(profile, backend=backend, runtime=runtime, threads=threads, c=constants)
+    if efficiency is not None:
+        r = speed.Rates(r.bandwidth, r.roof_bandwidth, r.int_macs, r.float_macs,
+                        r.layer_overhead_s, r.prefill_int_macs, r.prefill_float_macs,
+                        efficiency)
+    return speed.decode_tps(speed.work(arch, variant, constants), r, n_past)
 
 
 def bandwidth_roof_tokens_per_s(arch: Architecture, variant: Variant, profile: Profile,
                                 n_past: int) -> float:
-    """Decode speed at 100 % of the profile's bandwidth: the denominator of calibration."""
+    """Decode speed at 100 % of the device's roof bandwidth: the denominator of calibration."""
     return decode_tokens_per_s(arch, variant, profile, n_past, efficiency=1.0)
 
 
-def prefill_tokens_per_s(arch: Architecture, profile: Profile) -> float:
-    """Compute-bound prompt processing: 2 FLOPs per active parameter per token."""
-    if profile.compute_gflops <= 0 or not arch.is_language_model:
+def _int_variant(arch: Architecture) -> Variant:
+    return Variant(name="", format="gguf", quant="Q4_0", size_bytes=max(arch.params // 2, 1),
+                   bits_per_weight=4.5, quality_kld=0.0, quality_source="", source="")
+
+
+def prefill_tokens_per_s(arch: Architecture, profile: Profile, variant: Variant | None = None,
+                         prompt_tokens: int = UBATCH, *, backend: str | None = None,
+                         runtime: str = speed.DEFAULT_RUNTIME, threads: int = 0,
+                         constants: CostConstants = CONSTANTS) -> float:
+    """Compute-bound prompt processing in tokens/s (0 when the profile has no compute data)."""
+    if not arch.is_language_model:
         return 0.0
-    return PREFILL_EFFICIENCY * profile.compute_gflops * 1e9 / (2 * arch.params_per_token)
+    r = speed.rates(profile, backend=backend, runtime=runtime, threads=threads, c=constants)
+    w = speed.work(arch, variant or _int_variant(arch), constants)
+    return speed.prefill_tps(w, r, prompt_tokens)
 
 
-def ttft_ms(arch: Architecture, profile: Profile, prompt_tokens: int) -> float:
-    """Predicted time to first token for a prompt; 0 when the profile has no compute figure."""
-    tps = prefill_tokens_per_s(arch, profile)
-    return 1000.0 * prompt_tokens / tps if tps > 0 else 0.0
+def ttft_ms(arch: Architecture, profile: Profile, prompt_tokens: int,
+            variant: Variant | None = None) -> float:
+    """Predicted time to first token: the prompt's prefill plus one decode step; 0 when the
+    profile says nothing about its compute."""
+    tps = prefill_tokens_per_s(arch, profile, variant, prompt_tokens)
+    if tps <= 0:
+        return 0.0
+    first = decode_tokens_per_s(arch, variant, profile, prompt_tokens) if variant else 0.0
+    return 1000.0 * (prompt_tokens / tps + (1.0 / first if first > 0 else 0.0))
 
 
 def energy_per_token_j(tokens_per_s: float, profile: Profile) -> float:

@@ -35,6 +35,19 @@ class Profile:
     decode_efficiency: float = 0.0  # calibrated or stated; 0 = default for the backend
     runtimes: tuple[str, ...] = field(default_factory=tuple)  # e.g. "llama.cpp"; () = unknown
     execution_providers: tuple[str, ...] = field(default_factory=tuple)
+    # What decides the compute roof (cost model). 0 / "" = unknown: the roof is not applied.
+    clock_ghz: float = 0.0  # sustained all-core clock of the cores the runtime uses
+    simd_bits: int = 0  # width of one SIMD pipe (128 for NEON, 256 for AVX2 on big cores)
+    simd_pipes: float = 0.0  # SIMD pipes per core (mean over the cores the runtime uses)
+    threads: int = 0  # threads the runtime uses; 0 = cores
+    gpu_backend: str = ""  # cuda | metal | vulkan | opencl: the backend the runtime offloads to
+    gpu_tflops: float = 0.0  # peak of the GPU in the precision its matmul kernels use
+    gpu_clock_ghz: float = 0.0  # GPU clock of the power mode; 0 = unknown
+    cooling: str = ""  # active | passive | "" (unknown: treated as active)
+    throttled_clock_ghz: float = 0.0  # sustained clock once a passively cooled board throttles
+    bandwidth_method: str = ""  # how bandwidth_measured_gbps was obtained (probe method)
+    decode_bandwidth_gbps: float = 0.0  # CPU decode streams this fast on the class (published)
+    power_mode: str = ""  # the power mode the numbers are for (Jetson nvpmodel)
 
     @property
     def usable_bytes(self) -> int:
@@ -42,7 +55,12 @@ class Profile:
 
     @property
     def effective_bandwidth_gbps(self) -> float:
-        return self.bandwidth_gbps or self.bandwidth_measured_gbps
+        """Measured bandwidth wins over the spec sheet: it is what the device really reaches."""
+        return self.bandwidth_measured_gbps or self.bandwidth_gbps
+
+    @property
+    def runtime_threads(self) -> int:
+        return self.threads or self.cores
 
 
 @dataclass(frozen=True)
@@ -59,6 +77,10 @@ class Architecture:
     active_params: int = 0  # MoE: parameters read per token; 0 = all
     head_dim_override: int = 0  # when head_dim != n_embd / n_head (OpenELM, Gemma)
     n_head_kv_layers: tuple[int, ...] = ()  # per-layer KV heads where they vary (OpenELM)
+    n_ff: int = 0  # feed-forward width (per expert for MoE); 0 = unknown
+    n_expert: int = 0  # MoE: experts per layer; 0 = dense
+    n_expert_used: int = 0  # MoE: experts routed per token
+    tie_word_embeddings: bool = True  # False: the input embedding is a separate, unread matrix
 
     @property
     def head_dim(self) -> int:
@@ -80,6 +102,25 @@ class Architecture:
     def params_per_token(self) -> int:
         return self.active_params or self.params
 
+    @property
+    def is_moe(self) -> bool:
+        return self.n_expert > 1 and 0 < self.n_expert_used < self.n_expert
+
+    @property
+    def expert_params(self) -> int:
+        """Parameters inside the routed experts (all of them), from total and active counts:
+        total = shared + E and active = shared + E * used / n_expert."""
+        if not self.is_moe or not self.active_params:
+            return 0
+        share = self.n_expert_used / self.n_expert
+        return int((self.params - self.active_params) / (1.0 - share))
+
+    @property
+    def input_embedding_params(self) -> int:
+        """Parameters of the token-embedding matrix that decode never streams (a lookup of one
+        row per token); 0 when it is tied to the output matrix, which every token reads."""
+        return 0 if self.tie_word_embeddings else self.n_vocab * self.n_embd
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -93,6 +134,9 @@ class Variant:
     source: str  # hf://repo/file, local://model/file or a path
     sha256: str = ""
     execution_provider: str = ""  # ONNX: the EP this build needs ("" = CPU is enough)
+    # Bits per weight of the routed experts when they differ from the rest (MXFP4 experts in
+    # a file whose attention is Q8_0); 0 = the file's average.
+    expert_bits_per_weight: float = 0.0
 
     @property
     def runtime(self) -> str:

@@ -1,7 +1,9 @@
-"""Parse a hardware profile (TOML already read into a dict) into a ``Profile``."""
+"""Parse a hardware profile (TOML already read into a dict) into a ``Profile``, and lay a
+device's probed numbers over it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from controller.core.models import MIB, Profile
@@ -9,6 +11,18 @@ from controller.core.validation import Fields
 from controller.errors import InvalidData
 
 KINDS = ("device", "lab-scale-model")
+GPU_BACKENDS = ("cuda", "metal", "vulkan", "opencl")
+COOLING = ("active", "passive")
+# A probe that only echoes the profile's own figure (an emulated lab device) measured nothing.
+ECHOED_BANDWIDTH = "profile"
+
+
+def _choice(f: Fields, key: str, allowed: tuple[str, ...]) -> str:
+    value = f.text(key, "")
+    if value and value not in allowed:
+        raise InvalidData(f"{f.origin}: field '{f.prefix}{key}' must be one of "
+                          f"{', '.join(allowed)}, got {value!r}")
+    return value
 
 
 def parse_profile(data: dict[str, Any], origin: str) -> Profile:
@@ -22,6 +36,7 @@ def parse_profile(data: dict[str, Any], origin: str) -> Profile:
     storage = f.section("storage", required=False)
     gpu = f.section("gpu", required=False)
     compute = f.section("compute", required=False)
+    thermal = f.section("thermal", required=False)
     ram_mib = mem.whole("ram_mib", minimum=1)
     reserve_mib = mem.whole("reserve_mib", minimum=0)
     if reserve_mib >= ram_mib:
@@ -29,12 +44,20 @@ def parse_profile(data: dict[str, Any], origin: str) -> Profile:
     sources = f.texts("sources")
     if kind == "device" and not sources:
         raise InvalidData(f"{origin}: field 'sources' must cite where the numbers come from")
+    cores = cpu.whole("cores", minimum=1)
+    threads = cpu.whole("threads", 0)
+    if threads > cores:
+        raise InvalidData(f"{origin}: field 'cpu.threads' must not exceed cpu.cores ({cores})")
+    offload = gpu.flag("offload", False)
+    backend = _choice(gpu, "backend", GPU_BACKENDS)
+    if offload and not backend:
+        backend = "cuda" if "cuda" in gpu.text("name", "").lower() else ""
     return Profile(
         name=f.text("name"),
         title=f.text("title"),
         kind=kind,
         arch=cpu.text("arch"),
-        cores=cpu.whole("cores", minimum=1),
+        cores=cores,
         isa=cpu.texts("isa"),
         ram_bytes=ram_mib * MIB,
         reserve_bytes=reserve_mib * MIB,
@@ -49,7 +72,18 @@ def parse_profile(data: dict[str, Any], origin: str) -> Profile:
         scale_of=f.text("scale_of", ""),
         sources=sources,
         compute_gflops=compute.number("gflops", 0.0),
-        accelerated=gpu.flag("offload", False),
+        accelerated=offload,
+        clock_ghz=cpu.number("clock_ghz", 0.0),
+        simd_bits=cpu.whole("simd_bits", 0),
+        simd_pipes=cpu.number("simd_pipes", 0.0),
+        threads=threads,
+        gpu_backend=backend if offload else "",
+        gpu_tflops=gpu.number("tflops", 0.0),
+        gpu_clock_ghz=gpu.number("clock_ghz", 0.0),
+        cooling=_choice(thermal, "cooling", COOLING),
+        throttled_clock_ghz=thermal.number("throttled_clock_ghz", 0.0),
+        decode_bandwidth_gbps=mem.number("decode_bandwidth_gbps", 0.0),
+        power_mode=power.text("mode", ""),
     )
 
 
@@ -70,34 +104,34 @@ def overlay_probe(
     runtimes: tuple[str, ...] = (),
     execution_providers: tuple[str, ...] = (),
     decode_efficiency: float = 0.0,
+    bandwidth_method: str = "",
 ) -> Profile:
     """A device's probed numbers laid over its declared profile: probed values win.
 
-    Without a declared profile the reserve is 15 % of RAM and power is unknown.
+    The probe's measured bandwidth becomes the profile's measured figure, which the cost model
+    prefers to the spec sheet. An emulated device (``bandwidth_method == "profile"``) only
+    echoes its profile's figure back, so that is not taken as a measurement. Without a declared
+    profile the reserve is 15 % of RAM and power is unknown.
     """
-    reserve = base.reserve_bytes if base else int(ram_bytes * DEFAULT_RESERVE_FRACTION)
-    return Profile(
-        name=base.name if base else name,
-        title=title or (base.title if base else name),
-        kind=base.kind if base else "device",
-        arch=arch or (base.arch if base else ""),
-        cores=cores or (base.cores if base else 1),
-        isa=isa or (base.isa if base else ()),
-        ram_bytes=ram_bytes or (base.ram_bytes if base else 0),
-        reserve_bytes=reserve,
-        unified_memory=base.unified_memory if base else False,
-        bandwidth_gbps=(base.bandwidth_gbps if base else 0.0) or bandwidth_gbps,
-        bandwidth_measured_gbps=bandwidth_gbps or (base.bandwidth_measured_gbps if base else 0.0),
-        gpu=base.gpu if base else "",
-        npu=base.npu if base else "",
-        disk_bytes=disk_free_bytes or (base.disk_bytes if base else 0),
-        idle_w=base.idle_w if base else 0.0,
-        load_w=base.load_w if base else 0.0,
-        scale_of=base.scale_of if base else "",
-        sources=base.sources if base else (),
-        compute_gflops=base.compute_gflops if base else 0.0,
-        accelerated=base.accelerated if base else False,
-        decode_efficiency=decode_efficiency or (base.decode_efficiency if base else 0.0),
+    measured = bandwidth_gbps if bandwidth_method != ECHOED_BANDWIDTH else 0.0
+    if base is None:
+        base = Profile(name=name, title=name, kind="device", arch=arch, cores=max(cores, 1),
+                       isa=isa, ram_bytes=ram_bytes,
+                       reserve_bytes=int(ram_bytes * DEFAULT_RESERVE_FRACTION),
+                       unified_memory=False, bandwidth_gbps=bandwidth_gbps,
+                       bandwidth_measured_gbps=0.0)
+    return replace(
+        base,
+        title=title or base.title,
+        arch=arch or base.arch,
+        cores=cores or base.cores,
+        threads=min(base.threads, cores) if cores else base.threads,
+        isa=isa or base.isa,
+        ram_bytes=ram_bytes or base.ram_bytes,
+        bandwidth_measured_gbps=measured or base.bandwidth_measured_gbps,
+        bandwidth_method=(bandwidth_method or "probe") if measured else base.bandwidth_method,
+        disk_bytes=disk_free_bytes or base.disk_bytes,
+        decode_efficiency=decode_efficiency or base.decode_efficiency,
         runtimes=runtimes,
         execution_providers=execution_providers,
     )

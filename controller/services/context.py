@@ -89,4 +89,5 @@ def profile_from_probe(fleet: Fleet, device: Device, probed: pb.HardwareProfile)
         runtimes=tuple(r.split()[0] for r in probed.runtimes),
         execution_providers=tuple(probed.execution_providers),
         decode_efficiency=device.decode_efficiency or 0.0,
+        bandwidth_method=probed.bandwidth_method,
     )

@@ -1,50 +1,75 @@
-"""The cost model against published measurements (shared/facts.md §3.3).
+"""The cost model against published measurements (tests/data/published/measurements.csv).
 
-Each row prints the prediction and its error. Rows where decode is bandwidth bound must land
-within ±30 % with the default efficiencies; rows marked as known misses are printed, and their
-error is asserted to stay what it is (so an improvement shows up as a failing bound to tighten).
+Every held-out row is predicted with the shipped constants (fitted on the other rows only,
+tests/unit/test_cost_fit.py). The targets of issue 16 are asserted on the held-out rows; rows
+that miss +-35 % are listed by name with why, so a new miss fails and a fixed one asks for
+the list to shrink.
 """
 
 from __future__ import annotations
 
+import statistics
+from pathlib import Path
+
 import pytest
 
-from controller.adapters.data_files import load_model, load_profile
-from controller.core import cost
+from controller.adapters.data_files import load_model
+from controller.adapters.published import load_rows
+from controller.core import cost, fitting
+from controller.core.fitting import PublishedRow
 
-# (profile, model, variant, measured tok/s, source, bandwidth bound?)
-ROWS = [
-    ("rpi5-8gb", "llama-3.2-3b", "q4_k_m", 4.61, "geerlingguy/ai-benchmarks README (#1)", True),
-    ("rpi5-16gb", "llama-3.2-3b", "q4_k_m", 4.88, "geerlingguy/ai-benchmarks README, #7", True),
-    ("jetson-orin-nano-8gb-super", "llama-3.2-3b", "q4_k_m", 43.07,
-     "dusty-nv/jetson-ai-lab docs/benchmarks.md (MLC INT4)", True),
-    ("jetson-orin-nano-8gb", "llama-3.2-3b", "q4_k_m", 27.7,
-     "dusty-nv/jetson-ai-lab docs/benchmarks.md (MLC INT4)", True),
-    ("apple-m4-mac-mini-16gb", "llama-3.2-3b", "q4_k_m", 41.31, "geerlingguy/ai-benchmarks#2",
-     True),
-    ("intel-n100-16gb", "llama-3.2-3b", "q4_k_m", 9.06,
-     "geerlingguy/ai-benchmarks README (#12, N150)", True),
-    # Known miss: the Pi 4's Cortex-A72 has no dot-product instructions; decode there is
-    # compute bound, not bandwidth bound (Pi 400: 1.60 tok/s, about 25 % of peak bandwidth).
-    ("rpi4-4gb", "llama-3.2-3b", "q4_k_m", 1.60, "geerlingguy/ai-benchmarks README (Pi 400)",
-     False),
-]
+DATA = Path(__file__).resolve().parent.parent / "data" / "published"
+
+# Held-out decode rows outside +-35 %, and why the model misses them.
+KNOWN_MISSES = {
+    # Ollama 0.1.41 (June 2024) on a Pi 5 4 GB: half the bandwidth later runs reach; the same
+    # source's phi3 row is +23 %. The model does not know a runtime's date.
+    "pi5-4-qwen15-1.8b-ollama",
+    # llama.cpp of 2024-03 on a Pi 4, printed in whole tokens/s: its Q8_0 decode ran at
+    # 3.5 GB/s where the Pi 400 row of 2025 implies more.
+    "pi4-tinyllama-q8-tg-2024",
+    # MLC's Gemma-2 builds run 30-45 % slower per byte than its Llama/Qwen/Phi builds on the
+    # same Jetson (256k-vocab fp16 head, 256-dim heads); the model has no per-architecture
+    # kernel cost for MLC.
+    "nano-mlc-gemma2-2b", "nano-mlc-gemma2-9b", "nanosuper-mlc-gemma2-2b",
+    "nanosuper-mlc-gemma2-9b",
+}
 
 
-@pytest.mark.parametrize(("profile", "model", "variant", "measured", "source", "bound"), ROWS)
-def test_decode_prediction(profile: str, model: str, variant: str, measured: float, source: str,
-                           bound: bool) -> None:
-    spec = load_model(model)
-    v = spec.variant(variant)
-    assert v is not None
-    predicted = cost.decode_tokens_per_s(spec.arch, v, load_profile(profile), n_past=64)
-    error = (predicted - measured) / measured
-    print(f"{profile:28} {model} {variant}: predicted {predicted:5.1f} tok/s, "
-          f"measured {measured:5.2f} ({source}), error {error:+.0%}")
-    if bound:
-        assert abs(error) <= 0.30
-    else:
-        assert error > 0.30  # a known over-prediction: calibration fixes it per device
+@pytest.fixture(scope="module")
+def rows() -> list[PublishedRow]:
+    return load_rows(DATA / "measurements.csv", DATA / "models")
+
+
+def test_the_validation_set_is_large_sourced_and_varied(rows: list[PublishedRow]) -> None:
+    assert len(rows) >= 40
+    assert all(r.source.startswith("https://") for r in rows)
+    held = [r for r in rows if r.split == "holdout"]
+    assert {r.metric for r in held} == {"decode", "prefill"}
+    assert len({r.device_class for r in held}) >= 7
+    assert any(r.is_moe for r in held) and any(r.device_class == "pi4" for r in held)
+
+
+def test_held_out_targets(rows: list[PublishedRow]) -> None:
+    held = [r for r in rows if r.split == "holdout"]
+    for r in held:
+        print(f"{r.id:40} measured {r.measured:8.2f} predicted {fitting.predict(r):8.2f} "
+              f"error {fitting.error(r):+.0%}")
+    decode = [fitting.error(r) for r in held if r.metric == "decode"]
+    prefill = [fitting.error(r) for r in held if r.metric == "prefill"]
+    assert statistics.median(abs(e) for e in decode) <= 0.12
+    assert statistics.median(abs(e) for e in prefill) <= 0.25
+    outside = {r.id for r in held if r.metric == "decode" and abs(fitting.error(r)) > 0.35}
+    assert outside == KNOWN_MISSES
+
+
+def test_moe_and_compute_bound_rows_are_held_out_and_within_bounds(
+        rows: list[PublishedRow]) -> None:
+    moe = [r for r in rows if r.split == "holdout" and r.is_moe and r.metric == "decode"]
+    pi4 = [r for r in rows if r.split == "holdout" and r.device_class == "pi4"
+           and r.metric == "decode" and r.id not in KNOWN_MISSES]
+    assert moe and pi4
+    assert all(abs(fitting.error(r)) <= 0.35 for r in moe + pi4)
 
 
 def test_kv_cache_matches_the_worked_numbers() -> None:
@@ -58,9 +83,14 @@ def test_kv_cache_matches_the_worked_numbers() -> None:
     assert cost.kv_cache_bytes(load_model("openelm-270m").arch, 1) == 64 * 64 * 2 * 2
 
 
-def test_moe_speed_follows_active_parameters() -> None:
+def test_moe_streams_shared_weights_and_the_routed_experts_only() -> None:
     spec = load_model("mixtral-8x7b")
     v = spec.variant("q4_k_m")
     assert v is not None
     per_token = cost.bytes_read_per_token(spec.arch, v, n_past=0)
-    assert per_token == pytest.approx(v.size_bytes * 12.9 / 46.7)
+    # 12.9B of 46.7B parameters are active; the untied input embedding (0.13B) is not read
+    assert 0.25 * v.size_bytes < per_token < 12.9 / 46.7 * v.size_bytes
+    dense = cost.bytes_read_per_token(
+        spec.arch.__class__(**{**spec.arch.__dict__, "n_expert": 0, "n_expert_used": 0,
+                               "active_params": 0}), v, n_past=0)
+    assert dense > 3 * per_token

@@ -1,0 +1,236 @@
+"""Decode and prefill speed of a variant on a device: roofs, overheads, backends.
+
+Decode time per token is the slower of two roofs plus a fixed per-layer cost::
+
+    t = max(bytes / bandwidth, MACs / compute) + n_layer x tau
+
+- bytes: the weights each token streams (all of a dense model except an untied input
+  embedding, which is a one-row lookup; for a mixture of experts the shared weights plus the
+  routed experts' share, inflated by the routing inefficiency ``kappa_moe``) plus the KV cache
+  read so far;
+- bandwidth: on a GPU backend the spec sheet times that backend's efficiency; on the CPU, in
+  order, the class's published decode bandwidth, the probe's (or a published) measurement
+  times ``eta_cpu_measured``, the spec sheet times ``eta_cpu_spec``;
+- compute (CPU only): threads x clock x SIMD bytes per cycle x a kernel efficiency that
+  depends on whether the ISA has int8 dot-product instructions; float weights get fewer lanes;
+  a passively cooled board runs at its throttled clock;
+- tau: kernel launch / synchronisation cost per layer of a GPU backend.
+
+Prefill is compute bound: 2 FLOPs per active parameter per token plus attention over the
+prompt so far, against the CPU's matrix rate or the GPU's peak times its prefill efficiency.
+
+A device calibrated by ``fleet device calibrate`` (``Profile.decode_efficiency``) is predicted
+from its own measurement instead: that share of its bandwidth over the bytes per token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.core.cost_constants import (
+    CONSTANTS,
+    FLOAT_LANES_FP16,
+    FLOAT_LANES_FP32,
+    KV_BYTES_PER_ELEMENT,
+    PREFILL_MATMUL_FACTOR,
+    CostConstants,
+)
+from controller.core.models import Architecture, Profile, Variant
+
+FLOAT_QUANTS = frozenset({"F16", "BF16", "F32", "FP16", "FP32"})
+BACKENDS = ("cpu", "cuda", "metal", "vulkan", "opencl")
+DEFAULT_RUNTIME = "llama.cpp"
+
+
+def kernel_class(profile: Profile) -> str:
+    """``mm`` (int8 matrix-multiply instructions), ``dot`` (int8 dot products) or ``nodot``."""
+    isa = {f.lower() for f in profile.isa}
+    if isa & {"i8mm", "avx512_vnni", "avx512vnni", "amx_int8", "amx"}:
+        return "mm"
+    if isa & {"asimddp", "dotprod", "avx2", "avx_vnni", "avxvnni"}:
+        return "dot"
+    return "nodot"
+
+
+def has_fp16_arithmetic(profile: Profile) -> bool:
+    return bool({f.lower() for f in profile.isa} & {"asimdhp", "fphp", "avx512_fp16"})
+
+
+@dataclass(frozen=True)
+class Work:
+    """What one variant asks of any device, per token."""
+
+    weight_bytes: float  # streamed per decoded token (MoE: with the routing inefficiency)
+    kv_bytes_per_position: float
+    macs: float  # linear-layer multiply-accumulates per token (active parameters)
+    attention_macs_per_position: float
+    n_layer: int
+    is_float: bool
+
+
+def output_bits(variant: Variant) -> float:
+    """Bits per weight of the output matrix (or the tied embedding that serves as it).
+
+    llama.cpp's quantizer writes it at Q6_K for every file type below Q6_K, at Q8_0 for
+    Q8_0, at the file's own precision above (``llama_tensor_get_type``). 0 = treat it like
+    the rest of the file (other formats, and MLC builds whose layout is not known here).
+    """
+    q = variant.quant.upper()
+    if variant.format != "gguf" or q.startswith("MLC"):
+        return 0.0
+    return {"F32": 32.0, "F16": 16.0, "BF16": 16.0, "Q8_0": 8.5}.get(q, 6.5625)
+
+
+def work(arch: Architecture, variant: Variant, c: CostConstants = CONSTANTS) -> Work:
+    """Bytes streamed and MACs per token, from the file size split by what llama.cpp keeps at
+    which precision: the output matrix at ``output_bits``, MoE experts at their own bits when
+    the variant says so, the rest at the file's remaining average."""
+    params = float(max(arch.params, 1))
+    size = float(variant.size_bytes)
+    vocab = float(arch.n_vocab * arch.n_embd) if arch.is_language_model else 0.0
+    out_bytes = vocab * output_bits(variant) / 8
+    n_emb = 1 if arch.tie_word_embeddings else 2
+    if vocab and out_bytes and out_bytes <= 0.5 * size and n_emb * vocab < params:
+        # output matrix at its own precision; an untied input embedding at the rest's average
+        rest_params = params - n_emb * vocab
+        rest_bytes = (size - out_bytes) * rest_params / (params - vocab)
+    else:  # tensor models, tiny test models: every weight at the file's average
+        unread = vocab if not arch.tie_word_embeddings else 0.0
+        rest_params = params - unread - vocab
+        rest_bytes = size * rest_params / params
+        out_bytes = size * vocab / params
+    experts = float(min(arch.expert_params, rest_params)) if arch.is_moe else 0.0
+    if experts:
+        expert_bytes = (experts * variant.expert_bits_per_weight / 8
+                        if variant.expert_bits_per_weight else rest_bytes * experts / rest_params)
+        expert_bytes = min(expert_bytes, rest_bytes)
+        share = arch.n_expert_used / arch.n_expert
+        streamed = (rest_bytes - expert_bytes) + expert_bytes * share / c.kappa_moe + out_bytes
+        macs = (rest_params - experts) + experts * share + vocab
+    else:
+        active = arch.active_params / params if arch.active_params else 1.0
+        streamed = rest_bytes * active + out_bytes
+        macs = rest_params * active + vocab
+    q_width = arch.n_head * arch.head_dim
+    return Work(
+        weight_bytes=max(streamed, 1.0),
+        kv_bytes_per_position=float(arch.kv_heads_total * arch.head_dim * 2
+                                    * KV_BYTES_PER_ELEMENT),
+        macs=max(macs, 1.0),
+        attention_macs_per_position=float(2 * arch.n_layer * q_width),
+        n_layer=arch.n_layer,
+        is_float=variant.quant.upper() in FLOAT_QUANTS,
+    )
+
+
+@dataclass(frozen=True)
+class Rates:
+    """What one device (with one backend and runtime) delivers."""
+
+    bandwidth: float  # bytes/s decode streams at
+    roof_bandwidth: float  # bytes/s the calibration share applies to
+    int_macs: float  # MAC/s of the integer decode kernels; 0 = no compute roof
+    float_macs: float
+    layer_overhead_s: float
+    prefill_int_macs: float  # MAC/s in prefill; 0 = unknown
+    prefill_float_macs: float
+    calibrated: float  # Profile.decode_efficiency (0: not calibrated)
+
+
+def backend_of(profile: Profile) -> str:
+    return profile.gpu_backend if profile.accelerated and profile.gpu_backend else "cpu"
+
+
+def cpu_bandwidth(profile: Profile, c: CostConstants = CONSTANTS,
+                  use_class_figure: bool = True) -> float:
+    """Bytes/s CPU decode streams: published class figure, measured, or spec (in that order)."""
+    if use_class_figure and profile.decode_bandwidth_gbps > 0:
+        return profile.decode_bandwidth_gbps * 1e9
+    if profile.bandwidth_measured_gbps > 0:
+        return c.eta_cpu_measured * profile.bandwidth_measured_gbps * 1e9
+    return c.eta_cpu_spec * profile.bandwidth_gbps * 1e9
+
+
+def _gpu(backend: str, runtime: str, c: CostConstants) -> tuple[float, float, float]:
+    """(bandwidth efficiency, per-layer overhead s, prefill efficiency) of a GPU backend."""
+    if runtime == "mlc":
+        return c.eta_mlc, c.tau_mlc_ms, c.eta_prefill_cuda
+    if backend == "metal":
+        return c.eta_metal, c.tau_metal_ms, c.eta_prefill_metal
+    if backend == "opencl":
+        return c.eta_opencl, c.tau_cuda_ms, c.eta_prefill_opencl
+    return c.eta_cuda, c.tau_cuda_ms, c.eta_prefill_cuda  # cuda, vulkan (assumed)
+
+
+def rates(profile: Profile, *, backend: str | None = None, runtime: str = DEFAULT_RUNTIME,
+          threads: int = 0, c: CostConstants = CONSTANTS,
+          use_class_figure: bool = True) -> Rates:
+    backend = backend or backend_of(profile)
+    runtime = "llama.cpp" if runtime in ("", "ollama", "llamafile", "cactus") else runtime
+    if backend != "cpu":
+        eta, tau_ms, eta_pre = _gpu(backend, runtime, c)
+        # per-layer time is kernel launches plus small kernels: it shrinks with the GPU clock
+        # (tau is stated at 1 GHz; a profile without a GPU clock takes it as is)
+        tau = tau_ms / 1000 / (profile.gpu_clock_ghz or 1.0)
+        spec = profile.bandwidth_gbps * 1e9
+        gpu_macs = profile.gpu_tflops * 1e12 / 2 * eta_pre
+        return Rates(bandwidth=eta * spec, roof_bandwidth=spec, int_macs=0.0, float_macs=0.0,
+                     layer_overhead_s=tau, prefill_int_macs=gpu_macs,
+                     prefill_float_macs=gpu_macs, calibrated=profile.decode_efficiency)
+    bandwidth = cpu_bandwidth(profile, c, use_class_figure)
+    roof = (profile.effective_bandwidth_gbps * 1e9) or bandwidth
+    n = threads or profile.runtime_threads
+    clock = profile.clock_ghz
+    if profile.cooling == "passive" and profile.throttled_clock_ghz > 0:
+        clock = min(clock, profile.throttled_clock_ghz)
+    simd_bytes = profile.simd_bits / 8 * profile.simd_pipes
+    issue = n * clock * 1e9 * simd_bytes  # SIMD bytes per second over the threads
+    kind = kernel_class(profile)
+    kappa_dec = c.kappa_decode_nodot if kind == "nodot" else c.kappa_decode_dot
+    kappa_pre = c.kappa_prefill_nodot if kind == "nodot" else c.kappa_prefill_dot
+    mm = PREFILL_MATMUL_FACTOR if kind == "mm" else 1.0
+    # without int8 dot products the integer path is itself emulated at about fp32 FMA width
+    lanes = (FLOAT_LANES_FP16 if has_fp16_arithmetic(profile) or kind == "nodot"
+             else FLOAT_LANES_FP32)
+    return Rates(bandwidth=bandwidth, roof_bandwidth=roof, int_macs=kappa_dec * issue,
+                 float_macs=kappa_dec * issue * lanes, layer_overhead_s=0.0,
+                 prefill_int_macs=kappa_pre * issue * mm,
+                 prefill_float_macs=kappa_pre * issue * lanes, calibrated=profile.decode_efficiency)
+
+
+def decode_seconds_at(bytes_: float, macs: float, n_layer: int, is_float: bool,
+                      r: Rates) -> float:
+    """Seconds per token for ``bytes_`` streamed and ``macs`` computed (the roofs, flat: a
+    fleet plan calls this for every device and variant)."""
+    if r.calibrated > 0 and r.roof_bandwidth > 0:
+        return bytes_ / (r.calibrated * r.roof_bandwidth)
+    if r.bandwidth <= 0:
+        return 0.0
+    t = bytes_ / r.bandwidth
+    rate = r.float_macs if is_float else r.int_macs
+    if rate > 0 and macs / rate > t:
+        t = macs / rate
+    return t + n_layer * r.layer_overhead_s
+
+
+def decode_seconds(w: Work, r: Rates, n_past: int) -> float:
+    """Seconds per decoded token at context position ``n_past``; 0 when unknown."""
+    return decode_seconds_at(w.weight_bytes + w.kv_bytes_per_position * n_past,
+                             w.macs + w.attention_macs_per_position * n_past,
+                             w.n_layer, w.is_float, r)
+
+
+def decode_tps(w: Work, r: Rates, n_past: int) -> float:
+    t = decode_seconds(w, r, n_past)
+    return 1.0 / t if t > 0 else 0.0
+
+
+def prefill_macs(w: Work, prompt_tokens: int) -> float:
+    """MACs per prompt token: the linear layers plus attention over half the prompt."""
+    return w.macs + w.attention_macs_per_position * prompt_tokens / 2
+
+
+def prefill_tps(w: Work, r: Rates, prompt_tokens: int) -> float:
+    """Prompt tokens per second for a prompt of ``prompt_tokens``; 0 when unknown."""
+    rate = r.prefill_float_macs if w.is_float else r.prefill_int_macs
+    return rate / prefill_macs(w, prompt_tokens) if rate > 0 else 0.0
