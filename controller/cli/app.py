@@ -12,7 +12,16 @@ import typer
 from typer.exceptions import TyperException
 
 from controller import settings
-from controller.cli import dashboard_cmd, db_cmd, device, fleet_ops, lab_cmd, model, profile
+from controller.cli import (
+    dashboard_cmd,
+    db_cmd,
+    device,
+    fleet_ops,
+    group,
+    lab_cmd,
+    model,
+    profile,
+)
 from controller.errors import FleetError
 
 app = typer.Typer(
@@ -24,6 +33,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(device.app, name="device")
+app.add_typer(group.app, name="group")
 app.add_typer(model.app, name="model")
 app.add_typer(profile.app, name="profile")
 app.add_typer(lab_cmd.app, name="lab")
