@@ -13,12 +13,19 @@ Errors are ``InvalidData`` naming ``file:line``; nothing is imported unless all 
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from pathlib import Path
 
 from controller.adapters.ansible.ini import parse_ini
-from controller.adapters.ansible.model import InventoryBuilder, ParsedInventory, error
+from controller.adapters.ansible.model import (
+    Group,
+    Host,
+    InventoryBuilder,
+    ParsedInventory,
+    error,
+)
 from controller.adapters.ansible.vars_files import FolderVars
 from controller.adapters.ansible.yaml_inventory import parse_yaml
 from controller.errors import FleetError, InvalidData
@@ -102,9 +109,8 @@ def _read_file(path: Path, builder: InventoryBuilder) -> None:
     builder.warnings.extend(attempt.warnings)
 
 
-def _copy(builder: InventoryBuilder) -> tuple[dict, dict]:  # type: ignore[type-arg]
-    import copy
-
+def _copy(builder: InventoryBuilder) -> tuple[dict[str, Group], dict[str, Host]]:
+    """What the builder holds so far, for a parse attempt that may be thrown away."""
     return copy.deepcopy(builder.groups), copy.deepcopy(builder.hosts)
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.adapters.ansible.model import ParsedHost, ParsedInventory, Var, error
-from controller.adapters.ansible.yaml_load import Unsafe
+from controller.adapters.ansible.yaml_load import EncryptedValue, Unsafe
 from controller.core.groups import GROUP_NAME, NAME
 
 SSH_CONNECTIONS = {"ssh", "smart", "paramiko", "paramiko_ssh", "ansible.builtin.ssh",
@@ -183,6 +183,9 @@ def _number(host: ParsedHost, value: Any, name: str | None, default: int) -> int
 
 
 def _refuse_jinja(host: ParsedHost, name: str, var: Var, value: Any) -> None:
+    if isinstance(value, EncryptedValue):
+        raise error(var.origin, f"{host.name}: variable {name} is vault-encrypted and was not "
+                    "decrypted: give Ansible the vault password (ANSIBLE_VAULT_PASSWORD_FILE)")
     if isinstance(value, str) and not isinstance(value, Unsafe) and _JINJA.search(value):
         raise error(var.origin, f"{host.name}: variable {name} is a Jinja template "
                     f"({value[:60]!r}); only Ansible can evaluate it: import with "

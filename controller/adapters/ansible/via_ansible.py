@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.adapters.ansible.model import ALL, ParsedHost, ParsedInventory, Var
+from controller.adapters.ansible.yaml_load import EncryptedValue, Unsafe
 from controller.errors import InvalidData, UsageError
 
 BINARY = "ansible-inventory"
@@ -84,6 +85,7 @@ def from_list_json(data: dict[str, Any], source: str) -> ParsedInventory:
         for host in group.get("hosts", []):
             direct.setdefault(host, []).append(name)
     names = set(direct) | set(hostvars)
+    hostvars = {name: {k: _untag(v) for k, v in hv.items()} for name, hv in hostvars.items()}
     hosts = {
         name: ParsedHost(name, source,
                          {k: Var(v, f"{source} ({name})") for k, v in
@@ -91,6 +93,20 @@ def from_list_json(data: dict[str, Any], source: str) -> ParsedInventory:
                          sorted(direct.get(name, ["ungrouped"])))
         for name in sorted(names)}
     return ParsedInventory(source, hosts, parents, sorted(parents))
+
+
+def _untag(value: Any) -> Any:
+    """ansible-inventory's JSON tags: ``__ansible_unsafe`` text is text never templated;
+    ``__ansible_vault`` is a value it could not decrypt."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return Unsafe(value["__ansible_unsafe"])
+        if set(value) == {"__ansible_vault"}:
+            return EncryptedValue(value["__ansible_vault"])
+        return {k: _untag(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_untag(v) for v in value]
+    return value
 
 
 def _first_error(stderr: str) -> str:

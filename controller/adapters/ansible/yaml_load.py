@@ -16,6 +16,10 @@ class Unsafe(str):
     """Text marked ``!unsafe``: Ansible never templates it, so braces in it are literal."""
 
 
+class EncryptedValue(str):
+    """A vault ciphertext Ansible printed without decrypting it (no password given)."""
+
+
 class LineDict(dict[Any, Any]):
     """A mapping that remembers the line of each key (1-based) and its own."""
 
@@ -69,7 +73,10 @@ def load_yaml(text: str, path: Path) -> Any:
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506  (our SafeLoader subclass)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        mark = getattr(exc, "problem_mark", None)
+        context = getattr(exc, "context_mark", None)
+        if context is not None and (mark is None or mark.line >= len(text.splitlines())):
+            mark = context  # an error at the end of the file: where the open construct began
         line = mark.line + 1 if mark else 1
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         hint = " (import with --via-ansible)" if "vault" in str(problem) else ""
