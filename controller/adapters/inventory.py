@@ -143,7 +143,7 @@ class SqlInventory:
         if not devices:
             raise EmptyGroup(f"group {group!r} has no devices",
                              hint=f"add one with `fleet device add NAME --host H --group {group}`"
-                             f" or `fleet device group NAME +{group}`")
+                             f" or `fleet device group NAME --add {group}`")
         return devices
 
     def update_device(self, name: str, **fields: Any) -> None:

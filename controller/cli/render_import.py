@@ -44,8 +44,11 @@ def print_import(report: ImportReport) -> None:
               or any("ungrouped" in h.groups for h in report.hosts)]
     if not report.written:
         console.print(f"dry run: would import {len(report.hosts)} devices into "
-                      f"{len(groups)} groups: {', '.join(groups)}; nothing written")
+                      f"{_groups(groups)}; nothing written")
         return
     updated = f" ({len(report.updated)} updated)" if report.updated else ""
-    console.print(f"imported {len(report.hosts)} devices{updated} into {len(groups)} groups: "
-                  f"{', '.join(groups)}")
+    console.print(f"imported {len(report.hosts)} devices{updated} into {_groups(groups)}")
+
+
+def _groups(groups: list[str]) -> str:
+    return f"{len(groups)} group{'' if len(groups) == 1 else 's'}: {', '.join(groups)}"

@@ -189,3 +189,23 @@ def test_conflicts_import_nothing_unless_replace_which_keeps_state(cli: Cli) -> 
     k2 = found["kiosk-02"]
     assert (k2["host"], k2["groups"]) == ("kiosk-02", ["kiosks"])
     assert (k2["model"], k2["tls"]) == ("tiny-llama", True)  # what the fleet knew is kept
+
+
+def test_via_ansible_renders_jinja_and_decrypts_vault(cli: Cli,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    if find_ansible() is None:
+        pytest.skip("ansible-core is not installed (it is in the dev extra)")
+    source = DATA / "ansible_only" / "hosts.yml"
+    ours = cli("device", "import", "--builtin", str(source))
+    assert ours.code == 2 and ours.err.startswith(f"error: {source}:9: ")
+    assert "!vault" in ours.err and "--via-ansible" in ours.err
+    locked = cli("device", "import", "--via-ansible", str(source))
+    assert locked.code == 2 and "vault" in locked.err and devices(cli) == {}
+    monkeypatch.setenv("ANSIBLE_VAULT_PASSWORD_FILE",
+                       str(DATA / "ansible_only" / "vault-password.txt"))
+    result = cli("device", "import", "--via-ansible", str(source))
+    assert result.code == 0, result.err
+    found = devices(cli)
+    assert found["k1"]["host"] == "192.0.2.41"  # "{{ subnet }}.41", rendered by Ansible
+    assert found["k1"]["labels"] == {"customer": "hall-7", "site": "berlin",
+                                     "subnet": "192.0.2"}

@@ -3,13 +3,16 @@ can evaluate (vault, inventory plugins such as cloud or NetBox, constructed grou
 
 The JSON it prints becomes the same ``ParsedInventory`` our own reader makes, so one mapping
 serves both. Variables come already merged by Ansible's precedence (``_meta.hostvars``);
-``ansible-inventory`` does not render Jinja, so a template is still refused by name.
+``ansible-inventory`` neither renders Jinja nor decrypts vault values, so where a host has
+such values, one ``ansible HOSTS -m ansible.builtin.debug`` run (which contacts no host) asks
+Ansible for them, rendered and decrypted, exactly as a playbook would see them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,6 +23,8 @@ from controller.adapters.ansible.yaml_load import EncryptedValue, Unsafe
 from controller.errors import InvalidData, UsageError
 
 BINARY = "ansible-inventory"
+_TEMPLATE = re.compile(r"\{\{|\{%|\{#")
+_RESULT = re.compile(r"^(\S+) \| [A-Z!]+ => (\{.*?^\})$", re.M | re.S)
 
 
 def find_ansible() -> str | None:
@@ -64,7 +69,66 @@ def run_ansible(path: Path, binary: str | None = None, timeout_s: float = 300.0
                           hint="nothing was imported") from exc
     inventory = from_list_json(data, str(path))
     inventory.warnings.extend(_warnings(done.stderr))
+    _render(inventory, path, binary, env, timeout_s)
     return inventory
+
+
+def _needs_ansible(value: Any) -> bool:
+    if isinstance(value, EncryptedValue):
+        return True
+    if isinstance(value, str):
+        return not isinstance(value, Unsafe) and bool(_TEMPLATE.search(value))
+    if isinstance(value, dict):
+        return any(_needs_ansible(k) or _needs_ansible(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_needs_ansible(v) for v in value)
+    return False
+
+
+def _render(inventory: ParsedInventory, path: Path, list_binary: str, env: dict[str, str],
+            timeout_s: float) -> None:
+    """Replace templates and vault values by what Ansible makes of them."""
+    wanted = {name: sorted(k for k, v in host.vars.items() if _needs_ansible(v.value))
+              for name, host in inventory.hosts.items()}
+    wanted = {name: keys for name, keys in wanted.items() if keys}
+    if not wanted:
+        return
+    binary = str(Path(list_binary).with_name("ansible"))
+    keys = sorted({k for ks in wanted.values() for k in ks})
+    expression = ", ".join(f"{json.dumps(k)}: hostvars[inventory_hostname][{json.dumps(k)}]"
+                           f" | default(None)" for k in keys)
+    command = [binary, "all", "-i", str(path), "--limit", ",".join(sorted(wanted)),
+               "-m", "ansible.builtin.debug", "-a", f"msg={{{{ {{{expression}}} }}}}"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s,
+                              env={**env, "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.minimal"},
+                              stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InvalidData(f"{path}: ansible could not render the inventory's templates: {exc}",
+                          hint="nothing was imported") from exc
+    results = _minimal_results(done.stdout)
+    for name, host_keys in wanted.items():
+        result = results.get(name)
+        if result is None or "msg" not in result or not isinstance(result["msg"], dict):
+            why = (result or {}).get("msg") or _first_error(done.stderr)
+            raise InvalidData(f"{path}: {name}: Ansible could not render "
+                              f"{', '.join(host_keys)}: {str(why)[:300]}",
+                              hint="nothing was imported; check the template, and give the "
+                              "vault password (ANSIBLE_VAULT_PASSWORD_FILE) for vault values")
+        for key in host_keys:
+            old = inventory.hosts[name].vars[key]
+            inventory.hosts[name].vars[key] = Var(result["msg"].get(key), old.origin)
+
+
+def _minimal_results(stdout: str) -> dict[str, dict[str, Any]]:
+    """``HOST | SUCCESS => {json}`` blocks of Ansible's minimal callback."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in _RESULT.finditer(stdout):
+        try:
+            out[m.group(1)] = json.loads(m.group(2))
+        except json.JSONDecodeError:
+            continue
+    return out
 
 
 def from_list_json(data: dict[str, Any], source: str) -> ParsedInventory:
