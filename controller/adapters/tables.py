@@ -6,7 +6,8 @@ import json
 from datetime import datetime, timezone
 
 from sqlalchemy import BigInteger, DateTime
-from sqlmodel import Field, SQLModel
+from sqlalchemy.orm import relationship
+from sqlmodel import Field, Relationship, SQLModel
 
 # Byte counts of multi-GB models overflow a 32-bit INTEGER on PostgreSQL: BIGINT.
 # Aware UTC timestamps, stated rather than left to SQLModel's version (TIMESTAMP WITH TIME ZONE
@@ -24,6 +25,23 @@ class DeviceGroup(SQLModel, table=True):
     created_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
 
 
+class GroupMembership(SQLModel, table=True):
+    """A device's direct membership of a group: a device belongs to any number of groups."""
+
+    __tablename__ = "group_membership"
+    device_name: str = Field(foreign_key="device.name", primary_key=True)
+    group_name: str = Field(foreign_key="device_group.name", primary_key=True, index=True)
+
+
+class GroupParent(SQLModel, table=True):
+    """``parent_name`` contains ``group_name`` (Ansible's children): selecting the parent
+    selects the devices of every group below it."""
+
+    __tablename__ = "group_parent"
+    group_name: str = Field(foreign_key="device_group.name", primary_key=True)
+    parent_name: str = Field(foreign_key="device_group.name", primary_key=True, index=True)
+
+
 class Device(SQLModel, table=True):
     __tablename__ = "device"
     name: str = Field(primary_key=True)
@@ -32,7 +50,6 @@ class Device(SQLModel, table=True):
     user: str = ""
     key_path: str = ""
     agent_port: int = 50051
-    group_name: str = Field(foreign_key="device_group.name", index=True)
     profile: str = ""  # declared profile name
     data_dir: str = ""  # agent data dir on the device; empty: ask the agent
     probed_json: str = ""  # last GetProfile answer, JSON
@@ -50,6 +67,16 @@ class Device(SQLModel, table=True):
     tls: bool = False  # enrolled: the agent requires the fleet's client certificate
     decode_efficiency: float | None = None  # calibrated share of bandwidth reached in decode
     created_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
+    # the groups the device is directly in (loaded with it); ancestors are GroupParent's
+    # (stated as SQLAlchemy's relationship(): SQLModel cannot read the postponed annotation)
+    groups: list[DeviceGroup] = Relationship(sa_relationship=relationship(
+        "DeviceGroup", secondary="group_membership", lazy="selectin",
+        order_by="DeviceGroup.name"))
+
+    @property
+    def group_names(self) -> list[str]:
+        """The groups the device is directly in, sorted."""
+        return sorted(g.name for g in self.groups)
 
     @property
     def labels(self) -> dict[str, str]:

@@ -17,6 +17,7 @@ from controller.cli import (
     db_cmd,
     device,
     fleet_ops,
+    group,
     lab_cmd,
     model,
     profile,
@@ -33,6 +34,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(device.app, name="device")
+app.add_typer(group.app, name="group")
 app.add_typer(model.app, name="model")
 app.add_typer(profile.app, name="profile")
 app.add_typer(lab_cmd.app, name="lab")

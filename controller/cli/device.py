@@ -1,9 +1,8 @@
-"""`fleet device add|list|show|remove`."""
+"""`fleet device add|list|show|label|group|import|trust|enroll|rescue|remove|calibrate`."""
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import typer
@@ -11,6 +10,7 @@ from rich.table import Table
 
 from controller.adapters.tables import Device
 from controller.cli.common import console, fleet, mib, num, print_json
+from controller.core.groups import check_device_name, check_group_name
 from controller.errors import UsageError
 
 app = typer.Typer(help="Register and inspect devices.", no_args_is_help=True)
@@ -18,23 +18,22 @@ app = typer.Typer(help="Register and inspect devices.", no_args_is_help=True)
 WHEEL = typer.Option(None, "--wheel", help="The edgefleet wheel to install (default: built "
                      "from this checkout).")
 LABELS = typer.Option(None, "--label", "-l", help="k=v (repeatable).")
+ADD_GROUPS = typer.Option(None, "--add", "-a", help="Put the device in this group "
+                          "(repeatable; created if new).")
+REMOVE_GROUPS = typer.Option(None, "--remove", "-r", help="Take the device out of this group "
+                             "(repeatable).")
+INVENTORY = typer.Argument(..., help="Inventory file or directory (with group_vars/ and "
+                           "host_vars/ beside it).")
 PAIRS = typer.Argument(..., help="k=v to set, k= to remove")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-
-
-def _check_name(kind: str, value: str) -> str:
-    if not _NAME.fullmatch(value):
-        raise UsageError(f"invalid {kind} name {value!r}",
-                         hint="use letters, digits, '.', '_' and '-' (max 63)")
-    return value
-
+GROUPS = typer.Option(None, "--group", "-g", help="A group to put the device in "
+                      "(repeatable; none: ungrouped).")
 
 @app.command("add")
 def add(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Device name, unique in the fleet."),
     host: str = typer.Option(..., "--host", help="Address or SSH host name."),
-    group: str = typer.Option(..., "--group", help="Group to put the device in."),
+    group: list[str] = GROUPS,
     port: int = typer.Option(22, "--port", help="SSH port."),
     user: str = typer.Option("", "--user", help="SSH user (default: from ssh config / you)."),
     key: str = typer.Option("", "--key", help="SSH private key file."),
@@ -47,8 +46,8 @@ def add(
 ) -> None:
     """Register a device. Nothing is sent to it until a deploy."""
     f = fleet(ctx)
-    _check_name("device", name)
-    _check_name("group", group)
+    check_device_name(name)
+    groups = [check_group_name(g) for g in group or []]
     if not 0 < port < 65536 or not 0 < agent_port < 65536:
         raise UsageError("ports must be 1..65535", hint="check --port and --agent-port")
     if profile and profile not in f.profiles:
@@ -57,33 +56,38 @@ def add(
     from controller.cli.fleet_ops import parse_labels
 
     labels = parse_labels(label)
-    f.inventory.add_device(Device(name=name, host=host, ssh_port=port, user=user,
-                                  key_path=key, agent_port=agent_port, group_name=group,
-                                  profile=profile, labels_json=json.dumps(labels),
-                                  proxy_jump=proxy_jump))
-    console.print(f"added {name} ({host}:{port}) to group {group}")
+    added = f.inventory.add_device(Device(name=name, host=host, ssh_port=port, user=user,
+                                          key_path=key, agent_port=agent_port,
+                                          profile=profile, labels_json=json.dumps(labels),
+                                          proxy_jump=proxy_jump), groups)
+    console.print(f"added {name} ({host}:{port}) to {_groups_text(added.group_names)}")
+
+
+def _groups_text(groups: list[str]) -> str:
+    return ("group " if len(groups) == 1 else "groups ") + ", ".join(groups)
 
 
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    group: str = typer.Option(None, "--group", help="Only this group."),
+    group: str = typer.Option(None, "--group", "-g", help="Only devices in this group or a "
+                              "group nested in it."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """List registered devices."""
+    """List registered devices with every group each is directly in."""
     f = fleet(ctx)
     devices = f.inventory.devices_in_group(group) if group else f.inventory.list_devices()
     if as_json:
         print_json([{**d.model_dump(exclude={"probed_json", "labels_json"}),
-                     "labels": d.labels} for d in devices])
+                     "groups": d.group_names, "labels": d.labels} for d in devices])
         return
-    table = Table("name", "group", "labels", "address", "profile", "state", "model",
+    table = Table("name", "groups", "labels", "address", "profile", "state", "model",
                   "variant", "ttft ms", "tok/s")
     for d in devices:
         labels = ",".join(f"{k}={v}" for k, v in sorted(d.labels.items())) or "-"
-        table.add_row(d.name, d.group_name, labels, f"{d.host}:{d.ssh_port}", d.profile or "-",
-                      d.state, d.model or "-", d.variant or "-", num(d.last_ttft_ms),
-                      num(d.last_tokens_per_s))
+        table.add_row(d.name, ",".join(d.group_names), labels, f"{d.host}:{d.ssh_port}",
+                      d.profile or "-", d.state, d.model or "-", d.variant or "-",
+                      num(d.last_ttft_ms), num(d.last_tokens_per_s))
     console.print(table)
 
 
@@ -92,7 +96,7 @@ def show(ctx: typer.Context, name: str,
          as_json: bool = typer.Option(False, "--json")) -> None:
     """Show one device, with its last probed hardware."""
     d = fleet(ctx).inventory.get_device(name)
-    data = d.model_dump()
+    data = {**d.model_dump(), "groups": d.group_names}
     data["probed"] = json.loads(d.probed_json) if d.probed_json else None
     data.pop("probed_json")
     if as_json:
@@ -128,6 +132,24 @@ def label_cmd(ctx: typer.Context, name: str,
                                  or "no labels"))
 
 
+@app.command("group")
+def group_cmd(
+    ctx: typer.Context,
+    name: str,
+    add: list[str] = ADD_GROUPS,
+    remove: list[str] = REMOVE_GROUPS,
+) -> None:
+    """Show, or change, the groups a device is directly in (without options: show them).
+    A device taken out of its last group is in `ungrouped`."""
+    f = fleet(ctx)
+    if add or remove:
+        groups = f.inventory.set_device_groups(
+            name, [check_group_name(g) for g in add or []], remove or [])
+    else:
+        groups = f.inventory.get_device(name).group_names
+    console.print(f"{name}: {', '.join(groups)}")
+
+
 @app.command("trust")
 def trust(ctx: typer.Context, name: str) -> None:
     """Trust a device's SSH host key on first use (explicit TOFU). A changed key is still
@@ -146,16 +168,33 @@ def trust(ctx: typer.Context, name: str) -> None:
 @app.command("import")
 def import_cmd(
     ctx: typer.Context,
-    path: Path,
-    replace: bool = typer.Option(False, "--replace", help="Update devices that exist."),
+    path: Path = INVENTORY,
+    replace: bool = typer.Option(False, "--replace", help="Update devices that exist (their "
+                                 "model and enrollment are kept)."),
+    via_ansible: bool = typer.Option(None, "--via-ansible/--builtin", help="Read it with "
+                                     "ansible-inventory (vault, plugins, scripts) or with "
+                                     "edgefleet's own reader. Default: Ansible when "
+                                     "ansible-inventory is installed."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be imported; "
+                                 "write nothing."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse the import if any variable "
+                                "would be ignored or any host skipped."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
 ) -> None:
-    """Import devices, groups and host variables from an Ansible inventory (all or nothing)."""
+    """Import devices, groups (nested) and variables from an Ansible inventory, all or
+    nothing, and say what was mapped, what became labels and what was ignored."""
     from controller.services.importing import import_inventory
 
-    devices = import_inventory(fleet(ctx), path, replace)
-    groups = sorted({d.group_name for d in devices})
-    console.print(f"imported {len(devices)} devices into {len(groups)} groups: "
-                  f"{', '.join(groups)}")
+    reader = "auto" if via_ansible is None else ("ansible" if via_ansible else "builtin")
+    report = import_inventory(fleet(ctx), path, replace, reader, dry_run, strict)
+    if as_json:
+        from dataclasses import asdict
+
+        print_json({**asdict(report), "ignored": report.ignored})
+        return
+    from controller.cli.render_import import print_import
+
+    print_import(report)
 
 
 @app.command("enroll")

@@ -130,7 +130,7 @@ def render_status(f: Fleet, group: str | None, as_json: bool,
         devices = f.inventory.devices_in_group(group) if group else f.inventory.list_devices()
     rows = observing.status(f, devices)
     if as_json:
-        print_json([{"device": r.device.name, "group": r.device.group_name,
+        print_json([{"device": r.device.name, "groups": r.device.group_names,
                      "online": r.online, "state": r.state, "model": r.active_model,
                      "variant": r.active_variant, "requests": r.requests,
                      "last_ttft_ms": r.last_ttft_ms, "last_latency_ms": r.last_latency_ms,
@@ -145,7 +145,7 @@ def render_status(f: Fleet, group: str | None, as_json: bool,
     for r in rows:
         colour = STATE_COLOURS.get(r.state, "red")
         state = f"[{colour}]{r.state}[/]" + (f" {r.error}" if r.error else "")
-        table.add_row(r.device.name, r.device.group_name, state, r.active_model or "-",
+        table.add_row(r.device.name, ",".join(r.device.group_names), state, r.active_model or "-",
                       r.active_variant or "-", str(r.requests), num(r.last_ttft_ms),
                       num(r.last_latency_ms), num(r.last_tokens_per_s),
                       num(r.joules_per_token, "{:.3f}"), r.energy_meter or "-",

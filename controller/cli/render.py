@@ -40,7 +40,7 @@ def choice_dict(choice: Choice | None) -> dict[str, Any] | None:
 
 
 def plan_dict(p: DevicePlan) -> dict[str, Any]:
-    data = {"device": p.device.name, "group": p.device.group_name,
+    data = {"device": p.device.name, "groups": p.device.group_names,
             "profile_source": p.profile_source,
             "error": p.error.message if p.error else None, **(choice_dict(p.choice) or {})}
     for c in data.get("candidates", []):

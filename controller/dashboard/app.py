@@ -73,7 +73,8 @@ class FleetDashboard(App[None]):
         table = self.query_one("#devices", DataTable)
         table.clear()
         for r in message.rows:
-            table.add_row(r.device.name, r.device.group_name, r.device.profile or "-", r.state,
+            table.add_row(r.device.name, ",".join(r.device.group_names),
+                          r.device.profile or "-", r.state,
                           r.active_model or "-", r.active_variant or "-", str(r.requests),
                           _fmt(r.last_ttft_ms), _fmt(r.last_latency_ms),
                           _fmt(r.last_tokens_per_s), str(r.worker_crashes), _fmt(r.power_w),

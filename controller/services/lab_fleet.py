@@ -47,9 +47,9 @@ def lab_up(fleet: Fleet, count: int, profiles: list[str],
         for d in started:
             fleet.inventory.add_device(Device(
                 name=d.name, host=d.address, ssh_port=d.ssh_port, user=getpass.getuser(),
-                key_path=key, agent_port=d.agent_port, group_name=LAB_GROUP, profile=d.profile,
+                key_path=key, agent_port=d.agent_port, profile=d.profile,
                 data_dir=d.data_dir, lab=True, state="online" if agents else "registered",
-                tls=secure and agents), replace=True)
+                tls=secure and agents), groups=[LAB_GROUP], replace=True)
     except BaseException:
         lab_down(fleet)  # never leave processes running that nothing records
         raise

@@ -155,7 +155,10 @@ def test_every_revision_goes_down_and_up_again(db_url: str, home: Path, cli: Cli
         assert schema.status(engine).current in ("", below)
         schema.upgrade(engine, db_url, revision)
         assert schema.status(engine).current == revision
-    schema.upgrade(engine, db_url)
+        schema.downgrade(engine, db_url, below)  # then on down, one revision at a time
+    for revision in reversed(revisions):  # and back up, one at a time
+        schema.upgrade(engine, db_url, revision)
+        assert schema.status(engine).current == revision
     assert schema.status(engine).up_to_date and schema.drift(engine) == []
 
 
