@@ -86,6 +86,14 @@ def lab(cli: Cli, home: Path) -> Iterator[Callable[..., Result]]:
     cli("lab", "down")
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _pg_bin(name: str) -> str | None:
     found = shutil.which(name)
     if found:
@@ -111,12 +119,27 @@ def pg_url() -> Iterator[str]:
         root.chmod(0o755)
     subprocess.run([*as_user, initdb, "-D", str(data), "-U", "fleet", "--auth=trust", "-E",
                     "UTF8"], check=True, capture_output=True)
+    port = _free_port()  # names the socket and the shared memory key: two runs never clash
     subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-                    f"-c listen_addresses='' -c unix_socket_directories={sock} -p 5439",
+                    f"-c listen_addresses='' -c unix_socket_directories={sock} -p {port}",
                     "start"], check=True, capture_output=True)
     try:
-        yield f"postgresql+psycopg://fleet@/postgres?host={sock}&port=5439"
+        yield f"postgresql+psycopg://fleet@/postgres?host={sock}&port={port}"
     finally:
         subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def netns_lock() -> Iterator[None]:
+    """Tests that create network namespaces hold this lock: the lab's netns addresses
+    (198.18.x.x) are the same in every run, so two runs on one machine must take turns."""
+    import fcntl
+
+    with open("/tmp/edgefleet-netns.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

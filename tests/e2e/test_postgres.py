@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import Cli, Result
 
 
-def test_the_whole_path_on_postgresql(cli: Cli, lab: Callable[..., Result], pg_url: str,
+def test_the_whole_path_on_postgresql(pg_url: str, cli: Cli, lab: Callable[..., Result],
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLEET_DB_URL", pg_url)
     lab("--devices", "2")
