@@ -5,4 +5,4 @@
 loading the migration scripts on every command.
 """
 
-HEAD = "0001_baseline"
+HEAD = "0002_telemetry"
