@@ -35,7 +35,7 @@ def test_0002_upgrades_beside_existing_data_and_downgrades_cleanly(db_url: str,
                   {"t": "2026-01-01 00:00:00+00:00"})
     schema.upgrade(engine, db_url, "0002_telemetry")
     with engine.begin() as c:
-        assert TELEMETRY_TABLES <= set(sa.inspect(c).get_table_names())
+        assert set(sa.inspect(c).get_table_names()) >= TELEMETRY_TABLES
         c.execute(sa.text(
             "INSERT INTO telemetry_request (device, epoch_no, seq, ts, model_id, ttft_ms, "
             "total_ms, prompt_tokens, completion_tokens, decode_tps, prefill_tps, outcome, "
