@@ -145,6 +145,13 @@ class GrpcAgentClient:
         request = pb.GetTelemetryRequest(after_seq=after_seq, limit=limit, tail=tail)
         return self._call(self._stub.GetTelemetry, request, 5.0)
 
+    def telemetry_since(self, after_seq: int, after_sample_seq: int, limit: int,
+                        timeout: float) -> pb.GetTelemetryResponse:
+        """Request records and kept device samples after the two cursors (the collector)."""
+        request = pb.GetTelemetryRequest(after_seq=after_seq, limit=limit,
+                                         after_sample_seq=after_sample_seq, sample_limit=limit)
+        return self._call(self._stub.GetTelemetry, request, timeout)
+
     def benchmark(self, runs: int, max_tokens: int, timeout: float = 600.0
                   ) -> pb.BenchmarkResponse:
         request = pb.BenchmarkRequest(runs=runs, max_tokens=max_tokens)

@@ -134,6 +134,7 @@ class DeviceLive(SQLModel, table=True):
     sample_epoch: str = ""
     sample_epoch_no: int = 0
     last_sample_seq: int = Field(default=0, sa_type=BIG)
+    last_sample_ts: float | None = None
     reachable: bool = False
     last_ok_ts: float | None = None
     last_attempt_ts: float | None = None

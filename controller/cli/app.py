@@ -12,7 +12,16 @@ import typer
 from typer.exceptions import TyperException
 
 from controller import settings
-from controller.cli import dashboard_cmd, db_cmd, device, fleet_ops, lab_cmd, model, profile
+from controller.cli import (
+    dashboard_cmd,
+    db_cmd,
+    device,
+    fleet_ops,
+    lab_cmd,
+    model,
+    profile,
+    telemetry_cmd,
+)
 from controller.errors import FleetError
 
 app = typer.Typer(
@@ -30,6 +39,7 @@ app.add_typer(lab_cmd.app, name="lab")
 app.add_typer(db_cmd.app, name="db")
 fleet_ops.register(app)
 dashboard_cmd.register(app)
+telemetry_cmd.register(app)
 
 
 @app.callback()

@@ -58,6 +58,7 @@ TABLES = (
     sa.Table("device_live", _meta,
              _s("device", primary_key=True), _s("epoch"), _i("epoch_no"), _b("last_seq"),
              _s("sample_epoch"), _i("sample_epoch_no"), _b("last_sample_seq"),
+             _f("last_sample_ts", True),
              _bool("reachable"), _f("last_ok_ts", True), _f("last_attempt_ts", True),
              _f("unreachable_since_ts", True), _s("last_error"), _s("state"),
              _s("active_sha256"), _s("active_model"), _s("active_variant"), _bool("on_trial"),

@@ -1,0 +1,432 @@
+"""SqlTelemetry: the collector's writes. One transaction per batch of contacts: request rows,
+samples, rollups, gaps and the cursors move together, so a collector killed at any point
+leaves either all of a contact or none of it, and the next pass reads it again.
+
+Rows are filtered against the stored cursor inside the transaction, after the cursor rows are
+locked (the first statement writes, which takes SQLite's write lock; PostgreSQL rows are read
+FOR UPDATE), so two collectors racing on a device store each record once and add it to the
+rollups once. The primary key (device, epoch_no, seq) backs that up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from controller.adapters.tables import (
+    CollectorBeat,
+    Device,
+    DeviceLive,
+    RequestRollup,
+    RequestRow,
+    SampleRollup,
+    SampleRow,
+    TelemetryGap,
+    TelemetryModel,
+)
+from controller.core.sketch import Sketch
+from controller.core.telemetry import (
+    ROLLUP_PERIODS,
+    Cursor,
+    bucket,
+    follow,
+    sample_gaps,
+)
+from controller.core.telemetry_records import (
+    Cursors,
+    Fetched,
+    ModelSeen,
+    RequestIn,
+    SampleIn,
+    Stored,
+    Unreached,
+)
+
+LIVE = DeviceLive.__table__  # type: ignore[attr-defined]
+REQ = RequestRow.__table__  # type: ignore[attr-defined]
+SAMPLE = SampleRow.__table__  # type: ignore[attr-defined]
+REQ_ROLL = RequestRollup.__table__  # type: ignore[attr-defined]
+SAMPLE_ROLL = SampleRollup.__table__  # type: ignore[attr-defined]
+GAP = TelemetryGap.__table__  # type: ignore[attr-defined]
+MODEL = TelemetryModel.__table__  # type: ignore[attr-defined]
+BEAT = CollectorBeat.__table__  # type: ignore[attr-defined]
+DEVICE = Device.__table__  # type: ignore[attr-defined]
+CHUNK = 400  # keys per IN (...) query
+
+
+def insert_ignoring_conflicts(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]
+                              ) -> None:
+    if not rows:
+        return
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        conn.execute(sqlite_insert(table).on_conflict_do_nothing(), rows)
+    elif conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        conn.execute(pg_insert(table).on_conflict_do_nothing(), rows)
+    else:  # rows were filtered against the locked cursors already
+        conn.execute(table.insert(), rows)
+
+
+def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), CHUNK):
+        yield items[i : i + CHUNK]
+
+
+class SqlTelemetry:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._model_ids: dict[str, int] = {}
+
+    # -- reads the collector needs ----------------------------------------------------------
+    def cursors(self, devices: list[str]) -> dict[str, Cursors]:
+        out: dict[str, Cursors] = {}
+        with self.engine.connect() as conn:
+            for part in _chunks(devices):
+                for r in conn.execute(sa.select(LIVE.c.device, LIVE.c.epoch, LIVE.c.last_seq,
+                                                LIVE.c.sample_epoch, LIVE.c.last_sample_seq)
+                                      .where(LIVE.c.device.in_(part))):
+                    out[r.device] = Cursors(r.epoch, r.last_seq, r.sample_epoch,
+                                            r.last_sample_seq)
+        return out
+
+    # -- the batch write --------------------------------------------------------------------
+    def store(self, results: Sequence[Fetched | Unreached]) -> list[Stored]:
+        if not results:
+            return []
+        names = sorted({r.device for r in results})
+        with self.engine.begin() as conn:
+            insert_ignoring_conflicts(conn, LIVE, [{"device": n, **_LIVE_DEFAULTS}
+                                                   for n in names])
+            live = self._locked_live(conn, names)
+            stored = []
+            for result in results:
+                row = live[result.device]
+                if isinstance(result, Unreached):
+                    stored.append(self._unreached(conn, row, result))
+                else:
+                    stored.append(self._fetched(conn, row, result))
+            self._rollups(conn, stored)
+        return stored
+
+    def _locked_live(self, conn: Connection, names: list[str]) -> dict[str, Any]:
+        rows: dict[str, Any] = {}
+        for part in _chunks(names):
+            query = sa.select(LIVE).where(LIVE.c.device.in_(part))
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            rows.update((r.device, r) for r in conn.execute(query))
+        return rows
+
+    def _unreached(self, conn: Connection, row: Any, result: Unreached) -> Stored:
+        out = Stored(result.device, state="unreachable")
+        values: dict[str, Any] = {"reachable": False, "last_attempt_ts": result.ts,
+                                  "last_error": result.error[:500], "state": "unreachable",
+                                  "pass_seconds": result.seconds}
+        if row.unreachable_since_ts is None:
+            start = row.last_ok_ts if row.last_ok_ts is not None else result.ts
+            values["unreachable_since_ts"] = start
+            conn.execute(GAP.insert().values(device=result.device, kind="unreachable",
+                                             start_ts=start, end_ts=None, lost=0,
+                                             detail=result.error[:300]))
+            out.gaps.append("unreachable")
+        conn.execute(LIVE.update().where(LIVE.c.device == result.device).values(**values))
+        conn.execute(DEVICE.update().where(DEVICE.c.name == result.device)
+                     .values(state="unreachable"))
+        return out
+
+    def _fetched(self, conn: Connection, row: Any, got: Fetched) -> Stored:
+        out = Stored(got.device, state=got.live.state)
+        req = follow(Cursor(row.epoch, row.epoch_no, row.last_seq), got.epoch,
+                     [r.seq for r in got.requests])
+        keep = set(req.seqs)
+        out.requests = [r for r in got.requests if r.seq in keep]
+        smp = follow(Cursor(row.sample_epoch, row.sample_epoch_no, row.last_sample_seq),
+                     got.sample_epoch, [s.seq for s in got.samples])
+        keep_s = set(smp.seqs)
+        out.samples = [s for s in got.samples if s.seq in keep_s]
+        seen = {m.sha256: m for m in (got.live.active, got.live.previous) if m is not None}
+        ids = self.model_ids(conn, seen, [r.sha256 for r in out.requests]
+                             + [s.active_sha256 for s in out.samples if s.active_sha256])
+        insert_ignoring_conflicts(conn, REQ, [_request_row(got.device, req.cursor.epoch_no,
+                                                           r, ids) for r in out.requests])
+        insert_ignoring_conflicts(conn, SAMPLE, [_sample_row(got.device, smp.cursor.epoch_no,
+                                                             s, ids) for s in out.samples])
+        self._gaps(conn, row, got, req.reset, req.lost, smp.reset, smp.lost, out)
+        values = _live_values(got)
+        values.update(epoch=req.cursor.epoch, epoch_no=req.cursor.epoch_no,
+                      last_seq=req.cursor.last_seq, sample_epoch=smp.cursor.epoch,
+                      sample_epoch_no=smp.cursor.epoch_no, last_sample_seq=smp.cursor.last_seq)
+        if out.samples:
+            values["last_sample_ts"] = out.samples[-1].ts
+        conn.execute(LIVE.update().where(LIVE.c.device == got.device).values(**values))
+        self._device_row(conn, got, out.requests)
+        return out
+
+    def _gaps(self, conn: Connection, row: Any, got: Fetched, reset: bool, lost: int,
+              sample_reset: bool, lost_samples: int, out: Stored) -> None:
+        gaps = []
+        if row.unreachable_since_ts is not None:
+            conn.execute(GAP.update().where(GAP.c.device == got.device,
+                                            GAP.c.kind == "unreachable",
+                                            GAP.c.end_ts.is_(None)).values(end_ts=got.ts))
+        if reset:
+            gaps.append(("reset", got.ts, got.ts, 0, "the agent's request log started over "
+                         "(new epoch): its data directory was replaced or lost"))
+        if lost:
+            first = out.requests[0].ts if out.requests else got.ts
+            gaps.append(("records-lost", row.last_ok_ts or first, first, lost,
+                         f"the agent dropped {lost} request records before they were read "
+                         "(its buffer was full)"))
+        if lost_samples:
+            first = out.samples[0].ts if out.samples else got.ts
+            gaps.append(("samples-lost", row.last_sample_ts or first, first, lost_samples,
+                         f"the agent dropped {lost_samples} device samples before they were "
+                         "read"))
+        previous = None if sample_reset else row.last_sample_ts
+        for start, end in sample_gaps(previous, [s.ts for s in out.samples], got.sample_every_s):
+            gaps.append(("agent-down", start, end, 0, f"no device samples for "
+                         f"{end - start:.0f} s: the agent was not running"))
+        for kind, start, end, n, detail in gaps:
+            conn.execute(GAP.insert().values(device=got.device, kind=kind, start_ts=start,
+                                             end_ts=end, lost=n, detail=detail))
+            out.gaps.append(kind)
+
+    def _device_row(self, conn: Connection, got: Fetched, requests: list[RequestIn]) -> None:
+        """The inventory's summary columns (`fleet device list`) follow the last contact."""
+        from datetime import datetime, timezone
+
+        values: dict[str, Any] = {"state": got.live.state,
+                                  "last_seen": datetime.fromtimestamp(got.ts, timezone.utc)}
+        active = got.live.active.sha256 if got.live.active else None
+        ok = [r for r in requests if r.outcome == "ok" and (active is None or r.sha256 == active)]
+        if ok:
+            last = ok[-1]
+            values.update(last_ttft_ms=last.ttft_ms, last_latency_ms=last.total_ms,
+                          last_tokens_per_s=last.decode_tps)
+        conn.execute(DEVICE.update().where(DEVICE.c.name == got.device).values(**values))
+
+    def model_ids(self, conn: Connection, seen: dict[str, ModelSeen], shas: list[str]
+                  ) -> dict[str, int]:
+        """Ids of the model files named, created on first sight; names filled in when an
+        agent reports them."""
+        wanted = set(shas) | set(seen)
+        missing = [s for s in wanted if s not in self._model_ids]
+        for part in _chunks(missing):
+            for r in conn.execute(sa.select(MODEL.c.id, MODEL.c.sha256)
+                                  .where(MODEL.c.sha256.in_(part))):
+                self._model_ids[r.sha256] = r.id
+        new = [s for s in missing if s not in self._model_ids]
+        if new:
+            insert_ignoring_conflicts(conn, MODEL, [
+                {"sha256": s, "model": seen[s].name if s in seen else "",
+                 "variant": seen[s].variant if s in seen else ""} for s in new])
+            for part in _chunks(new):
+                for r in conn.execute(sa.select(MODEL.c.id, MODEL.c.sha256)
+                                      .where(MODEL.c.sha256.in_(part))):
+                    self._model_ids[r.sha256] = r.id
+        for sha, m in seen.items():
+            if m.name:
+                conn.execute(MODEL.update().where(MODEL.c.sha256 == sha, MODEL.c.model == "")
+                             .values(model=m.name, variant=m.variant))
+        return {s: self._model_ids[s] for s in wanted}
+
+    # -- rollups ----------------------------------------------------------------------------
+    def _rollups(self, conn: Connection, stored: list[Stored]) -> None:
+        ids = self._model_ids
+        req: dict[tuple[int, str, int, str, int], dict[str, Any]] = {}
+        smp: dict[tuple[int, str, str, int], dict[str, Any]] = {}
+        for s in stored:
+            for r in s.requests:
+                for period in ROLLUP_PERIODS:
+                    key = (period, s.device, ids.get(r.sha256, 0), r.meter, bucket(r.ts, period))
+                    _add_request(req.setdefault(key, _empty_request()), r)
+            for x in s.samples:
+                for period in ROLLUP_PERIODS:
+                    skey = (period, s.device, x.meter, bucket(x.ts, period))
+                    _add_sample(smp.setdefault(skey, _empty_sample()), x)
+        self._merge(conn, REQ_ROLL, ("period_s", "device", "model_id", "meter", "bucket"), req,
+                    _merge_request)
+        self._merge(conn, SAMPLE_ROLL, ("period_s", "device", "meter", "bucket"), smp,
+                    _merge_sample)
+
+    def _merge(self, conn: Connection, table: sa.Table, key_cols: tuple[str, ...],
+               new: dict[Any, dict[str, Any]], merge: Any) -> None:
+        if not new:
+            return
+        keys = list(new)
+        cols = [table.c[k] for k in key_cols]
+        existing: dict[Any, Any] = {}
+        for part in _chunks(keys):
+            for r in conn.execute(sa.select(table).where(sa.tuple_(*cols).in_(list(part)))):
+                existing[tuple(getattr(r, k) for k in key_cols)] = r
+        inserts, updates = [], []
+        for key, acc in new.items():
+            ident = dict(zip(key_cols, key, strict=True))
+            if key in existing:
+                updates.append({**{f"k_{k}": v for k, v in ident.items()},
+                                **merge(existing[key], acc)})
+            else:
+                inserts.append({**ident, **merge(None, acc)})
+        insert_ignoring_conflicts(conn, table, inserts)
+        if updates:
+            value_cols = [c for c in updates[0] if not c.startswith("k_")]
+            stmt = table.update().where(*[table.c[k] == sa.bindparam(f"k_{k}")
+                                          for k in key_cols]).values(
+                {c: sa.bindparam(c) for c in value_cols})
+            conn.execute(stmt, updates)
+
+    # -- housekeeping -----------------------------------------------------------------------
+    def prune(self, now: float, raw_days: float, minute_days: float, hour_days: float
+              ) -> dict[str, int]:
+        """Delete what is past its retention; returns rows deleted per table."""
+        out = {}
+        with self.engine.begin() as conn:
+            for name, stmt in (
+                    ("telemetry_request", REQ.delete().where(REQ.c.ts < now - raw_days * 86400)),
+                    ("telemetry_sample", SAMPLE.delete().where(
+                        SAMPLE.c.ts < now - raw_days * 86400)),
+                    ("minute rollups", REQ_ROLL.delete().where(
+                        REQ_ROLL.c.period_s == 60, REQ_ROLL.c.bucket < now - minute_days * 86400)),
+                    ("minute sample rollups", SAMPLE_ROLL.delete().where(
+                        SAMPLE_ROLL.c.period_s == 60,
+                        SAMPLE_ROLL.c.bucket < now - minute_days * 86400)),
+                    ("hour rollups", REQ_ROLL.delete().where(
+                        REQ_ROLL.c.period_s == 3600, REQ_ROLL.c.bucket < now - hour_days * 86400)),
+                    ("hour sample rollups", SAMPLE_ROLL.delete().where(
+                        SAMPLE_ROLL.c.period_s == 3600,
+                        SAMPLE_ROLL.c.bucket < now - hour_days * 86400)),
+                    ("telemetry_gap", GAP.delete().where(
+                        GAP.c.end_ts.is_not(None), GAP.c.end_ts < now - minute_days * 86400))):
+                out[name] = conn.execute(stmt).rowcount or 0
+        return out
+
+    def beat(self, name: str, started: float, now: float, interval_s: float, devices: int,
+             last_pass_s: float) -> None:
+        with self.engine.begin() as conn:
+            values = {"started_ts": started, "beat_ts": now, "interval_s": interval_s,
+                      "devices": devices, "last_pass_s": last_pass_s}
+            if conn.execute(BEAT.update().where(BEAT.c.name == name).values(**values)
+                            ).rowcount == 0:
+                conn.execute(BEAT.insert().values(name=name, **values))
+
+    def end_beat(self, name: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(BEAT.delete().where(BEAT.c.name == name))
+
+
+_LIVE_DEFAULTS: dict[str, Any] = {
+    c.name: c.default.arg for c in LIVE.columns
+    if c.name != "device" and c.default is not None and not callable(c.default.arg)}
+
+
+def _request_row(device: str, epoch_no: int, r: RequestIn, ids: dict[str, int]
+                 ) -> dict[str, Any]:
+    return {"device": device, "epoch_no": epoch_no, "seq": r.seq, "ts": r.ts,
+            "model_id": ids.get(r.sha256, 0), "ttft_ms": r.ttft_ms, "total_ms": r.total_ms,
+            "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+            "decode_tps": r.decode_tps, "prefill_tps": r.prefill_tps, "outcome": r.outcome,
+            "energy_j": r.energy_j, "meter": r.meter, "peak_rss_bytes": r.peak_rss_bytes}
+
+
+def _sample_row(device: str, epoch_no: int, s: SampleIn, ids: dict[str, int]
+                ) -> dict[str, Any]:
+    return {"device": device, "epoch_no": epoch_no, "seq": s.seq, "ts": s.ts,
+            "interval_s": s.interval_s, "cpu_percent": s.cpu_percent,
+            "ram_used_bytes": s.ram_used_bytes, "power_w": s.power_w, "energy_j": s.energy_j,
+            "meter": s.meter, "max_temp_c": max(s.temperatures_c.values(), default=None),
+            "temps_json": json.dumps(s.temperatures_c, sort_keys=True),
+            "throttled": s.throttled, "throttle_reasons": "; ".join(s.throttle_reasons),
+            "cpu_freq_mhz": s.cpu_freq_mhz, "worker_crashes": s.worker_crashes,
+            "model_id": ids.get(s.active_sha256, 0) if s.active_sha256 else 0}
+
+
+def _live_values(got: Fetched) -> dict[str, Any]:
+    live = got.live
+    values: dict[str, Any] = {
+        "reachable": True, "last_ok_ts": got.ts, "last_attempt_ts": got.ts,
+        "unreachable_since_ts": None, "last_error": live.drift, "state": live.state,
+        "active_sha256": live.active.sha256 if live.active else "",
+        "active_model": live.active.name if live.active else "",
+        "active_variant": live.active.variant if live.active else "",
+        "on_trial": live.on_trial,
+        "previous_model": live.previous.name if live.previous else "",
+        "previous_variant": live.previous.variant if live.previous else "",
+        "worker_crashes": live.worker_crashes, "requests_total": live.requests_total,
+        "power_w": live.power_w, "energy_meter": live.energy_meter,
+        "cpu_percent": live.cpu_percent, "ram_used_bytes": live.ram_used_bytes,
+        "ram_total_bytes": live.ram_total_bytes, "max_temp_c": live.max_temp_c,
+        "sample_every_s": got.sample_every_s, "pass_seconds": got.seconds}
+    if got.samples:
+        last = got.samples[-1]
+        values.update(throttled=last.throttled, throttle_reasons="; ".join(last.throttle_reasons))
+    return values
+
+
+def _empty_request() -> dict[str, Any]:
+    return {"requests": 0, "errors": 0, "cancelled": 0, "prompt_tokens": 0,
+            "completion_tokens": 0, "energy_j": 0.0, "ttft_sum_ms": 0.0, "latency_sum_ms": 0.0,
+            "ttft": Sketch(), "tps": Sketch()}
+
+
+def _add_request(acc: dict[str, Any], r: RequestIn) -> None:
+    acc["requests"] += 1
+    acc["errors"] += r.outcome == "error"
+    acc["cancelled"] += r.outcome == "cancelled"
+    acc["prompt_tokens"] += r.prompt_tokens
+    acc["completion_tokens"] += r.completion_tokens
+    acc["energy_j"] += r.energy_j
+    if r.outcome == "ok":
+        acc["ttft_sum_ms"] += r.ttft_ms
+        acc["latency_sum_ms"] += r.total_ms
+        acc["ttft"].add(r.ttft_ms)
+        if r.completion_tokens > 1:
+            acc["tps"].add(r.decode_tps)
+
+
+def _merge_request(old: Any, acc: dict[str, Any]) -> dict[str, Any]:
+    ttft, tps = acc["ttft"], acc["tps"]
+    out = {k: v for k, v in acc.items() if k not in ("ttft", "tps")}
+    if old is not None:
+        for k in out:
+            out[k] += getattr(old, k)
+        ttft = Sketch.decode(old.ttft_sketch).merge(ttft)
+        tps = Sketch.decode(old.tps_sketch).merge(tps)
+    out["ttft_sketch"] = ttft.encode()
+    out["tps_sketch"] = tps.encode()
+    return out
+
+
+def _empty_sample() -> dict[str, Any]:
+    return {"samples": 0, "seconds": 0.0, "energy_j": 0.0, "cpu_sum": 0.0, "max_temp_c": None,
+            "throttled_samples": 0, "worker_crashes": 0}
+
+
+def _add_sample(acc: dict[str, Any], s: SampleIn) -> None:
+    acc["samples"] += 1
+    acc["seconds"] += s.interval_s
+    acc["energy_j"] += s.energy_j
+    acc["cpu_sum"] += s.cpu_percent
+    temp = max(s.temperatures_c.values(), default=None)
+    if temp is not None:
+        acc["max_temp_c"] = temp if acc["max_temp_c"] is None else max(acc["max_temp_c"], temp)
+    acc["throttled_samples"] += s.throttled
+    acc["worker_crashes"] = max(acc["worker_crashes"], s.worker_crashes)
+
+
+def _merge_sample(old: Any, acc: dict[str, Any]) -> dict[str, Any]:
+    out = dict(acc)
+    if old is None:
+        return out
+    for k in ("samples", "seconds", "energy_j", "cpu_sum", "throttled_samples"):
+        out[k] += getattr(old, k)
+    out["worker_crashes"] = max(out["worker_crashes"], old.worker_crashes)
+    temps = [t for t in (old.max_temp_c, acc["max_temp_c"]) if t is not None]
+    out["max_temp_c"] = max(temps) if temps else None
+    return out
