@@ -155,6 +155,7 @@ class DeviceLive(SQLModel, table=True):
     ram_used_bytes: int = Field(default=0, sa_type=BIG)
     ram_total_bytes: int = Field(default=0, sa_type=BIG)
     max_temp_c: float | None = None
+    last_joules_per_token: float | None = None  # of the last successful request
     throttled: bool = False
     throttle_reasons: str = ""
     sample_every_s: float = 0.0

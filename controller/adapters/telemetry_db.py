@@ -366,6 +366,11 @@ def _live_values(got: Fetched) -> dict[str, Any]:
     if got.samples:
         last = got.samples[-1]
         values.update(throttled=last.throttled, throttle_reasons="; ".join(last.throttle_reasons))
+    active = live.active.sha256 if live.active else None
+    ok = [r for r in got.requests if r.outcome == "ok" and r.completion_tokens > 0
+          and (active is None or r.sha256 == active)]
+    if ok and ok[-1].energy_j > 0:
+        values["last_joules_per_token"] = ok[-1].energy_j / ok[-1].completion_tokens
     return values
 
 

@@ -1,18 +1,28 @@
-"""`fleet status` and `fleet generate`: live state and inference through the agents."""
+"""`fleet status` and `fleet generate`. Status reads the database the collector fills; unless a
+`fleet monitor` keeps it fresh, it first runs a collection pass bounded by ``wait_s`` (devices
+that do not answer in time are shown as last seen, never waited for)."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from typing import Any
 
-from agent.rpc import agent_pb2 as pb
+import sqlalchemy as sa
+
 from controller.adapters.agent_client import GenerationResult
-from controller.adapters.tables import Device
+from controller.adapters.tables import Device, DeviceLive
+from controller.core.telemetry import device_state
 from controller.errors import FleetError
+from controller.services.collecting import Collector
 from controller.services.context import Fleet
+from controller.services.monitoring import monitor_running
 
-STATUS_TAIL = 50
+__all__ = ["DeviceStatus", "GenerateOutcome", "device_state", "generate", "refresh",
+           "status"]
+
+LIVE = DeviceLive.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -32,75 +42,61 @@ class DeviceStatus:
     energy_meter: str = ""
     cpu_percent: float | None = None
     max_temp_c: float | None = None
-    state: str = ""  # see device_state
+    state: str = ""  # see core.telemetry.device_state; "unknown" before the first contact
+    seen_ago_s: float | None = None  # since the last successful contact
+    throttled: bool = False
+    on_trial: bool = False
+    previous_variant: str = ""
 
 
-def device_state(online: bool, active_sha256: str, on_trial: bool, deployed_sha256: str) -> str:
-    """What a device is doing, seen against what the fleet last deployed to it:
-    unreachable | on trial (loaded, not yet committed) | deployed (runs what was deployed) |
-    drifted (runs something else, or nothing) | serving (a model nobody deployed) | idle."""
-    if not online:
-        return "unreachable"
-    if on_trial:
-        return "on trial"
-    if deployed_sha256:
-        return "deployed" if active_sha256 == deployed_sha256 else "drifted"
-    return "serving" if active_sha256 else "idle"
+def refresh(fleet: Fleet, devices: list[Device], wait_s: float) -> bool:
+    """Run a collection pass for at most ``wait_s`` unless a monitor keeps the database
+    fresh; True when one ran."""
+    if wait_s <= 0 or not devices or monitor_running(fleet):
+        return False
+    Collector(fleet, min(32, len(devices)), timeout_s=max(0.5, wait_s)).run_pass(
+        devices, wait_s=wait_s)
+    return True
 
 
-def _status_one(fleet: Fleet, device: Device) -> DeviceStatus:
-    try:
-        with fleet.client(device, timeout_s=3.0) as client:
-            models = client.list_models()
-            # the latest few records are enough: the dashboard polls this every few seconds
-            telemetry = client.telemetry(limit=STATUS_TAIL, tail=True)
-    except FleetError as exc:
-        fleet.inventory.update_device(device.name, state="unreachable")
-        return DeviceStatus(device, False, device.variant, device.model, 0, None,
-                            device.last_latency_ms, device.last_tokens_per_s, 0, exc.message,
-                            state="unreachable")
-    active = next((m for m in models if m.active), None)
-    state = device_state(True, active.sha256 if active else "",
-                         bool(active and active.on_trial), device.sha256)
-    # the last numbers of the model running now, not of one tried and rolled back since
-    ok = [r for r in telemetry.records
-          if r.outcome == "ok" and (active is None or r.sha256 == active.sha256)]
-    last = ok[-1] if ok else None
-    now = datetime.now(timezone.utc)
-    fields: dict[str, object] = {"last_seen": now, "state": state}
-    if last:
-        fields.update(last_ttft_ms=last.ttft_ms, last_latency_ms=last.total_ms,
-                      last_tokens_per_s=last.decode_tokens_per_s)
-    fleet.inventory.update_device(device.name, **fields)
-    return DeviceStatus(
-        device=device, online=True,
-        active_variant=active.variant if active else "",
-        active_model=active.name if active else "",
-        requests=telemetry.sample.requests_total,
-        last_ttft_ms=last.ttft_ms if last else None,
-        last_latency_ms=last.total_ms if last else None,
-        last_tokens_per_s=last.decode_tokens_per_s if last else None,
-        worker_crashes=telemetry.sample.worker_crashes,
-        power_w=telemetry.sample.power_w or None,
-        joules_per_token=last.joules_per_token if last and last.joules_per_token else None,
-        energy_meter=telemetry.sample.energy_meter,
-        cpu_percent=telemetry.sample.cpu_percent,
-        max_temp_c=max(telemetry.sample.temperatures_c.values(), default=None),
-        error=_drift(active, device) if state == "drifted" else "",
-        state=state,
-    )
+def read(fleet: Fleet, devices: list[Device]) -> list[DeviceStatus]:
+    """Each device as the database has it (the collector's last contact)."""
+    names = [d.name for d in devices]
+    live: dict[str, Any] = {}
+    with fleet.inventory.engine.connect() as conn:
+        for i in range(0, len(names), 500):
+            query = sa.select(LIVE).where(LIVE.c.device.in_(names[i:i + 500]))
+            live.update((r.device, r) for r in conn.execute(query))
+    # the devices' own rows again: the collector updated their summary columns
+    fresh = {d.name: d for d in fleet.inventory.list_devices()} if devices else {}
+    now = time.time()
+    out = []
+    for d in devices:
+        d = fresh.get(d.name, d)
+        row = live.get(d.name)
+        if row is None or row.last_attempt_ts is None:
+            out.append(DeviceStatus(d, False, d.variant, d.model, 0, d.last_ttft_ms,
+                                    d.last_latency_ms, d.last_tokens_per_s, 0,
+                                    "not collected yet", state="unknown"))
+            continue
+        seen = None if row.last_ok_ts is None else now - row.last_ok_ts
+        error = row.last_error if row.state in ("unreachable", "drifted") else ""
+        out.append(DeviceStatus(
+            device=d, online=bool(row.reachable),
+            active_variant=row.active_variant, active_model=row.active_model,
+            requests=row.requests_total, last_ttft_ms=d.last_ttft_ms,
+            last_latency_ms=d.last_latency_ms, last_tokens_per_s=d.last_tokens_per_s,
+            worker_crashes=row.worker_crashes, error=error, power_w=row.power_w,
+            joules_per_token=row.last_joules_per_token, energy_meter=row.energy_meter,
+            cpu_percent=row.cpu_percent, max_temp_c=row.max_temp_c, state=row.state,
+            seen_ago_s=seen, throttled=bool(row.throttled), on_trial=bool(row.on_trial),
+            previous_variant=row.previous_variant))
+    return out
 
 
-def _drift(active: pb.ModelInfo | None, device: Device) -> str:
-    runs = f"{active.name} {active.variant}" if active else "no model"
-    return f"runs {runs}; the fleet deployed {device.model} {device.variant}"
-
-
-def status(fleet: Fleet, devices: list[Device]) -> list[DeviceStatus]:
-    if not devices:
-        return []
-    with ThreadPoolExecutor(max_workers=min(16, len(devices))) as pool:
-        return list(pool.map(lambda d: _status_one(fleet, d), devices))
+def status(fleet: Fleet, devices: list[Device], wait_s: float = 2.0) -> list[DeviceStatus]:
+    refresh(fleet, devices, wait_s)
+    return read(fleet, devices)
 
 
 @dataclass(frozen=True)
