@@ -230,6 +230,7 @@ class SampleRollup(SQLModel, table=True):
     __table_args__ = (Index("ix_telemetry_sample_rollup_time", "period_s", "bucket"),)
     period_s: int = Field(primary_key=True)
     device: str = Field(primary_key=True)
+    model_id: int = Field(primary_key=True)  # the model active during the samples (0: none)
     meter: str = Field(primary_key=True)
     bucket: int = Field(primary_key=True, sa_type=BIG)
     samples: int = 0

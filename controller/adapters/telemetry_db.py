@@ -241,7 +241,7 @@ class SqlTelemetry:
     def _rollups(self, conn: Connection, stored: list[Stored]) -> None:
         ids = self._model_ids
         req: dict[tuple[int, str, int, str, int], dict[str, Any]] = {}
-        smp: dict[tuple[int, str, str, int], dict[str, Any]] = {}
+        smp: dict[tuple[int, str, int, str, int], dict[str, Any]] = {}
         for s in stored:
             for r in s.requests:
                 for period in ROLLUP_PERIODS:
@@ -249,11 +249,12 @@ class SqlTelemetry:
                     _add_request(req.setdefault(key, _empty_request()), r)
             for x in s.samples:
                 for period in ROLLUP_PERIODS:
-                    skey = (period, s.device, x.meter, bucket(x.ts, period))
+                    skey = (period, s.device, ids.get(x.active_sha256, 0), x.meter,
+                            bucket(x.ts, period))
                     _add_sample(smp.setdefault(skey, _empty_sample()), x)
         self._merge(conn, REQ_ROLL, ("period_s", "device", "model_id", "meter", "bucket"), req,
                     _merge_request)
-        self._merge(conn, SAMPLE_ROLL, ("period_s", "device", "meter", "bucket"), smp,
+        self._merge(conn, SAMPLE_ROLL, ("period_s", "device", "model_id", "meter", "bucket"), smp,
                     _merge_sample)
 
     def _merge(self, conn: Connection, table: sa.Table, key_cols: tuple[str, ...],

@@ -17,9 +17,11 @@ from controller.cli import (
     db_cmd,
     device,
     fleet_ops,
+    insight_cmd,
     lab_cmd,
     model,
     profile,
+    settings_cmd,
     telemetry_cmd,
 )
 from controller.errors import FleetError
@@ -40,6 +42,8 @@ app.add_typer(db_cmd.app, name="db")
 fleet_ops.register(app)
 dashboard_cmd.register(app)
 telemetry_cmd.register(app)
+insight_cmd.register(app)
+settings_cmd.register(app)
 
 
 @app.callback()
