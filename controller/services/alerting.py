@@ -25,7 +25,7 @@ def facts(fleet: Fleet, devices: list[Device], now: float | None = None) -> list
         gaps.setdefault(g.device, []).append(Gap(g.kind, g.start_ts, g.end_ts, g.lost,
                                                  g.detail))
     recent = {r.key["device"]: r for r in telemetry_query.report(
-        fleet, devices, WINDOW_S, "device", now=now).rows}
+        fleet, devices, WINDOW_S, "device", now=now, rollups=True).rows}
     settings = monitor_settings.load(fleet)
     out = []
     for d in devices:

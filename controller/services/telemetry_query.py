@@ -133,7 +133,10 @@ def _source(since_s: float, keep: dict[str, float]) -> tuple[str, int]:
 
 
 def report(fleet: Fleet, devices: list[Device], since_s: float, by: str = "device",
-           model: str | None = None, now: float | None = None) -> TelemetryReport:
+           model: str | None = None, now: float | None = None,
+           rollups: bool = False) -> TelemetryReport:
+    """``rollups`` reads per-minute rollups even inside the raw retention (cheaper: alerts
+    and the dashboard)."""
     if by not in BY:
         raise UsageError(f"--by {by!r} is not one of {', '.join(BY[:3])}",
                          hint="e.g. --by variant")
@@ -141,6 +144,8 @@ def report(fleet: Fleet, devices: list[Device], since_s: float, by: str = "devic
     since = now - since_s
     settings = monitor_settings.load(fleet)
     source, period = _source(since_s, settings.retention())
+    if rollups and period == 0:
+        source, period = "minute rollups", MINUTE
     reader = SqlTelemetryReader(fleet.inventory.engine)
     models = reader.models()
     by_name = {d.name: d for d in devices}
