@@ -37,6 +37,7 @@ from controller.dashboard.widgets import (
 )
 from controller.services import observing
 from controller.services.context import Fleet
+from controller.services.fleet_overview import ago
 from controller.services.monitoring import monitor_running
 
 # (key, title): the device table's columns, each sortable
@@ -44,7 +45,7 @@ COLUMNS = (("device", "device"), ("state", "state"), ("variant", "variant"),
            ("ttft", "TTFT ms"), ("tps", "tok/s"), ("power", "W"), ("temp", "°C"),
            ("jpt", "J/tok"), ("alerts", "alerts"), ("group", "group"), ("model", "model"),
            ("requests", "req"), ("seen", "seen"))
-ROLLOUT_COLUMNS = ("device", "stage", "variant", "when", "reason")
+ROLLOUT_COLUMNS = ("device", "stage", "variant", "ago", "reason")
 ALERT_COLUMNS = ("severity", "device", "alert", "what")
 
 
@@ -64,13 +65,6 @@ class CollectFinished(Message):
 
 def _num(v: float | None, fmt: str = "{:.1f}") -> str:
     return "-" if v is None else fmt.format(v)
-
-
-def _ago(seconds: float | None) -> str:
-    if seconds is None:
-        return "never"
-    return f"{seconds:.0f}s" if seconds < 90 else (
-        f"{seconds / 60:.0f}m" if seconds < 5400 else f"{seconds / 3600:.0f}h")
 
 
 def sort_value(row: observing.DeviceStatus, key: str, alerts: int) -> Any:
@@ -208,7 +202,9 @@ class FleetDashboard(App[None]):
                 _num(r.last_ttft_ms, "{:.0f}"), _num(r.last_tokens_per_s),
                 _num(r.power_w), _num(r.max_temp_c, "{:.0f}"),
                 _num(r.joules_per_token, "{:.3f}"), badge, r.device.group_name,
-                r.active_model or "-", str(r.requests), _ago(r.seen_ago_s), key=r.device.name)
+                r.active_model or "-", str(r.requests),
+                "never" if r.seen_ago_s is None else ago(time.time() - r.seen_ago_s),
+                key=r.device.name)
         if selected is not None and selected in {r.device.name for r in rows}:
             table.move_cursor(row=table.get_row_index(selected))
         title = f"devices {len(rows)}/{len(snap.rows)} sorted by {self.sort_key}" + (
@@ -238,7 +234,7 @@ class FleetDashboard(App[None]):
             colour = {"committed": "green", "unchanged": "green", "staged": "green",
                       "planned": "yellow", "halted": "yellow", "skipped": "yellow"}.get(
                 step.stage, "red")
-            when = step.updated_at.astimezone().strftime("%H:%M:%S") if step.updated_at else "-"
+            when = ago(step.updated_at.timestamp()) if step.updated_at else "-"
             table.add_row(step.device, f"[{colour}]{stage}[/]", step.variant or "-", when,
                           step.reason)
 

@@ -15,7 +15,7 @@ from controller.core.alerts import Alert
 from controller.dashboard.widgets import SEVERITY_STYLE, STATE_STYLE
 from controller.errors import FleetError
 from controller.services.context import Fleet
-from controller.services.fleet_overview import DeviceDetail, device_detail, when
+from controller.services.fleet_overview import DeviceDetail, ago, device_detail
 
 SERIES = (("ttft", "TTFT p50 ms"), ("tps", "decode tok/s p50"), ("power", "power W"),
           ("temp", "max temp °C"))
@@ -70,7 +70,7 @@ class DeviceScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#device-recent", DataTable).add_columns(
-            "time", "variant", "outcome", "TTFT ms", "tok/s", "tokens", "J", "meter")
+            "ago", "variant", "outcome", "TTFT ms", "tok/s", "tokens", "J", "meter")
         self.action_refresh()
         if self.refresh_s > 0:
             self.set_interval(self.refresh_s, self.action_refresh)
@@ -97,7 +97,7 @@ class DeviceScreen(Screen[None]):
         runs = (f"{live.active_model} {live.active_variant}"
                 + (" [yellow](on trial)[/]" if live.on_trial else "")) if (
             live is not None and live.active_model) else "no model"
-        seen = "never collected" if live is None else f"last contact {when(live.last_ok_ts)}"
+        seen = "never collected" if live is None else f"last contact {ago(live.last_ok_ts)} ago"
         self.query_one("#device-head", Static).update(
             f"[b]{d.device.name}[/b]  group {d.device.group_name}  [{style}]{state}[/]  "
             f"runs {runs}  {seen}"
@@ -137,5 +137,5 @@ class DeviceScreen(Screen[None]):
         for r in d.recent:
             style = "" if r.outcome == "ok" else "red"
             outcome = f"[{style}]{r.outcome}[/]" if style else r.outcome
-            table.add_row(when(r.ts), r.variant, outcome, f"{r.ttft_ms:.0f}",
+            table.add_row(ago(r.ts), r.variant, outcome, f"{r.ttft_ms:.0f}",
                           f"{r.decode_tps:.1f}", str(r.tokens), f"{r.joules:.2f}", r.meter)

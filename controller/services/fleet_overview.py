@@ -178,5 +178,18 @@ def device_detail(fleet: Fleet, name: str, now: float | None = None) -> DeviceDe
     return detail
 
 
+def ago(ts: float | None, now: float | None = None) -> str:
+    """How long ago, at minute granularity (a screen that refreshes every few seconds must
+    not flicker): <1m, 12m, 3h, 2d."""
+    if ts is None:
+        return "never"
+    seconds = (time.time() if now is None else now) - ts
+    if seconds < 60:
+        return "<1m"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m"
+    return f"{seconds // 3600:.0f}h" if seconds < 172800 else f"{seconds // 86400:.0f}d"
+
+
 def when(ts: float | None) -> str:
     return "-" if ts is None else datetime.fromtimestamp(ts).strftime("%H:%M:%S")
