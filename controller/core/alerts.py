@@ -87,7 +87,7 @@ def _device_alerts(f: DeviceFacts, window_label: str) -> list[Alert]:
             f"in {CRASH_WINDOW_S / 60:.0f} min", "see the agent log; deploy a smaller "
             "variant or roll back (`fleet rollouts`)", crashes=f.crashes_recent)
     if f.throttled:
-        add("throttling", "warning", f"throttling: {f.throttle_reasons or 'yes'}",
+        add("throttling", "warning", f.throttle_reasons or "the platform says so",
             "check cooling and the power supply; speed is reduced while it lasts")
     if f.state == "drifted":
         add("drift", "warning", f.drift or "runs something other than what was deployed",
