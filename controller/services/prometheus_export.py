@@ -119,8 +119,8 @@ class FleetMetrics:
                     if r.completion_tokens > 1:
                         self.tps.labels(*labels).set(r.decode_tps)
             for x in s.samples if s else []:
-                if x.energy_j > 0:
-                    self.device_joules.labels(*dev, x.meter).inc(x.energy_j)
+                # the series exists from the first sample, even at 0 J (meter "none")
+                self.device_joules.labels(*dev, x.meter).inc(max(0.0, x.energy_j))
             if s and s.samples:
                 last = s.samples[-1]
                 self.power.labels(*dev, last.meter).set(last.power_w)
