@@ -229,6 +229,9 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             energy_meter=energy.meter, energy_measured=energy.measured,
             energy_j_total=energy.joules(), requests_total=buffer.total,
         )
+        state = core.store.read_state()  # what runs, so a collector asks ListModels on change
+        live.active_sha256 = state.active.sha256 if state.active else ""
+        live.active_on_trial = state.trial
         return pb.GetTelemetryResponse(
             records=[pb.RequestRecord(**asdict(r)) for r in records],
             next_seq=records[-1].seq if records else request.after_seq, sample=live,

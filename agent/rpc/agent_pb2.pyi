@@ -336,7 +336,7 @@ class RequestRecord(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., timestamp: _Optional[float] = ..., sha256: _Optional[str] = ..., variant: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., decode_tokens_per_s: _Optional[float] = ..., outcome: _Optional[str] = ..., energy_j: _Optional[float] = ..., joules_per_token: _Optional[float] = ..., energy_meter: _Optional[str] = ..., peak_rss_bytes: _Optional[int] = ..., prefill_tokens_per_s: _Optional[float] = ...) -> None: ...
 
 class DeviceSample(_message.Message):
-    __slots__ = ("timestamp", "cpu_percent", "ram_used_bytes", "worker_crashes", "ram_total_bytes", "temperatures_c", "power_w", "energy_meter", "energy_measured", "energy_j_total", "requests_total", "seq", "interval_s", "energy_j", "throttled", "throttle_reasons", "cpu_freq_mhz", "cpu_max_freq_mhz", "active_sha256")
+    __slots__ = ("timestamp", "cpu_percent", "ram_used_bytes", "worker_crashes", "ram_total_bytes", "temperatures_c", "power_w", "energy_meter", "energy_measured", "energy_j_total", "requests_total", "seq", "interval_s", "energy_j", "throttled", "throttle_reasons", "cpu_freq_mhz", "cpu_max_freq_mhz", "active_sha256", "active_on_trial")
     class TemperaturesCEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -363,6 +363,7 @@ class DeviceSample(_message.Message):
     CPU_FREQ_MHZ_FIELD_NUMBER: _ClassVar[int]
     CPU_MAX_FREQ_MHZ_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_ON_TRIAL_FIELD_NUMBER: _ClassVar[int]
     timestamp: float
     cpu_percent: float
     ram_used_bytes: int
@@ -382,7 +383,8 @@ class DeviceSample(_message.Message):
     cpu_freq_mhz: float
     cpu_max_freq_mhz: float
     active_sha256: str
-    def __init__(self, timestamp: _Optional[float] = ..., cpu_percent: _Optional[float] = ..., ram_used_bytes: _Optional[int] = ..., worker_crashes: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., temperatures_c: _Optional[_Mapping[str, float]] = ..., power_w: _Optional[float] = ..., energy_meter: _Optional[str] = ..., energy_measured: _Optional[bool] = ..., energy_j_total: _Optional[float] = ..., requests_total: _Optional[int] = ..., seq: _Optional[int] = ..., interval_s: _Optional[float] = ..., energy_j: _Optional[float] = ..., throttled: _Optional[bool] = ..., throttle_reasons: _Optional[_Iterable[str]] = ..., cpu_freq_mhz: _Optional[float] = ..., cpu_max_freq_mhz: _Optional[float] = ..., active_sha256: _Optional[str] = ...) -> None: ...
+    active_on_trial: bool
+    def __init__(self, timestamp: _Optional[float] = ..., cpu_percent: _Optional[float] = ..., ram_used_bytes: _Optional[int] = ..., worker_crashes: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., temperatures_c: _Optional[_Mapping[str, float]] = ..., power_w: _Optional[float] = ..., energy_meter: _Optional[str] = ..., energy_measured: _Optional[bool] = ..., energy_j_total: _Optional[float] = ..., requests_total: _Optional[int] = ..., seq: _Optional[int] = ..., interval_s: _Optional[float] = ..., energy_j: _Optional[float] = ..., throttled: _Optional[bool] = ..., throttle_reasons: _Optional[_Iterable[str]] = ..., cpu_freq_mhz: _Optional[float] = ..., cpu_max_freq_mhz: _Optional[float] = ..., active_sha256: _Optional[str] = ..., active_on_trial: _Optional[bool] = ...) -> None: ...
 
 class GetTelemetryRequest(_message.Message):
     __slots__ = ("after_seq", "limit", "tail", "after_sample_seq", "sample_limit")

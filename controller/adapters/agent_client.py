@@ -137,8 +137,8 @@ class GrpcAgentClient:
     def unload_model(self, sha256: str = "") -> None:
         self._call(self._stub.UnloadModel, pb.UnloadModelRequest(sha256=sha256))
 
-    def list_models(self) -> list[pb.ModelInfo]:
-        return list(self._call(self._stub.ListModels, pb.ListModelsRequest()).models)
+    def list_models(self, timeout: float | None = None) -> list[pb.ModelInfo]:
+        return list(self._call(self._stub.ListModels, pb.ListModelsRequest(), timeout).models)
 
     def telemetry(self, after_seq: int = 0, limit: int = 1000,
                   tail: bool = False) -> pb.GetTelemetryResponse:

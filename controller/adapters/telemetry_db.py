@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -83,21 +85,30 @@ class SqlTelemetry:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._model_ids: dict[str, int] = {}
+        self._named: set[str] = set()
 
     # -- reads the collector needs ----------------------------------------------------------
     def cursors(self, devices: list[str]) -> dict[str, Cursors]:
         out: dict[str, Cursors] = {}
         with self.engine.connect() as conn:
             for part in _chunks(devices):
-                for r in conn.execute(sa.select(LIVE.c.device, LIVE.c.epoch, LIVE.c.last_seq,
-                                                LIVE.c.sample_epoch, LIVE.c.last_sample_seq)
-                                      .where(LIVE.c.device.in_(part))):
+                for r in conn.execute(sa.select(
+                        LIVE.c.device, LIVE.c.epoch, LIVE.c.last_seq, LIVE.c.sample_epoch,
+                        LIVE.c.last_sample_seq, LIVE.c.active_sha256, LIVE.c.active_model,
+                        LIVE.c.active_variant, LIVE.c.previous_model, LIVE.c.previous_variant,
+                        LIVE.c.reachable).where(LIVE.c.device.in_(part))):
+                    active = (ModelSeen(r.active_sha256, r.active_model, r.active_variant)
+                              if r.active_sha256 and r.reachable else None)
+                    previous = (ModelSeen("", r.previous_model, r.previous_variant)
+                                if r.previous_model else None)
                     out[r.device] = Cursors(r.epoch, r.last_seq, r.sample_epoch,
-                                            r.last_sample_seq)
+                                            r.last_sample_seq, active, previous)
         return out
 
     # -- the batch write --------------------------------------------------------------------
     def store(self, results: Sequence[Fetched | Unreached]) -> list[Stored]:
+        """Write a batch of contacts in one transaction; statements are executed once per
+        batch with many parameter sets, not once per device."""
         if not results:
             return []
         names = sorted({r.device for r in results})
@@ -105,13 +116,21 @@ class SqlTelemetry:
             insert_ignoring_conflicts(conn, LIVE, [{"device": n, **_LIVE_DEFAULTS}
                                                    for n in names])
             live = self._locked_live(conn, names)
+            batch = _Batch()
+            fetched = [r for r in results if isinstance(r, Fetched)]
+            seen = {m.sha256: m for r in fetched for m in (r.live.active, r.live.previous)
+                    if m is not None and m.sha256}
+            ids = self.model_ids(conn, seen, [x.sha256 for r in fetched for x in r.requests]
+                                 + [x.active_sha256 for r in fetched for x in r.samples
+                                    if x.active_sha256])
             stored = []
             for result in results:
                 row = live[result.device]
                 if isinstance(result, Unreached):
-                    stored.append(self._unreached(conn, row, result))
+                    stored.append(self._unreached(batch, row, result))
                 else:
-                    stored.append(self._fetched(conn, row, result))
+                    stored.append(self._fetched(batch, row, result, ids))
+            batch.execute(conn)
             self._rollups(conn, stored)
         return stored
 
@@ -124,24 +143,23 @@ class SqlTelemetry:
             rows.update((r.device, r) for r in conn.execute(query))
         return rows
 
-    def _unreached(self, conn: Connection, row: Any, result: Unreached) -> Stored:
+    def _unreached(self, batch: _Batch, row: Any, result: Unreached) -> Stored:
         out = Stored(result.device, state="unreachable")
-        values: dict[str, Any] = {"reachable": False, "last_attempt_ts": result.ts,
-                                  "last_error": result.error[:500], "state": "unreachable",
-                                  "pass_seconds": result.seconds}
-        if row.unreachable_since_ts is None:
-            start = row.last_ok_ts if row.last_ok_ts is not None else result.ts
-            values["unreachable_since_ts"] = start
-            conn.execute(GAP.insert().values(device=result.device, kind="unreachable",
-                                             start_ts=start, end_ts=None, lost=0,
-                                             detail=result.error[:300]))
+        since = row.unreachable_since_ts
+        if since is None:
+            since = row.last_ok_ts if row.last_ok_ts is not None else result.ts
+            batch.gaps.append({"device": result.device, "kind": "unreachable",
+                               "start_ts": since, "end_ts": None, "lost": 0,
+                               "detail": result.error[:300]})
             out.gaps.append("unreachable")
-        conn.execute(LIVE.update().where(LIVE.c.device == result.device).values(**values))
-        conn.execute(DEVICE.update().where(DEVICE.c.name == result.device)
-                     .values(state="unreachable"))
+        batch.unreached.append({"b_device": result.device, "reachable": False,
+                                "last_attempt_ts": result.ts, "last_error": result.error[:500],
+                                "state": "unreachable", "pass_seconds": result.seconds,
+                                "unreachable_since_ts": since})
+        batch.device_state.append({"b_name": result.device, "state": "unreachable"})
         return out
 
-    def _fetched(self, conn: Connection, row: Any, got: Fetched) -> Stored:
+    def _fetched(self, batch: _Batch, row: Any, got: Fetched, ids: dict[str, int]) -> Stored:
         out = Stored(got.device, state=got.live.state)
         req = follow(Cursor(row.epoch, row.epoch_no, row.last_seq), got.epoch,
                      [r.seq for r in got.requests])
@@ -151,31 +169,26 @@ class SqlTelemetry:
                      got.sample_epoch, [s.seq for s in got.samples])
         keep_s = set(smp.seqs)
         out.samples = [s for s in got.samples if s.seq in keep_s]
-        seen = {m.sha256: m for m in (got.live.active, got.live.previous) if m is not None}
-        ids = self.model_ids(conn, seen, [r.sha256 for r in out.requests]
-                             + [s.active_sha256 for s in out.samples if s.active_sha256])
-        insert_ignoring_conflicts(conn, REQ, [_request_row(got.device, req.cursor.epoch_no,
-                                                           r, ids) for r in out.requests])
-        insert_ignoring_conflicts(conn, SAMPLE, [_sample_row(got.device, smp.cursor.epoch_no,
-                                                             s, ids) for s in out.samples])
-        self._gaps(conn, row, got, req.reset, req.lost, smp.reset, smp.lost, out)
-        values = _live_values(got)
+        batch.requests += [_request_row(got.device, req.cursor.epoch_no, r, ids)
+                           for r in out.requests]
+        batch.samples += [_sample_row(got.device, smp.cursor.epoch_no, s, ids)
+                          for s in out.samples]
+        self._gaps(batch, row, got, req.reset, req.lost, smp.reset, smp.lost, out)
+        values = _live_values(got, row)
         values.update(epoch=req.cursor.epoch, epoch_no=req.cursor.epoch_no,
                       last_seq=req.cursor.last_seq, sample_epoch=smp.cursor.epoch,
-                      sample_epoch_no=smp.cursor.epoch_no, last_sample_seq=smp.cursor.last_seq)
-        if out.samples:
-            values["last_sample_ts"] = out.samples[-1].ts
-        conn.execute(LIVE.update().where(LIVE.c.device == got.device).values(**values))
-        self._device_row(conn, got, out.requests)
+                      sample_epoch_no=smp.cursor.epoch_no, last_sample_seq=smp.cursor.last_seq,
+                      last_sample_ts=out.samples[-1].ts if out.samples else row.last_sample_ts)
+        values["b_device"] = got.device
+        batch.reached.append(values)
+        self._device_row(batch, got, out.requests)
         return out
 
-    def _gaps(self, conn: Connection, row: Any, got: Fetched, reset: bool, lost: int,
+    def _gaps(self, batch: _Batch, row: Any, got: Fetched, reset: bool, lost: int,
               sample_reset: bool, lost_samples: int, out: Stored) -> None:
         gaps = []
         if row.unreachable_since_ts is not None:
-            conn.execute(GAP.update().where(GAP.c.device == got.device,
-                                            GAP.c.kind == "unreachable",
-                                            GAP.c.end_ts.is_(None)).values(end_ts=got.ts))
+            batch.gap_ends.append({"b_device": got.device, "end_ts": got.ts})
         if reset:
             gaps.append(("reset", got.ts, got.ts, 0, "the agent's request log started over "
                          "(new epoch): its data directory was replaced or lost"))
@@ -194,23 +207,24 @@ class SqlTelemetry:
             gaps.append(("agent-down", start, end, 0, f"no device samples for "
                          f"{end - start:.0f} s: the agent was not running"))
         for kind, start, end, n, detail in gaps:
-            conn.execute(GAP.insert().values(device=got.device, kind=kind, start_ts=start,
-                                             end_ts=end, lost=n, detail=detail))
+            batch.gaps.append({"device": got.device, "kind": kind, "start_ts": start,
+                               "end_ts": end, "lost": n, "detail": detail})
             out.gaps.append(kind)
 
-    def _device_row(self, conn: Connection, got: Fetched, requests: list[RequestIn]) -> None:
+    def _device_row(self, batch: _Batch, got: Fetched, requests: list[RequestIn]) -> None:
         """The inventory's summary columns (`fleet device list`) follow the last contact."""
-        from datetime import datetime, timezone
-
-        values: dict[str, Any] = {"state": got.live.state,
-                                  "last_seen": datetime.fromtimestamp(got.ts, timezone.utc)}
+        seen = datetime.fromtimestamp(got.ts, timezone.utc)
         active = got.live.active.sha256 if got.live.active else None
         ok = [r for r in requests if r.outcome == "ok" and (active is None or r.sha256 == active)]
         if ok:
             last = ok[-1]
-            values.update(last_ttft_ms=last.ttft_ms, last_latency_ms=last.total_ms,
-                          last_tokens_per_s=last.decode_tps)
-        conn.execute(DEVICE.update().where(DEVICE.c.name == got.device).values(**values))
+            batch.device_numbers.append({"b_name": got.device, "state": got.live.state,
+                                         "last_seen": seen, "last_ttft_ms": last.ttft_ms,
+                                         "last_latency_ms": last.total_ms,
+                                         "last_tokens_per_s": last.decode_tps})
+        else:
+            batch.device_seen.append({"b_name": got.device, "state": got.live.state,
+                                      "last_seen": seen})
 
     def model_ids(self, conn: Connection, seen: dict[str, ModelSeen], shas: list[str]
                   ) -> dict[str, int]:
@@ -231,10 +245,15 @@ class SqlTelemetry:
                 for r in conn.execute(sa.select(MODEL.c.id, MODEL.c.sha256)
                                       .where(MODEL.c.sha256.in_(part))):
                     self._model_ids[r.sha256] = r.id
-        for sha, m in seen.items():
-            if m.name:
-                conn.execute(MODEL.update().where(MODEL.c.sha256 == sha, MODEL.c.model == "")
-                             .values(model=m.name, variant=m.variant))
+        unnamed = [m for sha, m in seen.items() if m.name and sha not in self._named]
+        if unnamed:
+            conn.execute(MODEL.update().where(MODEL.c.sha256 == sa.bindparam("b_sha"),
+                                              MODEL.c.model == "")
+                         .values(model=sa.bindparam("b_model"),
+                                 variant=sa.bindparam("b_variant")),
+                         [{"b_sha": m.sha256, "b_model": m.name, "b_variant": m.variant}
+                          for m in unnamed])
+            self._named.update(m.sha256 for m in unnamed)
         return {s: self._model_ids[s] for s in wanted}
 
     # -- rollups ----------------------------------------------------------------------------
@@ -261,12 +280,20 @@ class SqlTelemetry:
                new: dict[Any, dict[str, Any]], merge: Any) -> None:
         if not new:
             return
-        keys = list(new)
-        cols = [table.c[k] for k in key_cols]
         existing: dict[Any, Any] = {}
-        for part in _chunks(keys):
-            for r in conn.execute(sa.select(table).where(sa.tuple_(*cols).in_(list(part)))):
-                existing[tuple(getattr(r, k) for k in key_cols)] = r
+        # a pass touches few buckets: ask by (period, bucket) and device, keep exact keys
+        by_slot: dict[tuple[int, int], set[str]] = {}
+        for key in new:
+            by_slot.setdefault((key[0], key[-1]), set()).add(key[1])
+        for (period, start), devices in by_slot.items():
+            for part in _chunks(sorted(devices)):
+                query = sa.select(table).where(table.c.period_s == period,
+                                               table.c.bucket == start,
+                                               table.c.device.in_(part))
+                for r in conn.execute(query):
+                    key = tuple(getattr(r, k) for k in key_cols)
+                    if key in new:
+                        existing[key] = r
         inserts, updates = [], []
         for key, acc in new.items():
             ident = dict(zip(key_cols, key, strict=True))
@@ -348,7 +375,9 @@ def _sample_row(device: str, epoch_no: int, s: SampleIn, ids: dict[str, int]
             "model_id": ids.get(s.active_sha256, 0) if s.active_sha256 else 0}
 
 
-def _live_values(got: Fetched) -> dict[str, Any]:
+def _live_values(got: Fetched, row: Any) -> dict[str, Any]:
+    """Every column a contact sets, the same keys every time (one executemany per batch);
+    what this contact did not bring keeps the row's value."""
     live = got.live
     values: dict[str, Any] = {
         "reachable": True, "last_ok_ts": got.ts, "last_attempt_ts": got.ts,
@@ -364,6 +393,8 @@ def _live_values(got: Fetched) -> dict[str, Any]:
         "cpu_percent": live.cpu_percent, "ram_used_bytes": live.ram_used_bytes,
         "ram_total_bytes": live.ram_total_bytes, "max_temp_c": live.max_temp_c,
         "sample_every_s": got.sample_every_s, "pass_seconds": got.seconds}
+    values.update(throttled=row.throttled, throttle_reasons=row.throttle_reasons,
+                  last_joules_per_token=row.last_joules_per_token)
     if got.samples:
         last = got.samples[-1]
         values.update(throttled=last.throttled, throttle_reasons="; ".join(last.throttle_reasons))
@@ -373,6 +404,48 @@ def _live_values(got: Fetched) -> dict[str, Any]:
     if ok and ok[-1].energy_j > 0:
         values["last_joules_per_token"] = ok[-1].energy_j / ok[-1].completion_tokens
     return values
+
+
+def _update_many(conn: Connection, table: sa.Table, key: str, rows: list[dict[str, Any]]
+                 ) -> None:
+    """One UPDATE ... WHERE key = :b_key executed for every row (all rows share their keys)."""
+    if not rows:
+        return
+    columns = [c for c in rows[0] if not c.startswith("b_")]
+    stmt = table.update().where(table.c[key] == sa.bindparam(f"b_{key}")).values(
+        {c: sa.bindparam(c) for c in columns})
+    conn.execute(stmt, rows)
+
+
+@dataclass
+class _Batch:
+    """The rows and updates of one batch of contacts, executed together."""
+
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    reached: list[dict[str, Any]] = field(default_factory=list)
+    unreached: list[dict[str, Any]] = field(default_factory=list)
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+    gap_ends: list[dict[str, Any]] = field(default_factory=list)
+    device_numbers: list[dict[str, Any]] = field(default_factory=list)
+    device_seen: list[dict[str, Any]] = field(default_factory=list)
+    device_state: list[dict[str, Any]] = field(default_factory=list)
+
+    def execute(self, conn: Connection) -> None:
+        insert_ignoring_conflicts(conn, REQ, self.requests)
+        insert_ignoring_conflicts(conn, SAMPLE, self.samples)
+        if self.gap_ends:
+            conn.execute(GAP.update().where(GAP.c.device == sa.bindparam("b_device"),
+                                            GAP.c.kind == "unreachable",
+                                            GAP.c.end_ts.is_(None))
+                         .values(end_ts=sa.bindparam("end_ts")), self.gap_ends)
+        if self.gaps:
+            conn.execute(GAP.insert(), self.gaps)
+        _update_many(conn, LIVE, "device", self.reached)
+        _update_many(conn, LIVE, "device", self.unreached)
+        _update_many(conn, DEVICE, "name", self.device_numbers)
+        _update_many(conn, DEVICE, "name", self.device_seen)
+        _update_many(conn, DEVICE, "name", self.device_state)
 
 
 def _empty_request() -> dict[str, Any]:

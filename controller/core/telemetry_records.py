@@ -97,6 +97,8 @@ class Cursors:
     last_seq: int = 0
     sample_epoch: str = ""
     last_sample_seq: int = 0
+    active: ModelSeen | None = None  # as ListModels last said: asked again when it changes
+    previous: ModelSeen | None = None
 
 
 @dataclass

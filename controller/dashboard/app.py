@@ -36,6 +36,7 @@ from controller.dashboard.widgets import (
     summary_text,
 )
 from controller.services import observing
+from controller.services.collecting import Collector
 from controller.services.context import Fleet
 from controller.services.fleet_overview import ago
 from controller.services.monitoring import monitor_running
@@ -107,6 +108,8 @@ class FleetDashboard(App[None]):
         self.filter_text = ""
         self._collecting = False
         self._alerts_at = 0.0
+        self._collector: Collector | None = None  # kept: its connections and pool live on
+        self._shown: list[tuple[str, tuple[str, ...]]] = []  # the device table's rows now
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -145,7 +148,7 @@ class FleetDashboard(App[None]):
     @work(thread=True, exclusive=True, group="read")
     def read_database(self) -> None:
         fresh_alerts = time.monotonic() - self._alerts_at > ALERTS_EVERY_S
-        keep = None if fresh_alerts or self.snapshot is None else self.snapshot.alerts
+        keep = None if fresh_alerts or self.snapshot is None else self.snapshot.summary
         snapshot = read_fleet(self.fleet, keep)
         if fresh_alerts:
             self._alerts_at = time.monotonic()
@@ -155,14 +158,19 @@ class FleetDashboard(App[None]):
     def collect_in_background(self) -> None:
         try:
             if not monitor_running(self.fleet):
+                if self._collector is None:
+                    self._collector = Collector(self.fleet, 32, timeout_s=5.0)
                 observing.refresh(self.fleet, self.fleet.inventory.list_devices(),
-                                  wait_s=max(1.0, self.refresh_s))
+                                  wait_s=max(1.0, self.refresh_s), collector=self._collector)
         finally:
             self.post_message(CollectFinished())
 
+    def on_unmount(self) -> None:
+        if self._collector is not None:
+            self._collector.close()
+
     def on_collect_finished(self, _message: CollectFinished) -> None:
         self._collecting = False
-        self._alerts_at = 0.0  # what was just collected may raise or clear alerts
         self.read_database()
 
     # -- rendering --------------------------------------------------------------------------
@@ -189,7 +197,7 @@ class FleetDashboard(App[None]):
         rows = [r for r in snap.rows if matches(r, self.filter_text, kinds[r.device.name])]
         rows.sort(key=lambda r: sort_value(r, self.sort_key, len(kinds[r.device.name])),
                   reverse=self.sort_reverse)
-        table.clear()
+        cells: list[tuple[str, tuple[str, ...]]] = []
         for r in rows:
             style = STATE_STYLE.get(r.state, "red")
             alerts = snap.alerts_of(r.device.name)
@@ -197,20 +205,36 @@ class FleetDashboard(App[None]):
             if alerts:
                 worst = alerts[0].severity
                 badge = f"[{SEVERITY_STYLE[worst]}]{len(alerts)} {alerts[0].kind}[/]"
-            table.add_row(
+            cells.append((r.device.name, (
                 r.device.name, f"[{style}]{r.state}[/]", r.active_variant or "-",
                 _num(r.last_ttft_ms, "{:.0f}"), _num(r.last_tokens_per_s),
                 _num(r.power_w), _num(r.max_temp_c, "{:.0f}"),
                 _num(r.joules_per_token, "{:.3f}"), badge, r.device.group_name,
                 r.active_model or "-", str(r.requests),
-                "never" if r.seen_ago_s is None else ago(time.time() - r.seen_ago_s),
-                key=r.device.name)
+                "never" if r.seen_ago_s is None else ago(time.time() - r.seen_ago_s))))
+        self._fill(table, cells)
         if selected is not None and selected in {r.device.name for r in rows}:
             table.move_cursor(row=table.get_row_index(selected))
         title = f"devices {len(rows)}/{len(snap.rows)} sorted by {self.sort_key}" + (
             " (reversed)" if self.sort_reverse else "") + (
             f", filter: {self.filter_text}" if self.filter_text else "")
         table.border_title = title
+
+    def _fill(self, table: DataTable[Any], cells: list[tuple[str, tuple[str, ...]]]) -> None:
+        """Same rows in the same order: update only the cells that changed (a refresh of a
+        large fleet touches a few); else rebuild the table."""
+        if [k for k, _ in cells] != [k for k, _ in self._shown]:
+            table.clear()
+            for key, values in cells:
+                table.add_row(*values, key=key)
+        else:
+            columns = [k for k, _ in COLUMNS]
+            for (key, values), (_, before) in zip(cells, self._shown, strict=True):
+                if values != before:
+                    for column, new, old in zip(columns, values, before, strict=True):
+                        if new != old:
+                            table.update_cell(key, column, new)
+        self._shown = cells
 
     def _render_rollouts(self) -> None:
         snap = self.snapshot

@@ -3,6 +3,7 @@ plain data, no widgets, so it is testable and benchmarkable on its own."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,7 +15,15 @@ from controller.services.fleet_overview import FleetOverview
 from controller.services.history import RolloutView
 from controller.services.observing import DeviceStatus
 
-ALERTS_EVERY_S = 10.0  # alerts read more rows than the table: not on every refresh
+ALERTS_EVERY_S = 10.0  # the summary and alerts read more rows: not on every refresh
+
+
+@dataclass(frozen=True)
+class FleetSummary:
+    """The slower part of a refresh (rollups over windows, alert rules), read less often."""
+
+    overview: FleetOverview
+    alerts: list[Alert]
 
 
 @dataclass(frozen=True)
@@ -26,21 +35,34 @@ class FleetSnapshot:
     read_ms: float
     taken_at: float = field(default_factory=time.time)
 
+    @property
+    def summary(self) -> FleetSummary:
+        return FleetSummary(self.overview, self.alerts)
+
+    @functools.cached_property
+    def _by_device(self) -> dict[str, list[Alert]]:
+        out: dict[str, list[Alert]] = {}
+        for a in self.alerts:
+            out.setdefault(a.device, []).append(a)
+        return out
+
     def alerts_of(self, device: str) -> list[Alert]:
-        return [a for a in self.alerts if a.device == device]
+        return self._by_device.get(device, [])
 
 
-def read_fleet(fleet: Fleet, alerts: list[Alert] | None = None) -> FleetSnapshot:
-    """Everything the fleet and rollout views show, from the database only. ``alerts``:
-    reuse these instead of evaluating them again."""
+def read_fleet(fleet: Fleet, summary: FleetSummary | None = None) -> FleetSnapshot:
+    """Everything the fleet and rollout views show, from the database only; ``summary``:
+    reuse it instead of reading the overview and evaluating the alerts again."""
     started = time.perf_counter()
-    devices = fleet.inventory.list_devices()
-    rows = observing.read(fleet, devices)
-    states = dict(Counter(r.state for r in rows))
-    over = fleet_overview.overview(fleet, devices, states)
+    devices = fleet.inventory.list_devices() if summary is None else []
+    rows = observing.read(fleet, devices) if summary is None else observing.read_all(fleet)
+    if summary is None:
+        states = dict(Counter(r.state for r in rows))
+        summary = FleetSummary(fleet_overview.overview(fleet, devices, states),
+                               alerting.alerts(fleet, devices))
     rollouts = history.rollout_views(fleet, 5)
-    found = alerting.alerts(fleet, devices) if alerts is None else alerts
-    return FleetSnapshot(rows, over, rollouts, found, (time.perf_counter() - started) * 1000)
+    return FleetSnapshot(rows, summary.overview, rollouts, summary.alerts,
+                         (time.perf_counter() - started) * 1000)
 
 
 def matches(row: DeviceStatus, query: str, alert_kinds: set[str]) -> bool:

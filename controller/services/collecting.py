@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.rpc import agent_pb2 as pb
+from controller.adapters.agent_client import GrpcAgentClient
 from controller.adapters.tables import Device
 from controller.adapters.telemetry_db import SqlTelemetry
 from controller.core.telemetry import device_state
@@ -62,65 +63,82 @@ def _sample(s: pb.DeviceSample) -> SampleIn:
 
 
 def fetch(fleet: Fleet, device: Device, cursors: Cursors,
-          timeout_s: float = DEFAULT_TIMEOUT_S) -> Fetched | Unreached:
-    """One contact with one agent; never raises for the device's sake."""
+          timeout_s: float = DEFAULT_TIMEOUT_S,
+          client: GrpcAgentClient | None = None) -> Fetched | Unreached:
+    """One contact with one agent; never raises for the device's sake. ``client``: a kept
+    connection to reuse (the caller closes it); else one is opened and closed here."""
     started = time.monotonic()
+    try:
+        if client is not None:
+            return _contact(client, device, cursors, started, timeout_s)
+        with fleet.client(device, timeout_s=timeout_s) as own:
+            return _contact(own, device, cursors, started, timeout_s)
+    except FleetError as exc:
+        return Unreached(device.name, time.time(), time.monotonic() - started, exc.message)
+
+
+def _contact(client: GrpcAgentClient, device: Device, cursors: Cursors, started: float,
+             timeout_s: float) -> Fetched:
     deadline = started + timeout_s
 
     def left() -> float:
         return max(0.05, deadline - time.monotonic())
 
-    try:
-        with fleet.client(device, timeout_s=timeout_s) as client:
-            models = client.list_models()
-            requests: list[RequestIn] = []
-            samples: list[SampleIn] = []
-            after, epoch = cursors.last_seq, cursors.epoch
-            after_s, sample_epoch = cursors.last_sample_seq, cursors.sample_epoch
-            live = None
-            complete = False
-            every = 0.0
-            for _ in range(MAX_PAGES):
-                resp = client.telemetry_since(after, after_s, PAGE, left())
-                live = live or resp.sample
-                every = resp.sample_every_s
-                again = False
-                if resp.epoch != epoch:  # first contact, or the log started over: from 1
-                    again, epoch, requests = after > 0, resp.epoch, []
-                    after = 0
-                if resp.sample_epoch != sample_epoch:
-                    again, sample_epoch, samples = again or after_s > 0, resp.sample_epoch, []
-                    after_s = 0
-                if again:
-                    continue
-                requests += [_request(r) for r in resp.records]
-                samples += [_sample(s) for s in resp.samples]
-                after = requests[-1].seq if requests else after
-                after_s = samples[-1].seq if samples else after_s
-                if after >= resp.last_seq and after_s >= resp.last_sample_seq:
-                    complete = True
-                    break
-                if time.monotonic() >= deadline:
-                    break
-    except FleetError as exc:
-        return Unreached(device.name, time.time(), time.monotonic() - started, exc.message)
-    active = next((m for m in models if m.active), None)
-    previous = next((m for m in models if not m.active), None)
-    state = device_state(True, active.sha256 if active else "", bool(active and active.on_trial),
-                         device.sha256)
+    requests: list[RequestIn] = []
+    samples: list[SampleIn] = []
+    after, epoch = cursors.last_seq, cursors.epoch
+    after_s, sample_epoch = cursors.last_sample_seq, cursors.sample_epoch
+    live = None
+    complete = False
+    every = 0.0
+    for _ in range(MAX_PAGES):
+        resp = client.telemetry_since(after, after_s, PAGE, left())
+        live = live or resp.sample
+        every = resp.sample_every_s
+        again = False
+        if resp.epoch != epoch:  # first contact, or the log started over: from 1
+            again, epoch, requests = after > 0, resp.epoch, []
+            after = 0
+        if resp.sample_epoch != sample_epoch:
+            again, sample_epoch, samples = again or after_s > 0, resp.sample_epoch, []
+            after_s = 0
+        if again:
+            continue
+        requests += [_request(r) for r in resp.records]
+        samples += [_sample(s) for s in resp.samples]
+        after = requests[-1].seq if requests else after
+        after_s = samples[-1].seq if samples else after_s
+        if after >= resp.last_seq and after_s >= resp.last_sample_seq:
+            complete = True
+            break
+        if time.monotonic() >= deadline:
+            break
+    assert live is not None
+    known = cursors.active
+    active: ModelSeen | None
+    previous: ModelSeen | None
+    if known is not None and live.active_sha256 and live.active_sha256 == known.sha256:
+        # the same model as last time: its names are known, the trial flag came live
+        active, previous, on_trial = known, cursors.previous, live.active_on_trial
+    else:
+        models = client.list_models(timeout=left())
+        info = next((m for m in models if m.active), None)
+        before = next((m for m in models if not m.active), None)
+        active, previous = _model(info), _model(before)
+        on_trial = bool(info and info.on_trial)
+    state = device_state(True, active.sha256 if active else "", on_trial, device.sha256)
     drift = ""
     if state == "drifted":
         runs = f"{active.name} {active.variant}" if active else "no model"
         drift = f"runs {runs}; the fleet deployed {device.model} {device.variant}"
-    assert live is not None
     temps = dict(live.temperatures_c)
     return Fetched(
         device.name, time.time(), time.monotonic() - started, epoch, requests, sample_epoch,
         samples, every,
-        LiveState(_model(active), _model(previous), bool(active and active.on_trial),
-                  live.worker_crashes, live.requests_total, live.power_w or None,
-                  live.energy_meter, live.cpu_percent, live.ram_used_bytes,
-                  live.ram_total_bytes, max(temps.values(), default=None), state, drift),
+        LiveState(active, previous, on_trial, live.worker_crashes, live.requests_total,
+                  live.power_w or None, live.energy_meter, live.cpu_percent,
+                  live.ram_used_bytes, live.ram_total_bytes, max(temps.values(), default=None),
+                  state, drift),
         complete)
 
 
@@ -147,24 +165,67 @@ class Collector:
         self.store = SqlTelemetry(fleet.inventory.engine)
         self.timeout_s = timeout_s
         self.on_stored = on_stored
-        self._jobs: queue.Queue[tuple[Device, Cursors]] = queue.Queue()
+        self._jobs: queue.Queue[tuple[Device, Cursors] | None] = queue.Queue()
+        self._threads = max(1, concurrency)
         self._done: queue.Queue[Fetched | Unreached] = queue.Queue()
         self._lock = threading.Lock()
         self.in_flight: set[str] = set()
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
+        self._clients: dict[str, tuple[tuple[str, int, bool], GrpcAgentClient]] = {}
         for i in range(max(1, concurrency)):
             threading.Thread(target=self._work, name=f"collect-{i}", daemon=True).start()
 
     def _work(self) -> None:
         while True:
-            device, cursors = self._jobs.get()
+            job = self._jobs.get()
+            if job is None:  # close(): this worker is done
+                return
+            device, cursors = job
             try:
-                result = fetch(self.fleet, device, cursors, self.timeout_s)
+                result = fetch(self.fleet, device, cursors, self.timeout_s,
+                               self._client(device))
             except Exception as exc:  # a bug must not kill the worker; the device shows it
                 result = Unreached(device.name, time.time(), 0.0,
                                    f"collector error: {type(exc).__name__}: {exc}")
+            if isinstance(result, Unreached):
+                self._forget(device.name)  # a fresh connection next time
             self._done.put(result)
+
+    def _client(self, device: Device) -> GrpcAgentClient | None:
+        """A connection kept per device across passes (an SSH-tunnelled one is not kept)."""
+        if device.proxy_jump:
+            return None
+        key = (device.host, device.agent_port, device.tls)
+        with self._lock:
+            kept = self._clients.get(device.name)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        if kept is not None:
+            kept[1].close()
+        try:
+            client = self.fleet.client(device, timeout_s=self.timeout_s)
+        except FleetError:
+            return None  # fetch opens its own and reports why it could not
+        with self._lock:
+            self._clients[device.name] = (key, client)
+        return client
+
+    def _forget(self, name: str) -> None:
+        with self._lock:
+            kept = self._clients.pop(name, None)
+        if kept is not None:
+            kept[1].close()
+
+    def close(self) -> None:
+        """Stop the pool's threads once their current contact ends, and close the kept
+        connections."""
+        for _ in range(self._threads):
+            self._jobs.put(None)
+        with self._lock:
+            kept, self._clients = list(self._clients.values()), {}
+        for _key, client in kept:
+            client.close()
 
     def submit(self, devices: list[Device], respect_backoff: bool = True) -> list[str]:
         """Start a contact with each device not already being contacted (nor backing off);
@@ -249,4 +310,8 @@ def _account(report: PassReport, results: list[Fetched | Unreached],
 def collect_once(fleet: Fleet, devices: list[Device], concurrency: int = 32,
                  timeout_s: float = DEFAULT_TIMEOUT_S) -> PassReport:
     """`fleet collect`: one pass over ``devices``, waiting for every contact (each bounded)."""
-    return Collector(fleet, min(concurrency, max(1, len(devices))), timeout_s).run_pass(devices)
+    collector = Collector(fleet, min(concurrency, max(1, len(devices))), timeout_s)
+    try:
+        return collector.run_pass(devices)
+    finally:
+        collector.close()

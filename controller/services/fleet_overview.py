@@ -20,14 +20,16 @@ from controller.core.telemetry import HOUR, MINUTE, ratio_off
 from controller.services import monitor_settings, predictions
 from controller.services.context import Fleet
 
+P95_WINDOW_S = 300.0
+
 
 @dataclass(frozen=True)
 class FleetOverview:
     states: dict[str, int]
     requests_per_min: float  # over the last 5 minutes
-    p95_ttft_ms: float | None  # over the last 15 minutes (merged minute sketches)
+    p95_ttft_ms: float | None  # over the last 5 minutes (merged minute sketches)
     power_w: dict[str, float]  # meter -> watts now, summed over reachable devices
-    joules_per_token: dict[str, float]  # meter -> over the last hour
+    joules_per_token: dict[str, float]  # meter -> this hour and the one before
     gco2e_today: dict[str, float]  # meter -> since local midnight
 
 
@@ -45,17 +47,15 @@ def overview(fleet: Fleet, devices: list[Device], states: dict[str, int],
         recent = conn.execute(sa.select(sa.func.count()).select_from(REQ)
                               .where(REQ.c.ts >= now - 300)).scalar() or 0
         sketch = Sketch()
+        for r in conn.execute(sa.select(REQ_ROLL.c.ttft_sketch).where(
+                REQ_ROLL.c.period_s == MINUTE, REQ_ROLL.c.bucket >= now - P95_WINDOW_S)):
+            sketch.merge(Sketch.decode(r.ttft_sketch))
         jpt: dict[str, list[float]] = {}
-        for r in conn.execute(sa.select(REQ_ROLL.c.bucket, REQ_ROLL.c.ttft_sketch,
-                                        REQ_ROLL.c.meter, REQ_ROLL.c.energy_j,
-                                        REQ_ROLL.c.completion_tokens).where(
-                REQ_ROLL.c.period_s == MINUTE, REQ_ROLL.c.bucket >= now - 3600)):
-            if r.bucket >= now - 900 - MINUTE:
-                sketch.merge(Sketch.decode(r.ttft_sketch))
-            if r.energy_j > 0 and r.completion_tokens:
-                acc = jpt.setdefault(r.meter, [0.0, 0.0])
-                acc[0] += r.energy_j
-                acc[1] += r.completion_tokens
+        for r in conn.execute(sa.select(REQ_ROLL.c.meter, sa.func.sum(REQ_ROLL.c.energy_j),
+                                        sa.func.sum(REQ_ROLL.c.completion_tokens)).where(
+                REQ_ROLL.c.period_s == HOUR, REQ_ROLL.c.bucket >= (now // HOUR - 1) * HOUR,
+                REQ_ROLL.c.energy_j > 0).group_by(REQ_ROLL.c.meter)):
+            jpt[r[0]] = [float(r[1] or 0.0), float(r[2] or 0.0)]
         power: dict[str, float] = {}
         for r in conn.execute(sa.select(LIVE.c.energy_meter, sa.func.sum(LIVE.c.power_w))
                               .where(LIVE.c.reachable.is_(True), LIVE.c.power_w.is_not(None))

@@ -121,15 +121,18 @@ def _aware(when: datetime) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
+VIEW_ROWS = 2000  # how far back the rollout view looks (a dashboard refresh reads these)
+
+
 def rollout_views(fleet: Fleet, limit: int = 5) -> list[RolloutView]:
-    """The newest rollouts, running first, each device at its latest stage."""
+    """The newest rollouts, each device at its latest stage."""
     from sqlmodel import Session, col, select
 
     from controller.adapters.tables import PlanPrediction
 
-    rows = fleet.inventory.deployments(SCAN_ROWS)
+    rows = fleet.inventory.deployments(VIEW_ROWS)
     with Session(fleet.inventory.engine) as s:
         planned = [(p.rollout, p.device, p.model, p.variant, p.created_at) for p in s.exec(
             select(PlanPrediction).where(PlanPrediction.rollout != "")
-            .order_by(col(PlanPrediction.id).desc()).limit(SCAN_ROWS)).all()]
+            .order_by(col(PlanPrediction.id).desc()).limit(VIEW_ROWS)).all()]
     return _views(rows, planned, datetime.now(timezone.utc))[:limit]

@@ -53,6 +53,7 @@ def run(fleet: Fleet, select: Callable[[], list[Device]], stop: threading.Event,
                     last_prune = time.time()
             collector.drain(min(0.25, max(0.01, next_tick - time.monotonic())), report)
     finally:
+        collector.close()
         collector.store.end_beat(name)
 
 

@@ -4,10 +4,10 @@ that do not answer in time are shown as last seen, never waited for)."""
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -23,11 +23,29 @@ __all__ = ["DeviceStatus", "GenerateOutcome", "device_state", "generate", "refre
            "status"]
 
 LIVE = DeviceLive.__table__  # type: ignore[attr-defined]
+DEVICE = Device.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class DeviceRef:
+    """The inventory fields status views show (cheaper than an ORM Device per row)."""
+
+    name: str
+    group_name: str
+    profile: str
+    model: str
+    variant: str
+    labels_json: str = "{}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        value = json.loads(self.labels_json or "{}")
+        return {str(k): str(v) for k, v in value.items()}
 
 
 @dataclass(frozen=True)
 class DeviceStatus:
-    device: Device
+    device: DeviceRef
     online: bool
     active_variant: str
     active_model: str
@@ -49,48 +67,74 @@ class DeviceStatus:
     previous_variant: str = ""
 
 
-def refresh(fleet: Fleet, devices: list[Device], wait_s: float) -> bool:
+def refresh(fleet: Fleet, devices: list[Device], wait_s: float,
+            collector: Collector | None = None) -> bool:
     """Run a collection pass for at most ``wait_s`` unless a monitor keeps the database
-    fresh; True when one ran."""
+    fresh; True when one ran. ``collector``: a long-lived one to reuse (the dashboard)."""
     if wait_s <= 0 or not devices or monitor_running(fleet):
         return False
-    Collector(fleet, min(32, len(devices)), timeout_s=max(0.5, wait_s)).run_pass(
-        devices, wait_s=wait_s)
+    own = collector is None
+    use = collector or Collector(fleet, min(32, len(devices)), timeout_s=max(0.5, wait_s))
+    try:
+        use.run_pass(devices, wait_s=wait_s)
+    finally:
+        if own:
+            use.close()
     return True
 
 
-def read(fleet: Fleet, devices: list[Device]) -> list[DeviceStatus]:
-    """Each device as the database has it (the collector's last contact)."""
-    names = [d.name for d in devices]
-    live: dict[str, Any] = {}
-    with fleet.inventory.engine.connect() as conn:
-        for i in range(0, len(names), 500):
-            query = sa.select(LIVE).where(LIVE.c.device.in_(names[i:i + 500]))
-            live.update((r.device, r) for r in conn.execute(query))
-    # the devices' own rows again: the collector updated their summary columns
-    fresh = {d.name: d for d in fleet.inventory.list_devices()} if devices else {}
+_DEVICE_COLUMNS = ("name", "group_name", "profile", "model", "variant", "labels_json",
+                   "last_ttft_ms", "last_latency_ms", "last_tokens_per_s")
+_LIVE_COLUMNS = ("last_attempt_ts", "last_ok_ts", "state", "reachable", "active_variant",
+                 "active_model", "requests_total", "worker_crashes", "last_error", "power_w",
+                 "last_joules_per_token", "energy_meter", "cpu_percent", "max_temp_c",
+                 "throttled", "on_trial", "previous_variant")
+
+
+def read_all(fleet: Fleet) -> list[DeviceStatus]:
+    """``read`` for every device of the inventory."""
+    return read(fleet, None)
+
+
+def read(fleet: Fleet, devices: list[Device] | None) -> list[DeviceStatus]:
+    """Each device as the database has it (the collector's last contact): one query joining
+    the devices' own rows (their summary columns follow each contact) with device_live.
+    ``None``: every device."""
+    wanted = None if devices is None else {d.name for d in devices}
+    query = sa.select(*[DEVICE.c[n] for n in _DEVICE_COLUMNS],
+                      *[LIVE.c[n].label(f"live_{n}") for n in _LIVE_COLUMNS]).outerjoin(
+        LIVE, LIVE.c.device == DEVICE.c.name).order_by(DEVICE.c.name)
+    if wanted is not None and len(wanted) <= 500:
+        query = query.where(DEVICE.c.name.in_(sorted(wanted)))
     now = time.time()
     out = []
-    for d in devices:
-        d = fresh.get(d.name, d)
-        row = live.get(d.name)
-        if row is None or row.last_attempt_ts is None:
-            out.append(DeviceStatus(d, False, d.variant, d.model, 0, d.last_ttft_ms,
-                                    d.last_latency_ms, d.last_tokens_per_s, 0,
+    with fleet.inventory.engine.connect() as conn:
+        rows = [r for r in conn.execute(query) if wanted is None or r.name in wanted]
+    for r in rows:
+        values = r._mapping
+        d = DeviceRef(r.name, r.group_name, r.profile, r.model, r.variant, r.labels_json)
+        if values["live_last_attempt_ts"] is None:
+            out.append(DeviceStatus(d, False, d.variant, d.model, 0, r.last_ttft_ms,
+                                    r.last_latency_ms, r.last_tokens_per_s, 0,
                                     "not collected yet", state="unknown"))
             continue
-        seen = None if row.last_ok_ts is None else now - row.last_ok_ts
-        error = row.last_error if row.state in ("unreachable", "drifted") else ""
+        state = values["live_state"]
+        ok_ts = values["live_last_ok_ts"]
         out.append(DeviceStatus(
-            device=d, online=bool(row.reachable),
-            active_variant=row.active_variant, active_model=row.active_model,
-            requests=row.requests_total, last_ttft_ms=d.last_ttft_ms,
-            last_latency_ms=d.last_latency_ms, last_tokens_per_s=d.last_tokens_per_s,
-            worker_crashes=row.worker_crashes, error=error, power_w=row.power_w,
-            joules_per_token=row.last_joules_per_token, energy_meter=row.energy_meter,
-            cpu_percent=row.cpu_percent, max_temp_c=row.max_temp_c, state=row.state,
-            seen_ago_s=seen, throttled=bool(row.throttled), on_trial=bool(row.on_trial),
-            previous_variant=row.previous_variant))
+            device=d, online=bool(values["live_reachable"]),
+            active_variant=values["live_active_variant"],
+            active_model=values["live_active_model"],
+            requests=values["live_requests_total"], last_ttft_ms=r.last_ttft_ms,
+            last_latency_ms=r.last_latency_ms, last_tokens_per_s=r.last_tokens_per_s,
+            worker_crashes=values["live_worker_crashes"],
+            error=values["live_last_error"] if state in ("unreachable", "drifted") else "",
+            power_w=values["live_power_w"],
+            joules_per_token=values["live_last_joules_per_token"],
+            energy_meter=values["live_energy_meter"], cpu_percent=values["live_cpu_percent"],
+            max_temp_c=values["live_max_temp_c"], state=state,
+            seen_ago_s=None if ok_ts is None else now - ok_ts,
+            throttled=bool(values["live_throttled"]), on_trial=bool(values["live_on_trial"]),
+            previous_variant=values["live_previous_variant"]))
     return out
 
 

@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 from agent.rpc import agent_pb2 as pb
 from controller.adapters.data_files import load_model
 from controller.adapters.tables import Device, PlanPrediction
-from controller.core.models import Profile
+from controller.core.models import ModelSpec, Profile
 from controller.core.select import Request, choose
 from controller.errors import FleetError
 from controller.services.context import Fleet, profile_from_probe
@@ -59,12 +59,18 @@ def _profile(fleet: Fleet, device: Device) -> Profile | None:
     return fleet.declared_profile(device)
 
 
-def estimate(fleet: Fleet, device: Device, model: str, variant: str) -> PlanPrediction | None:
+def estimate(fleet: Fleet, device: Device, model: str, variant: str,
+             specs: dict[str, ModelSpec | None] | None = None) -> PlanPrediction | None:
     """The cost model's prediction for ``variant`` on this device, or None when the model or
-    the device's profile is unknown."""
-    try:
-        spec = fleet.artifacts.resolve(load_model(model))
-    except FleetError:
+    the device's profile is unknown. ``specs`` caches catalog entries across calls."""
+    specs = {} if specs is None else specs
+    if model not in specs:
+        try:
+            specs[model] = fleet.artifacts.resolve(load_model(model))
+        except FleetError:
+            specs[model] = None
+    spec = specs[model]
+    if spec is None:
         return None
     profile = _profile(fleet, device)
     if profile is None:
@@ -96,9 +102,11 @@ def lookup(fleet: Fleet, devices: dict[str, Device], keys: set[Key]
             if key in keys:
                 found[key] = row
         new = []
+        specs: dict[str, ModelSpec | None] = {}
         for key in keys - set(found):
             device = devices.get(key[0])
-            guess = estimate(fleet, device, key[1], key[2]) if device and key[1] else None
+            guess = (estimate(fleet, device, key[1], key[2], specs) if device and key[1]
+                     else None)
             if guess is not None:
                 new.append(guess)
                 found[key] = guess
