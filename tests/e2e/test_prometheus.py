@@ -23,6 +23,7 @@ from tests.agent_process import AgentProcess
 from tests.conftest import Cli
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _port() -> int:
@@ -115,6 +116,11 @@ def test_a_real_prometheus_scrapes_quantiles_and_energy(agent: AgentProcess, cli
         assert info[0]["metric"]["variant"] == "q4_k_m" and info[0]["metric"]["state"]
         up = _query(prom_port, 'edgefleet_device_up{device="kiosk-1"}')
         assert up and up[0]["value"][1] == "1"
+        # every query of the example Grafana dashboard is valid PromQL over these metrics
+        board = json.loads((ROOT / "docs" / "grafana" / "edgefleet.json").read_text())
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                _query(prom_port, target["expr"].replace("$group", ".*"))
     finally:
         _stop(prometheus)
         _stop(monitor)
