@@ -233,7 +233,7 @@ class FleetDashboard(App[None]):
                 if values != before:
                     for column, new, old in zip(columns, values, before, strict=True):
                         if new != old:
-                            table.update_cell(key, column, new)
+                            table.update_cell(key, column, new, update_width=True)
         self._shown = cells
 
     def _render_rollouts(self) -> None:

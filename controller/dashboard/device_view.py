@@ -101,7 +101,9 @@ class DeviceScreen(Screen[None]):
         self.query_one("#device-head", Static).update(
             f"[b]{d.device.name}[/b]  group {d.device.group_name}  [{style}]{state}[/]  "
             f"runs {runs}  {seen}"
-            + (f"\n[red]{live.last_error}[/]" if live is not None and live.last_error else ""))
+            # an unreachable device's error is its alert, below
+            + (f"\n[yellow]{live.last_error}[/]" if live is not None and live.last_error
+               and state == "drifted" else ""))
         self.query_one("#device-alerts", Static).update("\n".join(
             f"[{SEVERITY_STYLE[a.severity]}]{a.severity}: {a.kind}: {a.message}[/]"
             for a in self.alerts))

@@ -35,23 +35,22 @@ def summary_text(o: FleetOverview, alerts: int) -> str:
 
 
 HELP = """\
-[b]edgefleet dashboard[/b]  (reads the database; a collection pass runs in the background
-unless `fleet monitor` keeps it fresh)
+[b]edgefleet dashboard[/b]: reads the database; collects in the background
+unless `fleet monitor` keeps it fresh
 
 [b]everywhere[/b]
-  ?          this help                 q          quit
-  r          refresh now               1 / 2 / 3  fleet / rollouts / alerts
+  ?      this help              q      quit
+  r      refresh now            1 2 3  fleet / rollouts / alerts
 
 [b]fleet[/b]
-  ↑ ↓        move                      enter      device view
-  s / S      sort by next column / reverse (or click a column header)
-  /          filter: words match name, group, profile, model, variant;
-             group:G  label:k=v  state:unreachable  alert  alert:throttling
-  escape     clear the filter
+  ↑ ↓    move                   enter  device view
+  s / S  sort by the next column / reverse (or click a header)
+  /      filter: words match name, group, profile, model, variant;
+         group:G  label:k=v  state:unreachable  alert  alert:KIND
+  escape clear the filter
 
 [b]device view[/b]
-  escape     back to the fleet         r          refresh
-"""
+  escape back to the fleet      r      refresh"""
 
 
 class HelpScreen(ModalScreen[None]):
