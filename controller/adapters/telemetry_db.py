@@ -30,7 +30,7 @@ from controller.adapters.tables import (
     TelemetryGap,
     TelemetryModel,
 )
-from controller.core.sketch import Sketch
+from controller.core import rollups
 from controller.core.telemetry import (
     ROLLUP_PERIODS,
     Cursor,
@@ -265,16 +265,16 @@ class SqlTelemetry:
             for r in s.requests:
                 for period in ROLLUP_PERIODS:
                     key = (period, s.device, ids.get(r.sha256, 0), r.meter, bucket(r.ts, period))
-                    _add_request(req.setdefault(key, _empty_request()), r)
+                    rollups.add_request(req.setdefault(key, rollups.empty_request()), r)
             for x in s.samples:
                 for period in ROLLUP_PERIODS:
                     skey = (period, s.device, ids.get(x.active_sha256, 0), x.meter,
                             bucket(x.ts, period))
-                    _add_sample(smp.setdefault(skey, _empty_sample()), x)
+                    rollups.add_sample(smp.setdefault(skey, rollups.empty_sample()), x)
         self._merge(conn, REQ_ROLL, ("period_s", "device", "model_id", "meter", "bucket"), req,
-                    _merge_request)
+                    rollups.merge_request)
         self._merge(conn, SAMPLE_ROLL, ("period_s", "device", "model_id", "meter", "bucket"), smp,
-                    _merge_sample)
+                    rollups.merge_sample)
 
     def _merge(self, conn: Connection, table: sa.Table, key_cols: tuple[str, ...],
                new: dict[Any, dict[str, Any]], merge: Any) -> None:
@@ -446,66 +446,3 @@ class _Batch:
         _update_many(conn, DEVICE, "name", self.device_numbers)
         _update_many(conn, DEVICE, "name", self.device_seen)
         _update_many(conn, DEVICE, "name", self.device_state)
-
-
-def _empty_request() -> dict[str, Any]:
-    return {"requests": 0, "errors": 0, "cancelled": 0, "prompt_tokens": 0,
-            "completion_tokens": 0, "energy_j": 0.0, "ttft_sum_ms": 0.0, "latency_sum_ms": 0.0,
-            "ttft": Sketch(), "tps": Sketch()}
-
-
-def _add_request(acc: dict[str, Any], r: RequestIn) -> None:
-    acc["requests"] += 1
-    acc["errors"] += r.outcome == "error"
-    acc["cancelled"] += r.outcome == "cancelled"
-    acc["prompt_tokens"] += r.prompt_tokens
-    acc["completion_tokens"] += r.completion_tokens
-    acc["energy_j"] += r.energy_j
-    if r.outcome == "ok":
-        acc["ttft_sum_ms"] += r.ttft_ms
-        acc["latency_sum_ms"] += r.total_ms
-        acc["ttft"].add(r.ttft_ms)
-        if r.completion_tokens > 1:
-            acc["tps"].add(r.decode_tps)
-
-
-def _merge_request(old: Any, acc: dict[str, Any]) -> dict[str, Any]:
-    ttft, tps = acc["ttft"], acc["tps"]
-    out = {k: v for k, v in acc.items() if k not in ("ttft", "tps")}
-    if old is not None:
-        for k in out:
-            out[k] += getattr(old, k)
-        ttft = Sketch.decode(old.ttft_sketch).merge(ttft)
-        tps = Sketch.decode(old.tps_sketch).merge(tps)
-    out["ttft_sketch"] = ttft.encode()
-    out["tps_sketch"] = tps.encode()
-    return out
-
-
-def _empty_sample() -> dict[str, Any]:
-    return {"samples": 0, "seconds": 0.0, "energy_j": 0.0, "cpu_sum": 0.0, "max_temp_c": None,
-            "throttled_samples": 0, "worker_crashes": 0}
-
-
-def _add_sample(acc: dict[str, Any], s: SampleIn) -> None:
-    acc["samples"] += 1
-    acc["seconds"] += s.interval_s
-    acc["energy_j"] += s.energy_j
-    acc["cpu_sum"] += s.cpu_percent
-    temp = max(s.temperatures_c.values(), default=None)
-    if temp is not None:
-        acc["max_temp_c"] = temp if acc["max_temp_c"] is None else max(acc["max_temp_c"], temp)
-    acc["throttled_samples"] += s.throttled
-    acc["worker_crashes"] = max(acc["worker_crashes"], s.worker_crashes)
-
-
-def _merge_sample(old: Any, acc: dict[str, Any]) -> dict[str, Any]:
-    out = dict(acc)
-    if old is None:
-        return out
-    for k in ("samples", "seconds", "energy_j", "cpu_sum", "throttled_samples"):
-        out[k] += getattr(old, k)
-    out["worker_crashes"] = max(out["worker_crashes"], old.worker_crashes)
-    temps = [t for t in (old.max_temp_c, acc["max_temp_c"]) if t is not None]
-    out["max_temp_c"] = max(temps) if temps else None
-    return out
