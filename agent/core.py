@@ -23,7 +23,7 @@ from agent.errors import InsufficientMemory, NoActiveModel, NotFound, NotOnTrial
 from agent.probe import HostFacts, disk_usage, parse_meminfo
 from agent.runtimes.base import GenerationStats
 from agent.store import ModelRecord, ModelStore, StoreState, check_sha256
-from agent.telemetry import TelemetryBuffer
+from agent.telemetry import AgentCounters, DeviceMonitor, TelemetryBuffer
 from agent.workers import Worker
 
 log = logging.getLogger("edgefleet.agent")
@@ -85,6 +85,7 @@ class AgentCore:
         self.energy = EnergyTracker(idle_w=view.idle_w, load_w=view.load_w,
                                     use_meters=not view.emulated)
         self.energy.start()
+        self.monitor = DeviceMonitor(data_dir, self.energy, self._counters)
         self._on_model_change = on_model_change
         self._lock = threading.RLock()
         self._loaded: Loaded | None = None
@@ -95,6 +96,7 @@ class AgentCore:
         if WATCH_INTERVAL_S > 0:
             threading.Thread(target=self._watch_workers, name="worker-watch",
                              daemon=True).start()
+        self.monitor.start()  # device samples, kept for the controller like requests
 
     # -- memory ---------------------------------------------------------------------------
     def memory_budget(self) -> int:
@@ -272,8 +274,14 @@ class AgentCore:
     def loaded(self) -> Loaded | None:
         return self._loaded
 
+    def _counters(self) -> AgentCounters:
+        loaded = self._loaded
+        return AgentCounters(self.telemetry.worker_crashes, self.telemetry.total,
+                             loaded.record.sha256 if loaded else "")
+
     def shutdown(self) -> None:
         self._stopping.set()
+        self.monitor.stop()
         self.energy.stop()
         with self._lock:
             if self._loaded:
@@ -323,6 +331,7 @@ class AgentCore:
                 joules_per_token=s.joules_per_token,
                 energy_meter=self.energy.meter,
                 peak_rss_bytes=current.worker.peak_rss_bytes(),
+                prefill_tokens_per_s=s.prefill_tokens_per_s,
             )
 
     def benchmark(self, runs: int, max_tokens: int, prompts: list[str]) -> BenchResult:

@@ -6,7 +6,6 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -28,7 +27,7 @@ from agent.errors import (
     NotOnTrial,
     WorkerFailed,
 )
-from agent.probe import disk_usage, parse_meminfo
+from agent.probe import disk_usage
 from agent.rpc import agent_pb2 as pb
 from agent.rpc import agent_pb2_grpc as pb_grpc
 from agent.security import verify_manifest
@@ -229,23 +228,32 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
 
     def GetTelemetry(self, request: pb.GetTelemetryRequest, context: grpc.ServicerContext) -> Any:
         core = self.core
+        buffer, samples = core.telemetry, core.monitor.log
         limit = min(request.limit or 1000, 10_000)
-        records = (core.telemetry.tail(limit) if request.tail
-                   else core.telemetry.after(request.after_seq, limit))
-        mem = parse_meminfo(Path("/proc/meminfo").read_text())
+        records = (buffer.tail(limit) if request.tail
+                   else buffer.after(request.after_seq, limit))
+        kept = samples.after(request.after_sample_seq, min(request.sample_limit, 10_000))
+        used, total = self.sampler.memory()
         energy = core.energy
-        sample = pb.DeviceSample(
+        live = pb.DeviceSample(
             timestamp=time.time(), cpu_percent=self.sampler.cpu_percent(),
-            ram_total_bytes=mem.get("MemTotal", 0),
-            ram_used_bytes=mem.get("MemTotal", 0) - mem.get("MemAvailable", 0),
-            worker_crashes=core.telemetry.worker_crashes,
+            ram_total_bytes=total, ram_used_bytes=used,
+            worker_crashes=buffer.worker_crashes,
             temperatures_c=self.sampler.temperatures(), power_w=energy.watts() or 0.0,
             energy_meter=energy.meter, energy_measured=energy.measured,
-            energy_j_total=energy.joules(), requests_total=core.telemetry.total,
+            energy_j_total=energy.joules(), requests_total=buffer.total,
         )
+        state = core.store.read_state()  # what runs, so a collector asks ListModels on change
+        live.active_sha256 = state.active.sha256 if state.active else ""
+        live.active_on_trial = state.trial
         return pb.GetTelemetryResponse(
             records=[pb.RequestRecord(**asdict(r)) for r in records],
-            next_seq=records[-1].seq if records else request.after_seq, sample=sample)
+            next_seq=records[-1].seq if records else request.after_seq, sample=live,
+            first_seq=buffer.first_seq, epoch=buffer.epoch, last_seq=buffer.total,
+            samples=[pb.DeviceSample(**asdict(r)) for r in kept],
+            next_sample_seq=kept[-1].seq if kept else request.after_sample_seq,
+            first_sample_seq=samples.first_seq, sample_epoch=samples.epoch,
+            last_sample_seq=samples.total, sample_every_s=core.monitor.every_s)
 
     def Benchmark(self, request: pb.BenchmarkRequest, context: grpc.ServicerContext) -> Any:
         if not 1 <= (request.runs or 1) <= 100 or not 1 <= (request.max_tokens or 32) <= 512:

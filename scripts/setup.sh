@@ -18,6 +18,8 @@ command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
   || need_apt+=(postgresql)
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+# tests scrape `fleet monitor --metrics` with a real Prometheus server
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

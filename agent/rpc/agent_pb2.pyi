@@ -371,7 +371,7 @@ class GenerateResponse(_message.Message):
     def __init__(self, text: _Optional[str] = ..., summary: _Optional[_Union[GenerateSummary, _Mapping]] = ...) -> None: ...
 
 class RequestRecord(_message.Message):
-    __slots__ = ("seq", "timestamp", "sha256", "variant", "ttft_ms", "total_ms", "prompt_tokens", "completion_tokens", "decode_tokens_per_s", "outcome", "energy_j", "joules_per_token", "energy_meter", "peak_rss_bytes")
+    __slots__ = ("seq", "timestamp", "sha256", "variant", "ttft_ms", "total_ms", "prompt_tokens", "completion_tokens", "decode_tokens_per_s", "outcome", "energy_j", "joules_per_token", "energy_meter", "peak_rss_bytes", "prefill_tokens_per_s")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -386,6 +386,7 @@ class RequestRecord(_message.Message):
     JOULES_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ENERGY_METER_FIELD_NUMBER: _ClassVar[int]
     PEAK_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     seq: int
     timestamp: float
     sha256: str
@@ -400,10 +401,11 @@ class RequestRecord(_message.Message):
     joules_per_token: float
     energy_meter: str
     peak_rss_bytes: int
-    def __init__(self, seq: _Optional[int] = ..., timestamp: _Optional[float] = ..., sha256: _Optional[str] = ..., variant: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., decode_tokens_per_s: _Optional[float] = ..., outcome: _Optional[str] = ..., energy_j: _Optional[float] = ..., joules_per_token: _Optional[float] = ..., energy_meter: _Optional[str] = ..., peak_rss_bytes: _Optional[int] = ...) -> None: ...
+    prefill_tokens_per_s: float
+    def __init__(self, seq: _Optional[int] = ..., timestamp: _Optional[float] = ..., sha256: _Optional[str] = ..., variant: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., decode_tokens_per_s: _Optional[float] = ..., outcome: _Optional[str] = ..., energy_j: _Optional[float] = ..., joules_per_token: _Optional[float] = ..., energy_meter: _Optional[str] = ..., peak_rss_bytes: _Optional[int] = ..., prefill_tokens_per_s: _Optional[float] = ...) -> None: ...
 
 class DeviceSample(_message.Message):
-    __slots__ = ("timestamp", "cpu_percent", "ram_used_bytes", "worker_crashes", "ram_total_bytes", "temperatures_c", "power_w", "energy_meter", "energy_measured", "energy_j_total", "requests_total")
+    __slots__ = ("timestamp", "cpu_percent", "ram_used_bytes", "worker_crashes", "ram_total_bytes", "temperatures_c", "power_w", "energy_meter", "energy_measured", "energy_j_total", "requests_total", "seq", "interval_s", "energy_j", "throttled", "throttle_reasons", "cpu_freq_mhz", "cpu_max_freq_mhz", "active_sha256", "active_on_trial")
     class TemperaturesCEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -422,6 +424,15 @@ class DeviceSample(_message.Message):
     ENERGY_MEASURED_FIELD_NUMBER: _ClassVar[int]
     ENERGY_J_TOTAL_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_J_FIELD_NUMBER: _ClassVar[int]
+    THROTTLED_FIELD_NUMBER: _ClassVar[int]
+    THROTTLE_REASONS_FIELD_NUMBER: _ClassVar[int]
+    CPU_FREQ_MHZ_FIELD_NUMBER: _ClassVar[int]
+    CPU_MAX_FREQ_MHZ_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_ON_TRIAL_FIELD_NUMBER: _ClassVar[int]
     timestamp: float
     cpu_percent: float
     ram_used_bytes: int
@@ -433,27 +444,58 @@ class DeviceSample(_message.Message):
     energy_measured: bool
     energy_j_total: float
     requests_total: int
-    def __init__(self, timestamp: _Optional[float] = ..., cpu_percent: _Optional[float] = ..., ram_used_bytes: _Optional[int] = ..., worker_crashes: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., temperatures_c: _Optional[_Mapping[str, float]] = ..., power_w: _Optional[float] = ..., energy_meter: _Optional[str] = ..., energy_measured: _Optional[bool] = ..., energy_j_total: _Optional[float] = ..., requests_total: _Optional[int] = ...) -> None: ...
+    seq: int
+    interval_s: float
+    energy_j: float
+    throttled: bool
+    throttle_reasons: _containers.RepeatedScalarFieldContainer[str]
+    cpu_freq_mhz: float
+    cpu_max_freq_mhz: float
+    active_sha256: str
+    active_on_trial: bool
+    def __init__(self, timestamp: _Optional[float] = ..., cpu_percent: _Optional[float] = ..., ram_used_bytes: _Optional[int] = ..., worker_crashes: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., temperatures_c: _Optional[_Mapping[str, float]] = ..., power_w: _Optional[float] = ..., energy_meter: _Optional[str] = ..., energy_measured: _Optional[bool] = ..., energy_j_total: _Optional[float] = ..., requests_total: _Optional[int] = ..., seq: _Optional[int] = ..., interval_s: _Optional[float] = ..., energy_j: _Optional[float] = ..., throttled: _Optional[bool] = ..., throttle_reasons: _Optional[_Iterable[str]] = ..., cpu_freq_mhz: _Optional[float] = ..., cpu_max_freq_mhz: _Optional[float] = ..., active_sha256: _Optional[str] = ..., active_on_trial: _Optional[bool] = ...) -> None: ...
 
 class GetTelemetryRequest(_message.Message):
-    __slots__ = ("after_seq", "limit", "tail")
+    __slots__ = ("after_seq", "limit", "tail", "after_sample_seq", "sample_limit")
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     TAIL_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SAMPLE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_LIMIT_FIELD_NUMBER: _ClassVar[int]
     after_seq: int
     limit: int
     tail: bool
-    def __init__(self, after_seq: _Optional[int] = ..., limit: _Optional[int] = ..., tail: _Optional[bool] = ...) -> None: ...
+    after_sample_seq: int
+    sample_limit: int
+    def __init__(self, after_seq: _Optional[int] = ..., limit: _Optional[int] = ..., tail: _Optional[bool] = ..., after_sample_seq: _Optional[int] = ..., sample_limit: _Optional[int] = ...) -> None: ...
 
 class GetTelemetryResponse(_message.Message):
-    __slots__ = ("records", "next_seq", "sample")
+    __slots__ = ("records", "next_seq", "sample", "first_seq", "epoch", "samples", "next_sample_seq", "first_sample_seq", "sample_epoch", "last_seq", "last_sample_seq", "sample_every_s")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     NEXT_SEQ_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_SAMPLE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SAMPLE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_SAMPLE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_EVERY_S_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[RequestRecord]
     next_seq: int
     sample: DeviceSample
-    def __init__(self, records: _Optional[_Iterable[_Union[RequestRecord, _Mapping]]] = ..., next_seq: _Optional[int] = ..., sample: _Optional[_Union[DeviceSample, _Mapping]] = ...) -> None: ...
+    first_seq: int
+    epoch: str
+    samples: _containers.RepeatedCompositeFieldContainer[DeviceSample]
+    next_sample_seq: int
+    first_sample_seq: int
+    sample_epoch: str
+    last_seq: int
+    last_sample_seq: int
+    sample_every_s: float
+    def __init__(self, records: _Optional[_Iterable[_Union[RequestRecord, _Mapping]]] = ..., next_seq: _Optional[int] = ..., sample: _Optional[_Union[DeviceSample, _Mapping]] = ..., first_seq: _Optional[int] = ..., epoch: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[DeviceSample, _Mapping]]] = ..., next_sample_seq: _Optional[int] = ..., first_sample_seq: _Optional[int] = ..., sample_epoch: _Optional[str] = ..., last_seq: _Optional[int] = ..., last_sample_seq: _Optional[int] = ..., sample_every_s: _Optional[float] = ...) -> None: ...
 
 class BenchmarkRequest(_message.Message):
     __slots__ = ("runs", "max_tokens", "prompts")

@@ -141,13 +141,20 @@ class GrpcAgentClient:
     def unload_model(self, sha256: str = "") -> None:
         self._call(self._stub.UnloadModel, pb.UnloadModelRequest(sha256=sha256))
 
-    def list_models(self) -> list[pb.ModelInfo]:
-        return list(self._call(self._stub.ListModels, pb.ListModelsRequest()).models)
+    def list_models(self, timeout: float | None = None) -> list[pb.ModelInfo]:
+        return list(self._call(self._stub.ListModels, pb.ListModelsRequest(), timeout).models)
 
     def telemetry(self, after_seq: int = 0, limit: int = 1000,
                   tail: bool = False) -> pb.GetTelemetryResponse:
         request = pb.GetTelemetryRequest(after_seq=after_seq, limit=limit, tail=tail)
         return self._call(self._stub.GetTelemetry, request, 5.0)
+
+    def telemetry_since(self, after_seq: int, after_sample_seq: int, limit: int,
+                        timeout: float) -> pb.GetTelemetryResponse:
+        """Request records and kept device samples after the two cursors (the collector)."""
+        request = pb.GetTelemetryRequest(after_seq=after_seq, limit=limit,
+                                         after_sample_seq=after_sample_seq, sample_limit=limit)
+        return self._call(self._stub.GetTelemetry, request, timeout)
 
     def benchmark(self, runs: int, max_tokens: int, timeout: float = 600.0
                   ) -> pb.BenchmarkResponse:

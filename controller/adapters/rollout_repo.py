@@ -134,6 +134,8 @@ class SqlRolloutLog:
             row.step, row.reason, row.hint = job.step.value, job.reason, job.hint
             row.bytes_sent, row.model_failed = job.bytes_sent, job.model_failed
             row.upload_attempts, row.updated_at = job.upload_attempts, now
+            if job.step is not Step.UPLOADING:
+                row.progress_bytes = 0
             if row.started_at is None and job.step is not Step.PLANNED:
                 row.started_at = now
             row.finished_at = now if job.step in FINAL else None
@@ -166,6 +168,14 @@ class SqlRolloutLog:
             device.sha256 = model.sha256 if model else ""
         device.last_seen = _now()
         s.add(device)
+
+    def progress(self, rollout: str, device: str, done: int) -> None:
+        """How far the upload under way has got (what the rollout view shows live)."""
+        with self._session() as s:
+            s.exec(update(RolloutDevice).where(
+                col(RolloutDevice.rollout) == rollout, col(RolloutDevice.device) == device)
+                .values(progress_bytes=done, updated_at=_now()))
+            s.commit()
 
     def update(self, rollout: Rollout) -> None:
         with self._session() as s:
@@ -284,7 +294,7 @@ def _row(r: Rollout) -> RolloutRow:
                       waves_json=json.dumps(r.waves), wave=r.wave,
                       approved_wave=r.approved_wave, next_wave_at=r.next_wave_at,
                       controller=r.controller, heartbeat_at=r.heartbeat_at or _now(),
-                      reason=r.reason)
+                      reason=r.reason, created_at=r.created_at or _now())
 
 
 def _rollout(row: RolloutRow) -> Rollout:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from sqlalchemy import BigInteger, DateTime
+from sqlalchemy import BigInteger, DateTime, Index
 from sqlalchemy.orm import relationship
 from sqlmodel import Field, Relationship, SQLModel
 
@@ -140,6 +140,7 @@ class RolloutDevice(SQLModel, table=True):
     reason: str = ""  # why the device is at this step
     hint: str = ""
     bytes_sent: int = Field(default=0, sa_type=BigInteger)
+    progress_bytes: int = Field(default=0, sa_type=BigInteger)  # of the upload under way
     model_failed: bool = False
     upload_attempts: int = 0
     predicted_json: str = "{}"
@@ -188,3 +189,199 @@ class Measurement(SQLModel, table=True):
     decode_efficiency: float
     peak_rss_bytes: int = Field(default=0, sa_type=BigInteger)
     measured_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
+
+
+# -- telemetry (controller.services.collecting writes, the queries read) --------------------
+# Times are float UNIX seconds (``ts``) and integer bucket starts: compact, the same on every
+# database, and what per-minute bucketing needs. Request and sample rows are keyed by
+# (device, epoch_no, seq): the agent's own sequence, so a row can never be stored twice.
+BIG = BigInteger()
+
+
+class TelemetryModel(SQLModel, table=True):
+    """The model files telemetry names, so each row carries a small id, not a sha256."""
+
+    __tablename__ = "telemetry_model"
+    id: int | None = Field(default=None, primary_key=True)
+    sha256: str = Field(unique=True)
+    model: str = ""
+    variant: str = ""
+
+
+class DeviceLive(SQLModel, table=True):
+    """Per device: the collector's cursors and what the last contact said."""
+
+    __tablename__ = "device_live"
+    device: str = Field(primary_key=True)
+    epoch: str = ""  # the agent's request-log identity
+    epoch_no: int = 0  # bumped when it changes (rows keep the number, not the string)
+    last_seq: int = Field(default=0, sa_type=BIG)
+    sample_epoch: str = ""
+    sample_epoch_no: int = 0
+    last_sample_seq: int = Field(default=0, sa_type=BIG)
+    last_sample_ts: float | None = None
+    reachable: bool = False
+    last_ok_ts: float | None = None
+    last_attempt_ts: float | None = None
+    unreachable_since_ts: float | None = None
+    last_error: str = ""
+    state: str = ""  # deployed | on trial | drifted | serving | idle | unreachable
+    active_sha256: str = ""
+    active_model: str = ""
+    active_variant: str = ""
+    on_trial: bool = False
+    previous_model: str = ""
+    previous_variant: str = ""
+    worker_crashes: int = 0
+    requests_total: int = Field(default=0, sa_type=BIG)
+    power_w: float | None = None
+    energy_meter: str = ""
+    cpu_percent: float | None = None
+    ram_used_bytes: int = Field(default=0, sa_type=BIG)
+    ram_total_bytes: int = Field(default=0, sa_type=BIG)
+    max_temp_c: float | None = None
+    last_joules_per_token: float | None = None  # of the last successful request
+    throttled: bool = False
+    throttle_reasons: str = ""
+    sample_every_s: float = 0.0
+    pass_seconds: float = 0.0  # how long the last contact took
+
+
+class RequestRow(SQLModel, table=True):
+    __tablename__ = "telemetry_request"
+    device: str = Field(primary_key=True)
+    epoch_no: int = Field(primary_key=True)
+    seq: int = Field(primary_key=True, sa_type=BIG)
+    ts: float = Field(index=True)
+    model_id: int
+    ttft_ms: float
+    total_ms: float
+    prompt_tokens: int
+    completion_tokens: int
+    decode_tps: float
+    prefill_tps: float
+    outcome: str  # ok | error | cancelled
+    energy_j: float
+    meter: str
+    peak_rss_bytes: int = Field(sa_type=BIG)
+
+
+class SampleRow(SQLModel, table=True):
+    __tablename__ = "telemetry_sample"
+    device: str = Field(primary_key=True)
+    epoch_no: int = Field(primary_key=True)
+    seq: int = Field(primary_key=True, sa_type=BIG)
+    ts: float = Field(index=True)
+    interval_s: float
+    cpu_percent: float
+    ram_used_bytes: int = Field(sa_type=BIG)
+    power_w: float
+    energy_j: float
+    meter: str
+    max_temp_c: float | None = None
+    temps_json: str = "{}"
+    throttled: bool = False
+    throttle_reasons: str = ""
+    cpu_freq_mhz: float = 0.0
+    worker_crashes: int = 0
+    model_id: int = 0  # the model active when the sample was taken (0: none)
+
+
+class RequestRollup(SQLModel, table=True):
+    """Requests of one device, model file and meter in one minute or hour: counts, sums, and
+    log-bucket sketches (controller.core.sketch) of TTFT and decode tok/s to merge."""
+
+    __tablename__ = "telemetry_request_rollup"
+    __table_args__ = (Index("ix_telemetry_request_rollup_time", "period_s", "bucket"),)
+    period_s: int = Field(primary_key=True)  # 60 | 3600
+    device: str = Field(primary_key=True)
+    model_id: int = Field(primary_key=True)
+    meter: str = Field(primary_key=True)
+    bucket: int = Field(primary_key=True, sa_type=BIG)  # UNIX seconds at the bucket start
+    requests: int = 0
+    errors: int = 0
+    cancelled: int = 0
+    prompt_tokens: int = Field(default=0, sa_type=BIG)
+    completion_tokens: int = Field(default=0, sa_type=BIG)
+    energy_j: float = 0.0
+    ttft_sum_ms: float = 0.0
+    latency_sum_ms: float = 0.0
+    ttft_sketch: str = ""
+    tps_sketch: str = ""
+
+
+class SampleRollup(SQLModel, table=True):
+    __tablename__ = "telemetry_sample_rollup"
+    __table_args__ = (Index("ix_telemetry_sample_rollup_time", "period_s", "bucket"),)
+    period_s: int = Field(primary_key=True)
+    device: str = Field(primary_key=True)
+    model_id: int = Field(primary_key=True)  # the model active during the samples (0: none)
+    meter: str = Field(primary_key=True)
+    bucket: int = Field(primary_key=True, sa_type=BIG)
+    samples: int = 0
+    seconds: float = 0.0
+    energy_j: float = 0.0
+    cpu_sum: float = 0.0
+    max_temp_c: float | None = None
+    throttled_samples: int = 0
+    worker_crashes: int = 0  # the highest count seen in the bucket
+
+
+class TelemetryGap(SQLModel, table=True):
+    """What the collector could not see: ``unreachable`` (start..end of a period without
+    contact), ``records-lost`` / ``samples-lost`` (the agent's buffer dropped ``lost`` entries
+    before they were read), ``agent-down`` (no samples: the agent was not running), ``reset``
+    (the agent's log started over)."""
+
+    __tablename__ = "telemetry_gap"
+    id: int | None = Field(default=None, primary_key=True)
+    device: str = Field(index=True)
+    kind: str
+    start_ts: float
+    end_ts: float | None = None  # None while still open
+    lost: int = 0
+    detail: str = ""
+
+
+class MonitorSetting(SQLModel, table=True):
+    """Grid carbon intensity and SLO limits, set for the fleet, a group or a label."""
+
+    __tablename__ = "monitor_setting"
+    scope: str = Field(primary_key=True)  # "fleet" | "group:NAME" | "label:KEY=VALUE"
+    key: str = Field(primary_key=True)  # grid_g_per_kwh | slo_p95_ttft_ms | slo_min_tps
+    value: float
+    updated_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
+
+
+class PlanPrediction(SQLModel, table=True):
+    """What the selector predicted for a device and variant (recorded with a rollout, or
+    estimated by the collector for a model no rollout predicted)."""
+
+    __tablename__ = "plan_prediction"
+    id: int | None = Field(default=None, primary_key=True)
+    rollout: str = Field(default="", index=True)
+    device: str = Field(index=True)
+    model: str
+    variant: str
+    sha256: str = ""
+    profile: str = ""
+    tokens_per_s: float = 0.0
+    ttft_ms: float = 0.0
+    joules_per_token: float = 0.0
+    prompt_tokens: int = 0
+    ctx: int = 0
+    source: str = "plan"  # plan | estimate
+    created_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
+
+
+class CollectorBeat(SQLModel, table=True):
+    """A running `fleet monitor` says so here each pass; status and the dashboard then read
+    the database instead of starting passes of their own."""
+
+    __tablename__ = "collector_beat"
+    name: str = Field(primary_key=True)  # host:pid
+    started_ts: float
+    beat_ts: float
+    interval_s: float
+    devices: int = 0
+    last_pass_s: float = 0.0

@@ -18,10 +18,13 @@ from controller.cli import (
     device,
     fleet_ops,
     group,
+    insight_cmd,
     lab_cmd,
     model,
     profile,
     rollouts_cmd,
+    settings_cmd,
+    telemetry_cmd,
 )
 from controller.errors import FleetError
 
@@ -42,6 +45,9 @@ app.add_typer(db_cmd.app, name="db")
 app.add_typer(rollouts_cmd.app, name="rollouts")
 fleet_ops.register(app)
 dashboard_cmd.register(app)
+telemetry_cmd.register(app)
+insight_cmd.register(app)
+settings_cmd.register(app)
 
 
 @app.callback()

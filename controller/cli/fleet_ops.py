@@ -122,26 +122,37 @@ STATE_COLOURS = {"deployed": "green", "serving": "green", "idle": "green", "on t
                  "drifted": "yellow"}
 
 
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    return f"{seconds / 60:.0f} min ago" if seconds < 5400 else f"{seconds / 3600:.1f} h ago"
+
+
 def render_status(f: Fleet, group: str | None, as_json: bool,
-                  labels: list[str] | None = None) -> None:
+                  labels: list[str] | None = None, wait_s: float = 2.0) -> None:
     if labels:
         devices = select_devices(f, group, None, labels)
     else:
         devices = f.inventory.devices_in_group(group) if group else f.inventory.list_devices()
-    rows = observing.status(f, devices)
+    rows = observing.status(f, devices, wait_s)
     if as_json:
         print_json([{"device": r.device.name, "groups": r.device.group_names,
                      "online": r.online, "state": r.state, "model": r.active_model,
-                     "variant": r.active_variant, "requests": r.requests,
+                     "variant": r.active_variant, "on_trial": r.on_trial,
+                     "requests": r.requests,
                      "last_ttft_ms": r.last_ttft_ms, "last_latency_ms": r.last_latency_ms,
                      "last_tokens_per_s": r.last_tokens_per_s,
                      "joules_per_token": r.joules_per_token, "power_w": r.power_w,
                      "energy_meter": r.energy_meter, "cpu_percent": r.cpu_percent,
-                     "max_temp_c": r.max_temp_c,
-                     "worker_crashes": r.worker_crashes, "error": r.error} for r in rows])
+                     "max_temp_c": r.max_temp_c, "throttled": r.throttled,
+                     "worker_crashes": r.worker_crashes, "error": r.error,
+                     "seen_ago_s": None if r.seen_ago_s is None else round(r.seen_ago_s, 1)}
+                    for r in rows])
         return
     table = Table("device", "group", "state", "model", "variant", "requests", "ttft ms",
-                  "latency ms", "tok/s", "J/tok", "meter", "crashes")
+                  "latency ms", "tok/s", "J/tok", "meter", "crashes", "seen")
     for r in rows:
         colour = STATE_COLOURS.get(r.state, "red")
         state = f"[{colour}]{r.state}[/]" + (f" {r.error}" if r.error else "")
@@ -149,7 +160,7 @@ def render_status(f: Fleet, group: str | None, as_json: bool,
                       r.active_variant or "-", str(r.requests), num(r.last_ttft_ms),
                       num(r.last_latency_ms), num(r.last_tokens_per_s),
                       num(r.joules_per_token, "{:.3f}"), r.energy_meter or "-",
-                      str(r.worker_crashes))
+                      str(r.worker_crashes), _ago(r.seen_ago_s))
     console.print(table)
 
 
@@ -248,9 +259,14 @@ def register(app: typer.Typer) -> None:
         group: str = typer.Option(None, "--group", "-g"),
         label: list[str] = LABEL,
         as_json: bool = typer.Option(False, "--json"),
+        wait: float = typer.Option(2.0, "--wait", help="Seconds a collection pass may take "
+                                   "first (none while `fleet monitor` runs)."),
+        no_collect: bool = typer.Option(False, "--no-collect", help="Only read the database."),
     ) -> None:
-        """Ask every agent what it runs and how fast it answered last."""
-        render_status(fleet(ctx), group, as_json, label)
+        """What every device runs and how it did, from the database (collected first)."""
+        if wait < 0 or wait > 60:
+            raise UsageError("--wait must be 0..60 s", hint="--no-collect reads the database")
+        render_status(fleet(ctx), group, as_json, label, 0.0 if no_collect else wait)
 
     @app.command("generate")
     def generate_cmd(

@@ -5,4 +5,4 @@
 loading the migration scripts on every command.
 """
 
-HEAD = "0003_group_membership"
+HEAD = "0004_telemetry"

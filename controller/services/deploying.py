@@ -24,6 +24,7 @@ from controller.core.rollout import failure_budget
 from controller.core.select import Request
 from controller.core.steps import OK, Step
 from controller.errors import DeviceError, DevicesHeld, UsageError
+from controller.services import predictions
 from controller.services.context import Fleet
 from controller.services.links import UploadOptions, link_factory
 from controller.services.planning import DevicePlan, plan
@@ -164,6 +165,8 @@ def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Reque
                       controller=controller_id())
     log = SqlRolloutLog(fleet.inventory)
     _create(log, rollout, jobs, options.wait_s)
+    # what the selector predicted, for prediction-vs-measurement (fleet telemetry, dashboard)
+    predictions.record_plan(fleet, rollout.id, model.name, plans, request.prompt_tokens)
 
     def remember_probe(job: DeviceJob) -> None:
         """The probed hardware is kept once a deploy to the device succeeded."""
@@ -187,7 +190,17 @@ def run(fleet: Fleet, log: SqlRolloutLog, rollout: Rollout, jobs: list[DeviceJob
         seconds[job.device] = time.monotonic() - started[job.device]
         on_job(job)
 
-    runner = Runner(log, link_factory(fleet, upload_options(policy, progress)), rollout, jobs,
+    last: dict[str, float] = {}
+
+    def shown(device: str, done: int, total: int) -> None:
+        """Upload progress to the terminal and, at most once a second, to the rollout log."""
+        progress(device, done, total)
+        now = time.monotonic()
+        if done >= total or now - last.get(device, 0.0) >= 1.0:
+            last[device] = now
+            log.progress(rollout.id, device, done)
+
+    runner = Runner(log, link_factory(fleet, upload_options(policy, shown)), rollout, jobs,
                     policy, on_job=timed)
     ended = runner.run()
     outcomes = [Outcome.of(j, seconds.get(j.device, 0.0)) for j in runner.jobs]

@@ -30,7 +30,7 @@ class RolloutSummary:
 
 
 @dataclass(frozen=True)
-class DeviceStep:
+class DeviceRow:
     device: str
     wave: int
     step: str
@@ -53,7 +53,7 @@ class RolloutDetail:
     wave: int
     controller: str
     policy: dict[str, object]
-    devices: list[DeviceStep]
+    devices: list[DeviceRow]
     events: list[EventView]
 
 
@@ -85,7 +85,7 @@ def show(fleet: Fleet, prefix: str, events: bool = False) -> RolloutDetail:
         counts[r.step] = counts.get(r.step, 0) + 1
     summary = RolloutSummary(rollout.id, rollout.model, status_of(rollout), rollout.created_at,
                              rollout.finished_at, rollout.reason, counts)
-    devices = [DeviceStep(r.device, r.wave, r.step, r.variant, r.sha256, r.reason, r.hint,
+    devices = [DeviceRow(r.device, r.wave, r.step, r.variant, r.sha256, r.reason, r.hint,
                           r.bytes_sent, r.size_bytes, r.model_failed, r.choice,
                           json.loads(r.predicted_json or "{}"), utc(r.updated_at))
                for r in rows]
@@ -93,12 +93,53 @@ def show(fleet: Fleet, prefix: str, events: bool = False) -> RolloutDetail:
                          rollout.policy, devices, log.events(rollout_id) if events else [])
 
 
-def latest_devices(fleet: Fleet, limit: int = 20) -> list[tuple[RolloutSummary, DeviceStep]]:
-    """The devices of the most recent rollouts, newest rollout first (the dashboard's pane)."""
-    out: list[tuple[RolloutSummary, DeviceStep]] = []
-    for summary in recent(fleet, 5):
-        for device in show(fleet, summary.rollout).devices:
-            out.append((summary, device))
-            if len(out) >= limit:
-                return out
-    return out
+# -- the rollout view (the dashboard) --------------------------------------------------------
+# The dashboard reads rollouts only through RolloutView / DeviceStep and rollout_views(); each
+# device at the step the rollout log says, an upload with its live progress.
+
+
+@dataclass(frozen=True)
+class DeviceStep:
+    device: str
+    stage: str  # a controller.core.steps.Step value
+    progress: float | None  # 0..1 within the stage when known (an upload), else None
+    reason: str
+    variant: str
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RolloutView:
+    rollout: str
+    model: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    running: bool
+    steps: list[DeviceStep]
+    status: str = ""
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.steps:
+            out[s.stage] = out.get(s.stage, 0) + 1
+        return out
+
+
+def rollout_views(fleet: Fleet, limit: int = 5) -> list[RolloutView]:
+    """The newest rollouts, each device at its current step."""
+    log = SqlRolloutLog(fleet.inventory)
+    views = []
+    for rollout, _counts in log.recent(limit):
+        status = status_of(rollout)
+        steps = []
+        for d in log.devices(rollout.id):
+            progress = None
+            if d.step == "uploading" and d.size_bytes:
+                progress = min(1.0, d.progress_bytes / d.size_bytes)
+            steps.append(DeviceStep(d.device, d.step, progress, d.reason, d.variant,
+                                    utc(d.updated_at)))
+        views.append(RolloutView(rollout.id, rollout.model, rollout.created_at,
+                                 rollout.finished_at, status in ("running", "paused"),
+                                 steps, status))
+    return views

@@ -1,23 +1,65 @@
-"""`fleet status` and `fleet generate`: live state and inference through the agents."""
+"""`fleet status` and `fleet generate`. Status reads the database the collector fills; unless a
+`fleet monitor` keeps it fresh, it first runs a collection pass bounded by ``wait_s`` (devices
+that do not answer in time are shown as last seen, never waited for)."""
 
 from __future__ import annotations
 
+import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
-from agent.rpc import agent_pb2 as pb
+import sqlalchemy as sa
+
 from controller.adapters.agent_client import GenerationResult
-from controller.adapters.tables import Device
+from controller.adapters.tables import Device, DeviceLive, GroupMembership, GroupParent
+from controller.core.telemetry import device_state
 from controller.errors import FleetError
+from controller.services.collecting import Collector
 from controller.services.context import Fleet
+from controller.services.monitoring import monitor_running
 
-STATUS_TAIL = 50
+__all__ = ["DeviceStatus", "GenerateOutcome", "device_state", "generate", "refresh",
+           "status"]
+
+LIVE = DeviceLive.__table__  # type: ignore[attr-defined]
+DEVICE = Device.__table__  # type: ignore[attr-defined]
+MEMBERSHIP = GroupMembership.__table__  # type: ignore[attr-defined]
+PARENT = GroupParent.__table__  # type: ignore[attr-defined]
+
+
+def _ancestors(groups: list[str], parents: dict[str, list[str]]) -> frozenset[str]:
+    seen: set[str] = set()
+    todo = list(groups)
+    while todo:
+        group = todo.pop()
+        if group not in seen:
+            seen.add(group)
+            todo.extend(parents.get(group, []))
+    return frozenset(seen)
+
+
+@dataclass(frozen=True)
+class DeviceRef:
+    """The inventory fields status views show (cheaper than an ORM Device per row)."""
+
+    name: str
+    group_names: list[str]  # direct groups
+    profile: str
+    model: str
+    variant: str
+    labels_json: str = "{}"
+    within: frozenset[str] = frozenset()  # its groups and every group they are nested in
+
+    @property
+    def labels(self) -> dict[str, str]:
+        value = json.loads(self.labels_json or "{}")
+        return {str(k): str(v) for k, v in value.items()}
 
 
 @dataclass(frozen=True)
 class DeviceStatus:
-    device: Device
+    device: DeviceRef
     online: bool
     active_variant: str
     active_model: str
@@ -32,75 +74,98 @@ class DeviceStatus:
     energy_meter: str = ""
     cpu_percent: float | None = None
     max_temp_c: float | None = None
-    state: str = ""  # see device_state
+    state: str = ""  # see core.telemetry.device_state; "unknown" before the first contact
+    seen_ago_s: float | None = None  # since the last successful contact
+    throttled: bool = False
+    on_trial: bool = False
+    previous_variant: str = ""
 
 
-def device_state(online: bool, active_sha256: str, on_trial: bool, deployed_sha256: str) -> str:
-    """What a device is doing, seen against what the fleet last deployed to it:
-    unreachable | on trial (loaded, not yet committed) | deployed (runs what was deployed) |
-    drifted (runs something else, or nothing) | serving (a model nobody deployed) | idle."""
-    if not online:
-        return "unreachable"
-    if on_trial:
-        return "on trial"
-    if deployed_sha256:
-        return "deployed" if active_sha256 == deployed_sha256 else "drifted"
-    return "serving" if active_sha256 else "idle"
-
-
-def _status_one(fleet: Fleet, device: Device) -> DeviceStatus:
+def refresh(fleet: Fleet, devices: list[Device], wait_s: float,
+            collector: Collector | None = None) -> bool:
+    """Run a collection pass for at most ``wait_s`` unless a monitor keeps the database
+    fresh; True when one ran. ``collector``: a long-lived one to reuse (the dashboard)."""
+    if wait_s <= 0 or not devices or monitor_running(fleet):
+        return False
+    own = collector is None
+    use = collector or Collector(fleet, min(32, len(devices)), timeout_s=max(0.5, wait_s))
     try:
-        with fleet.client(device, timeout_s=3.0) as client:
-            models = client.list_models()
-            # the latest few records are enough: the dashboard polls this every few seconds
-            telemetry = client.telemetry(limit=STATUS_TAIL, tail=True)
-    except FleetError as exc:
-        fleet.inventory.update_device(device.name, state="unreachable")
-        return DeviceStatus(device, False, device.variant, device.model, 0, None,
-                            device.last_latency_ms, device.last_tokens_per_s, 0, exc.message,
-                            state="unreachable")
-    active = next((m for m in models if m.active), None)
-    state = device_state(True, active.sha256 if active else "",
-                         bool(active and active.on_trial), device.sha256)
-    # the last numbers of the model running now, not of one tried and rolled back since
-    ok = [r for r in telemetry.records
-          if r.outcome == "ok" and (active is None or r.sha256 == active.sha256)]
-    last = ok[-1] if ok else None
-    now = datetime.now(timezone.utc)
-    fields: dict[str, object] = {"last_seen": now, "state": state}
-    if last:
-        fields.update(last_ttft_ms=last.ttft_ms, last_latency_ms=last.total_ms,
-                      last_tokens_per_s=last.decode_tokens_per_s)
-    fleet.inventory.update_device(device.name, **fields)
-    return DeviceStatus(
-        device=device, online=True,
-        active_variant=active.variant if active else "",
-        active_model=active.name if active else "",
-        requests=telemetry.sample.requests_total,
-        last_ttft_ms=last.ttft_ms if last else None,
-        last_latency_ms=last.total_ms if last else None,
-        last_tokens_per_s=last.decode_tokens_per_s if last else None,
-        worker_crashes=telemetry.sample.worker_crashes,
-        power_w=telemetry.sample.power_w or None,
-        joules_per_token=last.joules_per_token if last and last.joules_per_token else None,
-        energy_meter=telemetry.sample.energy_meter,
-        cpu_percent=telemetry.sample.cpu_percent,
-        max_temp_c=max(telemetry.sample.temperatures_c.values(), default=None),
-        error=_drift(active, device) if state == "drifted" else "",
-        state=state,
-    )
+        use.run_pass(devices, wait_s=wait_s)
+    finally:
+        if own:
+            use.close()
+    return True
 
 
-def _drift(active: pb.ModelInfo | None, device: Device) -> str:
-    runs = f"{active.name} {active.variant}" if active else "no model"
-    return f"runs {runs}; the fleet deployed {device.model} {device.variant}"
+_DEVICE_COLUMNS = ("name", "profile", "model", "variant", "labels_json",
+                   "last_ttft_ms", "last_latency_ms", "last_tokens_per_s")
+_LIVE_COLUMNS = ("last_attempt_ts", "last_ok_ts", "state", "reachable", "active_variant",
+                 "active_model", "requests_total", "worker_crashes", "last_error", "power_w",
+                 "last_joules_per_token", "energy_meter", "cpu_percent", "max_temp_c",
+                 "throttled", "on_trial", "previous_variant")
 
 
-def status(fleet: Fleet, devices: list[Device]) -> list[DeviceStatus]:
-    if not devices:
-        return []
-    with ThreadPoolExecutor(max_workers=min(16, len(devices))) as pool:
-        return list(pool.map(lambda d: _status_one(fleet, d), devices))
+def read_all(fleet: Fleet) -> list[DeviceStatus]:
+    """``read`` for every device of the inventory."""
+    return read(fleet, None)
+
+
+def read(fleet: Fleet, devices: list[Device] | None) -> list[DeviceStatus]:
+    """Each device as the database has it (the collector's last contact): one query joining
+    the devices' own rows (their summary columns follow each contact) with device_live.
+    ``None``: every device."""
+    wanted = None if devices is None else {d.name for d in devices}
+    query = sa.select(*[DEVICE.c[n] for n in _DEVICE_COLUMNS],
+                      *[LIVE.c[n].label(f"live_{n}") for n in _LIVE_COLUMNS]).outerjoin(
+        LIVE, LIVE.c.device == DEVICE.c.name).order_by(DEVICE.c.name)
+    if wanted is not None and len(wanted) <= 500:
+        query = query.where(DEVICE.c.name.in_(sorted(wanted)))
+    now = time.time()
+    out = []
+    with fleet.inventory.engine.connect() as conn:
+        rows = [r for r in conn.execute(query) if wanted is None or r.name in wanted]
+        groups: dict[str, list[str]] = {}
+        for name, group in conn.execute(sa.select(MEMBERSHIP.c.device_name,
+                                                  MEMBERSHIP.c.group_name).order_by(
+                                                      MEMBERSHIP.c.group_name)):
+            groups.setdefault(name, []).append(group)
+        parents: dict[str, list[str]] = {}
+        for child, parent in conn.execute(sa.select(PARENT.c.group_name,
+                                                    PARENT.c.parent_name)):
+            parents.setdefault(child, []).append(parent)
+    for r in rows:
+        values = r._mapping
+        direct = groups.get(r.name, [])
+        d = DeviceRef(r.name, direct, r.profile, r.model, r.variant, r.labels_json,
+                      _ancestors(direct, parents))
+        if values["live_last_attempt_ts"] is None:
+            out.append(DeviceStatus(d, False, d.variant, d.model, 0, r.last_ttft_ms,
+                                    r.last_latency_ms, r.last_tokens_per_s, 0,
+                                    "not collected yet", state="unknown"))
+            continue
+        state = values["live_state"]
+        ok_ts = values["live_last_ok_ts"]
+        out.append(DeviceStatus(
+            device=d, online=bool(values["live_reachable"]),
+            active_variant=values["live_active_variant"],
+            active_model=values["live_active_model"],
+            requests=values["live_requests_total"], last_ttft_ms=r.last_ttft_ms,
+            last_latency_ms=r.last_latency_ms, last_tokens_per_s=r.last_tokens_per_s,
+            worker_crashes=values["live_worker_crashes"],
+            error=values["live_last_error"] if state in ("unreachable", "drifted") else "",
+            power_w=values["live_power_w"],
+            joules_per_token=values["live_last_joules_per_token"],
+            energy_meter=values["live_energy_meter"], cpu_percent=values["live_cpu_percent"],
+            max_temp_c=values["live_max_temp_c"], state=state,
+            seen_ago_s=None if ok_ts is None else now - ok_ts,
+            throttled=bool(values["live_throttled"]), on_trial=bool(values["live_on_trial"]),
+            previous_variant=values["live_previous_variant"]))
+    return out
+
+
+def status(fleet: Fleet, devices: list[Device], wait_s: float = 2.0) -> list[DeviceStatus]:
+    refresh(fleet, devices, wait_s)
+    return read(fleet, devices)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,9 @@ def test_agent_does_not_import_controller_side_libraries() -> None:
 def test_core_imports_no_io_library() -> None:
     code = (
         "import sys, controller.core.select, controller.core.cost, controller.core.catalog,"
-        " controller.core.profiles, controller.core.rollout, controller.core.gates\n"
+        " controller.core.profiles, controller.core.rollout, controller.core.gates,"
+        " controller.core.sketch, controller.core.telemetry, controller.core.alerts,"
+        " controller.core.rollups, controller.core.telemetry_records\n"
         "bad = [m for m in ('grpc', 'paramiko', 'sqlmodel', 'typer', 'textual', 'sqlalchemy')"
         " if m in sys.modules]\n"
         "print(','.join(bad))\n"

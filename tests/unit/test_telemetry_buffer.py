@@ -32,3 +32,27 @@ def test_survives_a_restart_and_a_torn_last_line(tmp_path: Path) -> None:
     assert [r.seq for r in again.after(0, 10)] == [1, 2, 3]
     _add(again, 1)
     assert again.after(3, 10)[0].seq == 4
+
+
+def test_a_reader_learns_what_it_missed_and_a_lost_file_starts_a_new_epoch(
+        tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    buf = TelemetryBuffer(path, max_records=10)
+    _add(buf, 12)  # 11th append dropped the oldest half
+    assert buf.first_seq > 1 and buf.after(0, 100)[0].seq == buf.first_seq
+    epoch = buf.epoch
+    assert TelemetryBuffer(path, max_records=10).epoch == epoch  # a restart keeps it
+    path.unlink()
+    fresh = TelemetryBuffer(path, max_records=10)
+    assert fresh.epoch != epoch and fresh.total == 0 and fresh.first_seq == 0
+    _add(fresh, 1)
+    assert fresh.after(0, 10)[0].seq == 1
+
+
+def test_records_of_an_older_agent_load_without_the_newer_fields(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"seq": 7, "timestamp": 1.0, "sha256": "a", "variant": "q4", '
+                    '"ttft_ms": 1.0, "total_ms": 2.0, "prompt_tokens": 1, '
+                    '"completion_tokens": 2, "decode_tokens_per_s": 3.0, "outcome": "ok"}\n')
+    buf = TelemetryBuffer(path)
+    assert buf.total == 7 and buf.after(6, 1)[0].prefill_tokens_per_s == 0.0

@@ -84,6 +84,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(), nullable=False),
         sa.Column("hint", sa.String(), nullable=False),
         sa.Column("bytes_sent", sa.BigInteger(), nullable=False),
+        sa.Column("progress_bytes", sa.BigInteger(), nullable=False),
         sa.Column("model_failed", sa.Boolean(), nullable=False),
         sa.Column("upload_attempts", sa.Integer(), nullable=False),
         sa.Column("predicted_json", sa.String(), nullable=False),
@@ -141,7 +142,8 @@ def _move_log(rollout: sa.Table, device: sa.Table, event: sa.Table) -> None:
             "position": len(devices), "wave": 0, "step": step, "variant": r["variant"],
             "format": "", "sha256": r["sha256"], "size_bytes": 0, "path": "", "n_ctx": 0,
             "memory_bytes": 0, "choice": "", "reason": r["reason"], "hint": "",
-            "bytes_sent": r["bytes_sent"], "model_failed": False, "upload_attempts": 0,
+            "bytes_sent": r["bytes_sent"], "progress_bytes": 0, "model_failed": False,
+            "upload_attempts": 0,
             "predicted_json": "{}", "started_at": r["started_at"], "updated_at": at,
             "finished_at": r["finished_at"]}
     if rollouts:

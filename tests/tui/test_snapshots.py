@@ -1,0 +1,54 @@
+"""Reviewed SVG snapshots of the fleet, device and rollout views at 100x30 on a fixed fleet
+(tests/tui/fleet_data.py): one device unreachable, one throttling, one drifted, a rollout in
+flight. Update only after looking at the SVGs: pytest tests/tui --snapshot-update."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from controller.dashboard.app import FleetDashboard, make_dashboard
+from controller.services.context import Fleet
+from tests.tui.fleet_data import fill
+
+SIZE = (100, 30)
+
+
+def _app(home: Path) -> FleetDashboard:
+    fill(Fleet.open())
+    return make_dashboard(Fleet.open(), refresh_s=0, collect=False)
+
+
+async def _loaded(pilot: Any) -> None:
+    for _ in range(200):
+        if pilot.app.refreshes >= 1:
+            break
+        await pilot.pause(0.05)
+    await pilot.pause(0.2)
+
+
+def test_fleet_view(snap_compare: Callable[..., bool], home: Path) -> None:
+    assert snap_compare(_app(home), terminal_size=SIZE, run_before=_loaded)
+
+
+def test_device_view(snap_compare: Callable[..., bool], home: Path) -> None:
+    async def open_lab3(pilot: Any) -> None:
+        await _loaded(pilot)
+        await pilot.press("down", "down", "enter")
+        for _ in range(200):
+            if getattr(pilot.app.screen, "reads", 0) >= 1:
+                break
+            await pilot.pause(0.05)
+        await pilot.pause(0.2)
+
+    assert snap_compare(_app(home), terminal_size=SIZE, run_before=open_lab3)
+
+
+def test_rollout_view(snap_compare: Callable[..., bool], home: Path) -> None:
+    async def rollouts(pilot: Any) -> None:
+        await _loaded(pilot)
+        await pilot.press("2")
+        await pilot.pause(0.2)
+
+    assert snap_compare(_app(home), terminal_size=SIZE, run_before=rollouts)
