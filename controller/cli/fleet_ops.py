@@ -84,6 +84,15 @@ def seconds_of(option: str, text: str) -> float:
                          hint="e.g. 90s, 10m, 1h30m, 2d; 0 for none") from None
 
 
+def share_of(option: str, text: str) -> float:
+    """``2%`` or ``0.02`` -> 0.02."""
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        raise UsageError(f"{option} {text!r} is not a share", hint="e.g. 2% or 0.02") from None
+    return value / 100 if text.strip().endswith("%") else value
+
+
 def finish_report(report: deploying.DeployReport, as_json: bool, model: str) -> None:
     """Print a rollout's outcome and turn failures into the exit code."""
     if as_json:
@@ -228,6 +237,14 @@ def register(app: typer.Typer) -> None:
         trial_timeout: str = typer.Option("10m", "--trial-timeout", help="A device gives the "
                                           "new model up by itself unless it is committed "
                                           "within this time."),
+        wave_p95_ttft: float = typer.Option(0.0, "--wave-max-p95-ttft", help="Between waves: "
+                                            "stop if a device of the last wave served a p95 "
+                                            "TTFT above this (ms) since it finished."),
+        wave_error_rate: str = typer.Option("0", "--wave-max-error-rate", help="Between "
+                                            "waves: stop if a device of the last wave failed "
+                                            "more than this share of requests, e.g. 2%."),
+        wave_min_requests: int = typer.Option(1, "--wave-min-requests", help="A device that "
+                                              "served fewer requests is not judged."),
         accept_new: bool = typer.Option(False, "--accept-new",
                                         help="Trust unknown SSH host keys on first use "
                                         "(never a changed one)."),
@@ -248,7 +265,9 @@ def register(app: typer.Typer) -> None:
                 wave_pause_s=seconds_of("--wave-pause", wave_pause),
                 wait_approval=wait_approval, wait_s=seconds_of("--wait", wait),
                 trial_seconds=int(seconds_of("--trial-timeout", trial_timeout)),
-                progress=progress)
+                wave_max_p95_ttft_ms=wave_p95_ttft,
+                wave_max_error_rate=share_of("--wave-max-error-rate", wave_error_rate),
+                wave_min_requests=wave_min_requests, progress=progress)
             report = deploying.deploy(f, spec, devices, request, options,
                                       on_job=step_printer(not as_json))
         finish_report(report, as_json, spec.name)

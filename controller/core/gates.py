@@ -56,3 +56,46 @@ def describe(m: Measurement) -> str:
     energy = f", {m.joules_per_token:.3f} J/token ({m.energy_meter})" if (
         m.energy_meter != "none") else ""
     return f"measured {m.decode_tokens_per_s:.1f} tok/s, TTFT {m.ttft_ms:.0f} ms{energy}"
+
+
+@dataclass(frozen=True)
+class WaveGates:
+    """Limits on what a wave's devices served between waves (collected telemetry)."""
+
+    max_p95_ttft_ms: float = 0.0  # 0: not checked
+    max_error_rate: float = 0.0  # share of requests, 0..1; 0: not checked
+    min_requests: int = 1  # a device that served fewer is not judged (said so)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.max_p95_ttft_ms or self.max_error_rate)
+
+
+@dataclass(frozen=True)
+class ServedWindow:
+    """What one device served since its wave finished."""
+
+    device: str
+    requests: int
+    errors: int
+    ttft_p95_ms: float | None
+
+
+def judge_wave(gates: WaveGates, served: list[ServedWindow]) -> tuple[str, str]:
+    """(problem, note): problem names every device that missed a limit, with its numbers
+    (empty when none did); note says which devices had too little traffic to be judged."""
+    misses, unjudged = [], []
+    for s in served:
+        if s.requests < max(1, gates.min_requests):
+            unjudged.append(f"{s.device} ({s.requests} requests)")
+            continue
+        if gates.max_p95_ttft_ms and s.ttft_p95_ms is not None and (
+                s.ttft_p95_ms > gates.max_p95_ttft_ms):
+            misses.append(f"{s.device} p95 TTFT {s.ttft_p95_ms:.0f} ms > --wave-max-p95-ttft "
+                          f"{gates.max_p95_ttft_ms:g} ({s.requests} requests)")
+        rate = s.errors / s.requests
+        if gates.max_error_rate and rate > gates.max_error_rate:
+            misses.append(f"{s.device} error rate {rate:.1%} > --wave-max-error-rate "
+                          f"{gates.max_error_rate:.1%} ({s.errors} of {s.requests})")
+    note = f"not judged, too little traffic: {', '.join(unjudged)}" if unjudged else ""
+    return "; ".join(misses), note

@@ -18,13 +18,13 @@ from dataclasses import dataclass, replace
 from controller.adapters.rollout_repo import SqlRolloutLog
 from controller.adapters.tables import Device
 from controller.core import waves as wave_plan
-from controller.core.gates import Gates
+from controller.core.gates import Gates, WaveGates
 from controller.core.models import ModelSpec
 from controller.core.rollout import failure_budget
 from controller.core.select import Request
 from controller.core.steps import OK, Step
 from controller.errors import DeviceError, DevicesHeld, UsageError
-from controller.services import predictions
+from controller.services import predictions, wave_gate
 from controller.services.context import Fleet
 from controller.services.links import UploadOptions, link_factory
 from controller.services.planning import DevicePlan, plan
@@ -49,6 +49,9 @@ class DeployOptions:
     wait_approval: bool = False  # stop before each later wave until `rollouts continue`
     wait_s: float = 0.0  # wait this long for busy devices and retry unreachable ones
     trial_seconds: int = 600  # a device gives the model up unless committed by then
+    wave_max_p95_ttft_ms: float = 0.0  # judged on what a wave served before the next starts
+    wave_max_error_rate: float = 0.0  # 0..1
+    wave_min_requests: int = 1
     progress: Callable[[str, int, int], None] = lambda device, done, total: None
 
 
@@ -116,6 +119,16 @@ def check_options(options: DeployOptions) -> None:
                          hint="e.g. --waves 1,10%,50%,100%") from None
     if options.wave_pause_s < 0 or options.wait_s < 0:
         raise UsageError("--wave-pause and --wait must be 0 or more", hint="e.g. --wait 30m")
+    if (options.wave_max_p95_ttft_ms < 0 or not 0 <= options.wave_max_error_rate <= 1
+            or options.wave_min_requests < 1):
+        raise UsageError("--wave-max-p95-ttft must be >= 0, --wave-max-error-rate 0..100 %, "
+                         "--wave-min-requests >= 1", hint="e.g. --wave-max-error-rate 2%")
+    wave_gated = options.wave_max_p95_ttft_ms or options.wave_max_error_rate
+    if wave_gated and not (options.wave_pause_s or options.wait_approval):
+        raise UsageError("wave gates judge what a wave served during the pause before the "
+                         "next: give --wave-pause or --wait-approval",
+                         hint="e.g. --waves 1,50%,100% --wave-pause 15m "
+                         "--wave-max-p95-ttft 800")
 
 
 def policy_of(model: ModelSpec, request: Request, options: DeployOptions) -> Policy:
@@ -128,6 +141,8 @@ def policy_of(model: ModelSpec, request: Request, options: DeployOptions) -> Pol
                   wait_approval=options.wait_approval, wait_s=options.wait_s,
                   concurrency=options.concurrency,
                   language_model=model.arch.is_language_model, gates=gates,
+                  wave_gates=WaveGates(options.wave_max_p95_ttft_ms,
+                                       options.wave_max_error_rate, options.wave_min_requests),
                   upload={"retries": options.retries, "backoff_s": options.backoff_s,
                           "limit_bytes_per_s": options.limit_bytes_per_s,
                           "streams": options.streams})
@@ -201,7 +216,9 @@ def run(fleet: Fleet, log: SqlRolloutLog, rollout: Rollout, jobs: list[DeviceJob
             log.progress(rollout.id, device, done)
 
     runner = Runner(log, link_factory(fleet, upload_options(policy, shown)), rollout, jobs,
-                    policy, on_job=timed)
+                    policy, on_job=timed,
+                    judge_wave=lambda devices: wave_gate.judge(fleet, log, rollout.id, devices,
+                                                               policy.wave_gates))
     ended = runner.run()
     outcomes = [Outcome.of(j, seconds.get(j.device, 0.0)) for j in runner.jobs]
     return DeployReport(ended.id, ended.model, plans or [], outcomes, ended.status,

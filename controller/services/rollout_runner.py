@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from controller.core.gates import Gates
+from controller.core.gates import Gates, WaveGates
 from controller.core.rollout import Evidence, RolloutGate, RolloutPolicy, failure_budget
 from controller.core.steps import Step, evidence, is_final
 from controller.services.device_run import DeviceRun, RunSettings
@@ -72,6 +72,7 @@ class Policy:
     concurrency: int = 4
     language_model: bool = True
     gates: Gates = field(default_factory=Gates)
+    wave_gates: WaveGates = field(default_factory=WaveGates)  # judged between waves
     upload: dict[str, float] = field(default_factory=dict)  # retries, backoff, bwlimit, streams
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,13 +82,15 @@ class Policy:
     def from_dict(cls, data: dict[str, Any]) -> Policy:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         gates = Gates(**known.pop("gates", {}))
-        return cls(**known, gates=gates)
+        wave_gates = WaveGates(**known.pop("wave_gates", {}))
+        return cls(**known, gates=gates, wave_gates=wave_gates)
 
 
 class Runner:
     def __init__(self, log: RolloutLog, connect: LinkFactory, rollout: Rollout,
                  jobs: list[DeviceJob], policy: Policy,
                  on_job: Callable[[DeviceJob], None] = lambda job: None,
+                 judge_wave: Callable[[list[str]], tuple[str, str]] | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.log = log
@@ -96,6 +99,7 @@ class Runner:
         self.jobs = sorted(jobs, key=lambda j: j.position)
         self.policy = policy
         self.on_job = on_job
+        self.judge_wave = judge_wave  # what a finished wave's devices served: (problem, note)
         self.sleep = sleep
         self.now = now
         self.stopped = threading.Event()  # Ctrl-C: finish what runs, start nothing
@@ -154,7 +158,18 @@ class Runner:
                 if self._abort_requested():
                     return "aborted"
                 self.sleep(min(1.0, left))
-        self.rollout = replace(self.rollout, wave=wave, next_wave_at=None, reason="")
+        note = ""
+        if self.judge_wave is not None and self.policy.wave_gates.any:
+            served = [j.device for j in self.jobs
+                      if j.wave == wave - 1 and j.step is Step.COMMITTED]
+            problem, note = self.judge_wave(served)
+            if problem:
+                self._halt(f"not started: wave {wave}'s devices missed a wave gate: {problem}",
+                           "the devices of earlier waves keep the new model; `fleet telemetry "
+                           "--by device` shows what they served")
+                return "halted"
+        self.rollout = replace(self.rollout, wave=wave, next_wave_at=None,
+                               reason=f"wave {wave} judged: {note}" if note else "")
         self.log.update(self.rollout)
         return ""
 

@@ -33,3 +33,20 @@ def test_what_cannot_be_judged_is_not_failed() -> None:
 def test_describe_states_the_meter() -> None:
     assert describe(_m()) == "measured 20.0 tok/s, TTFT 300 ms, 0.200 J/token (rapl)"
     assert describe(_m(meter="none")) == "measured 20.0 tok/s, TTFT 300 ms"
+
+
+def test_a_wave_is_judged_per_device_on_what_it_served() -> None:
+    from controller.core.gates import ServedWindow, WaveGates, judge_wave
+
+    gates = WaveGates(max_p95_ttft_ms=500, max_error_rate=0.02, min_requests=5)
+    ok = ServedWindow("a", 100, 1, 320.0)
+    slow = ServedWindow("b", 50, 0, 812.0)
+    failing = ServedWindow("c", 50, 5, 100.0)
+    quiet = ServedWindow("d", 2, 2, 9000.0)
+    assert judge_wave(gates, [ok]) == ("", "")
+    problem, note = judge_wave(gates, [ok, slow, failing, quiet])
+    assert "b p95 TTFT 812 ms > --wave-max-p95-ttft 500 (50 requests)" in problem
+    assert "c error rate 10.0% > --wave-max-error-rate 2.0% (5 of 50)" in problem
+    assert "a " not in problem and "d " not in problem
+    assert note == "not judged, too little traffic: d (2 requests)"
+    assert judge_wave(WaveGates(), [slow]) == ("", "")  # no limits set

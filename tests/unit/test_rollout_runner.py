@@ -134,3 +134,28 @@ def test_a_second_rollout_on_the_same_devices_is_refused_with_the_holder() -> No
         log.create(Rollout("r2", "m", "running", {}, [2]),
                    [DeviceJob("d1", 0, 0, Step.PLANNED, A)])
     assert busy.value.holders == {"d1": "r1"}
+
+
+def test_a_wave_that_served_badly_stops_the_next_one() -> None:
+    from controller.core.gates import WaveGates
+
+    runner, fleet, log = _setup(3, "1,100%", wave_pause_s=5.0,
+                                wave_gates=WaveGates(max_p95_ttft_ms=100))
+    judged: list[list[str]] = []
+
+    def judge(devices: list[str]) -> tuple[str, str]:
+        judged.append(devices)
+        return "d0 p95 TTFT 812 ms > --wave-max-p95-ttft 100 (40 requests)", ""
+
+    runner.judge_wave = judge
+    clock = [0.0]
+    from datetime import datetime, timedelta, timezone
+
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    runner.now = lambda: start + timedelta(seconds=clock[0])
+    runner.sleep = lambda s: clock.__setitem__(0, clock[0] + s)
+    ended = runner.run()
+    assert judged == [["d0"]]  # the first wave's device, after the pause
+    assert clock[0] >= 5.0
+    assert ended.status == "halted" and _steps(runner) == ["committed", "halted", "halted"]
+    assert "missed a wave gate: d0 p95 TTFT 812 ms" in runner.jobs[1].reason
