@@ -23,9 +23,14 @@ SEVERITY_COLOURS = {"critical": "red", "warning": "yellow", "info": "cyan"}
 
 def energy_dict(f: EnergyFigure) -> dict[str, Any]:
     return {"meter": f.meter, "measured": f.measured,
-            "joules_per_token": _r(f.joules_per_token, 4), "device_wh": round(f.wh, 4),
-            "power_w": _r(f.power_w, 3), "gco2e": round(f.gco2e, 3),
+            "joules_per_token": _r(f.joules_per_token, 4), "device_wh": _sig(f.wh),
+            "power_w": _r(f.power_w, 3), "gco2e": _sig(f.gco2e),
             "grid": sorted(f.grid)}
+
+
+def _sig(value: float) -> float:
+    """Four significant digits: a lab's milligrams of CO2e must not print as 0."""
+    return float(f"{value:.4g}")
 
 
 def _r(value: float | None, digits: int = 2) -> float | None:
