@@ -19,6 +19,7 @@ from agent.runtimes.base import ChatMessage, GenerationRequest, GenerationStats
 DEFAULT_TEMPERATURE = 0.8
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # the legacy completions API's documented default
 ROLES = {"system", "developer", "user", "assistant", "tool"}
+COLLECT_INTERVAL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,9 @@ def _common(body: Any, chat: bool, stream_interval_s: float, default_max: int
         "top_p": _number(body, "top_p", 0.0, 1.0),
         "stop": _stop(body),
         "seed": seed,
-        "stream_interval_s": stream_interval_s if stream else 0.0,
+        # not streamed: nobody sees the pieces, so send few (the disconnect check runs per
+        # piece, so still some)
+        "stream_interval_s": stream_interval_s if stream else COLLECT_INTERVAL_S,
     }
     request = {"model": model, "chat": chat, "stream": stream,
                "include_usage": bool(stream and options.get("include_usage"))}

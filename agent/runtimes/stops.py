@@ -19,8 +19,11 @@ class StopScanner:
         if not self.stops:
             return text
         buf = self._held + text
-        cut = min((i for i in (buf.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
+        # the stop sequence completed first wins (then the longer one): the same cut
+        # whatever the pieces are
+        found = [(i + len(s), i) for s in self.stops if (i := buf.find(s)) >= 0]
+        if found:
+            cut = min(found)[1]
             self._held = ""
             self.stopped = True
             return buf[:cut]
