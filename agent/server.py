@@ -25,9 +25,10 @@ log = logging.getLogger("edgefleet.agent")
 
 SERVICE_NAME = "edgefleet.agent.v1.AgentService"
 MODEL_HEALTH = "edgefleet.agent.v1.Model"  # SERVING while a model is loaded
-# Streamed text within 10 ms of the last piece sent travels together: invisible to a reader
-# (a 60 Hz screen redraws every 16.7 ms), and a 500 tokens/s model then costs the device ~100
-# messages a second instead of 500. A 5-40 tokens/s model's tokens still go one by one.
+# While tokens come faster than 10 ms apart, streamed text leaves at most once per 10 ms:
+# invisible to a reader (a 60 Hz screen redraws every 16.7 ms), and a 500 tokens/s model then
+# costs the device ~100 messages a second instead of 500. A 5-40 tokens/s model's tokens still
+# go one by one.
 DEFAULT_STREAM_INTERVAL_S = 0.010
 
 

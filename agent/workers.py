@@ -12,10 +12,10 @@ names the InvalidRequest class) or ``("error", message)`` (the runtime raised).
 
 Token path: a fast model makes hundreds of tokens a second, and one pipe message, one gRPC or
 HTTP message and one client wake-up per token cost the device more CPU than the tokens are
-worth. So text is coalesced twice: the worker holds a piece back only while the next token is
-expected before ``stream_interval_s`` has passed since the last piece it sent (a slow model's
-tokens always go one by one, and no piece waits much longer than the interval), and the agent's
-reader joins the pieces that piled up while it was busy (the reader lags: the client is slow).
+worth. So text is coalesced twice: while tokens come faster than ``stream_interval_s``, the
+worker sends at most one message per interval (a held piece leaves with the next token, so it
+waits about one token; a slow model's tokens always go one by one), and the agent's reader
+joins the pieces that piled up while it was busy (the reader lags: the client is slow).
 """
 
 from __future__ import annotations
@@ -103,24 +103,43 @@ def _worker_main(
     runtime.close()
 
 
+class PieceBatcher:
+    """While pieces come faster than ``interval`` seconds apart, let one message out per
+    interval; a held piece leaves with the next one, so it waits about one token."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._pending: list[str] = []
+        self._last_sent = self._last_piece = -1e9
+
+    def add(self, piece: str, now: float) -> str | None:
+        """The text to send now, or None to hold it."""
+        self._pending.append(piece)
+        slow = now - self._last_piece >= self.interval
+        self._last_piece = now
+        if slow or now - self._last_sent >= self.interval:
+            self._last_sent = now
+            return self.rest()
+        return None
+
+    def rest(self) -> str:
+        text = "".join(self._pending)
+        self._pending.clear()
+        return text
+
+
 def _run_generation(conn: Connection, runtime: Any, request: GenerationRequest,
                     cancel: Any) -> None:
     stats = GenerationStats()
-    interval = request.stream_interval_s
-    pending: list[str] = []
-    last_sent = last_piece = -1e9
+    batcher = PieceBatcher(request.stream_interval_s)
     try:
         for piece in runtime.generate(request, cancel.is_set, stats):
-            now = time.perf_counter()
-            pending.append(piece)
-            # Hold this piece only if the next one should come before the interval is over.
-            if (now - last_sent) + (now - last_piece) > interval:
-                conn.send(("text", "".join(pending)))
-                pending.clear()
-                last_sent = now
-            last_piece = now
-        if pending:
-            conn.send(("text", "".join(pending)))
+            text = batcher.add(piece, time.perf_counter())
+            if text is not None:
+                conn.send(("text", text))
+        rest = batcher.rest()
+        if rest:
+            conn.send(("text", rest))
         conn.send(("done", asdict(stats)))
     except InvalidRequest as exc:
         conn.send(("invalid", str(exc), type(exc).__name__))

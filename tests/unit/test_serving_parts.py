@@ -1,5 +1,5 @@
-"""Pure parts of the OpenAI endpoint: request parsing, error mapping, stop sequences, listen
-addresses, and the thread -> event loop channel."""
+"""Pure parts of the serving path: OpenAI request parsing, error mapping, stop sequences, listen
+addresses, the thread -> event loop channel and the worker's piece batching."""
 
 from __future__ import annotations
 
@@ -275,3 +275,16 @@ def test_channel_put_from_many_threads_loses_nothing() -> None:
 
     got = asyncio.run(scenario())
     assert sorted(got) == sorted(f"{t}{i}" for t in "xy" for i in range(200))
+
+
+def test_piece_batcher_sends_one_message_per_interval_only_while_tokens_are_fast() -> None:
+    from agent.workers import PieceBatcher
+
+    fast = PieceBatcher(0.010)
+    sent = [fast.add(p, t) for p, t in
+            (("a", 0.000), ("b", 0.002), ("c", 0.004), ("d", 0.010), ("e", 0.012))]
+    assert sent == ["a", None, None, "bcd", None] and fast.rest() == "e"
+    slow = PieceBatcher(0.010)  # 50 ms per token: every token goes out alone
+    assert [slow.add(p, t) for p, t in (("a", 0.0), ("b", 0.05), ("c", 0.10))] == ["a", "b", "c"]
+    every = PieceBatcher(0.0)
+    assert [every.add(p, 0.0) for p in "abc"] == ["a", "b", "c"]
