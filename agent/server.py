@@ -13,7 +13,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from agent import bandwidth, failpoints
 from agent.core import AgentCore
 from agent.emulation import MIB, emulated_view, host_view
-from agent.openai_http.listener import ListenError, OpenAIListener
+from agent.local_address import ListenError, is_local
+from agent.openai_http.listener import OpenAIListener
 from agent.probe import probe_host
 from agent.profile_files import find_profile_file, read_toml
 from agent.rpc import agent_pb2_grpc as pb_grpc
@@ -66,10 +67,6 @@ def _add_inference(server: grpc.Server, core: AgentCore) -> None:
         log.warning("numpy is missing: the Open Inference Protocol is not served")
 
 
-def _is_local(address: str) -> bool:
-    return address.startswith(("unix:", "127.", "localhost:", "[::1]:"))
-
-
 def create_server(
     listen: str, data_dir: Path, emulate: str = "", reserve_mib: int = 256,
     restore: bool = True, max_threads: int = 0, inference_listen: str = "",
@@ -116,7 +113,7 @@ def create_server(
         core.signing_pub = trust.signing_pub
         port = server.add_secure_port(listen, trust.server_credentials())
     else:
-        if not _is_local(listen):
+        if not is_local(listen):
             log.warning("serving model management WITHOUT TLS on %s; enroll the device "
                         "(fleet device enroll) to require the fleet's client certificate",
                         listen)
@@ -126,7 +123,7 @@ def create_server(
     inference_server = None
     if inference_listen:
         # Apps on the device: loopback or a Unix socket, inference only, no certificates.
-        if not _is_local(inference_listen):
+        if not is_local(inference_listen):
             raise ConfigError(f"--inference-listen {inference_listen} is not local; use "
                               "unix:///PATH or 127.0.0.1:PORT")
         inference_server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))

@@ -1,6 +1,6 @@
 """The OpenAI-compatible HTTP endpoint apps on the device talk to (docs/serving.md).
 
-    listener.py  where it listens: loopback or a unix socket, checked after resolution
+    listener.py  the server thread on a local address (agent.local_address)
     app.py       Starlette routes: /v1/models, /v1/chat/completions, /v1/completions, /health
     schema.py    pure: request bodies -> GenerationRequest, results -> OpenAI JSON
     streaming.py a generation running in a thread, read by the event loop; server-sent events

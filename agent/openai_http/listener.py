@@ -1,120 +1,30 @@
 """Where the OpenAI endpoint listens, and the server thread that serves it.
 
-The endpoint has no certificates and no authentication: it is for apps on the device only.
-So the address must be a unix socket path or resolve to loopback addresses only (checked with
-``ipaddress`` after name resolution, so ``localhost`` pointing elsewhere in /etc/hosts is
-refused too); never the management port. uvicorn runs in a thread of the agent with its own
-event loop. Without the ``openai`` extra (Starlette, uvicorn) the address is still bound and
+The endpoint has no certificates and no authentication: it is for apps on the device only, so
+its address must be a unix socket or loopback (``agent.local_address``); never the management
+port. uvicorn runs in a thread of the agent with its own event loop. Without the ``openai`` extra (Starlette, uvicorn) the address is still bound and
 every request gets a 503 in the OpenAI error shape naming the missing extra.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import ipaddress
 import json
 import logging
 import os
 import socket
-import stat
 import threading
 import time
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 from agent.core import AgentCore
+from agent.local_address import ListenError, bind_local, parse_address
 
 log = logging.getLogger("edgefleet.agent.openai")
 
 START_TIMEOUT_S = 15.0
 EXTRA_HINT = "install the agent's openai extra: pip install 'edgefleet[openai]'"
-
-
-class ListenError(ValueError):
-    """The address is not local, not free, or not parseable."""
-
-
-@dataclass(frozen=True)
-class LocalAddress:
-    unix_path: str = ""
-    host: str = ""
-    port: int = 0
-
-    def url(self, bound_port: int = 0) -> str:
-        if self.unix_path:
-            return f"unix://{self.unix_path}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{bound_port or self.port}"
-
-
-def parse_address(address: str) -> LocalAddress:
-    """``unix:///run/x.sock``, ``unix:/run/x.sock``, ``127.0.0.1:8080``, ``[::1]:8080``,
-    ``localhost:8080``. Raises ListenError."""
-    if address.startswith("unix:"):
-        path = address[len("unix:"):]
-        path = path[2:] if path.startswith("//") else path
-        if not path.startswith("/"):
-            raise ListenError(f"{address}: a unix socket needs an absolute path "
-                              "(unix:///run/edgefleet/openai.sock)")
-        return LocalAddress(unix_path=path)
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ListenError(f"{address}: expected HOST:PORT or unix:///PATH")
-    return LocalAddress(host=host.strip("[]"), port=int(port))
-
-
-def bind_local(address: LocalAddress) -> socket.socket:
-    """A listening socket on a loopback address or a unix socket. Raises ListenError."""
-    if address.unix_path:
-        return _bind_unix(Path(address.unix_path))
-    try:
-        infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise ListenError(f"cannot resolve {address.host!r}: {exc}") from None
-    ips = {str(info[4][0]) for info in infos}
-    remote = sorted(ip for ip in ips if not ipaddress.ip_address(ip.split("%")[0]).is_loopback)
-    if remote:
-        raise ListenError(f"{address.host} resolves to {', '.join(remote)}, not loopback: the "
-                          "OpenAI endpoint has no authentication and is for apps on the "
-                          "device only")
-    family, kind, proto, _, sockaddr = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(sockaddr)
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise ListenError(f"cannot listen on {address.url()}: {exc.strerror}") from None
-    return sock
-
-
-def _bind_unix(path: Path) -> socket.socket:
-    with contextlib.suppress(FileNotFoundError):
-        if not stat.S_ISSOCK(path.lstat().st_mode):
-            raise ListenError(f"{path} exists and is not a socket; not touching it")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-            raise ListenError(f"{path} is in use by another process")
-        except OSError as exc:
-            if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-                raise ListenError(f"{path}: {exc.strerror}") from None
-            path.unlink(missing_ok=True)  # left behind by an agent that died
-        finally:
-            probe.close()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(str(path))
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise ListenError(f"cannot listen on unix://{path}: {exc.strerror}") from None
-    return sock
 
 
 class OpenAIListener:

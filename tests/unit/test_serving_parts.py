@@ -23,9 +23,9 @@ from agent.errors import (
     NotFound,
     WorkerFailed,
 )
+from agent.local_address import ListenError, bind_local, is_local, parse_address
 from agent.openai_http import schema
 from agent.openai_http.errors import ApiError
-from agent.openai_http.listener import ListenError, bind_local, parse_address
 from agent.openai_http.streaming import TokenChannel
 from agent.runtimes.base import ChatMessage, GenerationRequest, GenerationStats
 from agent.runtimes.stops import StopScanner
@@ -221,6 +221,14 @@ def test_only_loopback_is_bound() -> None:
         assert sock.getsockname()[1] > 0
     finally:
         sock.close()
+
+
+@pytest.mark.parametrize(("address", "local"), [
+    ("unix:relative.sock", True), ("127.0.0.1:50051", True), ("[::1]:1", True),
+    ("localhost:1", True), ("0.0.0.0:50051", False), ("127.example.invalid:80", False),
+])
+def test_is_local_resolves_instead_of_matching_text(address: str, local: bool) -> None:
+    assert is_local(address) is local
 
 
 def test_a_unix_socket_path_that_is_a_file_is_not_touched(tmp_path: Path) -> None:
