@@ -2,8 +2,9 @@
 
 The endpoint has no certificates and no authentication: it is for apps on the device only, so
 its address must be a unix socket or loopback (``agent.local_address``); never the management
-port. uvicorn runs in a thread of the agent with its own event loop. Without the ``openai`` extra (Starlette, uvicorn) the address is still bound and
-every request gets a 503 in the OpenAI error shape naming the missing extra.
+port. uvicorn runs in a thread of the agent with its own event loop. Without the ``openai``
+extra (Starlette, uvicorn) the address is still bound and every request gets a 503 in the
+OpenAI error shape naming the missing extra.
 """
 
 from __future__ import annotations
