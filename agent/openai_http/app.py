@@ -44,6 +44,21 @@ def error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
 
 
+class EventStream(StreamingResponse):
+    """Server-sent events that stop the generation however the response ends (also when the
+    client leaves before the first chunk is sent)."""
+
+    def __init__(self, body: AsyncIterator[bytes], channel: TokenChannel) -> None:
+        super().__init__(body, media_type="text/event-stream", headers=SSE_HEADERS)
+        self._channel = channel
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._channel.close()
+
+
 class OpenAIEndpoint:
     """Routes of one agent. ``resolve`` is where a model name picks what serves it: today the
     one active model under its catalog name."""
@@ -123,6 +138,7 @@ class OpenAIEndpoint:
                              record.sha256, channel)
         responder = schema.Responder(model=record.name, chat=chat)
         gone = asyncio.ensure_future(_disconnected(request))
+        streaming = False
         try:
             first = await _take_unless_gone(channel, gone)
             if first is None:
@@ -134,12 +150,14 @@ class OpenAIEndpoint:
                 return error_response(failed)
             if parsed.stream:
                 gone.cancel()  # from here StreamingResponse watches for the disconnect
-                return StreamingResponse(
-                    _stream(first, channel, responder, parsed.include_usage),
-                    media_type="text/event-stream", headers=SSE_HEADERS)
+                streaming = True
+                return EventStream(_stream(first, channel, responder, parsed.include_usage),
+                                   channel)
             return await _collect(first, channel, gone, responder)
         finally:
             gone.cancel()
+            if not streaming:
+                channel.close()  # done, failed, or this handler was cancelled: stop generating
 
     def app(self) -> Starlette:
         routes = [
@@ -222,25 +240,22 @@ async def _collect(events: list[Event], channel: TokenChannel, gone: asyncio.Fut
 
 async def _stream(events: list[Event], channel: TokenChannel, responder: schema.Responder,
                   include_usage: bool) -> AsyncIterator[bytes]:
-    try:
-        if responder.chat:
-            yield sse(responder.chunk(first=True, include_usage=include_usage))
-        while True:
-            text = "".join(v for k, v in events if k == "text")
-            if text:
-                yield sse(responder.chunk(text, include_usage=include_usage))
-            for kind, value in events:
-                if kind == "done":
-                    yield sse(responder.chunk(finish=schema.finish_reason(value),
-                                              include_usage=include_usage, stats=value))
-                    if include_usage:
-                        yield sse(responder.usage_chunk(value))
-                elif kind == "error":
-                    yield sse(value.body())
-                    return
-                elif kind == "end":
-                    yield DONE
-                    return
-            events = await channel.take()
-    finally:
-        channel.close()  # the client went away mid-stream: stop the generation
+    if responder.chat:
+        yield sse(responder.chunk(first=True, include_usage=include_usage))
+    while True:
+        text = "".join(v for k, v in events if k == "text")
+        if text:
+            yield sse(responder.chunk(text, include_usage=include_usage))
+        for kind, value in events:
+            if kind == "done":
+                yield sse(responder.chunk(finish=schema.finish_reason(value),
+                                          include_usage=include_usage, stats=value))
+                if include_usage:
+                    yield sse(responder.usage_chunk(value))
+            elif kind == "error":
+                yield sse(value.body())
+                return
+            elif kind == "end":
+                yield DONE
+                return
+        events = await channel.take()
