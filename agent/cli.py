@@ -22,6 +22,7 @@ from pathlib import Path
 from agent.emulation import emulated_view
 from agent.probe import probe_host
 from agent.profile_files import find_profile_file, read_toml
+from agent.runtimes.base import DEFAULT_STREAM_INTERVAL_S
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -85,9 +86,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="OpenAI-compatible HTTP endpoint for apps on the device "
                        "(/v1/chat/completions...): unix:///PATH or 127.0.0.1:PORT; needs the "
                        "openai extra (docs/serving.md)")
-    serve.add_argument("--stream-interval-ms", type=float, default=10.0,
+    serve.add_argument("--stream-interval-ms", type=float,
+                       default=DEFAULT_STREAM_INTERVAL_S * 1000,
                        help="streamed text within this many ms of the last piece sent goes "
-                       "out together (0: every token alone; default 10)")
+                       "out together (0: every token alone; default %(default)g)")
     serve.add_argument("--tls-dir", default="",
                        help="agent.crt, agent.key, ca.crt (clients must present a certificate "
                        "of that CA) and signing.pub (manifests must be signed by it)")

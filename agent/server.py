@@ -19,6 +19,7 @@ from agent.probe import probe_host
 from agent.profile_files import find_profile_file, read_toml
 from agent.rpc import agent_pb2_grpc as pb_grpc
 from agent.rpc import grpc_service_pb2_grpc as oip_grpc
+from agent.runtimes.base import DEFAULT_STREAM_INTERVAL_S
 from agent.security import TrustMaterial
 from agent.service import AgentServicer, InferenceOnlyServicer
 
@@ -26,11 +27,6 @@ log = logging.getLogger("edgefleet.agent")
 
 SERVICE_NAME = "edgefleet.agent.v1.AgentService"
 MODEL_HEALTH = "edgefleet.agent.v1.Model"  # SERVING while a model is loaded
-# While tokens come faster than 10 ms apart, streamed text leaves at most once per 10 ms:
-# invisible to a reader (a 60 Hz screen redraws every 16.7 ms), and a 500 tokens/s model then
-# costs the device ~100 messages a second instead of 500. A 5-40 tokens/s model's tokens still
-# go one by one.
-DEFAULT_STREAM_INTERVAL_S = 0.010
 
 
 class ConfigError(Exception):

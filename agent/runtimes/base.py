@@ -12,6 +12,12 @@ from dataclasses import dataclass
 
 from agent.errors import InvalidRequest
 
+# While tokens come faster than 25 ms apart, streamed text leaves at most once per 25 ms (40
+# updates a second, smooth to a reader), so a 500 tokens/s model costs the device, and the app
+# reading it, 40 messages a second instead of 500: on a device, decode uses every core, and
+# the CPU each message takes comes out of decode. A 5-40 tokens/s model's tokens still go
+# one by one.
+DEFAULT_STREAM_INTERVAL_S = 0.025
 DEFAULT_TOP_P = 0.95  # llama.cpp's default nucleus; used when a request does not set top_p
 MAX_STOP_SEQUENCES = 16
 MAX_STOP_CHARS = 256
