@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                        "openai extra (docs/serving.md)")
     serve.add_argument("--stream-interval-ms", type=float,
                        default=DEFAULT_STREAM_INTERVAL_S * 1000,
-                       help="streamed text within this many ms of the last piece sent goes "
-                       "out together (0: every token alone; default %(default)g)")
+                       help="while tokens come faster, streamed text goes out at most once "
+                       "per this many ms (0: every token alone; default %(default)g)")
     serve.add_argument("--tls-dir", default="",
                        help="agent.crt, agent.key, ca.crt (clients must present a certificate "
                        "of that CA) and signing.pub (manifests must be signed by it)")
