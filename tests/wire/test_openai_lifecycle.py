@@ -133,3 +133,25 @@ def test_addresses_that_are_not_local_are_refused_at_start(
     lines = [line for line in result.stderr.splitlines() if line.startswith(("error:", "hint:"))]
     assert len(lines) == 2 and message in lines[0] and "Traceback" not in result.stderr
 
+
+
+def test_an_onnx_model_is_not_offered_as_a_text_model(tmp_path: Path, model_cache: Path) -> None:
+    from agent.rpc import agent_pb2 as pb
+
+    port = free_port()
+    agent = start(tmp_path / "data", f"127.0.0.1:{port}")
+    try:
+        mlp = model_cache / "tiny-mlp" / "tiny-mlp-fp32.onnx"
+        digest = agent.stage(mlp)
+        with agent.client() as c:
+            c.load_model(pb.LoadModelRequest(sha256=digest, name="tiny-mlp", variant="fp32",
+                                             format="onnx", size_bytes=mlp.stat().st_size))
+        url = f"http://127.0.0.1:{port}/v1"
+        assert json.loads(curl(f"{url}/models")[1])["data"] == []
+        status, body = curl(f"{url}/completions", "-d", json.dumps(
+            {"model": "tiny-mlp", "prompt": "hi"}))
+        error = json.loads(body)["error"]
+        assert status == 400 and error["param"] == "model" and "tensor inference" in (
+            error["message"])
+    finally:
+        agent.stop()
