@@ -29,6 +29,11 @@ class LlamaRuntime:
             verbose=False,
         )
         self._chat: ChatTemplate | None = None
+        # Per token id, what the vocabulary says: fixed for the model, so each is asked of
+        # llama.cpp once instead of once per generated token (two ctypes calls a token).
+        self._pieces: dict[int, bytes] = {}
+        self._is_eog = self._end_of_generation()
+        self._eog: dict[int, bool] = {}
 
     def chat_template(self) -> ChatTemplate:
         if self._chat is None:
@@ -78,7 +83,7 @@ class LlamaRuntime:
         max_tokens = min(request.max_tokens, room) if request.max_tokens else room
         llm.set_seed(request.seed % RANDOM_SEED if request.seed is not None else RANDOM_SEED)
         top_p = DEFAULT_TOP_P if request.top_p is None else request.top_p
-        is_eog = self._end_of_generation()
+        pieces, eog = self._pieces, self._eog
         scanner = StopScanner(stops)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         start = time.perf_counter()
@@ -88,12 +93,18 @@ class LlamaRuntime:
             now = time.perf_counter()
             if stats.completion_tokens == 0:
                 stats.ttft_s = now - start
-            if is_eog(token):
+            end = eog.get(token)
+            if end is None:
+                end = eog[token] = self._is_eog(token)
+            if end:
                 stats.finish_reason = "stop"
                 break
             stats.completion_tokens += 1
             stats.total_s = now - start
-            piece = decoder.decode(llm.detokenize([token]))
+            raw = pieces.get(token)
+            if raw is None:
+                raw = pieces[token] = llm.detokenize([token])
+            piece = decoder.decode(raw)
             if piece:
                 piece = scanner.feed(piece)
                 if piece:
