@@ -1,6 +1,7 @@
 """fleet-agent: the device-side command.
 
     fleet-agent serve --listen HOST:PORT --data-dir DIR [--emulate PROFILE] [--port-file F]
+        [--inference-listen ADDR] [--openai-listen ADDR] [--stream-interval-ms MS]
     fleet-agent probe [--emulate PROFILE]
 
 argparse, not typer: the agent installs on a device with grpcio, protobuf and a runtime only.
@@ -21,6 +22,7 @@ from pathlib import Path
 from agent.emulation import emulated_view
 from agent.probe import probe_host
 from agent.profile_files import find_profile_file, read_toml
+from agent.runtimes.base import DEFAULT_STREAM_INTERVAL_S
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -34,10 +36,13 @@ def _serve(args: argparse.Namespace) -> int:
             args.listen, Path(args.data_dir), emulate=args.emulate, reserve_mib=args.reserve_mib,
             max_threads=args.threads, inference_listen=args.inference_listen,
             tls_dir=Path(args.tls_dir) if args.tls_dir else None,
+            openai_listen=args.openai_listen, stream_interval_s=args.stream_interval_ms / 1000,
         )
     except (ConfigError, RuntimeError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        print("hint: check --listen HOST:PORT is free and --data-dir is writable", file=sys.stderr)
+        hint = getattr(exc, "hint", "") or (
+            "check --listen HOST:PORT is free and --data-dir is writable")
+        print(f"hint: {hint}", file=sys.stderr)
         return 2
     if args.port_file:
         tmp = Path(args.port_file + ".tmp")
@@ -77,6 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--inference-listen", default="",
                        help="local inference-only listener for apps: unix:///PATH or "
                        "127.0.0.1:PORT (no model management there)")
+    serve.add_argument("--openai-listen", default="",
+                       help="OpenAI-compatible HTTP endpoint for apps on the device "
+                       "(/v1/chat/completions...): unix:///PATH or 127.0.0.1:PORT; needs the "
+                       "openai extra (docs/serving.md)")
+    serve.add_argument("--stream-interval-ms", type=float,
+                       default=DEFAULT_STREAM_INTERVAL_S * 1000,
+                       help="while tokens come faster, streamed text goes out at most once "
+                       "per this many ms (0: every token alone; default %(default)g)")
     serve.add_argument("--tls-dir", default="",
                        help="agent.crt, agent.key, ca.crt (clients must present a certificate "
                        "of that CA) and signing.pub (manifests must be signed by it)")

@@ -21,7 +21,7 @@ from agent.emulation import MIB, DeviceView
 from agent.energy import EnergyTracker
 from agent.errors import InsufficientMemory, NoActiveModel, NotFound, NotOnTrial, WorkerFailed
 from agent.probe import HostFacts, disk_usage, parse_meminfo
-from agent.runtimes.base import GenerationStats
+from agent.runtimes.base import GenerationRequest, GenerationStats
 from agent.store import ModelRecord, ModelStore, StoreState, check_sha256
 from agent.telemetry import AgentCounters, DeviceMonitor, TelemetryBuffer
 from agent.workers import Worker
@@ -292,13 +292,24 @@ class AgentCore:
     def generate(
         self, prompt: str, max_tokens: int, temperature: float, sha256: str = ""
     ) -> Generator[tuple[str, Any], None, None]:
+        return self.generate_request(
+            GenerationRequest(prompt=prompt, max_tokens=max_tokens, temperature=temperature),
+            sha256)
+
+    def generate_request(
+        self, request: GenerationRequest, sha256: str = ""
+    ) -> Generator[tuple[str, Any], None, None]:
+        """Yield ``("text", piece)``... then ``("done", GenerationStats)``; every request,
+        whichever API it came by (gRPC, OpenAI HTTP, benchmark), is recorded in telemetry
+        here. Closing the generator early cancels the generation (outcome "cancelled")."""
+        request.check()
         current = self._loaded
         if current is None or (sha256 and current.record.sha256 != sha256):
             raise NoActiveModel("no model is loaded; deploy one first")
         stats: GenerationStats | None = None
         outcome = "error"
         joules_at_start = self.energy.joules()
-        stream = current.worker.generate(prompt, max_tokens, temperature)
+        stream = current.worker.generate(request)
         try:
             for kind, value in stream:
                 if kind == "done":
@@ -419,7 +430,7 @@ def _smoke(worker: Worker, fmt: str) -> None:
         worker.call("infer", worker.call("smoke_inputs"), [])
         log.info("smoke test passed in %.3f s", time.perf_counter() - started)
         return
-    for kind, _value in worker.generate(SMOKE_PROMPT, 1, 0.0):
+    for kind, _value in worker.generate(GenerationRequest(prompt=SMOKE_PROMPT, max_tokens=1)):
         if kind == "done":
             log.info("smoke test passed in %.3f s", time.perf_counter() - started)
             return

@@ -1,7 +1,9 @@
-"""Agent error tree. Each maps to exactly one gRPC status code in ``agent.service``.
+"""Agent error tree. Each maps to exactly one gRPC status code in ``agent.service`` (and one
+HTTP status in ``agent.openai_http.errors``).
 
     AgentError
     ├── InvalidRequest        bad name, bad sha256, bad parameters     -> INVALID_ARGUMENT
+    │   └── ContextLengthExceeded  the prompt does not fit the context   -> INVALID_ARGUMENT
     ├── NotFound              blob or model not in the store            -> NOT_FOUND
     ├── ChecksumMismatch      staged bytes do not hash to their name    -> DATA_LOSS
     ├── InsufficientMemory    the load would not fit the budget         -> RESOURCE_EXHAUSTED
@@ -29,6 +31,10 @@ class AgentError(Exception):
 
 class InvalidRequest(AgentError):
     kind = ErrorKind.INVALID_REQUEST
+
+
+class ContextLengthExceeded(InvalidRequest):
+    pass
 
 
 class NotFound(AgentError):

@@ -30,6 +30,7 @@ from agent.errors import (
 from agent.probe import disk_usage
 from agent.rpc import agent_pb2 as pb
 from agent.rpc import agent_pb2_grpc as pb_grpc
+from agent.runtimes.base import GenerationRequest
 from agent.security import verify_manifest
 from agent.store import ModelRecord
 from agent.telemetry import DeviceSampler
@@ -52,7 +53,8 @@ STATUS_BY_ERROR: dict[type[AgentError], grpc.StatusCode] = {
 
 
 def _abort(context: grpc.ServicerContext, exc: AgentError) -> Any:
-    code = STATUS_BY_ERROR.get(type(exc), grpc.StatusCode.INTERNAL)
+    code = next((STATUS_BY_ERROR[k] for k in type(exc).__mro__ if k in STATUS_BY_ERROR),
+                grpc.StatusCode.INTERNAL)
     log.warning("%s: %s", code.name, exc)
     detail = pb.ErrorDetail(kind=exc.kind.value, message=str(exc))  # type: ignore[arg-type]
     context.set_trailing_metadata(((ERROR_DETAIL_KEY, detail.SerializeToString()),))
@@ -68,10 +70,22 @@ def _model_info(record: ModelRecord, active: bool, state: str,
     )
 
 
+def generation_request(request: pb.GenerateRequest, stream_interval_s: float
+                       ) -> GenerationRequest:
+    return GenerationRequest(
+        prompt=request.prompt, max_tokens=request.max_tokens or 32,
+        temperature=request.temperature,
+        top_p=request.top_p if request.HasField("top_p") else None,
+        stop=tuple(request.stop), seed=request.seed if request.HasField("seed") else None,
+        stream_interval_s=stream_interval_s,
+    )
+
+
 class AgentServicer(pb_grpc.AgentServiceServicer):
-    def __init__(self, core: AgentCore) -> None:
+    def __init__(self, core: AgentCore, stream_interval_s: float = 0.0) -> None:
         self.core = core
         self.sampler = DeviceSampler()
+        self.stream_interval_s = stream_interval_s  # see agent.workers: the token path
 
     def GetProfile(self, request: pb.GetProfileRequest, context: grpc.ServicerContext) -> Any:
         core = self.core
@@ -198,9 +212,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
 
     def Generate(self, request: pb.GenerateRequest, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
-            stream = self.core.generate(
-                request.prompt, request.max_tokens or 32, request.temperature, request.sha256
-            )
+            stream = self.core.generate_request(
+                generation_request(request, self.stream_interval_s), request.sha256)
             for kind, value in stream:
                 if not context.is_active():
                     stream.close()  # client cancelled: stop the runtime, record "cancelled"

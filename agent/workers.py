@@ -4,10 +4,18 @@ The agent talks to a worker over a pipe. A segfault or OOM kill of the runtime e
 not the agent: the agent sees the pipe close, reports ``WorkerFailed`` and counts the crash.
 Unloading is a process exit, so memory is really returned to the device.
 
-Pipe protocol, agent -> worker: ``("generate", prompt, max_tokens, temperature)``, ``("stop",)``.
-Worker -> agent: ``("ready", load_seconds)`` or ``("error", message)`` once after start; per
-generation ``("text", piece)``..., then ``("done", stats_dict)``, ``("invalid", message)`` (bad
-request, e.g. a prompt longer than the context) or ``("error", message)`` (the runtime raised).
+Pipe protocol, agent -> worker: ``("generate", GenerationRequest)``, ``("call", op, args)``,
+``("stop",)``. Worker -> agent: ``("ready", load_seconds)`` or ``("error", message)`` once after
+start; per generation ``("text", piece)``..., then ``("done", stats_dict)``,
+``("invalid", message, kind)`` (bad request, e.g. a prompt longer than the context; ``kind``
+names the InvalidRequest class) or ``("error", message)`` (the runtime raised).
+
+Token path: a fast model makes hundreds of tokens a second, and one pipe message, one gRPC or
+HTTP message and one client wake-up per token cost the device more CPU than the tokens are
+worth. So text is coalesced twice: while tokens come faster than ``stream_interval_s``, the
+worker sends at most one message per interval (a held piece leaves with the next token, so it
+waits about one token; a slow model's tokens always go one by one), and the agent's reader
+joins the pieces that piled up while it was busy (the reader lags: the client is slow).
 """
 
 from __future__ import annotations
@@ -23,11 +31,23 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from agent.errors import GenerationFailed, InvalidRequest, NotForThisMachine, WorkerFailed
-from agent.runtimes.base import GenerationStats
+from agent.errors import (
+    ContextLengthExceeded,
+    GenerationFailed,
+    InvalidRequest,
+    NotForThisMachine,
+    WorkerFailed,
+)
+from agent.runtimes.base import GenerationRequest, GenerationStats
 
 _CTX = mp.get_context("spawn")
 LOAD_TIMEOUT_S = 300.0
+# InvalidRequest kinds that cross the pipe by name
+_INVALID = {cls.__name__: cls for cls in (InvalidRequest, ContextLengthExceeded)}
+
+
+def _invalid(message: str, kind: str = "InvalidRequest") -> InvalidRequest:
+    return _INVALID.get(kind, InvalidRequest)(message)
 
 
 def _open_runtime(fmt: str, path: Path, n_ctx: int, n_threads: int) -> Any:
@@ -71,25 +91,60 @@ def _worker_main(
             try:
                 conn.send(("result", _call(runtime, msg[1], msg[2])))
             except InvalidRequest as exc:
-                conn.send(("invalid", str(exc)))
+                conn.send(("invalid", str(exc), type(exc).__name__))
             except Exception as exc:
                 conn.send(("error", f"{type(exc).__name__}: {exc}"))
             continue
         if not hasattr(runtime, "generate"):
             conn.send(("invalid", "this model serves tensor inference (ModelInfer), "
-                                  "not text generation"))
+                                  "not text generation", "InvalidRequest"))
             continue
-        _, prompt, max_tokens, temperature = msg
-        stats = GenerationStats()
-        try:
-            for piece in runtime.generate(prompt, max_tokens, temperature, cancel.is_set, stats):
-                conn.send(("text", piece))
-            conn.send(("done", asdict(stats)))
-        except InvalidRequest as exc:
-            conn.send(("invalid", str(exc)))
-        except Exception as exc:
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        _run_generation(conn, runtime, msg[1], cancel)
     runtime.close()
+
+
+class PieceBatcher:
+    """While pieces come faster than ``interval`` seconds apart, let one message out per
+    interval; a held piece leaves with the next one, so it waits about one token."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._pending: list[str] = []
+        self._last_sent = self._last_piece = -1e9
+
+    def add(self, piece: str, now: float) -> str | None:
+        """The text to send now, or None to hold it."""
+        self._pending.append(piece)
+        slow = now - self._last_piece >= self.interval
+        self._last_piece = now
+        if slow or now - self._last_sent >= self.interval:
+            self._last_sent = now
+            return self.rest()
+        return None
+
+    def rest(self) -> str:
+        text = "".join(self._pending)
+        self._pending.clear()
+        return text
+
+
+def _run_generation(conn: Connection, runtime: Any, request: GenerationRequest,
+                    cancel: Any) -> None:
+    stats = GenerationStats()
+    batcher = PieceBatcher(request.stream_interval_s)
+    try:
+        for piece in runtime.generate(request, cancel.is_set, stats):
+            text = batcher.add(piece, time.perf_counter())
+            if text is not None:
+                conn.send(("text", text))
+        rest = batcher.rest()
+        if rest:
+            conn.send(("text", rest))
+        conn.send(("done", asdict(stats)))
+    except InvalidRequest as exc:
+        conn.send(("invalid", str(exc), type(exc).__name__))
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
 class Worker:
@@ -149,30 +204,30 @@ class Worker:
         self._cancel.set()
 
     def generate(
-        self, prompt: str, max_tokens: int, temperature: float
+        self, request: GenerationRequest
     ) -> Generator[tuple[str, Any], None, None]:
-        """Yield ``("text", piece)`` then ``("done", GenerationStats)``; raise WorkerFailed."""
+        """Yield ``("text", piece)``... then ``("done", GenerationStats)``; raise
+        InvalidRequest, GenerationFailed or WorkerFailed. Closing the generator early cancels
+        the runtime (within a token) and drains what is in flight."""
         with self._lock:
             busy = False
             self.cancelled_stats = None
             try:
                 self._cancel.clear()
-                self._conn.send(("generate", prompt, max_tokens, temperature))
+                self._conn.send(("generate", request))
                 busy = True
+                msg: tuple[Any, ...] | None = self._conn.recv()
+                first = True  # the first token goes out alone: time to first token is exact
                 while True:
-                    kind, value = self._conn.recv()
-                    if kind == "text":
-                        yield kind, value
-                    elif kind == "done":
+                    if msg is None:
+                        msg = self._conn.recv()
+                    if msg[0] != "text":
                         busy = False
-                        yield kind, GenerationStats(**value)
+                        yield self._final(msg)
                         return
-                    elif kind == "invalid":
-                        busy = False
-                        raise InvalidRequest(value)
-                    else:
-                        busy = False
-                        raise GenerationFailed(f"generation failed: {value}")
+                    text, msg = (msg[1], None) if first else self._join_ready(msg[1])
+                    first = False
+                    yield "text", text
             except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
                 busy = False
                 code = self._exit_code()
@@ -183,15 +238,35 @@ class Worker:
                     # what is in flight so the next request starts clean.
                     self._drain()
 
+    def _join_ready(self, text: str) -> tuple[str, tuple[Any, ...] | None]:
+        """Pieces that piled up while the reader was busy go out as one; returns the joined
+        text and the first non-text message read, if any."""
+        parts = [text]
+        while self._conn.poll(0):
+            msg = self._conn.recv()
+            if msg[0] != "text":
+                return "".join(parts), msg
+            parts.append(msg[1])
+        return "".join(parts), None
+
+    @staticmethod
+    def _final(msg: tuple[Any, ...]) -> tuple[str, Any]:
+        kind, value = msg[0], msg[1]
+        if kind == "done":
+            return kind, GenerationStats(**value)
+        if kind == "invalid":
+            raise _invalid(value, *msg[2:])
+        raise GenerationFailed(f"generation failed: {value}")
+
     def _drain(self, timeout_s: float = 30.0) -> None:
         self._cancel.set()
         deadline = time.monotonic() + timeout_s
         try:
             while time.monotonic() < deadline and self._conn.poll(deadline - time.monotonic()):
-                kind, value = self._conn.recv()
-                if kind == "done":
-                    self.cancelled_stats = GenerationStats(**value)
-                if kind in ("done", "error", "invalid"):
+                msg = self._conn.recv()
+                if msg[0] == "done":
+                    self.cancelled_stats = GenerationStats(**msg[1])
+                if msg[0] in ("done", "error", "invalid"):
                     return
         except (EOFError, OSError):
             return
@@ -203,12 +278,13 @@ class Worker:
                 self._conn.send(("call", op, args))
                 if not self._conn.poll(timeout_s):
                     raise GenerationFailed(f"{op} took longer than {timeout_s:.0f} s")
-                kind, value = self._conn.recv()
+                msg = self._conn.recv()
             except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
                 code = self._exit_code()
                 raise WorkerFailed(f"runtime worker crashed (exit {code})") from None
+        kind, value = msg[0], msg[1]
         if kind == "invalid":
-            raise InvalidRequest(value)
+            raise _invalid(value, *msg[2:])
         if kind == "error":
             raise GenerationFailed(f"{op} failed: {value}")
         return value

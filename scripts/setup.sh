@@ -14,6 +14,8 @@ command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v tc >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+# the OpenAI endpoint's tests talk to it with curl too
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # the test suite runs the controller against a throwaway PostgreSQL server too
 command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
   || need_apt+=(postgresql)

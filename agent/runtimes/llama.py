@@ -7,8 +7,13 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from agent.errors import InvalidRequest
-from agent.runtimes.base import GenerationStats
+from agent.errors import ContextLengthExceeded
+from agent.runtimes.base import DEFAULT_TOP_P, GenerationRequest, GenerationStats
+from agent.runtimes.chat import ChatTemplate
+from agent.runtimes.stops import StopScanner
+
+TOP_K = 40
+RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp draws a random seed
 
 
 class LlamaRuntime:
@@ -23,49 +28,103 @@ class LlamaRuntime:
             n_gpu_layers=0,
             verbose=False,
         )
+        self._chat: ChatTemplate | None = None
+        # Per token id, what the vocabulary says: fixed for the model, so each is asked of
+        # llama.cpp once instead of once per generated token (two ctypes calls a token).
+        self._pieces: dict[int, bytes] = {}
+        self._is_eog = self._end_of_generation()
+        self._eog: dict[int, bool] = {}
+
+    def chat_template(self) -> ChatTemplate:
+        if self._chat is None:
+            llm = self._llm
+            self._chat = ChatTemplate(
+                llm.metadata,
+                bos_token=llm.detokenize([llm.token_bos()], special=True).decode(errors="replace"),
+                eos_token=llm.detokenize([llm.token_eos()], special=True).decode(errors="replace"),
+            )
+        return self._chat
+
+    def _end_of_generation(self) -> Callable[[int], bool]:
+        """End-of-turn tokens too (``<|eot_id|>``, ``<|im_end|>``...), not only EOS."""
+        import llama_cpp
+
+        llm = self._llm
+        vocab = getattr(getattr(llm, "_model", None), "vocab", None)
+        is_eog = getattr(llama_cpp, "llama_vocab_is_eog", None)
+        if vocab is not None and is_eog is not None:
+            return lambda token: bool(is_eog(vocab, token))
+        eos = llm.token_eos()
+        return lambda token: token == eos
 
     def generate(
         self,
-        prompt: str,
-        max_tokens: int,
-        temperature: float,
+        request: GenerationRequest,
         cancelled: Callable[[], bool],
         stats: GenerationStats,
     ) -> Iterator[str]:
         llm = self._llm
-        tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True)
+        stops = request.stop
+        if request.messages:
+            chat = self.chat_template().render(request.messages)
+            # special=True: the template's control tokens (<|im_start|>...) are tokens, not text
+            tokens = llm.tokenize(chat.text.encode("utf-8"), add_bos=chat.add_bos, special=True)
+            stops = stops + chat.stops
+        else:
+            tokens = llm.tokenize(request.prompt.encode("utf-8"), add_bos=True)
         stats.prompt_tokens = len(tokens)
-        if len(tokens) >= llm.n_ctx():
-            raise InvalidRequest(
+        n_ctx = llm.n_ctx()
+        if len(tokens) >= n_ctx:
+            raise ContextLengthExceeded(
                 f"prompt is {len(tokens)} tokens; the model was loaded with a context of "
-                f"{llm.n_ctx()}"
+                f"{n_ctx}"
             )
-        max_tokens = min(max_tokens, llm.n_ctx() - len(tokens))
+        room = n_ctx - len(tokens)
+        max_tokens = min(request.max_tokens, room) if request.max_tokens else room
+        llm.set_seed(request.seed % RANDOM_SEED if request.seed is not None else RANDOM_SEED)
+        top_p = DEFAULT_TOP_P if request.top_p is None else request.top_p
+        pieces, eog = self._pieces, self._eog
+        scanner = StopScanner(stops)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        eos = llm.token_eos()
         start = time.perf_counter()
         stats.finish_reason = "length"
-        for token in llm.generate(tokens, temp=temperature, top_k=40, top_p=0.95, reset=True):
+        for token in llm.generate(tokens, temp=request.temperature, top_k=TOP_K, top_p=top_p,
+                                  reset=True):
             now = time.perf_counter()
             if stats.completion_tokens == 0:
                 stats.ttft_s = now - start
-            if token == eos:
+            end = eog.get(token)
+            if end is None:
+                end = eog[token] = self._is_eog(token)
+            if end:
                 stats.finish_reason = "stop"
                 break
             stats.completion_tokens += 1
             stats.total_s = now - start
-            piece = decoder.decode(llm.detokenize([token]))
+            raw = pieces.get(token)
+            if raw is None:
+                raw = pieces[token] = llm.detokenize([token])
+            piece = decoder.decode(raw)
             if piece:
-                yield piece
+                piece = scanner.feed(piece)
+                if piece:
+                    yield piece
+                if scanner.stopped:
+                    stats.finish_reason = "stop"
+                    break
             if cancelled():
                 stats.finish_reason = "cancelled"
                 break
             if stats.completion_tokens >= max_tokens:
                 break
         stats.total_s = time.perf_counter() - start
-        tail = decoder.decode(b"", final=True)
-        if tail:
-            yield tail
+        if not scanner.stopped:
+            tail = scanner.feed(decoder.decode(b"", final=True))
+            tail += "" if scanner.stopped else scanner.flush()
+            if scanner.stopped:
+                stats.finish_reason = "stop"
+            if tail:
+                yield tail
 
     def close(self) -> None:
         self._llm.close()

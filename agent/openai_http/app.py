@@ -1,0 +1,261 @@
+"""The Starlette app: OpenAI routes over ``AgentCore``. Imported only with the openai extra.
+
+Every generation goes through ``AgentCore.generate_request``, the path gRPC ``Generate`` takes,
+so it is recorded in the same telemetry (TTFT, tokens/s, energy, outcome). A streamed request
+answers its HTTP status only once the first event is known, so a prompt longer than the
+context or a missing model is a real 400/503, not an error inside a 200 stream; an error after
+text has gone out is sent as a final ``data: {"error": ...}`` event, as OpenAI does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from agent.core import AgentCore
+from agent.errors import InvalidRequest, NoActiveModel, NotFound
+from agent.openai_http import schema
+from agent.openai_http.errors import INVALID, ApiError
+from agent.openai_http.streaming import Event, TokenChannel, produce
+from agent.runtimes.base import GenerationStats
+from agent.store import ModelRecord
+
+MAX_BODY_BYTES = 8 << 20
+GENERATION_THREADS = 8  # generations queue on the model's worker; these only wait there
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+DONE = b"data: [DONE]\n\n"
+
+
+def sse(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + (
+        b"\n\n")
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+class EventStream(StreamingResponse):
+    """Server-sent events that stop the generation however the response ends (also when the
+    client leaves before the first chunk is sent)."""
+
+    def __init__(self, body: AsyncIterator[bytes], channel: TokenChannel) -> None:
+        super().__init__(body, media_type="text/event-stream", headers=SSE_HEADERS)
+        self._channel = channel
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._channel.close()
+
+
+class OpenAIEndpoint:
+    """Routes of one agent. ``resolve`` is where a model name picks what serves it: today the
+    one active model under its catalog name."""
+
+    def __init__(self, core: AgentCore, stream_interval_s: float) -> None:
+        self.core = core
+        self.stream_interval_s = stream_interval_s
+        self.executor = ThreadPoolExecutor(GENERATION_THREADS, thread_name_prefix="openai-gen")
+
+    # -- models ---------------------------------------------------------------------------
+    def served(self) -> list[ModelRecord]:
+        loaded = self.core.loaded()
+        return [loaded.record] if loaded and loaded.record.format == "gguf" else []
+
+    def resolve(self, name: str) -> ModelRecord:
+        """Raises NoActiveModel (503), NotFound (404) or InvalidRequest (not a text model)."""
+        loaded = self.core.loaded()
+        if loaded is None:
+            raise NoActiveModel("no model is loaded on this device; deploy one "
+                                "(fleet deploy MODEL --group G)")
+        if loaded.record.name != name:
+            served = ", ".join(r.name for r in self.served()) or "no text model"
+            raise NotFound(f"the model {name!r} does not exist on this device; it serves: "
+                           f"{served} (GET /v1/models lists them)")
+        if loaded.record.format != "gguf":
+            raise InvalidRequest(f"{name!r} is an {loaded.record.format.upper()} model: it "
+                                 "serves tensor inference (Open Inference Protocol), not text")
+        return loaded.record
+
+    def model_object(self, record: ModelRecord) -> dict[str, Any]:
+        try:
+            created = int(self.core.store.blob_path(record.sha256).stat().st_mtime)
+        except (OSError, ValueError):
+            created = 0
+        return {"id": record.name, "object": "model", "created": created,
+                "owned_by": "edgefleet", "variant": record.variant, "sha256": record.sha256,
+                "context_length": record.n_ctx}
+
+    async def list_models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list",
+                             "data": [self.model_object(r) for r in self.served()]})
+
+    async def get_model(self, request: Request) -> Response:
+        name = request.path_params["model"]
+        try:
+            return JSONResponse(self.model_object(self.resolve(name)))
+        except (NoActiveModel, NotFound, InvalidRequest):
+            raise ApiError(404, f"the model {name!r} does not exist on this device",
+                           INVALID, "model_not_found", "model") from None
+
+    async def health(self, request: Request) -> Response:
+        served = self.served()
+        if not served:
+            raise ApiError.from_agent_error(NoActiveModel("no text model is loaded"))
+        return JSONResponse({"status": "ok", "models": [r.name for r in served]})
+
+    # -- generation -----------------------------------------------------------------------
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._generate(request, chat=True)
+
+    async def completions(self, request: Request) -> Response:
+        return await self._generate(request, chat=False)
+
+    async def _generate(self, request: Request, chat: bool) -> Response:
+        body = await _json_body(request)
+        parse = schema.parse_chat if chat else schema.parse_completion
+        parsed = parse(body, self.stream_interval_s)
+        try:
+            record = self.resolve(parsed.model)
+        except (NoActiveModel, NotFound, InvalidRequest) as exc:
+            api = ApiError.from_agent_error(exc)
+            api.param = "model" if api.status != 503 else None
+            raise api from None
+        loop = asyncio.get_running_loop()
+        channel = TokenChannel(loop)
+        loop.run_in_executor(self.executor, produce, self.core, parsed.generation,
+                             record.sha256, channel)
+        responder = schema.Responder(model=record.name, chat=chat)
+        gone = asyncio.ensure_future(_disconnected(request))
+        streaming = False
+        try:
+            first = await _take_unless_gone(channel, gone)
+            if first is None:
+                return Response(status_code=499)  # nobody is listening any more
+            failed = next((v for k, v in first if k == "error"), None)
+            if failed is not None and not any(k == "text" for k, _ in first):
+                if failed.code == "context_length_exceeded":
+                    failed.param = "messages" if chat else "prompt"
+                return error_response(failed)
+            if parsed.stream:
+                gone.cancel()  # from here StreamingResponse watches for the disconnect
+                streaming = True
+                return EventStream(_stream(first, channel, responder, parsed.include_usage),
+                                   channel)
+            return await _collect(first, channel, gone, responder)
+        finally:
+            gone.cancel()
+            if not streaming:
+                channel.close()  # done, failed, or this handler was cancelled: stop generating
+
+    def app(self) -> Starlette:
+        routes = [
+            Route("/v1/models", self.list_models, methods=["GET"]),
+            Route("/v1/models/{model:path}", self.get_model, methods=["GET"]),
+            Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+            Route("/v1/completions", self.completions, methods=["POST"]),
+            Route("/health", self.health, methods=["GET"]),
+        ]
+        handlers: dict[Any, Any] = {ApiError: _api_error, HTTPException: _http_error}
+        return Starlette(routes=routes, exception_handlers=handlers)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods, in the OpenAI shape too."""
+    assert isinstance(exc, HTTPException)
+    return error_response(ApiError(exc.status_code, f"{request.method} {request.url.path}: "
+                                   f"{exc.detail}", INVALID,
+                                   "not_found" if exc.status_code == 404 else None))
+
+
+async def _json_body(request: Request) -> Any:
+    size = 0
+    chunks = []
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(413, f"request body over {MAX_BODY_BYTES >> 20} MiB", INVALID,
+                           "request_too_large")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except ValueError as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc}", INVALID,
+                       "invalid_json") from None
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _take_unless_gone(channel: TokenChannel, gone: asyncio.Future[None]
+                            ) -> list[Event] | None:
+    """The next events, or None (and the generation cancelled) if the client went away."""
+    take = asyncio.ensure_future(channel.take())
+    either: list[asyncio.Future[Any]] = [take, gone]
+    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    if take.done():
+        return take.result()
+    take.cancel()
+    channel.close()
+    return None
+
+
+async def _collect(events: list[Event], channel: TokenChannel, gone: asyncio.Future[None],
+                   responder: schema.Responder) -> Response:
+    text: list[str] = []
+    stats = GenerationStats()
+    while True:
+        for kind, value in events:
+            if kind == "text":
+                text.append(value)
+            elif kind == "done":
+                stats = value
+            elif kind == "error":
+                return error_response(value)
+            elif kind == "end":
+                return JSONResponse(responder.completion("".join(text), stats))
+        got = await _take_unless_gone(channel, gone)
+        if got is None:
+            return Response(status_code=499)
+        events = got
+
+
+async def _stream(events: list[Event], channel: TokenChannel, responder: schema.Responder,
+                  include_usage: bool) -> AsyncIterator[bytes]:
+    if responder.chat:
+        yield sse(responder.chunk(first=True, include_usage=include_usage))
+    while True:
+        text = "".join(v for k, v in events if k == "text")
+        if text:
+            yield sse(responder.chunk(text, include_usage=include_usage))
+        for kind, value in events:
+            if kind == "done":
+                yield sse(responder.chunk(finish=schema.finish_reason(value),
+                                          include_usage=include_usage, stats=value))
+                if include_usage:
+                    yield sse(responder.usage_chunk(value))
+            elif kind == "error":
+                yield sse(value.body())
+                return
+            elif kind == "end":
+                yield DONE
+                return
+        events = await channel.take()

@@ -1,0 +1,87 @@
+"""A generation runs in a thread (the agent core and the worker pipe block); the event loop
+reads its events through a ``TokenChannel``.
+
+Events: ``("text", str)``, ``("done", GenerationStats)``, ``("error", ApiError)`` and, last,
+``("end", None)``. When the loop falls behind (a slow client, a busy device), ``take`` returns
+every event that piled up at once, so the text goes out as one chunk: the reader sets the
+pace, and the producer never waits for it. Closing a channel (the client went away) makes the
+producer close the core's generator, which cancels the generation on the device within a
+token and records it in telemetry as ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from typing import Any
+
+from agent.core import AgentCore
+from agent.errors import AgentError
+from agent.openai_http.errors import SERVER, ApiError
+from agent.runtimes.base import GenerationRequest
+
+log = logging.getLogger("edgefleet.agent.openai")
+
+Event = tuple[str, Any]
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class TokenChannel:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._events: list[Event] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self.closed = threading.Event()  # the reader is gone: stop generating
+
+    def put(self, event: Event) -> None:
+        """Producer side (any thread)."""
+        with self._lock:
+            self._events.append(event)
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is reading
+                self._loop.call_soon_threadsafe(_wake, waiter)
+
+    async def take(self) -> list[Event]:
+        """Reader side (the event loop): every event available, at least one."""
+        while True:
+            with self._lock:
+                if self._events:
+                    events, self._events = self._events, []
+                    return events
+                waiter = self._waiter = self._loop.create_future()
+            await waiter
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def produce(core: AgentCore, request: GenerationRequest, sha256: str,
+            channel: TokenChannel) -> None:
+    """Run one generation into ``channel`` (in a worker thread); always ends with "end"."""
+    try:
+        if channel.closed.is_set():
+            return  # the client left while the request waited for a thread
+        stream = core.generate_request(request, sha256)
+        try:
+            for event in stream:
+                if channel.closed.is_set():
+                    break
+                channel.put(event)
+        finally:
+            stream.close()  # after a break: cancels the runtime, telemetry says "cancelled"
+    except AgentError as exc:
+        channel.put(("error", ApiError.from_agent_error(exc)))
+    except Exception as exc:  # a bug, not the client's fault: say so, keep serving
+        log.exception("generation failed")
+        channel.put(("error", ApiError(500, f"internal error: {type(exc).__name__}: {exc}",
+                                       SERVER, "internal_error")))
+    finally:
+        channel.put(("end", None))

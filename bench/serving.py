@@ -1,0 +1,127 @@
+"""Decode tokens/s and TTFT through the agent's OpenAI-compatible endpoint (streamed
+/v1/completions read by the real `openai` client) vs llama-cpp-python called directly: same
+model, same process run, same threads, same tokens (greedy). Prints each run's ratio (target
+>= 0.97), the spread over runs and the TTFT overhead.
+
+The tiny model decodes hundreds of tokens/s, the worst case for per-token overhead (see
+bench/agent_overhead.py). ``--stream-interval-ms 0`` sends every token as its own event.
+``--client http`` reads the stream with the standard library instead of the `openai` SDK,
+which separates the endpoint's cost from the SDK's (pydantic objects per chunk).
+
+Usage: python bench/serving.py [--tokens 256] [--reps 5] [--runs 5] [--client openai|http]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from _agent_bench import (
+    PROMPT,
+    THREADS,
+    RunResult,
+    Sample,
+    agent_with_model,
+    build_model,
+    client_sample,
+    open_direct,
+    report,
+    run_pairs,
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def openai_reader(port: int) -> Callable[[int], Sample]:
+    import openai
+
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="bench",
+                           max_retries=0, timeout=300)
+
+    def through_endpoint(tokens: int) -> Sample:
+        start = time.perf_counter()
+        first = last = 0.0
+        completion = 0
+        stream = client.completions.create(
+            model="tiny-llama", prompt=PROMPT, max_tokens=tokens, temperature=0,
+            stream=True, stream_options={"include_usage": True})
+        for chunk in stream:
+            if chunk.usage is not None:
+                completion = chunk.usage.completion_tokens
+            if chunk.choices and chunk.choices[0].text:
+                last = time.perf_counter()
+                first = first or last
+        return client_sample(start, first, last, completion)
+
+    return through_endpoint
+
+
+def http_reader(port: int) -> Callable[[int], Sample]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+
+    def through_endpoint(tokens: int) -> Sample:
+        body = json.dumps({"model": "tiny-llama", "prompt": PROMPT, "max_tokens": tokens,
+                           "temperature": 0, "stream": True,
+                           "stream_options": {"include_usage": True}})
+        start = time.perf_counter()
+        first = last = 0.0
+        completion = 0
+        conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        for line in conn.getresponse():
+            if not line.startswith(b"data: {"):
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                completion = event["usage"]["completion_tokens"]
+            if event["choices"] and event["choices"][0]["text"]:
+                last = time.perf_counter()
+                first = first or last
+        return client_sample(start, first, last, completion)
+
+    return through_endpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--reps", type=int, default=5, help="direct/agent pairs per run")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--variant", default="q4_k_m")
+    parser.add_argument("--stream-interval-ms", type=float, default=None,
+                        help="the agent's --stream-interval-ms (default: the agent's)")
+    parser.add_argument("--client", choices=("openai", "http"), default="openai")
+    args = parser.parse_args()
+
+    port = _free_port()
+    extra: tuple[str, ...] = ("--openai-listen", f"127.0.0.1:{port}")
+    if args.stream_interval_ms is not None:
+        extra += ("--stream-interval-ms", str(args.stream_interval_ms))
+    with tempfile.TemporaryDirectory() as tmp:
+        model = build_model(Path(tmp), args.variant)
+        with agent_with_model(model, args.variant, extra):
+            reader = openai_reader if args.client == "openai" else http_reader
+            through_endpoint = reader(port)
+            llm = open_direct(model)
+            run_pairs(llm, through_endpoint, 8, 1)  # warm both up
+            runs: list[RunResult] = [run_pairs(llm, through_endpoint, args.tokens, args.reps)
+                                     for _ in range(args.runs)]
+            llm.close()
+    interval = "agent default" if args.stream_interval_ms is None else (
+        f"{args.stream_interval_ms:g} ms")
+    report(f"serving: tiny-llama {args.variant}, {args.tokens} tokens, {THREADS} thread, "
+           f"{args.reps} pairs per run (medians), stream interval {interval}; streamed "
+           f"/v1/completions measured at the client ({args.client})", "OpenAI endpoint", runs)
+
+
+if __name__ == "__main__":
+    main()
