@@ -6,6 +6,7 @@ import codecs
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from agent.errors import InvalidRequest
 from agent.runtimes.base import GenerationStats
@@ -66,6 +67,12 @@ class LlamaRuntime:
         tail = decoder.decode(b"", final=True)
         if tail:
             yield tail
+
+    def verify_output(self, prompt: str, max_tokens: int) -> dict[str, Any]:
+        """The health gate's output check (``agent.runtimes.llama_check``)."""
+        from agent.runtimes.llama_check import verify_output
+
+        return verify_output(self._llm, prompt, max_tokens)
 
     def close(self) -> None:
         self._llm.close()

@@ -26,6 +26,11 @@ HINTS = {
     "FAILED_PRECONDITION": "the device cannot run this file; check its profile and runtimes",
     "NOT_FOUND": "the blob is not on the device; re-run the deploy to send it",
 }
+# by the agent's error class, where the status code alone would mislead
+KIND_HINTS = {
+    "BlobCorrupt": "the device's stored copy went bad on its disk (quarantined, see `fleet "
+    "device show`); the next deploy sends it again; a disk that keeps doing this is failing",
+}
 
 
 @dataclass(frozen=True)
@@ -102,16 +107,16 @@ class GrpcAgentClient:
                                 hint="the agent restarts the runtime on its last good model; "
                                 "`fleet status` shows the crash count")
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            detail = (f"agent at {self.address} not reachable ({code.name}: "
+                      f"{(details or '').strip()[:160]})")
             return Unreachable(
-                f"{self.name}: agent at {self.address} not reachable ({code.name}: "
-                f"{(details or '').strip()[:160]})",
-                hint="is `fleet-agent serve` running on the device? `fleet device rescue` "
-                "restarts it over SSH" if code == grpc.StatusCode.UNAVAILABLE else
-                "the device is slow or the link is down; retry",
-            )
+                f"{self.name}: {detail}",
+                hint=f"is `fleet-agent serve` running on the device? `fleet device rescue "
+                f"{self.name}` restarts it" if code == grpc.StatusCode.UNAVAILABLE else
+                "the device is slow or the link is down; retry", detail=detail)
         return AgentRefused(f"{self.name}: agent refused: {details}",
-                            hint=HINTS.get(code.name, ""), code=code.name, kind=kind,
-                            detail=details)
+                            hint=KIND_HINTS.get(kind) or HINTS.get(code.name, ""),
+                            code=code.name, kind=kind, detail=details)
 
     def get_profile(self, timeout: float = 5.0) -> pb.HardwareProfile:
         return self._call(self._stub.GetProfile, pb.GetProfileRequest(), timeout).profile
@@ -119,10 +124,13 @@ class GrpcAgentClient:
     def get_store(self) -> pb.GetStoreResponse:
         return self._call(self._stub.GetStore, pb.GetStoreRequest())
 
-    def check_fit(self, sha256: str, size_bytes: int, memory_bytes: int) -> pb.CheckFitResponse:
+    def check_fit(self, sha256: str, size_bytes: int, memory_bytes: int,
+                  reclaim: bool = False) -> pb.CheckFitResponse:
+        """``reclaim``: let the store free unused blobs and idle uploads to make room. The
+        agent may hash a held blob whose fingerprint changed, hence the longer deadline."""
         request = pb.CheckFitRequest(sha256=sha256, size_bytes=size_bytes,
-                                     estimated_memory_bytes=memory_bytes)
-        return self._call(self._stub.CheckFit, request)
+                                     estimated_memory_bytes=memory_bytes, reclaim=reclaim)
+        return self._call(self._stub.CheckFit, request, max(self.timeout_s, 300.0))
 
     def load_model(self, request: pb.LoadModelRequest, timeout: float = 600.0) -> Any:
         return self._call(self._stub.LoadModel, request, timeout)
@@ -149,6 +157,11 @@ class GrpcAgentClient:
                   ) -> pb.BenchmarkResponse:
         request = pb.BenchmarkRequest(runs=runs, max_tokens=max_tokens)
         return self._call(self._stub.Benchmark, request, timeout)
+
+    def verify_output(self, prompt: str, max_tokens: int,
+                      timeout: float = 300.0) -> pb.VerifyOutputResponse:
+        request = pb.VerifyOutputRequest(prompt=prompt, max_tokens=max_tokens)
+        return self._call(self._stub.VerifyOutput, request, timeout)
 
     def model_serving(self) -> bool:
         request = health_pb2.HealthCheckRequest(service=MODEL_HEALTH)

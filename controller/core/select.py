@@ -46,7 +46,7 @@ class Request:
     max_ttft_ms: float = 0.0  # 0: no limit
     prompt_tokens: int = 128  # the prompt length TTFT is predicted for
     prefer: str = "quality"  # quality | speed | energy
-    disk_free_bytes: int = 0  # 0: unknown, not checked
+    disk_free_bytes: int | None = None  # None: unknown, not checked; 0 is a full disk
     blobs_held: frozenset[str] = frozenset()  # sha256 of files the device already holds
 
 
@@ -92,8 +92,8 @@ def _assess(model: ModelSpec, variant: Variant, profile: Profile, req: Request,
             f"needs {_mib(memory.total)} > {_mib(usable)} usable "
             f"(RAM {_mib(profile.ram_bytes)} - reserve {_mib(profile.reserve_bytes)})"
         )
-    held = bool(variant.sha256) and variant.sha256 in req.blobs_held
-    if req.disk_free_bytes and not held and (
+    held = bool(variant.sha256) and variant.sha256 in req.blobs_held  # costs no disk
+    if req.disk_free_bytes is not None and not held and (
             variant.size_bytes + DISK_MARGIN_BYTES > req.disk_free_bytes):
         problems.append(
             f"file {_mib(variant.size_bytes)} + {_mib(DISK_MARGIN_BYTES)} margin > "

@@ -30,14 +30,15 @@ from controller.core.rollout import Evidence, RolloutGate, RolloutPolicy, failur
 from controller.core.select import Request
 from controller.errors import (
     AgentRefused,
+    DeviceError,
     FleetError,
     Unreachable,
     UsageError,
 )
 from controller.services.context import Fleet
-from controller.services.health_gate import health_check
+from controller.services.health_gate import health_check, reference_for
 from controller.services.planning import DevicePlan, plan
-from controller.services.uploading import send
+from controller.services.uploading import UploadTally, send
 
 # Refusals of LoadModel that say the model cannot run there (the agent's error classes, sent in
 # trailing metadata), as opposed to the device, the link or our configuration.
@@ -127,63 +128,75 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
         return Outcome(device.name, "skipped", "", choice.reason if choice else "no profile")
     variant = choice.chosen.variant.name
     art = artifacts[variant]
+    tally = UploadTally()  # bytes the device acknowledged, reported on every outcome
 
     def outcome(status: str, reason: str, hint: str = "", sent: int = 0,
                 model_failed: bool = False) -> Outcome:
-        return Outcome(device.name, status, variant, reason, hint, bytes_sent=sent,
+        return Outcome(device.name, status, variant, reason, hint,
+                       bytes_sent=max(sent, tally.acked),
                        seconds=time.monotonic() - started, model_failed=model_failed)
 
     try:
         with fleet.client(device) as client:
             store = client.get_store()
             on_trial = store.active_sha256 == art.sha256 and store.active_on_trial
-            if store.active_sha256 == art.sha256 and (not on_trial or options.stage_only):
+            memory = choice.chosen.memory.total
+            # the agent confirms its copy is intact (its fingerprint, or a fresh hash): a
+            # corrupt one is quarantined there and sent again here
+            fit = client.check_fit(art.sha256, art.size_bytes, memory, reclaim=True)
+            if store.active_sha256 == art.sha256 and fit.already_held and (
+                    not on_trial or options.stage_only):
                 return outcome("unchanged", "already active" + (" (on trial)" if on_trial
                                                                 else ""))
+            if not fit.already_held:
+                on_trial = False
+                store = client.get_store()
             models = client.list_models()
             # what to go back to: the active model, or, when the target itself is already
             # active on trial (an earlier deploy never confirmed it), the one before it
             previous = next((m for m in models if m.active != on_trial), None)
             sent = 0
             if not on_trial:
-                fit = client.check_fit(art.sha256, art.size_bytes, choice.chosen.memory.total)
                 if not fit.fits:
                     return outcome("failed",
                                    f"preflight refused before sending anything: {fit.reason}",
                                    "`fleet plan` shows a variant that fits; free disk space "
                                    "or pick a smaller variant with --prefer speed")
-                sent = send(fleet, client, device, art, fit, store.incoming_dir,
-                             choice.chosen.memory.total, options)
+                sent = send(fleet, client, device, art, fit, store.incoming_dir, memory,
+                            options, tally)
                 if options.stage_only:
                     client.stage_model(art.sha256)
                     return outcome("staged", "verified on the device and kept for a later "
                                    f"deploy; {choice.reason}", sent=sent)
+                request = signed_load_request(
+                    fleet, art.sha256, art.size_bytes, model.name, variant,
+                    choice.chosen.variant.format, choice.ctx, memory, trial=True)
                 try:
-                    client.load_model(signed_load_request(
-                        fleet, art.sha256, art.size_bytes, model.name, variant,
-                        choice.chosen.variant.format, choice.ctx, choice.chosen.memory.total,
-                        trial=True))
+                    _load_resending_once(fleet, client, device, art, request,
+                                         store.incoming_dir, options, tally)
+                    sent = max(sent, tally.acked)
                 except AgentRefused as exc:
                     if exc.kind not in MODEL_REFUSALS:
                         raise
                     return outcome("failed", "could not load it, kept its current model: "
                                    + exc.detail, exc.hint, sent, True)
             try:
-                problem, measured = health_check(client, model.arch.is_language_model, gates)
+                problem, measured = health_check(client, model.arch.is_language_model, gates,
+                                                 reference_for(art.path, art.sha256))
             except Unreachable as exc:
                 back = f"{previous.variant}" if previous else "no model"
                 return outcome("failed", f"the agent went away during the health check "
-                               f"({exc.message}); the model is on trial, so the "
+                               f"({exc.detail}); the model is on trial, so the "
                                f"device goes back to {back} when its agent restarts",
                                exc.hint, sent, True)
             if problem:
                 return _roll_back(fleet, client, device, model, variant, art, previous,
-                                  problem, rollout, sent, started)
+                                  problem, rollout, max(sent, tally.acked), started)
             try:
                 client.commit_model(art.sha256)
             except FleetError as exc:
                 back = f"{previous.variant}" if previous else "no model"
-                return outcome("failed", f"healthy but not confirmed ({exc.message}); the "
+                return outcome("failed", f"healthy but not confirmed ({_words(exc)}); the "
                                f"device goes back to {back} if its agent restarts first",
                                "deploy again to confirm it", sent)
             _record(fleet, device, model.name, variant, art, "active", choice.reason, rollout,
@@ -194,7 +207,36 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
                       else "") + choice.reason + (f"; {measured}" if measured else "")
             return outcome("deployed", reason, sent=sent)
     except FleetError as exc:
-        return outcome("failed", exc.message, exc.hint)
+        return outcome("failed", _words(exc), exc.hint)
+
+
+def _words(exc: FleetError) -> str:
+    """The error's message without the device's name: the outcome row names it already."""
+    return exc.detail if isinstance(exc, DeviceError) else exc.message
+
+
+def _load_resending_once(fleet: Fleet, client: GrpcAgentClient, device: Device,
+                         art: LocalArtifact, request: pb.LoadModelRequest, incoming_dir: str,
+                         options: DeployOptions, tally: UploadTally) -> None:
+    """LoadModel; when the device finds the bytes corrupt (DATA_LOSS: they arrived corrupt
+    and were deleted, or its stored copy went bad and was quarantined) the file is sent once
+    more and loaded again. Bytes that go bad twice in a row are the device's disk, not the
+    model: that second refusal is raised as is (not a model failure)."""
+    try:
+        client.load_model(request)
+        return
+    except AgentRefused as exc:
+        if exc.code != "DATA_LOSS":
+            raise
+        first = exc.detail
+    fit = client.check_fit(art.sha256, art.size_bytes, request.estimated_memory_bytes,
+                           reclaim=True)
+    if not fit.already_held and not fit.fits:
+        raise DeviceError(f"{first}; sending it again does not fit: {fit.reason}",
+                          hint="free space on the device, or deploy a smaller variant")
+    send(fleet, client, device, art, fit, incoming_dir, request.estimated_memory_bytes,
+         options, tally)
+    client.load_model(request)
 
 
 def _roll_back(fleet: Fleet, client: GrpcAgentClient, device: Device, model: ModelSpec,
