@@ -13,6 +13,10 @@ import pytest
 
 from controller.cli.app import main
 
+# The agents' background scrub re-hashes stores at a bounded rate; off in tests unless a test
+# asks for it (tests/unit/test_store_integrity.py runs it directly).
+os.environ.setdefault("FLEET_AGENT_SCRUB_MBPS", "0")
+
 
 @dataclass
 class Result:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
 from types import TracebackType
 
 import paramiko
@@ -52,18 +51,24 @@ class AckedWriter:
     """
 
     def __init__(self, sftp: paramiko.SFTPClient, path: str, mode: str, request_size: int,
-                 start: int = 0, on_ack: Callable[[], None] = lambda: None,
+                 start: int = 0, watch: StallWatch | None = None,
                  window_bytes: int = WINDOW_BYTES) -> None:
         self._sftp = sftp
         self._file = sftp.open(path, mode)
         self._request_size = request_size
         self._window = max(window_bytes, request_size)
-        self._on_ack = on_ack
         self._pending: dict[int, tuple[int, int]] = {}  # request id -> (offset, length)
+        self._sent_at: dict[int, float] = {}
+        self._last_ack = time.monotonic()
         self._in_flight = 0
         self._refused: WriteRefused | None = None
         self.position = start  # end of what was handed to the link
         self.wire_bytes = 0
+        # when the writes in flight started to wait for an answer (None: nothing in flight);
+        # read by the stall watch from its own thread, so always replaced whole
+        self.waiting_since: float | None = None
+        if watch is not None:
+            watch.track(self)
 
     @property
     def acked(self) -> int:
@@ -83,10 +88,17 @@ class AckedWriter:
             num = self._sftp._async_request(  # type: ignore[attr-defined]
                 self, CMD_WRITE, self._file.handle, int64(self.position), chunk)
             self._pending[num] = (self.position, len(chunk))
+            self._sent_at[num] = time.monotonic()
             self._in_flight += len(chunk)
             self.position += len(chunk)
             self.wire_bytes += len(chunk)
             view = view[len(chunk):]
+            self._update_waiting()
+            # read what has arrived without waiting: acknowledgements stay fresh
+            channel = self._sftp.get_channel()
+            while self._pending and channel is not None and channel.recv_ready():
+                self._read_reply()
+        self._raise_refusal()
 
     def drain(self) -> None:
         """Wait for every reply; raise the first refusal."""
@@ -111,12 +123,21 @@ class AckedWriter:
         # (this object, through _async_response)
         self._sftp._read_response()  # type: ignore[attr-defined]
 
+    def _update_waiting(self) -> None:
+        if not self._pending:
+            self.waiting_since = None
+            return
+        # an answer that keeps coming, however slowly, is no stall
+        self.waiting_since = max(self._last_ack, min(self._sent_at.values()))
+
     def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
         offset, length = self._pending.pop(num, (self.position, 0))
+        self._sent_at.pop(num, None)
         self._in_flight -= length
+        self._last_ack = time.monotonic()
+        self._update_waiting()
         code = msg.get_int() if t == CMD_STATUS else 5
         if code == SFTP_OK:
-            self._on_ack()
             return
         text = msg.get_text() if t == CMD_STATUS else "unexpected reply to a write"
         if self._refused is None or offset < self._refused.offset:
@@ -173,28 +194,36 @@ def refusal_error(sftp: paramiko.SFTPClient, exc: WriteRefused, remote_dir: str,
 
 
 class StallWatch:
-    """Closes an SSH transport when no write was acknowledged for ``timeout_s``.
+    """Closes an SSH transport when any tracked writer has had writes in flight with no
+    answer for ``timeout_s``.
 
     A link that goes silent sends no RST: each channel of a multi-channel upload, and the
     control channel that records its progress, would wait for TCP. Closing the transport ends
-    every call blocked on it at once; ``stalled`` then says why.
+    every call blocked on it at once; ``stalled`` then says why. A writer with nothing in
+    flight (between blocks, or pausing for --bwlimit) is not waiting, so it cannot stall;
+    opening channels and other requests are bounded by the channels' own timeouts
+    (``channel_timeout`` of the transport is set to the same value).
     """
 
     def __init__(self, transport: paramiko.Transport | None, timeout_s: float) -> None:
         self._transport = transport
         self.timeout_s = timeout_s
-        self._last = time.monotonic()
+        self._writers: list[AckedWriter] = []
         self._done = threading.Event()
         self.stalled = False
         self._thread = threading.Thread(target=self._run, name="sftp-stall-watch", daemon=True)
+        if transport is not None and timeout_s > 0:
+            transport.channel_timeout = timeout_s  # opening a channel over a dead link
 
-    def progress(self) -> None:
-        self._last = time.monotonic()
+    def track(self, writer: AckedWriter) -> None:
+        self._writers.append(writer)
 
     def _run(self) -> None:
         tick = max(0.05, min(1.0, self.timeout_s / 4))
         while not self._done.wait(tick):
-            if time.monotonic() - self._last > self.timeout_s:
+            now = time.monotonic()
+            if any(since is not None and now - since > self.timeout_s
+                   for since in (w.waiting_since for w in list(self._writers))):
                 self.stalled = True
                 if self._transport is not None:
                     with contextlib.suppress(Exception):
@@ -202,7 +231,8 @@ class StallWatch:
                 return
 
     def describe(self, exc: BaseException) -> str:
-        if self.stalled:
+        # a channel's own timeout (the same length) may notice first
+        if self.stalled or isinstance(exc, TimeoutError):
             return (f"no write acknowledged for {self.timeout_s:g} s: the link is down or "
                     "stalled")
         return str(exc) or type(exc).__name__

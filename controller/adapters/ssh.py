@@ -269,7 +269,7 @@ class ParamikoTransfer:
                     if channel is not None:
                         channel.settimeout(self.stall_timeout_s)
                     writer = AckedWriter(sftp, part, "r+b" if resume_from else "wb",
-                                         write_size(sftp), resume_from, watch.progress)
+                                         write_size(sftp), resume_from, watch)
                     try:
                         with local.open("rb") as src:
                             src.seek(resume_from)
@@ -281,6 +281,7 @@ class ParamikoTransfer:
                                     ahead = (writer.position - resume_from) / limit_bytes_per_s \
                                         - (time.monotonic() - started)
                                     if ahead > 0:
+                                        writer.drain()  # nothing left waiting while we pause
                                         time.sleep(ahead)
                         writer.close()
                     except WriteRefused as exc:

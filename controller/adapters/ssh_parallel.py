@@ -163,7 +163,7 @@ class _Channels:
                 channel.settimeout(self.stall_timeout_s)
             began = time.monotonic()
             writer = AckedWriter(sftp, self.part, "r+b", self.request_size, self.offsets[k],
-                                 self.watch.progress)
+                                 self.watch)
             with self.local.open("rb") as src:
                 src.seek(self.offsets[k])
                 position = self.offsets[k]
@@ -176,6 +176,8 @@ class _Channels:
                         ahead = (position - self.starts[k]) / self.limit - (
                             time.monotonic() - began)
                         if ahead > 0:
+                            writer.drain()  # nothing left waiting while we pause
+                            record()
                             time.sleep(ahead)
             writer.close()
             record()

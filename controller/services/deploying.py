@@ -132,6 +132,10 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
 
     def outcome(status: str, reason: str, hint: str = "", sent: int = 0,
                 model_failed: bool = False) -> Outcome:
+        if tally.interruptions and status != "failed":
+            n = len(tally.interruptions)
+            reason += (f"; the upload was interrupted {n} time{'s' if n > 1 else ''} and "
+                       f"resumed ({tally.interruptions[-1]})")
         return Outcome(device.name, status, variant, reason, hint,
                        bytes_sent=max(sent, tally.acked),
                        seconds=time.monotonic() - started, model_failed=model_failed)

@@ -15,9 +15,11 @@ iptables rules or mounts hold /tmp/edgefleet-netns.lock (other helpers' runs use
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -109,6 +111,13 @@ def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> N
         time.sleep(0.05)
 
 
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def on_disk(path: Path) -> int:
     """Bytes a file really holds (a preallocated multi-channel upload is sparse)."""
     try:
@@ -174,13 +183,20 @@ class Tmpfs:
 
 @pytest.fixture
 def store_on_tmpfs(home: Path) -> Iterator[Callable[[int, str], Tmpfs]]:
-    """Put a lab device's store on a tmpfs of ``size_mib`` (the agent restarted onto it)."""
+    """Put a lab device's store on a tmpfs of ``size_mib``. Its agent and sshd are restarted
+    onto it: `ip netns exec` gives each its own copy of the mount table, so only processes
+    started after the mount see it."""
     mounted: list[Path] = []
 
     def mount(size_mib: int, name: str = "lab-1") -> Tmpfs:
         fleet = Fleet.open()
         device = lab_device(home, name)
         _stop_agent(device)
+        os.killpg(device.sshd_pid, signal.SIGTERM)
+        wait_for(lambda: not Path(f"/proc/{device.sshd_pid}").exists()
+                 or _zombie(device.sshd_pid), "sshd to stop")
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(device.sshd_pid, os.WNOHANG)
         target = Path(device.data_dir) / "store"
         target.mkdir(parents=True, exist_ok=True)
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs",
