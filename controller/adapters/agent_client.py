@@ -17,6 +17,11 @@ from controller.errors import AgentRefused, Unreachable
 ERROR_KIND_KEY = "edgefleet-error"  # set by agent.service on every refusal
 
 T = TypeVar("T")
+# A link that drops while a call waits (a LoadModel takes minutes on a large model) sends no
+# RST: ping every 10 s during calls and give the connection up after 10 s without an answer,
+# so the call fails UNAVAILABLE instead of waiting out its deadline (agent.server allows it).
+KEEPALIVE = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 10_000),
+             ("grpc.http2.max_pings_without_data", 0)]
 MODEL_HEALTH = "edgefleet.agent.v1.Model"
 
 HINTS = {
@@ -28,8 +33,8 @@ HINTS = {
 }
 # by the agent's error class, where the status code alone would mislead
 KIND_HINTS = {
-    "BlobCorrupt": "the device's stored copy went bad on its disk (quarantined, see `fleet "
-    "device show`); the next deploy sends it again; a disk that keeps doing this is failing",
+    "BlobCorrupt": "the device's stored copy went bad on its disk and was quarantined there; "
+    "the next deploy sends it again; a disk that keeps doing this is failing",
 }
 
 
@@ -73,9 +78,10 @@ class GrpcAgentClient:
             credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
                                                        certificate_chain=cert)
             self._channel = grpc.secure_channel(
-                self.address, credentials, options=[("grpc.ssl_target_name_override", name)])
+                self.address, credentials,
+                options=[("grpc.ssl_target_name_override", name), *KEEPALIVE])
         else:
-            self._channel = grpc.insecure_channel(self.address)
+            self._channel = grpc.insecure_channel(self.address, options=KEEPALIVE)
         self._stub = pb_grpc.AgentServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

@@ -41,7 +41,7 @@ def choice_dict(choice: Choice | None) -> dict[str, Any] | None:
 def plan_dict(p: DevicePlan) -> dict[str, Any]:
     data = {"device": p.device.name, "group": p.device.group_name,
             "profile_source": p.profile_source,
-            "error": p.error.message if p.error else None, **(choice_dict(p.choice) or {})}
+            "error": p.error.detail if p.error else None, **(choice_dict(p.choice) or {})}
     for c in data.get("candidates", []):
         c["measured_tokens_per_s"] = p.measured.get(c["variant"])
     return data
@@ -51,10 +51,10 @@ def print_plan(plans: list[DevicePlan]) -> None:
     for p in plans:
         head = f"[bold]{p.device.name}[/]"
         if p.choice is None:
-            console.print(f"{head}: no profile known ({p.error.message if p.error else ''})")
+            console.print(f"{head}: no profile known ({p.error.detail if p.error else ''})")
             continue
         prof = p.choice.profile
-        src = p.profile_source + (f"; agent unreachable: {p.error.message}" if p.error else "")
+        src = p.profile_source + (f"; agent unreachable: {p.error.detail}" if p.error else "")
         mark = "[green]" if p.choice.chosen else "[red]"
         console.print(f"{head} ({prof.name}, {src}): {mark}{p.choice.reason}[/]")
         table = Table("variant", "memory", "tok/s", "measured", "TTFT ms", "J/tok", "KLD",
