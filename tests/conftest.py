@@ -3,6 +3,7 @@ the `fleet` CLI run in-process, and a real lab (sshd + agents) torn down after e
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -85,3 +86,19 @@ def lab(cli: Cli, home: Path) -> Iterator[Callable[..., Result]]:
 
     yield up
     cli("lab", "down")
+
+
+NETNS_LOCK = "/tmp/edgefleet-netns.lock"
+
+
+@pytest.fixture
+def netns_lock() -> Iterator[None]:
+    """Serialise with every other run on this machine that uses network namespaces, iptables
+    or the lab's 198.18.x.x addresses (`flock /tmp/edgefleet-netns.lock ...` takes the same
+    lock). Request it before `lab` so the lab is down before the lock is released."""
+    with open(NETNS_LOCK, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

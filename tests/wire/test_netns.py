@@ -21,8 +21,9 @@ from controller.services.deploying import DeployOptions
 from controller.services.uploading import send
 from tests.conftest import Cli, Result
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root "
-                                "(CI runs as root)")
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root "
+                                 "(CI runs as root)"),
+              pytest.mark.usefixtures("netns_lock")]
 MIB = 1024 * 1024
 
 
