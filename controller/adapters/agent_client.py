@@ -21,7 +21,11 @@ T = TypeVar("T")
 # RST: ping every 10 s during calls and give the connection up after 10 s without an answer,
 # so the call fails UNAVAILABLE instead of waiting out its deadline (agent.server allows it).
 KEEPALIVE = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 10_000),
-             ("grpc.http2.max_pings_without_data", 0)]
+             ("grpc.http2.max_pings_without_data", 0),
+             # a connection of this client only: gRPC otherwise shares connections between
+             # channels to the same address in a process, and one to an agent that went away
+             # (a restart, a lab torn down) answers a new client's calls with UNAVAILABLE
+             ("grpc.use_local_subchannel_pool", 1)]
 MODEL_HEALTH = "edgefleet.agent.v1.Model"
 
 HINTS = {

@@ -31,8 +31,10 @@ MIDDLE = 5 * 1024 * 1024  # inside the weights: the file still loads, its output
 def _two_models(cli: Cli, lab: Callable[..., Result]) -> tuple[str, str, int, int]:
     """A device that ran q2_k, then q8_0 (active), q2_k kept as its previous model."""
     lab("--devices", "1", "--profiles", "lab-orin-nano-8gb")
-    assert deploy(cli, "tiny-llama", "--group", "lab", "--prefer", "speed").code == 0
-    assert deploy(cli, "tiny-llama", "--group", "lab").code == 0
+    first = deploy(cli, "tiny-llama", "--group", "lab", "--prefer", "speed")
+    assert first.code == 0, first.err
+    second = deploy(cli, "tiny-llama", "--group", "lab")
+    assert second.code == 0, second.err
     q2, q2_size = variant_sha("q2_k")
     q8, q8_size = variant_sha("q8_0")
     check_invariants({"lab-1": {q8}})

@@ -27,7 +27,8 @@ from tests.faults.conftest import (
 def test_controller_killed_mid_upload_then_the_next_deploy_resumes(
         cli: Cli, lab: Callable[..., Result], home: Path) -> None:
     lab("--devices", "1", "--netns", "--profiles", "lab-orin-nano-8gb")
-    assert deploy(cli, "tiny-llama", "--group", "lab", "--prefer", "speed").code == 0
+    first = deploy(cli, "tiny-llama", "--group", "lab", "--prefer", "speed")
+    assert first.code == 0, first.err
     old, _ = variant_sha("q2_k")
     new, size = variant_sha("q8_0")
     part = store_dir(home) / "incoming" / f"{new}.part"
@@ -55,7 +56,8 @@ def test_agent_killed_mid_load_names_the_device_once_and_keeps_its_model(
         cli: Cli, lab: Callable[..., Result], home: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     lab("--devices", "1", "--netns", "--profiles", "lab-orin-nano-8gb")
-    assert deploy(cli, "tiny-llama", "--group", "lab", "--prefer", "speed").code == 0
+    first = deploy(cli, "tiny-llama", "--group", "lab", "--prefer", "speed")
+    assert first.code == 0, first.err
     old, _ = variant_sha("q2_k")
     new, size = variant_sha("q8_0")
     # the agent SIGKILLs itself once the new model's worker is up, before it is activated

@@ -15,7 +15,8 @@ from tests.faults.conftest import check_invariants, deploy, get_store, variant_s
 def test_a_model_whose_logits_are_nan_is_rolled_back(cli: Cli, lab: Callable[..., Result],
                                                      tmp_path: Path) -> None:
     lab("--devices", "1", "--profiles", "lab-n100-16gb")
-    assert deploy(cli, "tiny-llama", "--group", "lab", "--prefer", "speed").code == 0
+    first = deploy(cli, "tiny-llama", "--group", "lab", "--prefer", "speed")
+    assert first.code == 0, first.err
     good, _ = variant_sha("q2_k")
     broken = tmp_path / "tiny-nan-f16.gguf"
     write_tiny_llama_f16(broken, TinyLlamaSpec(output_norm=math.nan))  # a bad export
