@@ -29,6 +29,7 @@ class FleetError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.detail = message  # a DeviceError's says it without the device's name
 
 
 class UsageError(FleetError):

@@ -200,7 +200,7 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
                 client.commit_model(art.sha256)
             except FleetError as exc:
                 back = f"{previous.variant}" if previous else "no model"
-                return outcome("failed", f"healthy but not confirmed ({_words(exc)}); the "
+                return outcome("failed", f"healthy but not confirmed ({exc.detail}); the "
                                f"device goes back to {back} if its agent restarts first",
                                "deploy again to confirm it", sent)
             _record(fleet, device, model.name, variant, art, "active", choice.reason, rollout,
@@ -211,12 +211,8 @@ def deploy_one(fleet: Fleet, model: ModelSpec, device_plan: DevicePlan,
                       else "") + choice.reason + (f"; {measured}" if measured else "")
             return outcome("deployed", reason, sent=sent)
     except FleetError as exc:
-        return outcome("failed", _words(exc), exc.hint)
+        return outcome("failed", exc.detail, exc.hint)
 
-
-def _words(exc: FleetError) -> str:
-    """The error's message without the device's name: the outcome row names it already."""
-    return exc.detail if isinstance(exc, DeviceError) else exc.message
 
 
 def _load_resending_once(fleet: Fleet, client: GrpcAgentClient, device: Device,

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from agent.rpc import agent_pb2 as pb
 from controller.adapters.agent_client import GenerationResult
 from controller.adapters.tables import Device
-from controller.errors import DeviceError, FleetError
+from controller.errors import FleetError
 from controller.services.context import Fleet
 
 STATUS_TAIL = 50
@@ -57,7 +57,7 @@ def _status_one(fleet: Fleet, device: Device) -> DeviceStatus:
     except FleetError as exc:
         fleet.inventory.update_device(device.name, state="unreachable")
         return DeviceStatus(device, False, device.variant, device.model, 0, None,
-                            device.last_latency_ms, device.last_tokens_per_s, 0, _words(exc),
+                            device.last_latency_ms, device.last_tokens_per_s, 0, exc.detail,
                             state="unreachable")
     active = next((m for m in models if m.active), None)
     state = device_state(True, active.sha256 if active else "",
@@ -91,10 +91,6 @@ def _status_one(fleet: Fleet, device: Device) -> DeviceStatus:
     )
 
 
-def _words(exc: FleetError) -> str:
-    """The error without the device's name: every row it lands in names the device."""
-    return exc.detail if isinstance(exc, DeviceError) else exc.message
-
 
 def _drift(active: pb.ModelInfo | None, device: Device) -> str:
     runs = f"{active.name} {active.variant}" if active else "no model"
@@ -123,7 +119,7 @@ def generate(fleet: Fleet, devices: list[Device], prompt: str, max_tokens: int,
             with fleet.client(device) as client:
                 result = client.generate(prompt, max_tokens, temperature)
         except FleetError as exc:
-            return GenerateOutcome(device.name, None, _words(exc), exc.hint)
+            return GenerateOutcome(device.name, None, exc.detail, exc.hint)
         s = result.summary
         fleet.inventory.update_device(device.name, last_ttft_ms=s.ttft_ms,
                                       last_latency_ms=s.total_ms,
