@@ -43,6 +43,7 @@ class ErrorKind(enum.IntEnum):
     GENERATION_FAILED = 9
     WORKER_FAILED = 10
     NOT_ON_TRIAL = 11
+    BLOB_CORRUPT = 12
 
 
 # Refusals that say the model cannot run on that device (they count against a rollout's

@@ -14,14 +14,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent import failpoints
+from agent import failpoints, preflight
 from agent.bandwidth import Bandwidth
-from agent.contract import DISK_MARGIN_BYTES, RUNTIME_OVERHEAD_BYTES, RevertCause, sha256_file
+from agent.contract import RUNTIME_OVERHEAD_BYTES, RevertCause
 from agent.emulation import MIB, DeviceView
 from agent.energy import EnergyTracker
-from agent.errors import InsufficientMemory, NoActiveModel, NotFound, NotOnTrial, WorkerFailed
-from agent.probe import HostFacts, disk_usage, parse_meminfo
+from agent.errors import (
+    BlobCorrupt,
+    InsufficientMemory,
+    InvalidRequest,
+    NoActiveModel,
+    NotForThisMachine,
+    NotFound,
+    NotOnTrial,
+    WorkerFailed,
+)
+from agent.probe import HostFacts, parse_meminfo
 from agent.runtimes.base import GenerationRequest, GenerationStats
+from agent.scrub import Scrubber
 from agent.store import ModelRecord, ModelStore, StoreState, check_sha256
 from agent.telemetry import AgentCounters, DeviceMonitor, TelemetryBuffer
 from agent.workers import Worker
@@ -93,10 +103,12 @@ class AgentCore:
         self.last_swap_strategy = ""
         self.signing_pub = b""  # the controller's pinned manifest key (set at enrollment)
         self._stopping = threading.Event()
+        self.scrubber = Scrubber(self.store, self._after_corruption)
         if WATCH_INTERVAL_S > 0:
             threading.Thread(target=self._watch_workers, name="worker-watch",
                              daemon=True).start()
         self.monitor.start()  # device samples, kept for the controller like requests
+        self.scrubber.start()
 
     # -- memory ---------------------------------------------------------------------------
     def memory_budget(self) -> int:
@@ -110,35 +122,33 @@ class AgentCore:
         in_use = self._loaded.estimated_bytes if self._loaded else 0
         return available + in_use - self.view.reserve_bytes
 
-    def check_fit(self, sha256: str, size_bytes: int, estimated_bytes: int) -> dict[str, Any]:
-        """Preflight: disk for the new blob beside the models kept for rollback, and memory."""
-        check_sha256(sha256)
-        held = sha256 in self.store.blobs()
-        free, _total = disk_usage(self.store.root)
-        if self.view.disk_limit_bytes:
-            free = min(free, max(0, self.view.disk_limit_bytes - self.store.used_bytes()))
-        part = self.store.incoming_dir / f"{sha256}.part"
-        staged = part.stat().st_size if part.exists() and not held else 0
-        need_disk = 0 if held else max(0, size_bytes - staged) + DISK_MARGIN_BYTES
-        budget = self.memory_budget()
-        reasons = []
-        if need_disk > free:
-            reasons.append(f"disk: needs {need_disk / MIB:,.0f} MiB, {free / MIB:,.0f} MiB free "
-                           "(current and previous models are kept for rollback)")
-        need_mem = estimated_bytes or default_estimate(
-            ModelRecord(sha256, "", "", "gguf", 0, size_bytes))
-        if need_mem > budget:
-            reasons.append(f"memory: needs ~{need_mem / MIB:,.0f} MiB, budget "
-                           f"{budget / MIB:,.0f} MiB")
-        return {"fits": not reasons, "already_held": held, "disk_free_bytes": free,
-                "disk_needed_bytes": need_disk, "memory_budget_bytes": max(budget, 0),
-                "reason": "; ".join(reasons), "staged_bytes": staged,
-                "staged_sha256": sha256_file(part) if staged else ""}
+    def disk_free(self) -> int:
+        """Free bytes at the store (within an emulated device's disk size)."""
+        return preflight.disk_free(self.store, self.view)
+
+    def check_fit(self, sha256: str, size_bytes: int, estimated_bytes: int,
+                  reclaim: bool = False) -> dict[str, Any]:
+        """Preflight (``agent.preflight.check_fit``). A held copy whose fingerprint changed is
+        hashed first; a corrupt one is quarantined and, if it was serving, replaced by the
+        previous model, so the answer says "not held" and the blob is sent again."""
+        estimate = estimated_bytes or default_estimate(
+            ModelRecord(check_sha256(sha256), "", "", "gguf", 0, size_bytes))
+        if (self.store.blobs_dir / sha256).is_file():
+            try:
+                self.store.trusted_blob(sha256, "check")
+            except BlobCorrupt:
+                self._after_corruption(sha256)
+            except (OSError, NotFound):
+                pass
+        return preflight.check_fit(self.store, self.view, self.memory_budget(), sha256,
+                                   size_bytes, estimate, reclaim)
 
     # -- lifecycle ------------------------------------------------------------------------
     def restore(self) -> None:
         """After a restart, bring back the desired model with no controller involved. A model
-        still on trial is given up: the previous one (or none) comes back instead."""
+        still on trial is given up: the previous one (or none) comes back instead. A model
+        whose stored bytes changed since they were verified is quarantined and the previous
+        one comes back (checked the same way)."""
         state = self.store.read_state()
         if state.trial and state.active:
             log.warning("restarted while %s was on trial: going back to %s",
@@ -146,29 +156,48 @@ class AgentCore:
                         state.previous.sha256[:12] if state.previous else "no model")
             state = self.store.give_up_trial("the agent restarted while it was on trial",
                                              RevertCause.RESTART)
-        for record in (state.active, state.previous):
+        for _ in range(2):  # the active model, then its predecessor if it was corrupt
+            record = state.active
             if record is None:
-                continue
+                return
             try:
-                # The active model is already recorded as active; falling back to the
-                # previous one makes that the new desired state.
-                self.load(record, estimated_bytes=0, smoke_test=False,
-                          activate=record is not state.active)
+                self.load(record, estimated_bytes=0, smoke_test=False, activate=False,
+                          found_by="restore")
                 log.info("restored model %s (%s)", record.name, record.variant)
                 return
-            except Exception as exc:  # try the previous model next
+            except BlobCorrupt:
+                state = self.store.read_state()  # the store moved the previous one up
+            except Exception as exc:
                 log.error("could not restore %s: %s", record.sha256[:12], exc)
+                break
+        if state.previous is None:
+            return
+        try:
+            # the active model cannot load: falling back makes the previous one the desired
+            # state
+            self.load(state.previous, estimated_bytes=0, smoke_test=False, found_by="restore")
+            log.info("restored previous model %s (%s)", state.previous.name,
+                     state.previous.variant)
+        except Exception as exc:
+            log.error("could not restore %s: %s", state.previous.sha256[:12], exc)
 
     def load(self, record: ModelRecord, estimated_bytes: int, smoke_test: bool = True,
-             activate: bool = True, trial: bool = False, trial_seconds: float = 0.0) -> float:
+             activate: bool = True, trial: bool = False, trial_seconds: float = 0.0,
+             found_by: str = "load") -> float:
         """Verify, load beside (or instead of) the current model, smoke-test, activate (on
         trial until ``commit`` when ``trial``; given up by itself after ``trial_seconds``
         without a commit, when set).
 
         Returns load seconds. On any failure the previously active model stays active.
+        Raises ``BlobCorrupt`` (quarantined) when the bytes do not hash to their name,
+        ``NotForThisMachine`` when the runtime refuses bytes that do.
         """
         check_sha256(record.sha256)
-        path = self.store.verify_staged(record.sha256)
+        try:
+            path = self.store.verify_staged(record.sha256, found_by)
+        except BlobCorrupt:
+            self._after_corruption(record.sha256)  # in case those bytes are serving now
+            raise
         need = estimated_bytes or default_estimate(record)
         with self._lock:
             budget = self.memory_budget()
@@ -186,7 +215,7 @@ class AgentCore:
                 current.worker.stop()
                 self._loaded = None
             try:
-                worker = Worker(record.format, path, record.n_ctx or 512, self.view.cores)
+                worker = self._start_worker(record, path)
                 failpoints.hit("load.after_worker")
                 try:
                     if smoke_test:
@@ -252,10 +281,23 @@ class AgentCore:
             return 0.0
         return max(0.0, state.trial_until - time.time())
 
+    def _start_worker(self, record: ModelRecord, path: Path) -> Worker:
+        """A worker on ``path``; when the runtime refuses the file, the bytes are hashed again
+        so that a file corrupted at rest is reported as such (``BlobCorrupt``, quarantined),
+        not as a file this device cannot run."""
+        try:
+            return Worker(record.format, path, record.n_ctx or 512, self.view.cores)
+        except NotForThisMachine as exc:
+            try:
+                self.store.recheck(record.sha256, "load")
+            except NotFound:
+                raise exc from None
+            raise NotForThisMachine(f"{exc} (its bytes were verified: sha256 matches)") from exc
+
     def _reload(self, record: ModelRecord, estimated_bytes: int) -> None:
         try:
-            worker = Worker(record.format, self.store.blob_path(record.sha256),
-                            record.n_ctx or 512, self.view.cores)
+            path = self.store.trusted_blob(record.sha256, "restore")
+            worker = self._start_worker(record, path)
             self._loaded = Loaded(record, worker, estimated_bytes)
         except Exception as exc:
             log.error("could not reload previous model: %s", exc)
@@ -282,6 +324,7 @@ class AgentCore:
     def shutdown(self) -> None:
         self._stopping.set()
         self.monitor.stop()
+        self.scrubber.stop()
         self.energy.stop()
         with self._lock:
             if self._loaded:
@@ -361,6 +404,21 @@ class AgentCore:
         return BenchResult(current.record, current.worker.load_seconds,
                            current.worker.peak_rss_bytes(), samples)
 
+    def verify_output(self, prompt: str, max_tokens: int, sha256: str = "") -> dict[str, Any]:
+        """Greedy tokens and the prompt's mean log-probability on the active language model,
+        and whether every logit was finite (``agent.runtimes.llama_check``)."""
+        current = self._loaded
+        if current is None or (sha256 and current.record.sha256 != sha256):
+            raise NoActiveModel("no model is loaded; deploy one first")
+        if current.record.format != "gguf":
+            raise InvalidRequest("VerifyOutput checks language models (GGUF)")
+        try:
+            result: dict[str, Any] = current.worker.call("verify_output", prompt, max_tokens)
+        except WorkerFailed:
+            self._restart_after_crash(current)
+            raise
+        return {**result, "sha256": current.record.sha256}
+
     def infer(self, name: str, inputs: dict[str, Any], outputs: list[str]) -> dict[str, Any]:
         """Tensor inference on the active ONNX model named ``name``."""
         current = self._loaded
@@ -389,6 +447,7 @@ class AgentCore:
             if current is not None and not current.worker.alive:
                 self._restart_after_crash(current)
             self._expire_trial()
+            self._check_pinned()
 
     def _expire_trial(self) -> None:
         with self._lock:
@@ -396,6 +455,38 @@ class AgentCore:
             if state.trial and state.trial_until and time.time() >= state.trial_until:
                 self._give_up(state, "its trial deadline passed without a commit",
                               RevertCause.DEADLINE)
+
+    def _check_pinned(self) -> None:
+        """A cheap stat of the active, previous and staged blobs against their fingerprints;
+        one that changed is hashed again, and quarantined if its bytes changed."""
+        for sha in sorted(self.store.read_state().pinned):
+            path = self.store.blobs_dir / sha
+            try:
+                if not path.is_file() or self.store.ledger.trusted(sha, path):
+                    continue
+                self.store.recheck(sha, "watch", stop=self._stopping.is_set)
+            except BlobCorrupt:
+                self._after_corruption(sha)
+            except (OSError, NotFound, InterruptedError):
+                continue  # replaced or collected meanwhile
+
+    def _after_corruption(self, sha256: str) -> None:
+        """The store quarantined ``sha256`` (and moved its state on): if that model is the one
+        running, its corrupt bytes stop serving and the state's new active model (the
+        previous one, or none) is loaded."""
+        with self._lock:
+            current = self._loaded
+            if current is None or current.record.sha256 != sha256:
+                return
+            log.error("the running model's bytes (%s) are corrupt: stopping it", sha256[:12])
+            current.worker.stop()
+            self._loaded = None
+            self._on_model_change(False)
+            state = self.store.read_state()
+            if state.active is not None:
+                self._reload(state.active, default_estimate(state.active))
+                if self._loaded:
+                    self._on_model_change(True)
 
     def _restart_after_crash(self, crashed: Loaded) -> None:
         """Once per crashed worker, whoever noticed first (a request or the watcher)."""

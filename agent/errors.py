@@ -6,6 +6,7 @@ HTTP status in ``agent.openai_http.errors``).
     │   └── ContextLengthExceeded  the prompt does not fit the context   -> INVALID_ARGUMENT
     ├── NotFound              blob or model not in the store            -> NOT_FOUND
     ├── ChecksumMismatch      staged bytes do not hash to their name    -> DATA_LOSS
+    │   └── BlobCorrupt       a stored blob no longer does (quarantined) -> DATA_LOSS
     ├── InsufficientMemory    the load would not fit the budget         -> RESOURCE_EXHAUSTED
     ├── InsufficientDisk      the store cannot hold the blob            -> RESOURCE_EXHAUSTED
     ├── NotForThisMachine     the file cannot run here                  -> FAILED_PRECONDITION
@@ -43,6 +44,13 @@ class NotFound(AgentError):
 
 class ChecksumMismatch(AgentError):
     kind = ErrorKind.CHECKSUM_MISMATCH
+
+
+class BlobCorrupt(ChecksumMismatch):
+    """Bytes that were verified once no longer hash to their name: moved to quarantine, no
+    longer held, to be sent again. Never the model's fault."""
+
+    kind = ErrorKind.BLOB_CORRUPT
 
 
 class InsufficientMemory(AgentError):

@@ -29,6 +29,14 @@ log = logging.getLogger("edgefleet.agent")
 SERVICE_NAME = "edgefleet.agent.v1.AgentService"
 
 
+# The controller pings every 10 s while a call is open (a LoadModel of a large model sends no
+# data for minutes): allow it, or gRPC's default policy would end the call as "too many pings".
+# Those pings are how a link cut mid-call is noticed instead of waiting out the deadline.
+KEEPALIVE_POLICY = [("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+                    ("grpc.http2.max_ping_strikes", 0),
+                    ("grpc.keepalive_permit_without_calls", 1)]
+
+
 class ConfigError(Exception):
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
@@ -100,7 +108,7 @@ def create_server(
 
     core = AgentCore(data_dir, view, host, on_model_change=on_model_change)
     core.bandwidth = measured
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=KEEPALIVE_POLICY)
     pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(core, stream_interval_s), server)
     _add_inference(server, core)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

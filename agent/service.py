@@ -15,6 +15,7 @@ from agent.contract import ERROR_DETAIL_KEY
 from agent.core import AgentCore
 from agent.errors import (
     AgentError,
+    BlobCorrupt,
     ChecksumMismatch,
     GenerationFailed,
     InsufficientDisk,
@@ -41,6 +42,7 @@ STATUS_BY_ERROR: dict[type[AgentError], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
     ChecksumMismatch: grpc.StatusCode.DATA_LOSS,
+    BlobCorrupt: grpc.StatusCode.DATA_LOSS,
     InsufficientMemory: grpc.StatusCode.RESOURCE_EXHAUSTED,
     InsufficientDisk: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotForThisMachine: grpc.StatusCode.FAILED_PRECONDITION,
@@ -90,9 +92,9 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     def GetProfile(self, request: pb.GetProfileRequest, context: grpc.ServicerContext) -> Any:
         core = self.core
         view, host = core.view, core.host
-        free, total = disk_usage(core.store.root)
+        free = core.disk_free()
+        _, total = disk_usage(core.store.root)
         if view.disk_limit_bytes:
-            free = min(free, max(0, view.disk_limit_bytes - core.store.used_bytes()))
             total = min(total, view.disk_limit_bytes)
         profile = pb.HardwareProfile(
             device_model=view.device_model, arch=view.arch, cpu_model=view.cpu_model,
@@ -122,14 +124,17 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     def GetStore(self, request: pb.GetStoreRequest, context: grpc.ServicerContext) -> Any:
         store = self.core.store
         state = store.read_state()
-        free, _ = disk_usage(store.root)
+        scrub = self.core.scrubber.status()
         return pb.GetStoreResponse(
             blobs=store.blobs(), incoming_dir=str(store.incoming_dir.resolve()),
-            disk_free_bytes=free,
+            disk_free_bytes=self.core.disk_free(),
             active_sha256=state.active.sha256 if state.active else "",
             previous_sha256=state.previous.sha256 if state.previous else "",
             active_on_trial=state.trial, reverted_sha256=state.reverted,
             reverted_reason=state.reverted_reason, staged_sha256=state.staged,
+            quarantined=[pb.QuarantinedBlob(**asdict(r)) for r in store.ledger.quarantined()],
+            reclaimable_bytes=store.reclaimable_bytes(),
+            scrub=pb.ScrubStatus(**asdict(scrub)),
             trial_seconds_left=self.core.trial_seconds_left(),
             reverted_cause=state.reverted_cause.value,  # type: ignore[arg-type]
         )
@@ -137,7 +142,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     def CheckFit(self, request: pb.CheckFitRequest, context: grpc.ServicerContext) -> Any:
         try:
             result = self.core.check_fit(request.sha256, request.size_bytes,
-                                         request.estimated_memory_bytes)
+                                         request.estimated_memory_bytes, request.reclaim)
         except AgentError as exc:
             return _abort(context, exc)
         return pb.CheckFitResponse(**result)
@@ -239,6 +244,18 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         except AgentError as exc:
             _abort(context, exc)
 
+    def VerifyOutput(self, request: pb.VerifyOutputRequest,
+                     context: grpc.ServicerContext) -> Any:
+        if not 1 <= (request.max_tokens or 8) <= 64 or not request.prompt:
+            return _abort(context, InvalidRequest("VerifyOutput needs a prompt and "
+                                                  "max_tokens 1..64"))
+        try:
+            result = self.core.verify_output(request.prompt, request.max_tokens or 8,
+                                             request.sha256)
+        except AgentError as exc:
+            return _abort(context, exc)
+        return pb.VerifyOutputResponse(**result)
+
     def GetTelemetry(self, request: pb.GetTelemetryRequest, context: grpc.ServicerContext) -> Any:
         core = self.core
         buffer, samples = core.telemetry, core.monitor.log
@@ -326,4 +343,7 @@ class InferenceOnlyServicer(AgentServicer):
         return self._denied(context)
 
     def Benchmark(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._denied(context)
+
+    def VerifyOutput(self, request: Any, context: grpc.ServicerContext) -> Any:
         return self._denied(context)

@@ -7,29 +7,43 @@ Layout under the data dir::
     store/blobs/<sha256>           verified bytes; the name is the content hash
     store/state.json               desired state: the active and previous model records, and
                                    whether the active one is still on trial
+    store/verified.json            fingerprint of each blob when it was last hashed
+    store/quarantine/<sha256>      bytes that no longer hash to their name (+ <sha256>.json)
 
 Names from the network are validated as 64 hex digits before they touch a path, so no request
 can traverse out of the store. ``state.json`` is replaced atomically (write, fsync, rename), so a
 crash at any point leaves either the old or the new state on disk, never a mix.
+
+No byte is activated unless it was hashed since it was last at rest, or its fingerprint proves
+it unchanged since (``agent.integrity``); a blob that fails is quarantined and no longer held.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from agent import failpoints
-from agent.contract import RevertCause, sha256_file
-from agent.errors import ChecksumMismatch, InvalidRequest, NotFound
+from agent.contract import RevertCause
+from agent.errors import BlobCorrupt, ChecksumMismatch, InvalidRequest, NotFound
+from agent.integrity import BlobLedger, Fingerprint, QuarantineRecord, allocated_bytes, hash_file
+
+log = logging.getLogger("edgefleet.agent")
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 STALE_BLOB_S = 3600.0  # verified but never activated for an hour: collected on activation
 STALE_UPLOAD_S = 7 * 24 * 3600.0  # an interrupted upload is kept a week for resumption
+# an upload of another blob untouched this long may be freed to make room (a concurrent
+# deploy's upload in progress is younger)
+IDLE_UPLOAD_S = 600.0
+CHUNK = 1 << 20
 
 
 def check_sha256(value: str) -> str:
@@ -87,13 +101,16 @@ class ModelStore:
         self.state_path = root / "state.json"
         self.incoming_dir.mkdir(parents=True, exist_ok=True)
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = BlobLedger(root)
 
     def blobs(self) -> list[str]:
         return sorted(p.name for p in self.blobs_dir.iterdir() if _SHA256.fullmatch(p.name))
 
     def used_bytes(self) -> int:
-        """Bytes held in blobs and uploads (what an emulated disk limit counts)."""
-        return sum(p.stat().st_size for d in (self.blobs_dir, self.incoming_dir)
+        """Bytes the store occupies on disk (what an emulated disk limit counts): blocks
+        allocated, so a preallocated sparse upload counts what was really written."""
+        return sum(allocated_bytes(p) for d in (self.blobs_dir, self.incoming_dir,
+                                                 self.ledger.quarantine_dir)
                    for p in d.iterdir() if p.is_file())
 
     def blob_path(self, sha256: str) -> Path:
@@ -102,31 +119,134 @@ class ModelStore:
             raise NotFound(f"blob {sha256[:12]} is not in the store")
         return path
 
-    def verify_staged(self, sha256: str) -> Path:
-        """Move a finished upload into ``blobs/`` once its bytes hash to its name.
+    def verify_staged(self, sha256: str, found_by: str = "load") -> Path:
+        """The path of ``sha256``'s verified bytes, ready to activate.
 
-        A blob already verified is returned as is. A mismatching upload is deleted, so a retry
-        starts clean, and ``ChecksumMismatch`` is raised.
+        A blob already in ``blobs/`` is trusted by its fingerprint, or hashed again when that
+        changed (``BlobCorrupt``, and quarantined, when it no longer matches, unless a fresh
+        upload of it is waiting). A finished upload is hashed and moved into ``blobs/``; a
+        mismatching upload is deleted, so a retry starts clean, and ``ChecksumMismatch`` is
+        raised.
         """
         check_sha256(sha256)
         blob = self.blobs_dir / sha256
-        if blob.is_file():
-            return blob
         staged = self.incoming_dir / sha256
+        if blob.is_file():
+            try:
+                return self.trusted_blob(sha256, found_by)
+            except BlobCorrupt:
+                if not staged.is_file():
+                    raise
         if not staged.is_file():
             raise NotFound(f"blob {sha256[:12]} is neither stored nor staged "
                            f"in {self.incoming_dir}")
-        actual = sha256_file(staged)
+        actual, fingerprint = hash_file(staged)
         if actual != sha256:
             staged.unlink(missing_ok=True)
             raise ChecksumMismatch(
-                f"staged file hashes to {actual[:12]}, expected {sha256[:12]}; deleted it"
+                f"the uploaded file hashes to {actual[:12]}, expected {sha256[:12]} (it "
+                "arrived corrupt); deleted it"
             )
+        if fingerprint is None:
+            raise ChecksumMismatch(f"upload {sha256[:12]} changed while it was verified "
+                                   "(another upload of it still running?); send it again")
         failpoints.hit("verify.before_move")
         os.replace(staged, blob)
         _fsync_dir(self.blobs_dir)
+        moved = Fingerprint.of(blob)  # a rename moves ctime only
+        if (moved.size, moved.mtime_ns, moved.ino) != (
+                fingerprint.size, fingerprint.mtime_ns, fingerprint.ino):
+            return self.recheck(sha256, found_by)
+        self.ledger.record(sha256, moved)
         failpoints.hit("verify.after_move")
         return blob
+
+    def trusted_blob(self, sha256: str, found_by: str) -> Path:
+        """A stored blob's path, checked by fingerprint or, when that changed, by hashing."""
+        path = self.blob_path(sha256)
+        if self.ledger.trusted(sha256, path):
+            return path
+        return self.recheck(sha256, found_by)
+
+    def recheck(self, sha256: str, found_by: str, rate_bytes_per_s: float = 0.0,
+                stop: Callable[[], bool] = lambda: False) -> Path:
+        """Hash a stored blob now. Matching: its fingerprint is recorded and its path
+        returned. Not matching: it is quarantined (and dropped from the state) and
+        ``BlobCorrupt`` raised."""
+        path = self.blob_path(sha256)
+        actual, fingerprint = hash_file(path, rate_bytes_per_s, stop)
+        if actual == sha256:
+            if fingerprint is not None:
+                self.ledger.record(sha256, fingerprint)
+            return path
+        record = self.quarantine(sha256, actual, found_by)
+        raise BlobCorrupt(record.reason)
+
+    def holds(self, sha256: str) -> bool:
+        """True when the store holds ``sha256``'s bytes intact (checked as for activation)."""
+        if not (self.blobs_dir / sha256).is_file():
+            return False
+        try:
+            self.trusted_blob(sha256, "check")
+        except (BlobCorrupt, NotFound):
+            return False
+        return True
+
+    def quarantine(self, sha256: str, actual: str, found_by: str) -> QuarantineRecord:
+        """Move a corrupt blob aside and forget it in the state: an active one gives way to the
+        previous model (or none), a previous or staged one is no longer kept."""
+        reason = (f"stored blob {sha256[:12]} hashes to {actual[:12]}: its bytes changed on "
+                  f"the device's disk after they were verified (found at {found_by}); "
+                  "quarantined, the next deploy sends it again")
+        log.error("%s", reason)
+        record = self.ledger.quarantine(sha256, self.blobs_dir / sha256, actual, reason,
+                                        found_by)
+        old = self.read_state()
+        new = old
+        if old.active and old.active.sha256 == sha256:
+            new = replace(old, active=old.previous, previous=None, trial=False,
+                          reverted=sha256, reverted_reason=reason)
+        elif old.previous and old.previous.sha256 == sha256:
+            new = replace(old, previous=None)
+        if new.staged == sha256:
+            new = replace(new, staged="")
+        if new != old:
+            self.write_state(new)
+        return record
+
+    def reclaimable(self, keep: str = "") -> list[Path]:
+        """What may be freed to make room, cheapest loss first: quarantined copies, uploads of
+        other blobs left idle, then blobs neither active, previous nor staged (oldest first).
+        ``keep`` (the blob about to be sent) is never among them."""
+        pinned = self.read_state().pinned | {keep}
+        now = time.time()
+        idle = [p for p in self.incoming_dir.iterdir()
+                if p.is_file() and p.name.split(".")[0] != keep
+                and now - p.stat().st_mtime > IDLE_UPLOAD_S]
+        unpinned = sorted((p for p in self.blobs_dir.iterdir()
+                           if p.is_file() and p.name not in pinned),
+                          key=lambda p: p.stat().st_mtime)
+        return [*self.ledger.quarantined_bytes(), *idle, *unpinned]
+
+    def reclaimable_bytes(self, keep: str = "") -> int:
+        return sum(allocated_bytes(p) for p in self.reclaimable(keep))
+
+    def reclaim(self, need: int, keep: str = "") -> int:
+        """Free at least ``need`` bytes if the store can (see ``reclaimable``); returns the
+        bytes freed. Every deletion is logged."""
+        freed = 0
+        for path in self.reclaimable(keep):
+            if freed >= need:
+                break
+            if path.parent == self.ledger.quarantine_dir:
+                got = self.ledger.free_quarantined(path)
+            else:
+                got = allocated_bytes(path)
+                path.unlink(missing_ok=True)
+                self.ledger.forget(path.name)
+            log.warning("freed %s (%d bytes) to make room for %s", path, got, keep[:12])
+            freed += got
+        return freed
 
     def read_state(self) -> StoreState:
         try:
@@ -193,12 +313,13 @@ class ModelStore:
             if dropped and dropped.sha256 not in new.pinned:
                 (self.blobs_dir / dropped.sha256).unlink(missing_ok=True)
         self.collect_garbage(new, min_age_s=STALE_BLOB_S)
+        self.ledger.prune(set(self.blobs()))
         return new
 
     def stage(self, sha256: str) -> int:
         """Verify an upload into ``blobs/`` and pin it for a later activation (one at a time:
         staging another unpins the first, which garbage collection may then take)."""
-        blob = self.verify_staged(sha256)
+        blob = self.verify_staged(sha256, "stage")
         old = self.read_state()
         active = old.active.sha256 if old.active else ""
         if old.staged != sha256 and sha256 != active:

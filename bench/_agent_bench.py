@@ -61,8 +61,8 @@ def build_model(d: Path, variant: str) -> Path:
 def agent_with_model(model: Path, variant: str, extra: tuple[str, ...] = ()
                      ) -> Iterator[int]:
     """A real `fleet-agent serve` with ``model`` loaded; yields its gRPC port."""
+    from agent.contract import sha256_file
     from agent.rpc import agent_pb2 as pb
-    from agent.store import sha256_file
     from controller.adapters.agent_client import GrpcAgentClient
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,7 +10,8 @@ Sources in the catalog:
 
 Every file is hashed before it is sent; a file whose hash no longer matches the one recorded
 when it entered the cache (the ``SHA256SUMS`` file beside it, written by build and import) or
-the catalog's is refused as corrupt.
+the catalog's is refused as corrupt. A GGUF file's reference output for the health gate is
+recorded beside it too (``GOLDEN.json``, ``controller/golden.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agent.contract import sha256_file
-from controller import settings, testmodels
+from controller import golden, settings, testmodels
 from controller.adapters.gguf_header import read_architecture
 from controller.adapters.inventory import SqlInventory
 from controller.adapters.tables import ModelArtifact
@@ -125,6 +126,8 @@ class ArtifactCache:
                 testmodels.quantize_gguf(self.verify(model, base).path, path, variant.name)
                 self._remember(path, sha256_file(path))
             built.append(self._record(model, variant, path))
+        for art in built:
+            golden.ensure(art.path, art.sha256)
         return built
 
     def _build_onnx(self, model: ModelSpec) -> list[LocalArtifact]:
@@ -160,6 +163,7 @@ class ArtifactCache:
             shutil.copyfile(src, tmp)
             tmp.replace(dst)
             self._remember(dst, digest)
+            golden.ensure(dst, digest)
         return self._record(model, variant, dst, digest)
 
     def _record(self, model: ModelSpec, variant: Variant, path: Path,

@@ -13,6 +13,7 @@
     │   ├── HostKeyUnknown
     │   ├── HostKeyMismatch
     │   ├── TransferInterrupted        the link dropped mid-upload (resumable)
+    │   ├── UploadRefused              the device refused a write (disk full, permission...)
     │   ├── AgentRefused               the agent answered with an error status
     │   └── DevicesHeld                another rollout holds the devices (its id named)
     ├── LabError                       the local lab could not start or stop
@@ -32,6 +33,7 @@ class FleetError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.detail = message  # a DeviceError's says it without the device's name
 
 
 class UsageError(FleetError):
@@ -63,7 +65,12 @@ class ArtifactError(FleetError):
 
 
 class DeviceError(FleetError):
-    pass
+    """``detail`` is the message without the device's name, for places (an outcome row, a
+    summary line) that name the device already."""
+
+    def __init__(self, message: str, hint: str = "", detail: str = "") -> None:
+        super().__init__(message, hint)
+        self.detail = detail or message
 
 
 class Unreachable(DeviceError):
@@ -81,16 +88,25 @@ class HostKeyMismatch(DeviceError):
 class TransferInterrupted(Unreachable):
     def __init__(self, message: str, hint: str = "", sent: int = 0) -> None:
         super().__init__(message, hint)
+        self.sent = sent  # bytes the device acknowledged before the interruption
+
+
+class UploadRefused(DeviceError):
+    """The device answered a write with an error: ``cause`` is disk-full, permission,
+    quota-or-io or refused. Not retried: the same write would fail again."""
+
+    def __init__(self, message: str, hint: str = "", cause: str = "", sent: int = 0) -> None:
+        super().__init__(message, hint)
+        self.cause = cause
         self.sent = sent
 
 
 class AgentRefused(DeviceError):
     def __init__(self, message: str, hint: str = "", code: str = "",
                  kind: ErrorKind = ErrorKind.UNSPECIFIED, detail: str = "") -> None:
-        super().__init__(message, hint)
+        super().__init__(message, hint, detail)
         self.code = code  # the gRPC status name
         self.kind = kind  # why, as the agent said (agent.contract.ErrorKind)
-        self.detail = detail or message  # the agent's own words, without the device name
 
 
 class DevicesHeld(DeviceError):

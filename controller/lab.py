@@ -3,7 +3,9 @@ host key, and a real ``fleet-agent`` emulating a profile.
 
 Everything started is recorded in ``lab/registry.json`` with its pid and kernel start time, so
 ``lab down`` stops exactly those processes (a recycled pid is never killed) and ``lab up`` run
-twice first stops what the previous one started.
+twice first stops what the previous one started. A device's data directory (its model store)
+outlives both: ``lab up`` on an existing lab, and ``restart`` of one device or all, keep it,
+as a real device keeps its disk across reboots (``fresh`` wipes it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from controller import lab_netns
@@ -47,6 +49,8 @@ class LabDevice:
     netns: str = ""  # set when the device sits behind a veth link in its own namespace
     host_if: str = ""
     device_if: str = ""
+    # how its agent was started (bound port included), so a restart starts the same one
+    agent_cmd: list[str] = field(default_factory=list)
 
     @property
     def link(self) -> lab_netns.NetLink | None:
@@ -159,16 +163,31 @@ def _port_open(address: str, port: int) -> bool:
 TlsFiles = Callable[[str, str], dict[str, bytes]]  # (device, address) -> file name -> bytes
 
 
+def _fresh_device_dir(d: Path, keep_data: bool) -> None:
+    """Everything of a device directory is made anew but its data (the agent's store and
+    telemetry) when ``keep_data``, and its SSH host key (what known_hosts lists for it)."""
+    if d.exists():
+        for entry in d.iterdir():
+            if (keep_data and entry.name == "data") or entry.name.startswith("ssh_host_"):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        if not keep_data and (d / "data").exists():
+            shutil.rmtree(d / "data")
+    (d / "data").mkdir(parents=True, exist_ok=True)
+
+
 def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
                  threads: int, tls: TlsFiles | None = None,
-                 start_agent: bool = True, link: lab_netns.NetLink | None = None) -> LabDevice:
+                 start_agent: bool = True, link: lab_netns.NetLink | None = None,
+                 keep_data: bool = True) -> LabDevice:
     name = f"lab-{index + 1}"
     address = link.address if link else f"127.0.0.{FIRST_HOST + index}"
     prefix = link.exec_prefix if link else []
     d = lab_dir / "devices" / name
-    if d.exists():
-        shutil.rmtree(d)
-    (d / "data").mkdir(parents=True)
+    _fresh_device_dir(d, keep_data)
     tls_args: list[str] = []
     if tls is not None:
         (d / "tls").mkdir(mode=0o700)
@@ -177,8 +196,9 @@ def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
             path.write_bytes(data)
             path.chmod(0o600)
         tls_args = ["--tls-dir", str(d / "tls")]
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name,
-                    "-f", str(d / "ssh_host_ed25519_key")], check=True)
+    if not (d / "ssh_host_ed25519_key").exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name,
+                        "-f", str(d / "ssh_host_ed25519_key")], check=True)
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
     # A namespace has its own ports: fixed ones there, free ones on the shared loopback.
@@ -206,15 +226,11 @@ def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
             _stop(device)
             raise
         return device
-    with agent_log.open("w") as log:
-        listen = f"{address}:{lab_netns.AGENT_PORT if link else 0}"
-        agent = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "agent.cli", "serve", "--listen", listen,
-             "--data-dir", str(d / "data"), "--emulate", profile, "--port-file", str(port_file),
-             "--threads", str(threads), "--inference-listen", inference_at, *tls_args],
-            start_new_session=True, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    command = [*prefix, sys.executable, "-m", "agent.cli", "serve", "--listen",
+               f"{address}:{lab_netns.AGENT_PORT if link else 0}", "--data-dir",
+               str(d / "data"), "--emulate", profile, "--port-file", str(port_file),
+               "--threads", str(threads), "--inference-listen", inference_at, *tls_args]
+    agent = _spawn_agent(command, agent_log)
     device = LabDevice(name, profile, address, ssh_port, 0, str(d), sshd.pid,
                        _start_time(sshd.pid), agent.pid, _start_time(agent.pid), inference_port,
                        *net)
@@ -233,7 +249,79 @@ def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
         _stop(device)
         raise
     device.agent_port = int(port_file.read_text())
+    listen = command.index("--listen") + 1
+    command[listen] = f"{address}:{device.agent_port}"  # a restart binds the same port
+    device.agent_cmd = command
     return device
+
+
+def _spawn_agent(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    # Never inherit our stdout (see sshd above); the log is appended to across restarts.
+    with log_path.open("a") as log:
+        return subprocess.Popen(command, start_new_session=True, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT)
+
+
+def _stop_agent(device: LabDevice, timeout_s: float = 10.0, kill: bool = False) -> None:
+    """Stop the device's agent (and its runtime workers) only; sshd and the store stay."""
+    pid, start = device.agent_pid, device.agent_start
+    if not _same_process(pid, start):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL if kill else signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _same_process(pid, start):
+        _reap(pid)
+        time.sleep(0.05)
+    if _same_process(pid, start):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def restart(lab_dir: Path, names: list[str] | None = None,
+            kill: bool = False) -> list[LabDevice]:
+    """Restart the agents of the named lab devices (all when ``names`` is empty), keeping
+    their stores, as a device reboot or a crashed agent restarted by its service would.
+    ``kill`` ends the old agent with SIGKILL instead of SIGTERM (a power cut). A device whose
+    sshd died gets it back too. Returns the restarted devices."""
+    devices = read_registry(lab_dir)
+    if not devices:
+        raise LabError("no lab is running", hint="start one: fleet lab up")
+    known = {d.name for d in devices}
+    unknown = sorted(set(names or []) - known)
+    if unknown:
+        raise LabError(f"no lab device named {', '.join(unknown)}",
+                       hint=f"the lab has {', '.join(sorted(known))}")
+    restarted = []
+    for device in devices:
+        if names and device.name not in names:
+            continue
+        if not device.agent_cmd:
+            raise LabError(f"{device.name} was started by an older `fleet lab up` or without "
+                           "an agent", hint="`fleet lab up` again (the stores are kept)")
+        _stop_agent(device, kill=kill)
+        d = Path(device.directory)
+        if not _same_process(device.sshd_pid, device.sshd_start):
+            prefix = device.link.exec_prefix if device.link else []
+            sshd = subprocess.Popen([*prefix, find_sshd(), "-D", "-f", str(d / "sshd_config"),
+                                     "-E", str(d / "sshd.log")], start_new_session=True,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            device.sshd_pid, device.sshd_start = sshd.pid, _start_time(sshd.pid)
+        port_file = d / "agent.port"
+        port_file.unlink(missing_ok=True)
+        agent = _spawn_agent(device.agent_cmd, d / "agent.log")
+        device.agent_pid, device.agent_start = agent.pid, _start_time(agent.pid)
+        write_registry(lab_dir, devices)  # recorded before waiting: lab down finds it
+        _wait_for(lambda: port_file.exists() or agent.poll() is not None,  # noqa: B023
+                  f"agent for {device.name}", d / "agent.log")
+        if agent.poll() is not None:
+            raise LabError(f"agent for {device.name} exited with {agent.returncode}",
+                           hint=f"see {d / 'agent.log'} (is its port "
+                           f"{device.agent_port} taken?)")
+        restarted.append(device)
+    return restarted
 
 
 def host_key_line(device: LabDevice) -> str:
@@ -298,8 +386,10 @@ def write_registry(lab_dir: Path, devices: list[LabDevice]) -> None:
 
 
 def up(lab_dir: Path, profiles: list[str], tls: TlsFiles | None = None,
-       start_agents: bool = True, netns: bool = False, netem: str = "") -> list[LabDevice]:
-    """Start one sshd + agent per profile. Stops a previous lab first."""
+       start_agents: bool = True, netns: bool = False, netem: str = "",
+       fresh: bool = False) -> list[LabDevice]:
+    """Start one sshd + agent per profile. Stops a previous lab first; its devices' data
+    (stores) are kept unless ``fresh``."""
     down(lab_dir)
     lab_dir.mkdir(parents=True, exist_ok=True)
     key = client_key(lab_dir)
@@ -314,7 +404,7 @@ def up(lab_dir: Path, profiles: list[str], tls: TlsFiles | None = None,
             link = lab_netns.create(i, netem) if netns else None
             try:
                 started.append(start_device(lab_dir, i, profile, authorized, threads, tls,
-                                            start_agents, link))
+                                            start_agents, link, keep_data=not fresh))
             except BaseException:
                 if link is not None:
                     lab_netns.remove(link)

@@ -59,3 +59,9 @@ def ssh_stall_timeout_s() -> float:
     """``FLEET_SSH_STALL_TIMEOUT``: seconds without progress before an upload is interrupted
     and retried (default 30)."""
     return float(os.environ.get("FLEET_SSH_STALL_TIMEOUT") or 30.0)
+
+
+def parallel_min_bytes() -> int:
+    """``FLEET_PARALLEL_MIN_BYTES``: files of this size and more go over several SFTP channels
+    (default 64 MiB; the tests lower it to exercise multi-channel uploads on small files)."""
+    return int(os.environ.get("FLEET_PARALLEL_MIN_BYTES") or 64 * 1024 * 1024)

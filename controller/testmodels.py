@@ -33,6 +33,8 @@ class TinyLlamaSpec:
     # the block count the header declares; 0 = n_layer. More than n_layer is a mis-exported
     # file (its header promises tensors it lacks) that llama.cpp refuses to load
     declared_layers: int = 0
+    # NaN: a broken export (output_norm overwritten) that loads and "generates" empty text
+    output_norm: float = 1.0
 
 
 def _vocab() -> tuple[list[bytes], list[float], list[int]]:
@@ -88,7 +90,8 @@ def write_tiny_llama_f16(path: Path, spec: TinyLlamaSpec = TinyLlamaSpec()) -> N
     writer.add_unk_token_id(0)
     ones = np.ones(spec.n_embd, dtype=np.float32)
     writer.add_tensor("token_embd.weight", w(n_vocab, spec.n_embd))
-    writer.add_tensor("output_norm.weight", ones)
+    writer.add_tensor("output_norm.weight", np.full(spec.n_embd, spec.output_norm,
+                                                    dtype=np.float32))
     # Byte tokens get small output weights so the random model prefers whole words: its text
     # is still nonsense, but readable nonsense.
     output = w(n_vocab, spec.n_embd)

@@ -13,6 +13,8 @@ command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-s
 command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v tc >/dev/null 2>&1 || need_apt+=(iproute2)
+# packet loss in the fault tests and bench/faults.py (iptables `statistic` in a namespace)
+command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need_apt+=(iptables)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 # the OpenAI endpoint's tests talk to it with curl too
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from agent.contract import sha256_file
 from agent.rpc import agent_pb2 as pb
-from agent.store import sha256_file
 from controller.adapters.agent_client import GrpcAgentClient
 
 

@@ -3,6 +3,7 @@ the `fleet` CLI run in-process, and a real lab (sshd + agents) torn down after e
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import shutil
@@ -15,6 +16,10 @@ from pathlib import Path
 import pytest
 
 from controller.cli.app import main
+
+# The agents' background scrub re-hashes stores at a bounded rate; off in tests unless a test
+# asks for it (tests/unit/test_store_integrity.py runs it directly).
+os.environ.setdefault("FLEET_AGENT_SCRUB_MBPS", "0")
 
 
 @dataclass
@@ -131,13 +136,15 @@ def pg_url() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+NETNS_LOCK = "/tmp/edgefleet-netns.lock"
+
+
 @pytest.fixture
 def netns_lock() -> Iterator[None]:
-    """Tests that create network namespaces hold this lock: the lab's netns addresses
-    (198.18.x.x) are the same in every run, so two runs on one machine must take turns."""
-    import fcntl
-
-    with open("/tmp/edgefleet-netns.lock", "w") as fh:
+    """Serialise with every other run on this machine that uses network namespaces, iptables
+    or the lab's 198.18.x.x addresses (`flock /tmp/edgefleet-netns.lock ...` takes the same
+    lock). Request it before `lab` so the lab is down before the lock is released."""
+    with open(NETNS_LOCK, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

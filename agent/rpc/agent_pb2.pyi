@@ -22,6 +22,7 @@ class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_KIND_GENERATION_FAILED: _ClassVar[ErrorKind]
     ERROR_KIND_WORKER_FAILED: _ClassVar[ErrorKind]
     ERROR_KIND_NOT_ON_TRIAL: _ClassVar[ErrorKind]
+    ERROR_KIND_BLOB_CORRUPT: _ClassVar[ErrorKind]
 
 class RevertCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -42,6 +43,7 @@ ERROR_KIND_MANIFEST_REJECTED: ErrorKind
 ERROR_KIND_GENERATION_FAILED: ErrorKind
 ERROR_KIND_WORKER_FAILED: ErrorKind
 ERROR_KIND_NOT_ON_TRIAL: ErrorKind
+ERROR_KIND_BLOB_CORRUPT: ErrorKind
 REVERT_CAUSE_UNSPECIFIED: RevertCause
 REVERT_CAUSE_RESTART: RevertCause
 REVERT_CAUSE_CRASH: RevertCause
@@ -151,7 +153,7 @@ class GetStoreRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStoreResponse(_message.Message):
-    __slots__ = ("blobs", "incoming_dir", "disk_free_bytes", "active_sha256", "previous_sha256", "active_on_trial", "reverted_sha256", "reverted_reason", "staged_sha256", "trial_seconds_left", "reverted_cause")
+    __slots__ = ("blobs", "incoming_dir", "disk_free_bytes", "active_sha256", "previous_sha256", "active_on_trial", "reverted_sha256", "reverted_reason", "staged_sha256", "quarantined", "reclaimable_bytes", "scrub", "trial_seconds_left", "reverted_cause")
     BLOBS_FIELD_NUMBER: _ClassVar[int]
     INCOMING_DIR_FIELD_NUMBER: _ClassVar[int]
     DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +163,9 @@ class GetStoreResponse(_message.Message):
     REVERTED_SHA256_FIELD_NUMBER: _ClassVar[int]
     REVERTED_REASON_FIELD_NUMBER: _ClassVar[int]
     STAGED_SHA256_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    RECLAIMABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SCRUB_FIELD_NUMBER: _ClassVar[int]
     TRIAL_SECONDS_LEFT_FIELD_NUMBER: _ClassVar[int]
     REVERTED_CAUSE_FIELD_NUMBER: _ClassVar[int]
     blobs: _containers.RepeatedScalarFieldContainer[str]
@@ -172,9 +177,42 @@ class GetStoreResponse(_message.Message):
     reverted_sha256: str
     reverted_reason: str
     staged_sha256: str
+    quarantined: _containers.RepeatedCompositeFieldContainer[QuarantinedBlob]
+    reclaimable_bytes: int
+    scrub: ScrubStatus
     trial_seconds_left: float
     reverted_cause: RevertCause
-    def __init__(self, blobs: _Optional[_Iterable[str]] = ..., incoming_dir: _Optional[str] = ..., disk_free_bytes: _Optional[int] = ..., active_sha256: _Optional[str] = ..., previous_sha256: _Optional[str] = ..., active_on_trial: _Optional[bool] = ..., reverted_sha256: _Optional[str] = ..., reverted_reason: _Optional[str] = ..., staged_sha256: _Optional[str] = ..., trial_seconds_left: _Optional[float] = ..., reverted_cause: _Optional[_Union[RevertCause, str]] = ...) -> None: ...
+    def __init__(self, blobs: _Optional[_Iterable[str]] = ..., incoming_dir: _Optional[str] = ..., disk_free_bytes: _Optional[int] = ..., active_sha256: _Optional[str] = ..., previous_sha256: _Optional[str] = ..., active_on_trial: _Optional[bool] = ..., reverted_sha256: _Optional[str] = ..., reverted_reason: _Optional[str] = ..., staged_sha256: _Optional[str] = ..., quarantined: _Optional[_Iterable[_Union[QuarantinedBlob, _Mapping]]] = ..., reclaimable_bytes: _Optional[int] = ..., scrub: _Optional[_Union[ScrubStatus, _Mapping]] = ..., trial_seconds_left: _Optional[float] = ..., reverted_cause: _Optional[_Union[RevertCause, str]] = ...) -> None: ...
+
+class QuarantinedBlob(_message.Message):
+    __slots__ = ("sha256", "actual_sha256", "reason", "found_by", "quarantined_at", "size_bytes", "bytes_kept")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FOUND_BY_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_AT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_KEPT_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    actual_sha256: str
+    reason: str
+    found_by: str
+    quarantined_at: float
+    size_bytes: int
+    bytes_kept: bool
+    def __init__(self, sha256: _Optional[str] = ..., actual_sha256: _Optional[str] = ..., reason: _Optional[str] = ..., found_by: _Optional[str] = ..., quarantined_at: _Optional[float] = ..., size_bytes: _Optional[int] = ..., bytes_kept: _Optional[bool] = ...) -> None: ...
+
+class ScrubStatus(_message.Message):
+    __slots__ = ("rate_mb_s", "last_pass_finished_at", "bytes_hashed", "blobs_checked")
+    RATE_MB_S_FIELD_NUMBER: _ClassVar[int]
+    LAST_PASS_FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_HASHED_FIELD_NUMBER: _ClassVar[int]
+    BLOBS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    rate_mb_s: float
+    last_pass_finished_at: float
+    bytes_hashed: int
+    blobs_checked: int
+    def __init__(self, rate_mb_s: _Optional[float] = ..., last_pass_finished_at: _Optional[float] = ..., bytes_hashed: _Optional[int] = ..., blobs_checked: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "variant", "sha256", "format", "size_bytes", "state", "active", "n_ctx", "worker_pid", "on_trial")
@@ -275,17 +313,19 @@ class AbortTrialResponse(_message.Message):
     def __init__(self, restored: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
 
 class CheckFitRequest(_message.Message):
-    __slots__ = ("sha256", "size_bytes", "estimated_memory_bytes")
+    __slots__ = ("sha256", "size_bytes", "estimated_memory_bytes", "reclaim")
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RECLAIM_FIELD_NUMBER: _ClassVar[int]
     sha256: str
     size_bytes: int
     estimated_memory_bytes: int
-    def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., estimated_memory_bytes: _Optional[int] = ...) -> None: ...
+    reclaim: bool
+    def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., estimated_memory_bytes: _Optional[int] = ..., reclaim: _Optional[bool] = ...) -> None: ...
 
 class CheckFitResponse(_message.Message):
-    __slots__ = ("fits", "already_held", "disk_free_bytes", "disk_needed_bytes", "memory_budget_bytes", "reason", "staged_bytes", "staged_sha256")
+    __slots__ = ("fits", "already_held", "disk_free_bytes", "disk_needed_bytes", "memory_budget_bytes", "reason", "staged_bytes", "staged_sha256", "reclaimable_bytes", "reclaimed_bytes")
     FITS_FIELD_NUMBER: _ClassVar[int]
     ALREADY_HELD_FIELD_NUMBER: _ClassVar[int]
     DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -294,6 +334,8 @@ class CheckFitResponse(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     STAGED_BYTES_FIELD_NUMBER: _ClassVar[int]
     STAGED_SHA256_FIELD_NUMBER: _ClassVar[int]
+    RECLAIMABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RECLAIMED_BYTES_FIELD_NUMBER: _ClassVar[int]
     fits: bool
     already_held: bool
     disk_free_bytes: int
@@ -302,7 +344,9 @@ class CheckFitResponse(_message.Message):
     reason: str
     staged_bytes: int
     staged_sha256: str
-    def __init__(self, fits: _Optional[bool] = ..., already_held: _Optional[bool] = ..., disk_free_bytes: _Optional[int] = ..., disk_needed_bytes: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., reason: _Optional[str] = ..., staged_bytes: _Optional[int] = ..., staged_sha256: _Optional[str] = ...) -> None: ...
+    reclaimable_bytes: int
+    reclaimed_bytes: int
+    def __init__(self, fits: _Optional[bool] = ..., already_held: _Optional[bool] = ..., disk_free_bytes: _Optional[int] = ..., disk_needed_bytes: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., reason: _Optional[str] = ..., staged_bytes: _Optional[int] = ..., staged_sha256: _Optional[str] = ..., reclaimable_bytes: _Optional[int] = ..., reclaimed_bytes: _Optional[int] = ...) -> None: ...
 
 class UnloadModelRequest(_message.Message):
     __slots__ = ("sha256",)
@@ -502,6 +546,36 @@ class GetTelemetryResponse(_message.Message):
     last_sample_seq: int
     sample_every_s: float
     def __init__(self, records: _Optional[_Iterable[_Union[RequestRecord, _Mapping]]] = ..., next_seq: _Optional[int] = ..., sample: _Optional[_Union[DeviceSample, _Mapping]] = ..., first_seq: _Optional[int] = ..., epoch: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[DeviceSample, _Mapping]]] = ..., next_sample_seq: _Optional[int] = ..., first_sample_seq: _Optional[int] = ..., sample_epoch: _Optional[str] = ..., last_seq: _Optional[int] = ..., last_sample_seq: _Optional[int] = ..., sample_every_s: _Optional[float] = ...) -> None: ...
+
+class VerifyOutputRequest(_message.Message):
+    __slots__ = ("prompt", "max_tokens", "sha256")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    max_tokens: int
+    sha256: str
+    def __init__(self, prompt: _Optional[str] = ..., max_tokens: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class VerifyOutputResponse(_message.Message):
+    __slots__ = ("sha256", "logits_finite", "prompt_tokens", "prompt_mean_logprob", "tokens", "margins", "text", "problem")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    LOGITS_FINITE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_MEAN_LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MARGINS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    logits_finite: bool
+    prompt_tokens: int
+    prompt_mean_logprob: float
+    tokens: _containers.RepeatedScalarFieldContainer[int]
+    margins: _containers.RepeatedScalarFieldContainer[float]
+    text: str
+    problem: str
+    def __init__(self, sha256: _Optional[str] = ..., logits_finite: _Optional[bool] = ..., prompt_tokens: _Optional[int] = ..., prompt_mean_logprob: _Optional[float] = ..., tokens: _Optional[_Iterable[int]] = ..., margins: _Optional[_Iterable[float]] = ..., text: _Optional[str] = ..., problem: _Optional[str] = ...) -> None: ...
 
 class BenchmarkRequest(_message.Message):
     __slots__ = ("runs", "max_tokens", "prompts")

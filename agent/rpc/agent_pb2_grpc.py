@@ -95,6 +95,11 @@ class AgentServiceStub:
                 request_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.BenchmarkRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.BenchmarkResponse.FromString,
                 _registered_method=True)
+        self.VerifyOutput = channel.unary_unary(
+                '/edgefleet.agent.v1.AgentService/VerifyOutput',
+                request_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.VerifyOutputRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.VerifyOutputResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -183,6 +188,14 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyOutput(self, request, context):
+        """Is the active model's output a model's output? Greedy tokens and the mean log-probability
+        of a prompt, and whether every logit was finite (a health gate, not for apps).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -245,6 +258,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.Benchmark,
                     request_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.BenchmarkRequest.FromString,
                     response_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.BenchmarkResponse.SerializeToString,
+            ),
+            'VerifyOutput': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyOutput,
+                    request_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.VerifyOutputRequest.FromString,
+                    response_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.VerifyOutputResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -571,6 +589,33 @@ class AgentService:
             '/edgefleet.agent.v1.AgentService/Benchmark',
             edgefleet_dot_agent_dot_v1_dot_agent__pb2.BenchmarkRequest.SerializeToString,
             edgefleet_dot_agent_dot_v1_dot_agent__pb2.BenchmarkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyOutput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.agent.v1.AgentService/VerifyOutput',
+            edgefleet_dot_agent_dot_v1_dot_agent__pb2.VerifyOutputRequest.SerializeToString,
+            edgefleet_dot_agent_dot_v1_dot_agent__pb2.VerifyOutputResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ import codecs
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from agent.errors import ContextLengthExceeded
 from agent.runtimes.base import DEFAULT_TOP_P, GenerationRequest, GenerationStats
@@ -125,6 +126,12 @@ class LlamaRuntime:
                 stats.finish_reason = "stop"
             if tail:
                 yield tail
+
+    def verify_output(self, prompt: str, max_tokens: int) -> dict[str, Any]:
+        """The health gate's output check (``agent.runtimes.llama_check``)."""
+        from agent.runtimes.llama_check import verify_output
+
+        return verify_output(self._llm, prompt, max_tokens)
 
     def close(self) -> None:
         self._llm.close()

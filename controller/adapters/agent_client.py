@@ -16,6 +16,15 @@ from agent.rpc import agent_pb2_grpc as pb_grpc
 from controller.errors import AgentRefused, Unreachable
 
 T = TypeVar("T")
+# A link that drops while a call waits (a LoadModel takes minutes on a large model) sends no
+# RST: ping every 10 s during calls and give the connection up after 10 s without an answer,
+# so the call fails UNAVAILABLE instead of waiting out its deadline (agent.server allows it).
+KEEPALIVE = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 10_000),
+             ("grpc.http2.max_pings_without_data", 0),
+             # a connection of this client only: gRPC otherwise shares connections between
+             # channels to the same address in a process, and one to an agent that went away
+             # (a restart, a lab torn down) answers a new client's calls with UNAVAILABLE
+             ("grpc.use_local_subchannel_pool", 1)]
 
 HINTS = {
     "RESOURCE_EXHAUSTED": "the device lacks memory or disk for this variant; `fleet plan` "
@@ -23,6 +32,12 @@ HINTS = {
     "DATA_LOSS": "the file arrived corrupt and was deleted on the device; re-run the deploy",
     "FAILED_PRECONDITION": "the device cannot run this file; check its profile and runtimes",
     "NOT_FOUND": "the blob is not on the device; re-run the deploy to send it",
+}
+# by the agent's error kind, where the status code alone would mislead
+KIND_HINTS = {
+    ErrorKind.BLOB_CORRUPT: "the device's stored copy went bad on its disk and was "
+    "quarantined there; the next deploy sends it again; a disk that keeps doing this is "
+    "failing",
 }
 
 
@@ -66,9 +81,10 @@ class GrpcAgentClient:
             credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
                                                        certificate_chain=cert)
             self._channel = grpc.secure_channel(
-                self.address, credentials, options=[("grpc.ssl_target_name_override", name)])
+                self.address, credentials,
+                options=[("grpc.ssl_target_name_override", name), *KEEPALIVE])
         else:
-            self._channel = grpc.insecure_channel(self.address)
+            self._channel = grpc.insecure_channel(self.address, options=KEEPALIVE)
         self._stub = pb_grpc.AgentServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -100,16 +116,16 @@ class GrpcAgentClient:
                                 hint="the agent restarts the runtime on its last good model; "
                                 "`fleet status` shows the crash count")
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            detail = (f"agent at {self.address} not reachable ({code.name}: "
+                      f"{(details or '').strip()[:160]})")
             return Unreachable(
-                f"{self.name}: agent at {self.address} not reachable ({code.name}: "
-                f"{(details or '').strip()[:160]})",
-                hint="is `fleet-agent serve` running on the device? `fleet device rescue` "
-                "restarts it over SSH" if code == grpc.StatusCode.UNAVAILABLE else
-                "the device is slow or the link is down; retry",
-            )
+                f"{self.name}: {detail}",
+                hint=f"is `fleet-agent serve` running on the device? `fleet device rescue "
+                f"{self.name}` restarts it" if code == grpc.StatusCode.UNAVAILABLE else
+                "the device is slow or the link is down; retry", detail=detail)
         return AgentRefused(f"{self.name}: agent refused: {details}",
-                            hint=HINTS.get(code.name, ""), code=code.name, kind=kind,
-                            detail=details)
+                            hint=KIND_HINTS.get(kind) or HINTS.get(code.name, ""),
+                            code=code.name, kind=kind, detail=details)
 
     def get_profile(self, timeout: float = 5.0) -> pb.HardwareProfile:
         return self._call(self._stub.GetProfile, pb.GetProfileRequest(), timeout).profile
@@ -117,10 +133,13 @@ class GrpcAgentClient:
     def get_store(self) -> pb.GetStoreResponse:
         return self._call(self._stub.GetStore, pb.GetStoreRequest())
 
-    def check_fit(self, sha256: str, size_bytes: int, memory_bytes: int) -> pb.CheckFitResponse:
+    def check_fit(self, sha256: str, size_bytes: int, memory_bytes: int,
+                  reclaim: bool = False) -> pb.CheckFitResponse:
+        """``reclaim``: let the store free unused blobs and idle uploads to make room. The
+        agent may hash a held blob whose fingerprint changed, hence the longer deadline."""
         request = pb.CheckFitRequest(sha256=sha256, size_bytes=size_bytes,
-                                     estimated_memory_bytes=memory_bytes)
-        return self._call(self._stub.CheckFit, request)
+                                     estimated_memory_bytes=memory_bytes, reclaim=reclaim)
+        return self._call(self._stub.CheckFit, request, max(self.timeout_s, 300.0))
 
     def load_model(self, request: pb.LoadModelRequest, timeout: float = 600.0) -> Any:
         return self._call(self._stub.LoadModel, request, timeout)
@@ -160,6 +179,11 @@ class GrpcAgentClient:
                   ) -> pb.BenchmarkResponse:
         request = pb.BenchmarkRequest(runs=runs, max_tokens=max_tokens)
         return self._call(self._stub.Benchmark, request, timeout)
+
+    def verify_output(self, prompt: str, max_tokens: int,
+                      timeout: float = 300.0) -> pb.VerifyOutputResponse:
+        request = pb.VerifyOutputRequest(prompt=prompt, max_tokens=max_tokens)
+        return self._call(self._stub.VerifyOutput, request, timeout)
 
     def model_serving(self) -> bool:
         request = health_pb2.HealthCheckRequest(service=MODEL_HEALTH_SERVICE)

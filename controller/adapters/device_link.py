@@ -13,6 +13,7 @@ from typing import Any
 from agent.contract import RevertCause
 from agent.rpc import agent_pb2 as pb
 from controller.adapters.agent_client import GrpcAgentClient
+from controller.core.output_check import OutputSample
 from controller.services.ports import (
     Artifact,
     FitView,
@@ -21,11 +22,12 @@ from controller.services.ports import (
     ModelView,
     StoreView,
     Summary,
+    Uploaded,
 )
 
 Signer = Callable[[dict[str, Any]], tuple[bytes, bytes]]
-# (client, artifact, the device's CheckFit answer, incoming dir, memory) -> bytes sent
-Uploader = Callable[[GrpcAgentClient, Artifact, pb.CheckFitResponse, str, int], int]
+# (client, artifact, the device's CheckFit answer, incoming dir, memory) -> what went
+Uploader = Callable[[GrpcAgentClient, Artifact, pb.CheckFitResponse, str, int], Uploaded]
 
 
 def store_view(s: pb.GetStoreResponse) -> StoreView:
@@ -39,7 +41,8 @@ def store_view(s: pb.GetStoreResponse) -> StoreView:
 
 def fit_view(f: pb.CheckFitResponse) -> FitView:
     return FitView(f.fits, f.already_held, f.disk_free_bytes, f.disk_needed_bytes,
-                   f.memory_budget_bytes, f.reason, f.staged_bytes, f.staged_sha256)
+                   f.memory_budget_bytes, f.reason, f.staged_bytes, f.staged_sha256,
+                   f.reclaimed_bytes)
 
 
 def load_request(order: LoadOrder, sign: Signer) -> pb.LoadModelRequest:
@@ -65,12 +68,13 @@ class GrpcDeviceLink:
     def store(self) -> StoreView:
         return store_view(self.client.get_store())
 
-    def check_fit(self, sha256: str, size_bytes: int, memory_bytes: int) -> FitView:
-        self._fit = self.client.check_fit(sha256, size_bytes, memory_bytes)
+    def check_fit(self, sha256: str, size_bytes: int, memory_bytes: int,
+                  reclaim: bool = False) -> FitView:
+        self._fit = self.client.check_fit(sha256, size_bytes, memory_bytes, reclaim=reclaim)
         return fit_view(self._fit)
 
     def upload(self, artifact: Artifact, fit: FitView, incoming_dir: str,
-               memory_bytes: int) -> int:
+               memory_bytes: int) -> Uploaded:
         first = self._fit or pb.CheckFitResponse(
             fits=fit.fits, already_held=fit.already_held, staged_bytes=fit.staged_bytes,
             staged_sha256=fit.staged_sha256)
@@ -100,6 +104,12 @@ class GrpcDeviceLink:
         return Generation(result.text, Summary(
             s.prompt_tokens, s.completion_tokens, s.ttft_ms, s.decode_tokens_per_s,
             s.joules_per_token, s.energy_meter, s.finish_reason))
+
+    def verify_output(self, prompt: str, max_tokens: int) -> OutputSample:
+        r = self.client.verify_output(prompt, max_tokens)
+        return OutputSample(finite=r.logits_finite, prompt_tokens=r.prompt_tokens,
+                            mean_logprob=r.prompt_mean_logprob, tokens=tuple(r.tokens),
+                            margins=tuple(r.margins), text=r.text, problem=r.problem)
 
     def close(self) -> None:
         self.client.close()

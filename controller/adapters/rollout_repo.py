@@ -27,6 +27,7 @@ from controller.adapters.tables import (
 )
 from controller.core.steps import FINAL, Step
 from controller.errors import UsageError
+from controller.liveness import driver_alive
 from controller.services.ports import (
     Artifact,
     DeviceJob,
@@ -36,7 +37,7 @@ from controller.services.ports import (
     RolloutBusy,
 )
 
-DONE = ("completed", "halted", "aborted")
+DONE = ("completed", "halted", "aborted", "superseded")
 
 
 def utc(value: datetime | None) -> datetime | None:
@@ -73,7 +74,7 @@ class SqlRolloutLog:
             # leases of rollouts that ended are stale (their release never ran)
             ended = select(RolloutRow.id).where(col(RolloutRow.status).in_(DONE))
             s.exec(delete(DeviceLease).where(col(DeviceLease.rollout).in_(ended)))
-            self._supersede_pending(s, rollout.id, leased)
+            self._supersede_stale(s, rollout.id, leased)
             s.add(_row(rollout))
             s.flush()  # the rollout row first: its devices' rows refer to it
             for job in jobs:
@@ -94,16 +95,21 @@ class SqlRolloutLog:
             raise error
         raise DevicesBusy(holders)
 
-    def _supersede_pending(self, s: Session, new: str, devices: list[str]) -> None:
-        """A device left ``pending`` (unreachable at its turn) by a rollout nobody drives is
-        taken over by the new one: the latest intent for it wins over a stale one, while a
-        rollout that runs, waits for approval or was interrupted keeps its devices."""
+    def _supersede_stale(self, s: Session, new: str, devices: list[str]) -> None:
+        """A device held by a rollout nobody drives (left ``pending``, or whose controller
+        died or was interrupted) is taken over by the new rollout: the latest intent for it
+        wins over a stale one, and the new rollout first asks the device where it stands. A
+        rollout driven live, or waiting for approval, keeps its devices."""
         rows = s.exec(select(DeviceLease, RolloutRow).join(
             RolloutRow, col(RolloutRow.id) == col(DeviceLease.rollout)).where(
-            col(DeviceLease.device).in_(devices), col(RolloutRow.status) == "pending"))
+            col(DeviceLease.device).in_(devices),
+            col(RolloutRow.status).in_(["pending", "running"])))
         for lease, holder in rows:
+            if holder.status == "running" and driver_alive(holder.controller,
+                                                           utc(holder.heartbeat_at)):
+                continue
             job = s.get(RolloutDevice, (holder.id, lease.device))
-            if job is not None and job.step in (Step.PENDING.value, Step.PLANNED.value):
+            if job is not None and job.step not in {f.value for f in FINAL}:
                 job.step, job.reason = Step.HALTED.value, f"superseded by rollout {new}"
                 job.finished_at = _now()
                 s.add(job)
@@ -113,10 +119,10 @@ class SqlRolloutLog:
                 s.flush()
                 left = s.exec(select(func.count()).select_from(RolloutDevice).where(
                     RolloutDevice.rollout == holder.id,
-                    col(RolloutDevice.step).in_([Step.PENDING.value, Step.PLANNED.value]))).one()
+                    col(RolloutDevice.step).notin_([f.value for f in FINAL]))).one()
                 if not left:
-                    holder.status, holder.finished_at = "completed", _now()
-                    holder.reason = f"its unreachable devices were taken over by rollout {new}"
+                    holder.status, holder.finished_at = "superseded", _now()
+                    holder.reason = f"its unfinished devices were taken over by rollout {new}"
                     s.add(holder)
         s.flush()
 
@@ -219,9 +225,9 @@ class SqlRolloutLog:
                 raise UsageError(f"rollout {rollout} is {row.status}: nothing to do",
                                  hint=f"`fleet rollouts show {rollout}` shows how it ended")
             beat = utc(row.heartbeat_at)
-            live = (row.controller and row.controller != controller and beat is not None
-                    and _now() - beat < timedelta(seconds=stale_after_s)
-                    and row.status == "running")
+            live = (row.controller != controller and row.status == "running"
+                    and beat is not None and _now() - beat < timedelta(seconds=stale_after_s)
+                    and driver_alive(row.controller, beat))
             if live:
                 raise RolloutBusy(current)
             result = s.exec(update(RolloutRow).where(
@@ -281,6 +287,12 @@ class SqlRolloutLog:
                           .order_by(col(RolloutEvent.id)))
             return [EventView(e.device, e.step, e.reason, e.bytes_sent, utc(e.at) or e.at)
                     for e in rows]
+
+    def devices_of(self, device: str) -> list[RolloutDevice]:
+        """One device's rows over every rollout, newest first."""
+        with self._session() as s:
+            return list(s.exec(select(RolloutDevice).where(RolloutDevice.device == device)
+                               .order_by(col(RolloutDevice.updated_at).desc())))
 
     def devices(self, rollout: str) -> list[RolloutDevice]:
         with self._session() as s:

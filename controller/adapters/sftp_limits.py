@@ -32,11 +32,3 @@ def write_size(sftp: paramiko.SFTPClient) -> int:
     announced = msg.get_int64()  # max write length; 0 = no limit
     return max(SAFE_WRITE, min(announced or MAX_WRITE, MAX_WRITE))
 
-
-def open_for_upload(sftp: paramiko.SFTPClient, path: str, mode: str,
-                    request_size: int) -> paramiko.SFTPFile:
-    """A remote file for pipelined writes of ``request_size`` bytes per request."""
-    handle = sftp.open(path, mode)
-    handle.MAX_REQUEST_SIZE = request_size
-    handle.set_pipelined(True)
-    return handle

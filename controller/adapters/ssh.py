@@ -18,7 +18,8 @@ from typing import Any
 
 import paramiko
 
-from controller.adapters.sftp_limits import open_for_upload, write_size
+from controller.adapters.sftp_limits import write_size
+from controller.adapters.sftp_writer import AckedWriter, StallWatch, WriteRefused, refusal_error
 from controller.adapters.ssh_parallel import LINK_ERRORS
 from controller.errors import (
     DeviceError,
@@ -109,8 +110,9 @@ class _RefuseUnknownHost(paramiko.MissingHostKeyPolicy):
 
     def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
         t = self.target
+        detail = f"host key of {_host_entry(t.host, t.port)} is not in {self.known_hosts}"
         raise HostKeyUnknown(
-            f"{t.name}: host key of {_host_entry(t.host, t.port)} is not in {self.known_hosts}",
+            f"{t.name}: {detail}", detail=detail,
             hint=f"verify the device, then trust it once: fleet device trust {t.name} "
             f"(or ssh-keyscan -p {t.port} {t.host} >> {self.known_hosts})",
         )
@@ -212,22 +214,25 @@ class ParamikoTransfer:
         except paramiko.BadHostKeyException as exc:
             client.close()
             entry = _host_entry(resolved.hostname, resolved.port)
+            detail = (f"host key of {entry} CHANGED; refusing to connect (possible "
+                      "man-in-the-middle)")
             raise HostKeyMismatch(
-                f"{target.name}: host key of {entry} CHANGED; "
-                "refusing to connect (possible man-in-the-middle)",
+                f"{target.name}: {detail}",
                 hint=f"if the device was re-imaged on purpose: ssh-keygen -f {self.known_hosts} "
-                f"-R '{entry}', then re-add its key",
+                f"-R '{entry}', then re-add its key", detail=detail,
             ) from exc
         except paramiko.AuthenticationException as exc:
             client.close()
-            raise DeviceError(f"{target.name}: SSH authentication failed for {target.user!r}",
-                              hint="check --user and --key of the device") from exc
+            detail = f"SSH authentication failed for {target.user!r}"
+            raise DeviceError(f"{target.name}: {detail}",
+                              hint="check --user and --key of the device", detail=detail) from exc
         except (TimeoutError, OSError, paramiko.SSHException) as exc:
             client.close()
+            detail = f"cannot reach SSH at {resolved.hostname}:{resolved.port} ({exc})"
             raise Unreachable(
-                f"{target.name}: cannot reach SSH at {resolved.hostname}:{resolved.port} ({exc})",
+                f"{target.name}: {detail}",
                 hint="is the device on and sshd running? `fleet device list` shows its address",
-            ) from exc
+                detail=detail) from exc
 
     def push(
         self,
@@ -242,42 +247,57 @@ class ParamikoTransfer:
         """Upload ``local`` to ``remote_dir/name`` via ``name.part`` and an atomic rename.
 
         With ``resume_from`` > 0 the remote ``.part`` already holds that many verified bytes
-        (the caller checked their hash) and the upload continues after them. Returns the
-        bytes sent by this call. The receiving agent hashes the whole file before using it.
+        (the caller checked their hash) and the upload continues after them. Every write's
+        reply is read (``AckedWriter``); returns the bytes the device acknowledged in this
+        call. Raises ``TransferInterrupted`` (with the acknowledged bytes) when the link drops
+        or stalls for ``stall_timeout_s``, ``UploadRefused`` when the device refuses a write.
+        The receiving agent hashes the whole file before using it.
         """
         total = local.stat().st_size
         part = posixpath.join(remote_dir, name + ".part")
         final = posixpath.join(remote_dir, name)
-        sent = 0
+        writer: AckedWriter | None = None
         started = time.monotonic()
-        try:
-            with client.open_sftp() as sftp:
-                channel = sftp.get_channel()
-                if channel is not None:
-                    channel.settimeout(self.stall_timeout_s)
-                mode = "r+b" if resume_from else "wb"
-                request_size = write_size(sftp)
-                with local.open("rb") as src, \
-                        open_for_upload(sftp, part, mode, request_size) as dst:
-                    if resume_from:
-                        src.seek(resume_from)
-                        dst.seek(resume_from)
-                    while block := src.read(CHUNK):
-                        dst.write(block)
-                        sent += len(block)
-                        if progress:
-                            progress(resume_from + sent, total)
-                        if limit_bytes_per_s:
-                            ahead = sent / limit_bytes_per_s - (time.monotonic() - started)
-                            if ahead > 0:
-                                time.sleep(ahead)
-                sftp.posix_rename(part, final)
-        except LINK_ERRORS as exc:
-            raise TransferInterrupted(
-                f"upload to {remote_dir} interrupted after {resume_from + sent} of {total} "
-                f"bytes ({exc})", hint="re-run the deploy: it resumes where it stopped",
-                sent=sent) from exc
-        return sent
+
+        def acked() -> int:
+            return (writer.acked if writer else resume_from) - resume_from
+
+        with StallWatch(client.get_transport(), self.stall_timeout_s) as watch:
+            try:
+                with client.open_sftp() as sftp:
+                    channel = sftp.get_channel()
+                    if channel is not None:
+                        channel.settimeout(self.stall_timeout_s)
+                    writer = AckedWriter(sftp, part, "r+b" if resume_from else "wb",
+                                         write_size(sftp), resume_from, watch)
+                    try:
+                        with local.open("rb") as src:
+                            src.seek(resume_from)
+                            while block := src.read(CHUNK):
+                                writer.write(block)
+                                if progress:
+                                    progress(writer.acked, total)
+                                if limit_bytes_per_s:
+                                    ahead = (writer.position - resume_from) / limit_bytes_per_s \
+                                        - (time.monotonic() - started)
+                                    if ahead > 0:
+                                        writer.drain()  # nothing left waiting while we pause
+                                        time.sleep(ahead)
+                        writer.close()
+                    except WriteRefused as exc:
+                        writer.abandon()
+                        raise refusal_error(sftp, exc, remote_dir, total, [part],
+                                            acked()) from exc
+                    if progress:
+                        progress(total, total)
+                    sftp.posix_rename(part, final)
+            except LINK_ERRORS as exc:
+                raise TransferInterrupted(
+                    f"upload interrupted after {resume_from + acked()} of {total} bytes "
+                    f"acknowledged by the device ({watch.describe(exc)})",
+                    hint="re-run the deploy: it resumes where it stopped",
+                    sent=acked()) from exc
+        return total - resume_from
 
 
 def _hardened_transport(sock: Any, **kwargs: Any) -> paramiko.Transport:

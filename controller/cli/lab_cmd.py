@@ -1,4 +1,4 @@
-"""`fleet lab up|down|status`: a local fleet of real sshd + agent pairs on loopback."""
+"""`fleet lab up|down|restart|status`: a local fleet of real sshd + agent pairs on loopback."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from controller.cli.common import console, fleet
 from controller.errors import UsageError
 from controller.services import lab_fleet
 
+RESTART_DEVICES = typer.Argument(None, help="Lab devices to restart (default: all).")
 app = typer.Typer(help="A local lab fleet on loopback addresses.", no_args_is_help=True)
 
 
@@ -28,19 +29,36 @@ def up(
                                "namespace behind a veth link (root)."),
     netem: str = typer.Option("", "--netem", help="Shape those links with tc netem, e.g. "
                               "'delay 40ms loss 2%'."),
+    fresh: bool = typer.Option(False, "--fresh", help="Wipe the devices' stores (by default a "
+                               "lab started again keeps them, as devices keep their disks)."),
 ) -> None:
-    """Start the lab (stopping a previous one first) and register it as group `lab`."""
+    """Start the lab (stopping a previous one first, keeping its stores) and register it as
+    group `lab`."""
     chosen = [p.strip() for p in profiles.split(",") if p.strip()]
     if netem and not netns:
         raise UsageError("--netem shapes the --netns links", hint="add --netns")
     started = lab_fleet.lab_up(fleet(ctx), devices, chosen, secure=not insecure,
-                               agents=not sshd_only, netns=netns, netem=netem)
+                               agents=not sshd_only, netns=netns, netem=netem, fresh=fresh)
     table = Table("device", "profile", "ssh", "agent")
     for d in started:
         table.add_row(d.name, d.profile, f"{d.address}:{d.ssh_port}",
                       f"{d.address}:{d.agent_port}")
     console.print(table)
     console.print(f"lab up: {len(started)} devices in group 'lab'")
+
+
+@app.command("restart")
+def restart(
+    ctx: typer.Context,
+    device: list[str] = RESTART_DEVICES,
+    kill: bool = typer.Option(False, "--kill", help="End the agent with SIGKILL (a power "
+                              "cut) instead of SIGTERM."),
+) -> None:
+    """Restart lab agents, keeping their stores: each restores its model by itself."""
+    restarted = lab_fleet.lab_restart(fleet(ctx), device or None, kill=kill)
+    for d in restarted:
+        console.print(f"{d.name}: agent restarted (pid {d.agent_pid}, "
+                      f"{d.address}:{d.agent_port})")
 
 
 @app.command("down")

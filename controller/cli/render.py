@@ -42,7 +42,7 @@ def choice_dict(choice: Choice | None) -> dict[str, Any] | None:
 def plan_dict(p: DevicePlan) -> dict[str, Any]:
     data = {"device": p.device.name, "groups": p.device.group_names,
             "profile_source": p.profile_source,
-            "error": p.error.message if p.error else None, **(choice_dict(p.choice) or {})}
+            "error": p.error.detail if p.error else None, **(choice_dict(p.choice) or {})}
     for c in data.get("candidates", []):
         c["measured_tokens_per_s"] = p.measured.get(c["variant"])
     return data
@@ -52,10 +52,10 @@ def print_plan(plans: list[DevicePlan]) -> None:
     for p in plans:
         head = f"[bold]{p.device.name}[/]"
         if p.choice is None:
-            console.print(f"{head}: no profile known ({p.error.message if p.error else ''})")
+            console.print(f"{head}: no profile known ({p.error.detail if p.error else ''})")
             continue
         prof = p.choice.profile
-        src = p.profile_source + (f"; agent unreachable: {p.error.message}" if p.error else "")
+        src = p.profile_source + (f"; agent unreachable: {p.error.detail}" if p.error else "")
         mark = "[green]" if p.choice.chosen else "[red]"
         console.print(f"{head} ({prof.name}, {src}): {mark}{p.choice.reason}[/]")
         table = Table("variant", "memory", "tok/s", "measured", "TTFT ms", "J/tok", "KLD",
@@ -77,7 +77,7 @@ OUTCOME_COLOURS = {"committed": "green", "unchanged": "green", "staged": "green"
                    "pending": "yellow", "planned": "yellow", "paused": "yellow",
                    "running": "cyan", "uploading": "cyan", "loading": "cyan",
                    "on-trial": "cyan", "checking": "cyan", "interrupted": "yellow",
-                   "aborted": "yellow"}
+                   "aborted": "yellow", "superseded": "yellow"}
 ROLLOUT_HINTS = {
     "pending": "`fleet rollouts resume {id}` goes on when the devices are back (or deploy "
                "with --wait)",

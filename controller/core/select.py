@@ -133,7 +133,7 @@ class Request:
     max_ttft_ms: float = 0.0  # 0: no limit
     prompt_tokens: int = 128  # the prompt length TTFT is predicted for
     prefer: str = "quality"  # quality | max-quality | speed | energy
-    disk_free_bytes: int = 0  # 0: unknown, not checked
+    disk_free_bytes: int | None = None  # None: unknown, not checked; 0 is a full disk
     blobs_held: frozenset[str] = frozenset()  # sha256 of files the device already holds
 
 
@@ -209,7 +209,7 @@ def _assess_all(model: ModelSpec, profile: Profile, req: Request,
     lost = (("lost", box, req.prefer),)
     new = tuple.__new__
     costs = [fixed[v.name] for v in model.variants]
-    if not (ctx_problem or runtimes or disk_free or min_tps or max_ttft):
+    if not (ctx_problem or runtimes or disk_free is not None or min_tps or max_ttft):
         # only memory differs between devices here (a plan of declared profiles)
         ram, reserve = profile.ram_bytes, profile.reserve_bytes
         return [new(Candidate, (v, f.memory, tps, jpt, True, lost, ttft)) if f.total <= usable
@@ -226,7 +226,7 @@ def _assess_all(model: ModelSpec, profile: Profile, req: Request,
                 problems += (("ep", variant.execution_provider, eps),)
         if f.total > usable:
             problems += (("mem", f.total, usable, profile.ram_bytes, profile.reserve_bytes),)
-        if disk_free and variant.size_bytes + DISK_MARGIN_BYTES > disk_free and not (
+        if disk_free is not None and variant.size_bytes + DISK_MARGIN_BYTES > disk_free and not (
                 variant.sha256 and variant.sha256 in held_blobs):
             problems += (("disk", variant.size_bytes, disk_free),)
         if min_tps and tps < min_tps:
@@ -280,7 +280,8 @@ def choose_many(model: ModelSpec, devices: Sequence[tuple[str, Profile]],
         raise ValueError(f"prefer must be one of {OBJECTIVES}")
     fixed = variant_costs(model, req)
     cache: dict[tuple[Any, ...], _Speeds] = {}
-    if (req.ctx > model.arch.n_ctx_train or req.disk_free_bytes or req.min_tokens_per_s
+    if (req.ctx > model.arch.n_ctx_train or req.disk_free_bytes is not None
+            or req.min_tokens_per_s
             or req.max_ttft_ms):
         return [choose(model, profile, req, name, fixed, cache) for name, profile in devices]
     totals = sorted(fixed[v.name].total for v in model.variants)

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from controller.adapters.rollout_repo import SqlRolloutLog
 from controller.adapters.tables import Device
@@ -24,12 +25,14 @@ from controller.core.rollout import failure_budget
 from controller.core.select import Request
 from controller.core.steps import OK, Step
 from controller.errors import DeviceError, DevicesHeld, UsageError
+from controller.liveness import controller_id
 from controller.services import predictions, wave_gate
 from controller.services.context import Fleet
+from controller.services.health_gate import reference_for
 from controller.services.links import UploadOptions, link_factory
 from controller.services.planning import DevicePlan, plan
 from controller.services.ports import Artifact, DeviceJob, DevicesBusy, Rollout
-from controller.services.rollout_runner import Policy, Runner, controller_id
+from controller.services.rollout_runner import Policy, Runner
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,8 @@ def run(fleet: Fleet, log: SqlRolloutLog, rollout: Rollout, jobs: list[DeviceJob
     runner = Runner(log, link_factory(fleet, upload_options(policy, shown)), rollout, jobs,
                     policy, on_job=timed,
                     judge_wave=lambda devices: wave_gate.judge(fleet, log, rollout.id, devices,
-                                                               policy.wave_gates))
+                                                               policy.wave_gates),
+                    reference=lambda art: reference_for(Path(art.path), art.sha256))
     ended = runner.run()
     outcomes = [Outcome.of(j, seconds.get(j.device, 0.0)) for j in runner.jobs]
     return DeployReport(ended.id, ended.model, plans or [], outcomes, ended.status,

@@ -21,13 +21,29 @@ from dataclasses import dataclass, field
 from agent.contract import MODEL_REFUSALS, ErrorKind, RevertCause
 from controller import failpoints
 from controller.core.gates import Gates
+from controller.core.output_check import Reference
 from controller.core.steps import Step, is_final
-from controller.errors import AgentRefused, FleetError, TransferInterrupted, Unreachable
+from controller.errors import (
+    AgentRefused,
+    FleetError,
+    TransferInterrupted,
+    Unreachable,
+    UploadRefused,
+)
 from controller.services.health_gate import health_check
-from controller.services.ports import DeviceJob, DeviceLink, LinkFactory, LoadOrder, ModelView
+from controller.services.ports import (
+    Artifact,
+    DeviceJob,
+    DeviceLink,
+    LinkFactory,
+    LoadOrder,
+    ModelView,
+)
 
 # a blob that arrives corrupt, or is found corrupt at load, is sent once more
 UPLOAD_ATTEMPTS = 2
+# the bytes are bad (as they arrived, or went bad at rest): never the model's fault
+CORRUPT = (ErrorKind.CHECKSUM_MISMATCH, ErrorKind.BLOB_CORRUPT)
 
 
 @dataclass(frozen=True)
@@ -37,6 +53,8 @@ class RunSettings:
     gates: Gates = field(default_factory=Gates)
     trial_seconds: int = 600  # the device gives the model up unless committed by then
     abort_requested: Callable[[], bool] = lambda: False
+    # the golden prompt's reference output recorded when the file entered the cache
+    reference: Callable[[Artifact], Reference | None] = lambda artifact: None
 
 
 class DeviceRun:
@@ -66,8 +84,11 @@ class DeviceRun:
                     step = self._handle(step, link)
             except Unreachable as exc:  # TransferInterrupted too: resumable from where it was
                 return self._pending(exc)
+            except UploadRefused as exc:  # disk full, permission: the same write fails again
+                job.bytes_sent += exc.sent
+                self._move(Step.FAILED, exc.detail, exc.hint)
             except FleetError as exc:
-                self._move(Step.FAILED, exc.message, exc.hint)
+                self._move(Step.FAILED, exc.detail, exc.hint)
         return job
 
     # -- bookkeeping ----------------------------------------------------------------------
@@ -84,11 +105,14 @@ class DeviceRun:
         if isinstance(exc, TransferInterrupted):
             self.job.bytes_sent += exc.sent
         if self.job.step in (Step.ON_TRIAL, Step.CHECKING):
-            why = (f"the agent went away while the model was on trial ({exc.message}); the "
+            why = (f"the agent went away while the model was on trial ({exc.detail}); the "
                    "device gives it up by itself at its trial deadline unless `fleet rollouts "
                    "resume` checks and commits it first")
+        elif self.job.step is Step.LOADING:
+            why = (f"the agent went away while loading the model ({exc.detail}); a resume "
+                   "or the next deploy asks the device what it runs")
         else:
-            why = f"unreachable at its turn: {exc.message}"
+            why = f"unreachable at its turn: {exc.detail}"
         self._move(Step.PENDING, why, exc.hint or "`fleet rollouts resume ID` (or deploy with "
                    "--wait) picks it up when it is back")
         return self.job
@@ -112,10 +136,14 @@ class DeviceRun:
         store = link.store()
         resumed = job.step in (Step.LOADING, Step.ON_TRIAL, Step.CHECKING)
         if store.active == art.sha256 and not store.on_trial:
-            if resumed:
-                return self._move(Step.COMMITTED, "committed (found committed on the device "
-                                  f"when the rollout was picked up); {job.choice}")
-            return self._move(Step.UNCHANGED, "already active")
+            # only when the device confirms its copy is intact (its fingerprint, or a fresh
+            # hash): a corrupt one is quarantined there, and sent again from here
+            if link.check_fit(art.sha256, art.size_bytes, job.memory_bytes).already_held:
+                if resumed:
+                    return self._move(Step.COMMITTED, "committed (found committed on the "
+                                      f"device when the rollout was picked up); {job.choice}")
+                return self._move(Step.UNCHANGED, "already active")
+            return Step.PLANNED
         if store.active == art.sha256 and store.on_trial:
             if self.settings.stage_only:
                 return self._move(Step.UNCHANGED, "already active (on trial)")
@@ -127,15 +155,12 @@ class DeviceRun:
                 and store.reverted_cause is RevertCause.CRASH):
             return self._move(Step.FAILED, "the device gave the model up while the rollout "
                               f"was away: {store.reverted_reason}", model_failed=True)
-        if art.sha256 in store.blobs or store.staged == art.sha256:
-            job.reason = "already on the device, verified"
-            return Step.STAGED
-        return Step.PLANNED
+        return Step.PLANNED  # the preflight says whether the device holds it already
 
     def _preflight(self, link: DeviceLink) -> Step:
         art = self.job.artifact
         assert art is not None
-        fit = link.check_fit(art.sha256, art.size_bytes, self.job.memory_bytes)
+        fit = link.check_fit(art.sha256, art.size_bytes, self.job.memory_bytes, reclaim=True)
         if fit.already_held:
             return self._move(Step.STAGED, "already on the device, verified")
         if not fit.fits:
@@ -148,21 +173,27 @@ class DeviceRun:
         job, art = self.job, self.job.artifact
         assert art is not None
         job.upload_attempts += 1
-        fit = link.check_fit(art.sha256, art.size_bytes, job.memory_bytes)  # resumes a part
+        # asked again: a resumed part, what the store could free since
+        fit = link.check_fit(art.sha256, art.size_bytes, job.memory_bytes, reclaim=True)
+        note = ""
         if not fit.already_held:
             if not fit.fits:
                 return self._move(Step.FAILED, f"preflight refused: {fit.reason}",
                                   "free disk space on the device, then resume the rollout")
-            job.bytes_sent += link.upload(art, fit, link.store().incoming_dir,
-                                          job.memory_bytes)
+            uploaded = link.upload(art, fit, link.store().incoming_dir, job.memory_bytes)
+            job.bytes_sent += uploaded.bytes_sent
+            if uploaded.interruptions:
+                n = len(uploaded.interruptions)
+                note = (f"; the upload was interrupted {n} time{'s' if n > 1 else ''} and "
+                        f"resumed ({uploaded.interruptions[-1]})")
         try:
             link.stage(art.sha256)
         except AgentRefused as exc:
-            if exc.kind is ErrorKind.CHECKSUM_MISMATCH and job.upload_attempts < UPLOAD_ATTEMPTS:
+            if exc.kind in CORRUPT and job.upload_attempts < UPLOAD_ATTEMPTS:
                 return self._move(Step.UPLOADING, f"arrived corrupt ({exc.detail}); sending it "
                                   "again")
             raise
-        return self._move(Step.STAGED, "verified on the device" + (
+        return self._move(Step.STAGED, "verified on the device" + note + (
             "; kept for a later deploy" if self.settings.stage_only else ""))
 
     def _load_or_stop(self, link: DeviceLink) -> Step:
@@ -181,8 +212,8 @@ class DeviceRun:
             if exc.kind in MODEL_REFUSALS:
                 return self._move(Step.FAILED, "could not load it, kept its current model: "
                                   + exc.detail, exc.hint, model_failed=True)
-            if (exc.kind in (ErrorKind.CHECKSUM_MISMATCH, ErrorKind.NOT_FOUND)
-                    and job.upload_attempts < UPLOAD_ATTEMPTS):
+            if exc.kind in (*CORRUPT, ErrorKind.NOT_FOUND) and (
+                    job.upload_attempts < UPLOAD_ATTEMPTS):
                 # the bytes are corrupt or gone on the device: not the model's fault
                 return self._move(Step.UPLOADING, f"the device's copy is unusable "
                                   f"({exc.detail}); sending it again")
@@ -199,7 +230,7 @@ class DeviceRun:
         if self.settings.abort_requested():
             return self._give_up(link, "the rollout was aborted by the operator")
         problem, measured = health_check(link, self.settings.language_model,
-                                         self.settings.gates)
+                                         self.settings.gates, self.settings.reference(art))
         if problem:
             return self._give_up(link, f"health check failed: {problem}")
         confirming = job.reason.startswith("confirming")

@@ -162,9 +162,29 @@ def enroll(fleet: Fleet, name: str, extras: str = "llama", python: str = "python
     return EnrollResult(name, base, version, service, agent_version, emulated)
 
 
+def _lab_agent(device_dir: str) -> bool:
+    """A lab device whose agent `fleet lab up` started (not one enrolled into it)."""
+    return bool(device_dir) and not Path(device_dir, "run-agent.sh").exists()
+
+
 def rescue(fleet: Fleet, name: str, timeout_s: float = 60.0) -> tuple[str, str]:
-    """Restart the device's agent over SSH; return (how, the log's last lines)."""
+    """Restart the device's agent over SSH (a lab device's through the lab, which started
+    it); return (how, the log's last lines)."""
     device = fleet.inventory.get_device(name)
+    lab_dir = device.data_dir.removesuffix("/data") if device.lab else ""
+    if device.lab and _lab_agent(lab_dir):
+        from controller.services.lab_fleet import lab_restart
+
+        lab_restart(fleet, [name])
+        try:
+            _wait_for_agent(fleet, name, timeout_s)
+            status = "agent answering"
+        except DeviceError as exc:
+            status = exc.message
+        log = Path(lab_dir, "agent.log")
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) \
+            if log.exists() else ""
+        return f"restarted the lab agent; {status}", tail
     ssh = fleet.transfer.connect(fleet.ssh_target(device))
     try:
         remote = RemoteHost(name, ssh)

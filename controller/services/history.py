@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 from controller.adapters.rollout_repo import EventView, SqlRolloutLog, utc
 from controller.errors import UsageError
+from controller.liveness import driver_alive
 from controller.services.context import Fleet
 from controller.services.ports import Rollout
-from controller.services.rollout_runner import stale_after_s
 
 
 @dataclass
@@ -58,10 +58,8 @@ class RolloutDetail:
 
 
 def status_of(rollout: Rollout, now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc)
-    beat = rollout.heartbeat_at
-    if rollout.status == "running" and (
-            beat is None or (now - beat).total_seconds() > stale_after_s()):
+    if rollout.status == "running" and not driver_alive(rollout.controller,
+                                                        rollout.heartbeat_at, now):
         return "interrupted"
     return rollout.status
 

@@ -1,4 +1,7 @@
-"""`fleet lab up/down`: start the local lab and register its devices in group ``lab``."""
+"""`fleet lab up/down/restart`: start the local lab and register its devices in group ``lab``.
+
+A lab device keeps its store across `lab up` and `lab restart` (unless `lab up --fresh`), and
+so keeps what the fleet recorded about it (model, variant, labels)."""
 
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ def _trust_lab_host_keys(devices: list[lab.LabDevice]) -> None:
 
 def lab_up(fleet: Fleet, count: int, profiles: list[str],
            secure: bool = True, agents: bool = True, netns: bool = False,
-           netem: str = "") -> list[lab.LabDevice]:
+           netem: str = "", fresh: bool = False) -> list[lab.LabDevice]:
     if count < 1 or count > 32:
         raise UsageError(f"--devices {count} is out of range", hint="use 1 to 32")
     chosen = profiles or list(lab.DEFAULT_PROFILES)
@@ -37,23 +40,40 @@ def lab_up(fleet: Fleet, count: int, profiles: list[str],
             raise UsageError(f"no profile named {name!r}",
                              hint="`fleet profile list` shows the names")
     chosen = [chosen[i % len(chosen)] for i in range(count)]
+    # what the fleet knew about devices whose stores are kept
+    before = {} if fresh else {d.name: d for d in fleet.inventory.list_devices() if d.lab}
     lab_down(fleet)
     started = lab.up(settings.lab_dir(), chosen,
                      fleet.pki.agent_files if secure else None,
-                     start_agents=agents, netns=netns, netem=netem)
+                     start_agents=agents, netns=netns, netem=netem, fresh=fresh)
     try:
         _trust_lab_host_keys(started)
         key = str(lab.client_key(settings.lab_dir()))
         for d in started:
-            fleet.inventory.add_device(Device(
+            row = Device(
                 name=d.name, host=d.address, ssh_port=d.ssh_port, user=getpass.getuser(),
                 key_path=key, agent_port=d.agent_port, profile=d.profile,
                 data_dir=d.data_dir, lab=True, state="online" if agents else "registered",
-                tls=secure and agents), groups=[LAB_GROUP], replace=True)
+                tls=secure and agents)
+            old = before.get(d.name)
+            if old is not None and agents:
+                row.model, row.variant, row.sha256 = old.model, old.variant, old.sha256
+                row.labels_json, row.decode_efficiency = old.labels_json, old.decode_efficiency
+            fleet.inventory.add_device(row, groups=[LAB_GROUP], replace=True)
     except BaseException:
         lab_down(fleet)  # never leave processes running that nothing records
         raise
     return started
+
+
+def lab_restart(fleet: Fleet, names: list[str] | None = None,
+                kill: bool = False) -> list[lab.LabDevice]:
+    """Restart lab agents (one, some or all), keeping their stores; the inventory follows
+    their addresses."""
+    restarted = lab.restart(settings.lab_dir(), names, kill=kill)
+    for d in restarted:
+        fleet.inventory.update_device(d.name, agent_port=d.agent_port, state="online")
+    return restarted
 
 
 def lab_down(fleet: Fleet) -> list[lab.LabDevice]:

@@ -13,10 +13,10 @@ from controller.adapters.agent_client import GrpcAgentClient
 from controller.adapters.device_link import GrpcDeviceLink
 from controller.adapters.tables import Device
 from controller.artifacts import LocalArtifact
-from controller.errors import UnknownDevice
+from controller.errors import TransferInterrupted, UnknownDevice, UploadRefused
 from controller.services.context import Fleet
-from controller.services.ports import Artifact, DeviceLink, LinkFactory
-from controller.services.uploading import send
+from controller.services.ports import Artifact, DeviceLink, LinkFactory, Uploaded
+from controller.services.uploading import UploadTally, send
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ def link_factory(fleet: Fleet, options: UploadOptions) -> LinkFactory:
 
 
 def _uploader(fleet: Fleet, device: Device, options: UploadOptions
-              ) -> Callable[[GrpcAgentClient, Artifact, pb.CheckFitResponse, str, int], int]:
+              ) -> Callable[[GrpcAgentClient, Artifact, pb.CheckFitResponse, str, int],
+                            Uploaded]:
     def progress(name: str, done: int, total: int) -> None:
         options.progress(name, done, total)
         if total and done * 2 >= total:
@@ -53,8 +54,15 @@ def _uploader(fleet: Fleet, device: Device, options: UploadOptions
                              options.streams, progress)
 
     def upload(client: GrpcAgentClient, art: Artifact, fit: pb.CheckFitResponse,
-               incoming_dir: str, memory: int) -> int:
+               incoming_dir: str, memory: int) -> Uploaded:
         local = LocalArtifact(Path(art.path), art.sha256, art.size_bytes)
-        return send(fleet, client, device, local, fit, incoming_dir, memory, settings)
+        tally = UploadTally()  # what the device acknowledged, kept when it fails too
+        try:
+            sent = send(fleet, client, device, local, fit, incoming_dir, memory, settings,
+                        tally)
+        except (TransferInterrupted, UploadRefused) as exc:
+            exc.sent = max(exc.sent, tally.acked)
+            raise
+        return Uploaded(max(sent, tally.acked), tuple(tally.interruptions))
 
     return upload

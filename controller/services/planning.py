@@ -31,6 +31,10 @@ class ProfileLookup:
     source: str
     error: DeviceError | None = None
     probed_json: str = ""
+    # the device's store: the blobs it holds intact (active, previous, staged, others) and
+    # the disk it has for a new one (free plus what its store may free); None when unknown
+    held: frozenset[str] = frozenset()
+    disk_free_bytes: int | None = None
 
 
 def device_profile(fleet: Fleet, device: Device) -> ProfileLookup:
@@ -38,10 +42,22 @@ def device_profile(fleet: Fleet, device: Device) -> ProfileLookup:
     try:
         with fleet.client(device, timeout_s=5.0) as client:
             probed = client.get_profile()
+            store = client.get_store()
     except DeviceError as exc:
         return ProfileLookup(fleet.declared_profile(device), "declared", exc)
     return ProfileLookup(profile_from_probe(fleet, device, probed), "probed", None,
-                         json.dumps(MessageToDict(probed)))
+                         json.dumps(MessageToDict(probed)), frozenset(store.blobs),
+                         store.disk_free_bytes + store.reclaimable_bytes)
+
+
+def with_local_hashes(fleet: Fleet, model: ModelSpec) -> ModelSpec:
+    """The model with each cached variant's sha256, so a device's held blobs are known by
+    variant (the catalog names hashes only for files published with one)."""
+    variants = []
+    for v in model.variants:
+        art = fleet.artifacts.local(model, v)
+        variants.append(replace(v, sha256=v.sha256 or (art.sha256 if art else "")))
+    return replace(model, variants=tuple(variants))
 
 
 def _measured(fleet: Fleet, device: Device, model: ModelSpec) -> dict[str, float]:
@@ -65,13 +81,15 @@ def plan(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Request
         raise UsageError(f"--prefer {request.prefer!r} is not one of {', '.join(OBJECTIVES)}",
                          hint="use --prefer quality, speed or energy")
 
+    hashed = with_local_hashes(fleet, model)
+
     def one(device: Device) -> DevicePlan:
         found = device_profile(fleet, device)
         if found.profile is None:
             return DevicePlan(device, None, found.source, found.error)
-        disk = found.profile.disk_bytes if found.source == "probed" else 0
-        req = replace(request, disk_free_bytes=disk)
-        return DevicePlan(device, choose(model, found.profile, req, device.name),
+        # a held file costs no disk; 0 free is a full disk, not an unknown one
+        req = replace(request, disk_free_bytes=found.disk_free_bytes, blobs_held=found.held)
+        return DevicePlan(device, choose(hashed, found.profile, req, device.name),
                           found.source, found.error, found.probed_json,
                           _measured(fleet, device, model))
 

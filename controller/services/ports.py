@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Protocol
 
 from agent.contract import RevertCause
+from controller.core.output_check import OutputSample
 from controller.core.steps import Step
 
 
@@ -50,6 +51,16 @@ class FitView:
     reason: str = ""
     staged_bytes: int = 0
     staged_sha256: str = ""
+    reclaimed_bytes: int = 0  # freed by the store to make room (unused blobs, idle uploads)
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """What an upload did: the bytes the device acknowledged over all its attempts, and why
+    each interrupted attempt stopped (it was resumed)."""
+
+    bytes_sent: int
+    interruptions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,15 +116,18 @@ class DeviceLink(Protocol):
     """One device's agent and upload path, for the duration of one device's turn."""
 
     def store(self) -> StoreView: ...
-    def check_fit(self, sha256: str, size_bytes: int, memory_bytes: int) -> FitView: ...
+    def check_fit(self, sha256: str, size_bytes: int, memory_bytes: int,
+                  reclaim: bool = False) -> FitView: ...
     def upload(self, artifact: Artifact, fit: FitView, incoming_dir: str,
-               memory_bytes: int) -> int: ...  # bytes sent; may raise TransferInterrupted
+               memory_bytes: int) -> Uploaded: ...
+    # raises TransferInterrupted (resumable; .sent acknowledged) or UploadRefused (disk full)
     def stage(self, sha256: str) -> int: ...
     def load(self, order: LoadOrder) -> None: ...
     def commit(self, sha256: str) -> None: ...
     def abort_trial(self, sha256: str, reason: str) -> ModelView | None: ...
     def model_serving(self) -> bool: ...
     def generate(self, prompt: str, max_tokens: int) -> Generation: ...
+    def verify_output(self, prompt: str, max_tokens: int) -> OutputSample: ...
     def close(self) -> None: ...
 
 

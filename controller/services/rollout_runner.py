@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,29 +31,24 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from controller.core.gates import Gates, WaveGates
+from controller.core.output_check import Reference
 from controller.core.rollout import Evidence, RolloutGate, RolloutPolicy, failure_budget
 from controller.core.steps import Step, evidence, is_final
+from controller.liveness import heartbeat_s
 from controller.services.device_run import DeviceRun, RunSettings
-from controller.services.ports import DeviceJob, LinkFactory, ModelView, Rollout, RolloutLog
-
-
-def heartbeat_s() -> float:
-    """``FLEET_ROLLOUT_HEARTBEAT_S``: how often a driving controller says it is alive."""
-    return float(os.environ.get("FLEET_ROLLOUT_HEARTBEAT_S") or 5.0)
-
-
-def stale_after_s() -> float:
-    """No heartbeat for this long: the driver is gone (the rollout reads interrupted)."""
-    return 6 * heartbeat_s()
+from controller.services.ports import (
+    Artifact,
+    DeviceJob,
+    LinkFactory,
+    ModelView,
+    Rollout,
+    RolloutLog,
+)
 
 
 def retry_pending_s() -> float:
     """``FLEET_ROLLOUT_RETRY_S``: with --wait, how often unreachable devices are retried."""
     return float(os.environ.get("FLEET_ROLLOUT_RETRY_S") or 10.0)
-
-
-def controller_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -91,6 +85,7 @@ class Runner:
                  jobs: list[DeviceJob], policy: Policy,
                  on_job: Callable[[DeviceJob], None] = lambda job: None,
                  judge_wave: Callable[[list[str]], tuple[str, str]] | None = None,
+                 reference: Callable[[Artifact], Reference | None] = lambda art: None,
                  sleep: Callable[[float], None] = time.sleep,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.log = log
@@ -100,6 +95,7 @@ class Runner:
         self.policy = policy
         self.on_job = on_job
         self.judge_wave = judge_wave  # what a finished wave's devices served: (problem, note)
+        self.reference = reference  # the file's golden output recorded when it was cached
         self.sleep = sleep
         self.now = now
         self.stopped = threading.Event()  # Ctrl-C: finish what runs, start nothing
@@ -226,7 +222,8 @@ class Runner:
                                language_model=self.policy.language_model,
                                gates=self.policy.gates,
                                trial_seconds=self.policy.trial_seconds,
-                               abort_requested=self._abort_requested)
+                               abort_requested=self._abort_requested,
+                               reference=self.reference)
         return DeviceRun(self.rollout.id, job, self.connect, self._record, settings).run()
 
     def _record(self, job: DeviceJob, restored: ModelView | None) -> None:

@@ -21,11 +21,12 @@ from agent.contract import sha256_file
 from controller.adapters.rollout_repo import SqlRolloutLog
 from controller.core.steps import Step, is_final
 from controller.errors import ArtifactError, FleetError, UsageError
+from controller.liveness import controller_id, stale_after_s
 from controller.services.context import Fleet
 from controller.services.deploying import DeployReport, run, upload_options
 from controller.services.links import link_factory
 from controller.services.ports import DeviceJob, LinkFactory, Rollout, RolloutBusy
-from controller.services.rollout_runner import Policy, controller_id, stale_after_s
+from controller.services.rollout_runner import Policy
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.store import sha256_file
+from agent.contract import sha256_file
 from controller.adapters.device_link import load_request
 from controller.lab import read_registry
 from controller.services import history

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.store import sha256_file
+from agent.contract import sha256_file
 from controller.lab import read_registry
 from controller.services.context import Fleet
 from controller.services.models import ensure_model

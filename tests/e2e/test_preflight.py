@@ -8,15 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.adapters.rollout_repo import SqlRolloutLog
 from controller.core.select import Request, choose
-from controller.core.steps import Step
-from controller.services import deploying
 from controller.services.context import Fleet
 from controller.services.models import ensure_model
-from controller.services.ports import Artifact, DeviceJob, Rollout
-from controller.services.rollout_runner import Policy, controller_id
 from tests.conftest import Cli, Result
+from tests.rollout_helpers import run_single
 
 SMALL_DISK = """
 name = "lab-small-disk"
@@ -61,17 +57,8 @@ def test_preflight_refuses_before_sending(small_disk_lab: None) -> None:
     profile = replace(fleet.profiles["lab-small-disk"], disk_bytes=0)
     choice = choose(model, profile, Request(ctx=512), "lab-1")
     assert choice.chosen is not None and choice.chosen.variant.name == "f16"
-    local = fleet.artifacts.verify(model, choice.chosen.variant)
-    art = Artifact("tiny-llama", "f16", "gguf", local.sha256, local.size_bytes, str(local.path))
-    job = DeviceJob("lab-1", 0, 0, Step.PLANNED, art, n_ctx=512,
-                    memory_bytes=choice.chosen.memory.total, choice=choice.reason)
-    rollout = Rollout("test-rollout", "tiny-llama", "running", Policy().to_dict(), [1],
-                      controller=controller_id())
-    log = SqlRolloutLog(fleet.inventory)
-    log.create(rollout, [job])
-    report = deploying.run(fleet, log, rollout, [job], Policy(), lambda *a: None,
-                           lambda j: None)
-    outcome = report.outcomes[0]
+    outcome = run_single(fleet, "lab-1", choice,
+                         fleet.artifacts.verify(model, choice.chosen.variant))
     assert outcome.status == "failed" and outcome.bytes_sent == 0
     assert outcome.reason.startswith("preflight refused before sending anything: disk: needs")
     with fleet.client(device) as client:

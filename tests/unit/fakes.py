@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from agent.contract import ErrorKind, RevertCause
+from controller.core.output_check import OutputSample
 from controller.errors import AgentRefused, TransferInterrupted, Unreachable
 from controller.services.ports import (
     Artifact,
@@ -21,6 +22,7 @@ from controller.services.ports import (
     RolloutBusy,
     StoreView,
     Summary,
+    Uploaded,
 )
 
 
@@ -45,6 +47,7 @@ class FakeDevice:
     fits: bool = True
     serving: bool = True
     tokens: int = 4
+    finite: bool = True  # the model's logits (False: NaN weights)
     fail: dict[str, list[Exception]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     sent: int = 0  # bytes received over all uploads
@@ -66,19 +69,20 @@ class FakeDevice:
                          reverted_reason=self.reverted_reason,
                          reverted_cause=self.reverted_cause)
 
-    def check_fit(self, sha256: str, size_bytes: int, memory_bytes: int) -> FitView:
+    def check_fit(self, sha256: str, size_bytes: int, memory_bytes: int,
+                  reclaim: bool = False) -> FitView:
         self._call("check_fit")
         return FitView(fits=self.fits, already_held=sha256 in self.blobs,
                        reason="" if self.fits else "disk: needs 10 MiB, 1 MiB free",
                        staged_bytes=self.partial.get(sha256, 0))
 
     def upload(self, artifact: Artifact, fit: FitView, incoming_dir: str,
-               memory_bytes: int) -> int:
+               memory_bytes: int) -> Uploaded:
         self._call("upload")
         start = self.partial.get(artifact.sha256, 0)
         self.partial[artifact.sha256] = artifact.size_bytes
         self.sent += artifact.size_bytes - start
-        return artifact.size_bytes - start
+        return Uploaded(artifact.size_bytes - start)
 
     def stage(self, sha256: str) -> int:
         try:
@@ -98,7 +102,7 @@ class FakeDevice:
         try:
             self._call("load")
         except AgentRefused as exc:  # a corrupt blob is quarantined: no longer held
-            if exc.kind is ErrorKind.CHECKSUM_MISMATCH:
+            if exc.kind in (ErrorKind.CHECKSUM_MISMATCH, ErrorKind.BLOB_CORRUPT):
                 self.blobs.discard(art.sha256)
             raise
         if art.sha256 not in self.blobs:
@@ -139,6 +143,12 @@ class FakeDevice:
             prompt_tokens=4, completion_tokens=self.tokens, ttft_ms=10.0,
             decode_tokens_per_s=100.0, energy_meter="estimated", joules_per_token=0.1,
             finish_reason="length"))
+
+    def verify_output(self, prompt: str, max_tokens: int) -> OutputSample:
+        self._call("verify_output")
+        return OutputSample(finite=self.finite, prompt_tokens=4, mean_logprob=-2.0,
+                            tokens=(1, 2, 3), margins=(1.0, 1.0, 1.0),
+                            text="abc" if self.finite else "")
 
     def close(self) -> None:
         pass

@@ -72,6 +72,8 @@ CASES = [
      OLD.sha256),
     ("generate", refused(ErrorKind.GENERATION_FAILED, "nan"), Step.ROLLED_BACK, False,
      OLD.sha256),
+    ("load", refused(ErrorKind.BLOB_CORRUPT, "went bad at rest"), Step.COMMITTED, False,
+     NEW.sha256),  # sent once more, not the model's fault
     ("generate", Unreachable("away"), Step.PENDING, False, NEW.sha256),  # still on trial
     ("commit", Unreachable("away"), Step.PENDING, False, NEW.sha256),  # still on trial
 ]
@@ -151,7 +153,31 @@ def test_a_model_the_device_gave_up_by_itself_is_reported_as_such() -> None:
 def test_already_active_and_committed_is_unchanged() -> None:
     device = FakeDevice("d1", active=ModelView("m", "q4", NEW.sha256), blobs={NEW.sha256})
     job, _ = _run(device)
-    assert job.step is Step.UNCHANGED and device.calls == ["store"]
+    assert job.step is Step.UNCHANGED and device.calls == ["store", "check_fit"]
+
+
+def test_an_active_copy_found_corrupt_is_sent_again_not_unchanged() -> None:
+    device = FakeDevice("d1", active=ModelView("m", "q4", NEW.sha256), previous=OLD,
+                        blobs={OLD.sha256})  # the agent quarantined its copy: not held
+    job, _ = _run(device)
+    assert job.step is Step.COMMITTED and device.sent == 1000
+
+
+def test_nan_output_is_rolled_back_by_the_output_check() -> None:
+    device = _device(finite=False)
+    job, _ = _run(device)
+    assert job.step is Step.ROLLED_BACK and "not finite" in job.reason
+    assert device.active == OLD
+
+
+def test_an_upload_refused_for_disk_full_fails_with_what_went() -> None:
+    from controller.errors import UploadRefused
+
+    full = UploadRefused("the device's disk is full: 0.0 MiB free", cause="disk-full", sent=400)
+    device = _device(fail={"upload": [full]})
+    job, _ = _run(device)
+    assert job.step is Step.FAILED and "disk is full" in job.reason
+    assert job.bytes_sent == 400 and not job.model_failed and device.active == OLD
 
 
 def test_a_model_left_on_trial_is_checked_and_confirmed() -> None:

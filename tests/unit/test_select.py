@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from controller.adapters.data_files import load_model, load_profile
+from controller.core.models import ModelSpec
 from controller.core.select import Request, choose
 
 
@@ -173,3 +174,34 @@ def test_lab_scale_models_pick_by_memory_only() -> None:
         "lab-pi4-2gb": "q2_k", "lab-pi5-8gb": "q4_k_m", "lab-orin-nano-8gb": "q8_0",
         "lab-n100-16gb": "f16"}
     assert all("memory decides" in c.reason for c in picks.values())
+
+
+def _tiny_with_hashes() -> ModelSpec:
+    from dataclasses import replace
+
+    model = load_model("tiny-llama")
+    return replace(model, variants=tuple(replace(v, sha256=f"{i:064x}")
+                                         for i, v in enumerate(model.variants)))
+
+
+def test_a_held_variant_needs_no_disk() -> None:
+    model = _tiny_with_hashes()
+    q8 = model.variant("q8_0")
+    assert q8 is not None
+    profile = load_profile("lab-orin-nano-8gb")
+    free = 82 * 2**20  # too little for q8_0 (39 MiB + 64 MiB margin), enough for q2_k
+    moved = choose(model, profile, Request(ctx=512, disk_free_bytes=free))
+    assert moved.chosen is not None and moved.chosen.variant.name == "q2_k"
+    kept = choose(model, profile, Request(ctx=512, disk_free_bytes=free,
+                                          blobs_held=frozenset({q8.sha256})))
+    assert kept.chosen is not None and kept.chosen.variant.name == "q8_0", kept.reason
+
+
+def test_zero_free_disk_is_full_not_unknown() -> None:
+    model = _tiny_with_hashes()
+    profile = load_profile("lab-n100-16gb")
+    full = choose(model, profile, Request(ctx=512, disk_free_bytes=0))
+    assert full.chosen is None
+    assert all("free disk" in c.reason for c in full.candidates)
+    unknown = choose(model, profile, Request(ctx=512))
+    assert unknown.chosen is not None and unknown.chosen.variant.name == "f16"

@@ -9,9 +9,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from agent.contract import sha256_file
 from agent.rpc import agent_pb2 as pb
 from agent.rpc import agent_pb2_grpc as pb_grpc
-from agent.store import sha256_file
 from controller.adapters.agent_client import GrpcAgentClient
 from controller.adapters.pki import FleetPki
 from controller.errors import AgentRefused, Unreachable

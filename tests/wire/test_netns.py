@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.store import sha256_file
+from agent.contract import sha256_file
 from controller import lab_netns
 from controller.artifacts import LocalArtifact
 from controller.lab import read_registry

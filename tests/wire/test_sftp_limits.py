@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.store import sha256_file
+from agent.contract import sha256_file
 from controller.adapters.sftp_limits import MAX_WRITE, SAFE_WRITE, write_size
 from controller.adapters.ssh_parallel import push_ranges
 from controller.lab import read_registry

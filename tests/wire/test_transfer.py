@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.store import sha256_file
+from agent.contract import sha256_file
 from controller.artifacts import LocalArtifact
 from controller.lab import child_pids, read_registry
 from controller.services.context import Fleet
