@@ -68,6 +68,7 @@ class DeviceRun:
         self._connect = connect
         self._record = record
         self.settings = settings
+        self._note = ""  # how the upload went when it had to be resumed, for the outcome
 
     def run(self) -> DeviceJob:
         job = self.job
@@ -186,6 +187,7 @@ class DeviceRun:
                 n = len(uploaded.interruptions)
                 note = (f"; the upload was interrupted {n} time{'s' if n > 1 else ''} and "
                         f"resumed ({uploaded.interruptions[-1]})")
+                self._note = note
         try:
             link.stage(art.sha256)
         except AgentRefused as exc:
@@ -237,7 +239,7 @@ class DeviceRun:
         link.commit(art.sha256)
         return self._move(Step.COMMITTED, ("confirmed the model an earlier deploy left on "
                                            "trial; " if confirming else "") + job.choice
-                          + (f"; {measured}" if measured else ""))
+                          + (f"; {measured}" if measured else "") + self._note)
 
     def _give_up(self, link: DeviceLink, why: str) -> Step:
         art = self.job.artifact

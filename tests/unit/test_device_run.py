@@ -237,3 +237,20 @@ def test_a_final_job_is_left_alone() -> None:
     job, _ = _run(device, job=replace(_job(), step=Step.COMMITTED))
     assert device.calls == []
     assert job.step is Step.COMMITTED
+
+
+def test_a_resumed_upload_is_said_in_the_outcome() -> None:
+    from controller.services.ports import Uploaded
+
+    device = _device()
+    original = device.upload
+
+    def interrupted(*args: object) -> Uploaded:
+        sent = original(*args)  # type: ignore[arg-type]
+        return Uploaded(sent.bytes_sent, ("no write acknowledged for 2 s",))
+
+    device.upload = interrupted  # type: ignore[method-assign]
+    job, _ = _run(device)
+    assert job.step is Step.COMMITTED
+    assert job.reason.endswith("the upload was interrupted 1 time and resumed (no write "
+                               "acknowledged for 2 s)")
