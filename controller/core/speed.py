@@ -106,7 +106,7 @@ def output_bits(variant: Variant) -> float:
     """
     q = variant.quant.upper()
     if q.startswith("MLC_Q4") and q != "MLC_Q4F16":
-        return MLC_GROUP_BITS
+        return MLC_GROUP_BITS + (0.5 if q.startswith("MLC_Q4F32") else 0.0)  # f32 scales
     if variant.format != "gguf" or q.startswith("MLC"):
         return 0.0
     return {"F32": 32.0, "F16": 16.0, "BF16": 16.0, "Q8_0": 8.5}.get(q, 6.5625)
