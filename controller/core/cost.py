@@ -102,7 +102,8 @@ def decode_tokens_per_s(
     """
     if not arch.is_language_model:
         return 0.0
-    r = speed.rates(profile, backend=backend, runtime=runtime, threads=threads, c=constants)
+    r = speed.rates(profile, backend=backend, runtime=speed.kernel_family(runtime, variant),
+                    threads=threads, c=constants)
     if efficiency is not None:
         r = speed.Rates(r.bandwidth, r.roof_bandwidth, r.int_macs, r.float_macs,
                         r.layer_overhead_s, r.prefill_int_macs, r.prefill_float_macs,
@@ -128,7 +129,8 @@ def prefill_tokens_per_s(arch: Architecture, profile: Profile, variant: Variant 
     """Compute-bound prompt processing in tokens/s (0 when the profile has no compute data)."""
     if not arch.is_language_model:
         return 0.0
-    r = speed.rates(profile, backend=backend, runtime=runtime, threads=threads, c=constants)
+    r = speed.rates(profile, backend=backend, runtime=speed.kernel_family(runtime, variant),
+                    threads=threads, c=constants)
     w = speed.work(arch, variant or _int_variant(arch), constants)
     return speed.prefill_tps(w, r, prompt_tokens)
 

@@ -47,9 +47,14 @@ class CostConstants:
     eta_prefill_cuda: float = 0.5
     eta_opencl: float = 0.6
     eta_prefill_opencl: float = 0.3
-    # MLC-LLM (TVM-compiled CUDA kernels): its own efficiency and overhead.
+    # MLC-LLM: its own efficiency and overhead. ``eta_mlc`` is for its FT formats (q4f16_ft:
+    # CUTLASS FasterTransformer kernels); ``eta_mlc_group`` for its group-quantized formats
+    # (q4f16_1: TVM-generated GEMV kernels), which the same author measured slower on the same
+    # board than the byte count alone explains (mlc-ai/mlc-llm#1781). Both share the per-layer
+    # overhead: the same graph, the same launches.
     eta_mlc: float = 0.8
     tau_mlc_ms: float = 0.3
+    eta_mlc_group: float = 0.8
     # -- Mixture of experts: routed expert matrices stream at this share of the dense rate
     # (small per-expert matrices, gather of the selected experts: llama.cpp's mul_mat_id).
     kappa_moe: float = 0.85
@@ -74,7 +79,7 @@ CONSTANTS = CostConstants(
     kappa_decode_dot=0.0704, kappa_prefill_nodot=0.108, kappa_prefill_dot=0.119,
     eta_metal=0.846, tau_metal_ms=0.161, eta_prefill_metal=0.666, eta_cuda=0.642,
     tau_cuda_ms=0.637, eta_prefill_cuda=0.5, eta_opencl=0.824, eta_prefill_opencl=0.3,
-    eta_mlc=1.0, tau_mlc_ms=0.276, kappa_moe=0.686,
+    eta_mlc=0.973, tau_mlc_ms=0.284, eta_mlc_group=0.891, kappa_moe=0.686,
 )
 
 

@@ -46,7 +46,8 @@ class PublishedRow:
 
 def predict(row: PublishedRow, c: CostConstants = CONSTANTS,
             use_class_figure: bool = True) -> float:
-    r = speed.rates(row.profile, backend=row.backend, runtime=row.runtime,
+    r = speed.rates(row.profile, backend=row.backend,
+                    runtime=speed.kernel_family(row.runtime, row.variant),
                     threads=row.threads, c=c, use_class_figure=use_class_figure)
     w = speed.work(row.arch, row.variant, c)
     if row.metric == "prefill":

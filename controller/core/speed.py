@@ -68,14 +68,45 @@ class Work:
     is_float: bool
 
 
+# MLC-LLM weight formats (mlc_llm/quantization/quantization.py). Both 4-bit formats store the
+# token embedding (the output head when tied) and an untied final projection as group-32 int4
+# with an f16 scale per group, 4.5 bits; they differ in the other linear layers and so in the
+# kernels that read them:
+# - q4f16_ft: int4 with one f16 scale per output channel (~4.0 bits), read by CUTLASS
+#   FasterTransformer mixed-precision kernels; the Jetson AI Lab builds;
+# - q4f16_1 (and the other q*f*_N group formats): group-32 int4 everywhere, read by
+#   TVM-generated GEMV kernels; the prebuilt mlc-ai models, and the only 4-bit format for
+#   architectures without FT support (Gemma-2: ``supports_ft_quant=False``).
+# ``MLC_Q4F16`` (no suffix) is read as the FT build, the Jetson AI Lab default.
+MLC_FT_QUANTS = frozenset({"MLC_Q4F16", "MLC_Q4F16_FT", "MLC_Q8F16_FT"})
+MLC_GROUP_BITS = 4.5  # group-32 int4 + one f16 scale per group
+
+
+def is_mlc_group_quant(variant: Variant) -> bool:
+    q = variant.quant.upper()
+    return q.startswith("MLC_") and q not in MLC_FT_QUANTS
+
+
+def kernel_family(runtime: str, variant: Variant | None) -> str:
+    """The runtime whose kernels decode ``variant``: MLC's group-quantized formats run
+    TVM-generated kernels (``mlc-group``), its FT formats CUTLASS ones (``mlc``)."""
+    if runtime == "mlc" and variant is not None and is_mlc_group_quant(variant):
+        return "mlc-group"
+    return runtime
+
+
 def output_bits(variant: Variant) -> float:
     """Bits per weight of the output matrix (or the tied embedding that serves as it).
 
     llama.cpp's quantizer writes it at Q6_K for every file type below Q6_K, at Q8_0 for
-    Q8_0, at the file's own precision above (``llama_tensor_get_type``). 0 = treat it like
-    the rest of the file (other formats, and MLC builds whose layout is not known here).
+    Q8_0, at the file's own precision above (``llama_tensor_get_type``). MLC's 4-bit formats
+    write it group-quantized at 4.5 bits (``MLC_GROUP_BITS``). 0 = treat it like the rest of
+    the file (other formats, and the generic ``MLC_Q4F16`` whose file size was derived at one
+    average).
     """
     q = variant.quant.upper()
+    if q.startswith("MLC_Q4") and q != "MLC_Q4F16":
+        return MLC_GROUP_BITS + (0.5 if q.startswith("MLC_Q4F32") else 0.0)  # f32 scales
     if variant.format != "gguf" or q.startswith("MLC"):
         return 0.0
     return {"F32": 32.0, "F16": 16.0, "BF16": 16.0, "Q8_0": 8.5}.get(q, 6.5625)
@@ -92,8 +123,12 @@ def work(arch: Architecture, variant: Variant, c: CostConstants = CONSTANTS) -> 
     n_emb = 1 if arch.tie_word_embeddings else 2
     if vocab and out_bytes and out_bytes <= 0.5 * size and n_emb * vocab < params:
         # output matrix at its own precision; an untied input embedding at the rest's average
+        # (llama.cpp: its file type's default) or, in MLC files, at the output's precision
         rest_params = params - n_emb * vocab
-        rest_bytes = (size - out_bytes) * rest_params / (params - vocab)
+        if variant.quant.upper().startswith("MLC_"):
+            rest_bytes = size - n_emb * out_bytes
+        else:
+            rest_bytes = (size - out_bytes) * rest_params / (params - vocab)
     else:  # tensor models, tiny test models: every weight at the file's average
         unread = vocab if not arch.tie_word_embeddings else 0.0
         rest_params = params - unread - vocab
@@ -155,6 +190,8 @@ def _gpu(backend: str, runtime: str, c: CostConstants) -> tuple[float, float, fl
     """(bandwidth efficiency, per-layer overhead s, prefill efficiency) of a GPU backend."""
     if runtime == "mlc":
         return c.eta_mlc, c.tau_mlc_ms, c.eta_prefill_cuda
+    if runtime == "mlc-group":  # same launches per layer, slower GEMV kernels
+        return c.eta_mlc_group, c.tau_mlc_ms, c.eta_prefill_cuda
     if backend == "metal":
         return c.eta_metal, c.tau_metal_ms, c.eta_prefill_metal
     if backend == "opencl":
