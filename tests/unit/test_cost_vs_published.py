@@ -27,10 +27,6 @@ KNOWN_MISSES = {
     # for a reason not found (its Q6_K head, sampling over 152k tokens and KV growth were
     # quantified and explain at most a few per cent).
     "pi5-4-qwen15-1.8b-ollama",
-    # llama.cpp of 2024-03 on a Pi 4 (whole tokens/s): it streams at ~3.3 GB/s, as the Pi 400
-    # fit row does (3.26 GB/s); the rpi4 profiles carry no class decode bandwidth, so the model
-    # takes 0.85 x 2 x the tinymembench copy rate (4.8 GB/s).
-    "pi4-tinyllama-q8-tg-2024",
     # MLC q4f16_1 Gemma-2-9B in MAXN SUPER: 1.28x the 15 W row where bandwidth and GPU clock
     # give 1.5-1.6x (and the other models 1.37-1.63x); a 5.2 GB model on an 8 GB board.
     "nanosuper-mlc-gemma2-9b",
