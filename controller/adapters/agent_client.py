@@ -111,6 +111,16 @@ class GrpcAgentClient:
                             hint=HINTS.get(code.name, ""), code=code.name, kind=kind,
                             detail=details)
 
+    def get_version(self, timeout: float = 5.0) -> pb.GetVersionResponse | None:
+        """The agent's version, capabilities and clock; None from an agent that predates
+        GetVersion (it answers UNIMPLEMENTED)."""
+        try:
+            return self._call(self._stub.GetVersion, pb.GetVersionRequest(), timeout)
+        except AgentRefused as exc:
+            if exc.code == grpc.StatusCode.UNIMPLEMENTED.name:
+                return None
+            raise
+
     def get_profile(self, timeout: float = 5.0) -> pb.HardwareProfile:
         return self._call(self._stub.GetProfile, pb.GetProfileRequest(), timeout).profile
 

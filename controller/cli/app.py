@@ -35,6 +35,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    # plain click help: `fleet --help` then never imports rich (bench/cli_startup.py)
+    rich_markup_mode=None,
 )
 app.add_typer(device.app, name="device")
 app.add_typer(group.app, name="group")

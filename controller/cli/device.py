@@ -6,14 +6,13 @@ import json
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from controller.adapters.tables import Device
-from controller.cli.common import console, fleet, mib, num, print_json
+from controller.cli.common import console, db_override, fleet, mib, num, print_json
 from controller.core.groups import check_device_name, check_group_name
 from controller.errors import UsageError
 
-app = typer.Typer(help="Register and inspect devices.", no_args_is_help=True)
+app = typer.Typer(help="Register and inspect devices.", no_args_is_help=True,
+                  rich_markup_mode=None)
 
 WHEEL = typer.Option(None, "--wheel", help="The edgefleet wheel to install (default: built "
                      "from this checkout).")
@@ -45,6 +44,8 @@ def add(
                                    "default: ProxyJump from ~/.ssh/config"),
 ) -> None:
     """Register a device. Nothing is sent to it until a deploy."""
+    from controller.adapters.tables import Device
+
     f = fleet(ctx)
     check_device_name(name)
     groups = [check_group_name(g) for g in group or []]
@@ -75,20 +76,23 @@ def list_(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """List registered devices with every group each is directly in."""
-    f = fleet(ctx)
-    devices = f.inventory.devices_in_group(group) if group else f.inventory.list_devices()
+    from controller.services.device_listing import listing
+
+    rows = listing(db_override(ctx), group, lambda: fleet(ctx))
     if as_json:
-        print_json([{**d.model_dump(exclude={"probed_json", "labels_json"}),
-                     "groups": d.group_names, "labels": d.labels} for d in devices])
+        print_json(rows)
         return
-    table = Table("name", "groups", "labels", "address", "profile", "state", "model",
-                  "variant", "ttft ms", "tok/s")
-    for d in devices:
-        labels = ",".join(f"{k}={v}" for k, v in sorted(d.labels.items())) or "-"
-        table.add_row(d.name, ",".join(d.group_names), labels, f"{d.host}:{d.ssh_port}",
-                      d.profile or "-", d.state, d.model or "-", d.variant or "-",
-                      num(d.last_ttft_ms), num(d.last_tokens_per_s))
-    console.print(table)
+    import sys
+
+    from controller.cli.plain import columns
+
+    table = [[d["name"], ",".join(d["groups"]),
+              ",".join(f"{k}={v}" for k, v in sorted(d["labels"].items())) or "-",
+              f"{d['host']}:{d['ssh_port']}", d["profile"] or "-", d["state"],
+              d["model"] or "-", d["variant"] or "-", num(d["last_ttft_ms"]),
+              num(d["last_tokens_per_s"])] for d in rows]
+    sys.stdout.write(columns(("NAME", "GROUPS", "LABELS", "ADDRESS", "PROFILE", "STATE",
+                              "MODEL", "VARIANT", "TTFT_MS", "TOK/S"), table))
 
 
 @app.command("show")

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import typer
-from rich.table import Table
+from typing import TYPE_CHECKING
 
-from controller.adapters.tables import Device
+import typer
+
 from controller.cli.common import console, fleet, num, print_json
-from controller.cli.render import (
-    plan_dict,
-    print_outcomes,
-    print_plan,
-    print_rollout_end,
-    step_printer,
-    transfer_progress,
-)
 from controller.core.durations import parse_duration
-from controller.core.models import ModelSpec
-from controller.core.select import Request
 from controller.errors import DeployFailed, UsageError
-from controller.services import deploying, models, observing, planning
-from controller.services.context import Fleet
+
+if TYPE_CHECKING:  # the services, gRPC, SSH and rich load inside the commands that use them
+    from controller.adapters.tables import Device
+    from controller.core.models import ModelSpec
+    from controller.core.select import Request
+    from controller.services.context import Fleet
+    from controller.services.deploying import DeployReport
 
 GROUP = typer.Option(None, "--group", "-g", help="Devices of this group.")
 DEVICE = typer.Option(None, "--device", "-d", help="This device (repeatable).")
@@ -37,6 +32,8 @@ PREFER = typer.Option("quality", "--prefer", help="quality (the best quality at 
 
 def build_request(spec: ModelSpec, ctx: int, min_tps: float, max_ttft: float,
                   prompt_tokens: int, prefer: str) -> Request:
+    from controller.core.select import Request
+
     if min_tps < 0 or max_ttft < 0 or prompt_tokens < 1:
         raise UsageError("--min-tps and --max-ttft must be >= 0, --prompt-tokens >= 1",
                          hint="e.g. --min-tps 5 --max-ttft 2000")
@@ -84,8 +81,10 @@ def seconds_of(option: str, text: str) -> float:
                          hint="e.g. 90s, 10m, 1h30m, 2d; 0 for none") from None
 
 
-def finish_report(report: deploying.DeployReport, as_json: bool, model: str) -> None:
+def finish_report(report: DeployReport, as_json: bool, model: str) -> None:
     """Print a rollout's outcome and turn failures into the exit code."""
+    from controller.cli.render import plan_dict, print_outcomes, print_rollout_end
+
     if as_json:
         print_json({"version": 1, "rollout": report.rollout, "model": report.model,
                     "status": report.status, "reason": report.reason,
@@ -132,6 +131,8 @@ def _ago(seconds: float | None) -> str:
 
 def render_status(f: Fleet, group: str | None, as_json: bool,
                   labels: list[str] | None = None, wait_s: float = 2.0) -> None:
+    from controller.services import observing
+
     if labels:
         devices = select_devices(f, group, None, labels)
     else:
@@ -151,6 +152,8 @@ def render_status(f: Fleet, group: str | None, as_json: bool,
                      "seen_ago_s": None if r.seen_ago_s is None else round(r.seen_ago_s, 1)}
                     for r in rows])
         return
+    from rich.table import Table
+
     table = Table("device", "group", "state", "model", "variant", "requests", "ttft ms",
                   "latency ms", "tok/s", "J/tok", "meter", "crashes", "seen")
     for r in rows:
@@ -180,6 +183,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Show which variant each device would get, and why every other lost."""
+        from controller.cli.render import plan_dict, print_plan
+        from controller.services import models, planning
+
         f = fleet(ctx)
         spec = models.ensure_model(f, model)
         devices = select_devices(f, group, device, label)
@@ -235,6 +241,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pick a variant per device, push it, verify and load it on trial, health-check,
         commit or roll back; the rollout is recorded as it goes (`fleet rollouts`)."""
+        from controller.cli.render import step_printer, transfer_progress
+        from controller.services import deploying, models
+
         f = fleet(ctx)
         f.transfer.accept_new = accept_new
         spec = models.ensure_model(f, model)
@@ -281,6 +290,8 @@ def register(app: typer.Typer) -> None:
         """Generate on each device through its agent, with timing."""
         if max_tokens < 1 or max_tokens > 4096:
             raise UsageError("--max-tokens must be 1..4096", hint="try --max-tokens 16")
+        from controller.services import observing
+
         f = fleet(ctx)
         chosen = select_devices(f, group, device, label)
         results = observing.generate(f, chosen, prompt, max_tokens)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from controller.cli.common import console, fleet
 from controller.errors import UsageError
-from controller.services import lab_fleet
 
-app = typer.Typer(help="A local lab fleet on loopback addresses.", no_args_is_help=True)
+app = typer.Typer(help="A local lab fleet on loopback addresses.", no_args_is_help=True,
+                  rich_markup_mode=None)
 
 
 @app.command("up")
@@ -30,6 +29,10 @@ def up(
                               "'delay 40ms loss 2%'."),
 ) -> None:
     """Start the lab (stopping a previous one first) and register it as group `lab`."""
+    from rich.table import Table
+
+    from controller.services import lab_fleet
+
     chosen = [p.strip() for p in profiles.split(",") if p.strip()]
     if netem and not netns:
         raise UsageError("--netem shapes the --netns links", hint="add --netns")
@@ -46,6 +49,8 @@ def up(
 @app.command("down")
 def down(ctx: typer.Context) -> None:
     """Stop exactly the processes `lab up` started and forget the lab devices."""
+    from controller.services import lab_fleet
+
     stopped = lab_fleet.lab_down(fleet(ctx))
     console.print(f"lab down: stopped {len(stopped)} devices")
 
@@ -53,6 +58,8 @@ def down(ctx: typer.Context) -> None:
 @app.command("status")
 def status() -> None:
     """Show the running lab devices."""
+    from controller.services import lab_fleet
+
     running = lab_fleet.lab_running()
     if not running:
         console.print("no lab running")

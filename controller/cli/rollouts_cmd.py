@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 app = typer.Typer(help="Rollouts: list, follow, resume, approve the next wave, abort.",
-                  invoke_without_command=True)
+                  invoke_without_command=True, rich_markup_mode=None)
 ID = typer.Argument(..., help="A rollout id or its start.")
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from agent.contract import MODEL_REFUSALS, ErrorKind, RevertCause
 from controller import failpoints
+from controller.core import compat
 from controller.core.gates import Gates
 from controller.core.steps import Step, is_final
 from controller.errors import AgentRefused, FleetError, TransferInterrupted, Unreachable
@@ -116,9 +117,13 @@ class DeviceRun:
                 return self._move(Step.COMMITTED, "committed (found committed on the device "
                                   f"when the rollout was picked up); {job.choice}")
             return self._move(Step.UNCHANGED, "already active")
+        if store.active == art.sha256 and store.on_trial and self.settings.stage_only:
+            return self._move(Step.UNCHANGED, "already active (on trial)")
+        agent = link.capabilities()  # an old agent is named before anything is sent to it
+        lacking = compat.missing(agent, compat.needed(self.settings.stage_only))
+        if lacking:
+            return self._move(Step.FAILED, *compat.upgrade_needed(job.device, agent, lacking))
         if store.active == art.sha256 and store.on_trial:
-            if self.settings.stage_only:
-                return self._move(Step.UNCHANGED, "already active (on trial)")
             job.reason = "confirming the model an earlier deploy left on trial"
             return Step.CHECKING
         # a model given up while the rollout was away: a crash is the model's failure; the
