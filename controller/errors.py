@@ -17,7 +17,12 @@
     │   └── DevicesHeld                another rollout holds the devices (its id named)
     ├── LabError                       the local lab could not start or stop
     ├── SchemaError                    the database's schema is newer than this code, or broken
-    └── DeployFailed                   a fleet operation finished with failed devices
+    ├── DeployFailed                   a fleet operation finished with failed devices
+    └── DevicesUnreachable (exit 4)    nothing failed, but devices could not be reached
+
+Exit codes (docs/cli.md): 0 all well, 1 a device or step failed, 2 bad input, 4 devices were
+unreachable (and nothing failed), as Ansible uses 4 for unreachable hosts; 70 a bug (crash
+report written), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -107,3 +112,13 @@ class SchemaError(FleetError):
 
 class DeployFailed(FleetError):
     pass
+
+
+EXIT_UNREACHABLE = 4
+
+
+class DevicesUnreachable(FleetError):
+    """Raised after a fleet operation printed its result, when some devices could not be
+    reached and no device failed: scripts and cron jobs retry later on exit 4."""
+
+    exit_code = EXIT_UNREACHABLE

@@ -171,6 +171,11 @@ class GrpcAgentClient:
         request = pb.BenchmarkRequest(runs=runs, max_tokens=max_tokens)
         return self._call(self._stub.Benchmark, request, timeout)
 
+    def agent_serving(self) -> bool:
+        """The agent's overall health (grpc.health.v1, service "")."""
+        response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=""), 5.0)
+        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
     def model_serving(self) -> bool:
         request = health_pb2.HealthCheckRequest(service=MODEL_HEALTH_SERVICE)
         response = self._call(self._health.Check, request, 5.0)

@@ -1,4 +1,5 @@
-"""`fleet device add|list|show|label|group|import|trust|enroll|rescue|remove|calibrate`."""
+"""`fleet device add|list|show|label|group|import|trust|enroll|upgrade|rescue|remove|calibrate`.
+"""
 
 from __future__ import annotations
 
@@ -221,6 +222,65 @@ def enroll_cmd(
                     emulate=device.profile if device.lab else "", timeout_s=timeout)
     console.print(f"{result.device}: agent {result.agent_version} running under "
                   f"{result.base} (python {result.python}, {result.service}); mutual TLS on")
+
+
+@app.command("upgrade")
+def upgrade_cmd(
+    ctx: typer.Context,
+    name: str = typer.Argument(None, help="The device (or select with --group / --label)."),
+    group: str = typer.Option(None, "--group", "-g", help="Devices of this group and the "
+                              "groups nested in it."),
+    label: list[str] = LABELS,
+    wheel: Path = WHEEL,
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds the new agent has to come "
+                                  "up healthy before the device goes back to its old one."),
+    canary: int = typer.Option(1, "--canary", help="Devices upgraded one at a time first; "
+                               "any failure stops the upgrade."),
+    concurrency: int = typer.Option(4, "--concurrency", help="Devices at once after the "
+                                    "canaries."),
+    force: bool = typer.Option(False, "--force", help="Reinstall even where the agent already "
+                               "runs this version."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Upgrade agents in place over SSH to this controller's version (canaried; the store and
+    certificates are kept; a device whose new agent does not come up healthy goes back to
+    its previous one)."""
+    from controller.cli.fleet_ops import select_devices
+    from controller.errors import DeployFailed, DevicesUnreachable
+    from controller.services import agent_wheels, upgrading
+    from controller.services.enrolling import build_wheel
+
+    if not 0 <= canary <= 64 or not 1 <= concurrency <= 64 or not 5 <= timeout <= 3600:
+        raise UsageError("--canary must be 0..64, --concurrency 1..64, --timeout 5..3600 s",
+                         hint="e.g. --canary 1 --concurrency 4 --timeout 120")
+    f = fleet(ctx)
+    devices = select_devices(f, group, [name] if name else None, label)
+    built = agent_wheels.wheel_of(build_wheel(wheel))
+
+    def show(o: upgrading.UpgradeOutcome) -> None:
+        if not as_json:
+            colour = {"upgraded": "green", "unchanged": "green", "skipped": "yellow",
+                      "unreachable": "yellow", "halted": "yellow"}.get(o.status, "red")
+            console.print(f"{o.device}: [{colour}]{o.status}[/] {o.reason}"
+                          + (f" (hint: {o.hint})" if o.hint and o.status != "upgraded" else ""),
+                          highlight=False)
+
+    outcomes = upgrading.upgrade(f, devices, built, timeout, canary, concurrency, force, show)
+    if as_json:
+        print_json({"version": 1, "wheel": {"version": built.version, "sha256": built.sha256},
+                    "devices": [{"device": o.device, "status": o.status, "before": o.before,
+                                 "after": o.after, "reason": o.reason, "hint": o.hint,
+                                 "seconds": round(o.seconds, 1)} for o in outcomes]})
+    failed = [o for o in outcomes if o.failed]
+    if failed:
+        first = next((o for o in failed if o.status != "halted"), failed[0])
+        raise DeployFailed(f"{len(failed)} of {len(outcomes)} devices not upgraded; "
+                           f"{first.device}: {first.reason}", hint=first.hint)
+    away = [o for o in outcomes if o.status == "unreachable"]
+    if away:
+        raise DevicesUnreachable(f"{len(away)} of {len(outcomes)} devices unreachable; "
+                                 f"{away[0].device}: {away[0].reason}",
+                                 hint="run the upgrade again when they are back")
 
 
 @app.command("rescue")
