@@ -16,6 +16,7 @@ from controller.cli import (
     dashboard_cmd,
     db_cmd,
     device,
+    doctor_cmd,
     fleet_ops,
     group,
     insight_cmd,
@@ -50,6 +51,7 @@ dashboard_cmd.register(app)
 telemetry_cmd.register(app)
 insight_cmd.register(app)
 settings_cmd.register(app)
+doctor_cmd.register(app)
 
 
 @app.callback()

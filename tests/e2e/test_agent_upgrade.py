@@ -88,6 +88,12 @@ def test_old_agents_are_named_upgraded_in_place_then_deployed_to(
         assert "lacks abort-trial, error-kinds, trial-deadline" in o["reason"]
         assert f"fleet device upgrade {name}" in o["hint"]
     assert "fleet device upgrade lab-1" in refused.err  # the error's hint names the fix
+    doctor = cli("doctor", "--json")
+    assert doctor.code == 1
+    checks = {(c["target"], c["check"]): c for c in _json(doctor)["checks"]}
+    assert checks[("lab-1", "version")]["level"] == "problem"
+    assert checks[("lab-1", "version")]["fix"] == "fleet device upgrade lab-1"
+    assert checks[("lab-2", "clock")]["level"] == "unknown"  # an old agent does not tell
 
     base = home / "lab" / "devices" / "lab-1"
     cert = (base / "tls" / "agent.crt").read_bytes()
@@ -102,6 +108,7 @@ def test_old_agents_are_named_upgraded_in_place_then_deployed_to(
     assert previous.endswith("edgefleet-0.1.0-py3-none-any.whl")  # the way back is kept
     assert (base / "wheels" / previous).is_file()
 
+    assert cli("doctor").code == 0  # nothing stops a deploy now
     again = cli("device", "upgrade", "lab-1")  # nothing to do the second time
     assert again.code == 0 and "unchanged" in again.out, again.out
 
