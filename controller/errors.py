@@ -9,7 +9,7 @@
     │   └── InvalidData                a malformed profile / catalog file, names file and field
     ├── ArtifactError                  a model file missing, not fetched, or corrupt
     ├── DeviceError                    one device could not be reached or refused
-    │   ├── Unreachable
+    │   ├── Unreachable (exit 4)
     │   ├── HostKeyUnknown
     │   ├── HostKeyMismatch
     │   ├── TransferInterrupted        the link dropped mid-upload (resumable)
@@ -72,7 +72,7 @@ class DeviceError(FleetError):
 
 
 class Unreachable(DeviceError):
-    pass
+    exit_code = 4  # EXIT_UNREACHABLE: the device, not the request, is the problem; retry later
 
 
 class HostKeyUnknown(DeviceError):

@@ -81,7 +81,7 @@ def list_(
 
     rows = listing(db_override(ctx), group, lambda: fleet(ctx))
     if as_json:
-        print_json(rows)
+        print_json({"version": 1, "devices": rows})
         return
     import sys
 
@@ -105,7 +105,7 @@ def show(ctx: typer.Context, name: str,
     data["probed"] = json.loads(d.probed_json) if d.probed_json else None
     data.pop("probed_json")
     if as_json:
-        print_json(data)
+        print_json({"version": 1, **data})
         return
     for key, value in data.items():
         if key != "probed":
@@ -195,7 +195,7 @@ def import_cmd(
     if as_json:
         from dataclasses import asdict
 
-        print_json({**asdict(report), "ignored": report.ignored})
+        print_json({"version": 1, **asdict(report), "ignored": report.ignored})
         return
     from controller.cli.render_import import print_import
 
@@ -321,7 +321,7 @@ def calibrate(
 
     result = run_calibration(fleet(ctx), name, runs, max_tokens, sustain)
     if as_json:
-        print_json(asdict(result))
+        print_json({"version": 1, **asdict(result)})
         return
     console.print(
         f"{result.device}: {result.model} {result.variant}, {result.samples} samples: "

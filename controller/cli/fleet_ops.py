@@ -8,12 +8,13 @@ import typer
 
 from controller.cli.common import console, fleet, num, print_json
 from controller.core.durations import parse_duration
-from controller.errors import DeployFailed, UsageError
+from controller.errors import DeployFailed, DevicesUnreachable, UsageError
 
 if TYPE_CHECKING:  # the services, gRPC, SSH and rich load inside the commands that use them
     from controller.adapters.tables import Device
     from controller.core.models import ModelSpec
     from controller.core.select import Request
+    from controller.services import observing
     from controller.services.context import Fleet
     from controller.services.deploying import DeployReport
 
@@ -109,6 +110,12 @@ def finish_report(report: DeployReport, as_json: bool, model: str) -> None:
         broken = [o for o in report.failed if o.status not in ("halted", "pending", "planned")]
         held = len(report.failed) - len(broken)
         first = (broken or report.failed)[0]
+        if all(o.status == "pending" for o in report.failed):  # nothing failed: exit 4
+            raise DevicesUnreachable(
+                f"rollout {report.rollout} {report.status}: {held} of "
+                f"{len(report.outcomes)} devices unreachable at their turn; {first.device}: "
+                f"{first.reason}", hint=first.hint or f"`fleet rollouts resume "
+                f"{report.rollout}` goes on when they are back")
         raise DeployFailed(
             f"rollout {report.rollout} {report.status}: {len(broken)} of "
             f"{len(report.outcomes)} devices failed"
@@ -139,7 +146,8 @@ def render_status(f: Fleet, group: str | None, as_json: bool,
         devices = f.inventory.devices_in_group(group) if group else f.inventory.list_devices()
     rows = observing.status(f, devices, wait_s)
     if as_json:
-        print_json([{"device": r.device.name, "groups": r.device.group_names,
+        print_json({"version": 1, "devices": [
+                    {"device": r.device.name, "groups": r.device.group_names,
                      "online": r.online, "state": r.state, "model": r.active_model,
                      "variant": r.active_variant, "on_trial": r.on_trial,
                      "requests": r.requests,
@@ -150,8 +158,20 @@ def render_status(f: Fleet, group: str | None, as_json: bool,
                      "max_temp_c": r.max_temp_c, "throttled": r.throttled,
                      "worker_crashes": r.worker_crashes, "error": r.error,
                      "seen_ago_s": None if r.seen_ago_s is None else round(r.seen_ago_s, 1)}
-                    for r in rows])
-        return
+                    for r in rows]})
+    else:
+        _status_table(rows)
+    away = [r for r in rows if r.state == "unreachable"]
+    if away:  # after the output: scripts and cron jobs read exit 4
+        raise DevicesUnreachable(
+            f"{len(away)} of {len(rows)} devices unreachable"
+            + (" at the last contact" if wait_s <= 0 else "")
+            + f"; {away[0].device.name}: {away[0].error or 'no answer'}",
+            hint="`fleet device rescue NAME` restarts an agent over SSH; `fleet doctor` "
+            "says what else is wrong")
+
+
+def _status_table(rows: list[observing.DeviceStatus]) -> None:
     from rich.table import Table
 
     table = Table("device", "group", "state", "model", "variant", "requests", "ttft ms",
@@ -192,7 +212,7 @@ def register(app: typer.Typer) -> None:
         request = build_request(spec, context, min_tps, max_ttft, prompt_tokens, prefer)
         plans = planning.plan(f, spec, devices, request)
         if as_json:
-            print_json([plan_dict(p) for p in plans])
+            print_json({"version": 1, "plans": [plan_dict(p) for p in plans]})
         else:
             print_plan(plans)
 
@@ -296,13 +316,13 @@ def register(app: typer.Typer) -> None:
         chosen = select_devices(f, group, device, label)
         results = observing.generate(f, chosen, prompt, max_tokens)
         if as_json:
-            print_json([{"device": r.device, "error": r.error or None,
+            print_json({"version": 1, "results": [{"device": r.device, "error": r.error or None,
                          "text": r.result.text if r.result else None,
                          "completion_tokens": r.result.summary.completion_tokens if r.result
                          else 0,
                          "ttft_ms": r.result.summary.ttft_ms if r.result else None,
                          "decode_tokens_per_s": r.result.summary.decode_tokens_per_s
-                         if r.result else None} for r in results])
+                         if r.result else None} for r in results]})
         else:
             for r in results:
                 if r.result is None:
@@ -314,6 +334,10 @@ def register(app: typer.Typer) -> None:
                               f"decode {s.decode_tokens_per_s:.1f} tok/s, "
                               f"prefill {s.prefill_tokens_per_s:.1f} tok/s")
         failed = [r for r in results if r.result is None]
+        if failed and all(r.unreachable for r in failed):
+            raise DevicesUnreachable(f"{len(failed)} of {len(results)} devices unreachable; "
+                                     f"{failed[0].device}: {failed[0].error}",
+                                     hint=failed[0].hint)
         if failed:
             raise DeployFailed(f"{len(failed)} of {len(results)} devices could not generate; "
                                f"{failed[0].device}: {failed[0].error}", hint=failed[0].hint)

@@ -29,7 +29,7 @@ def list_(ctx: typer.Context,
     """Every group with its parents, children and devices (direct / with nested groups)."""
     groups = fleet(ctx).inventory.group_tree()
     if as_json:
-        print_json([asdict(g) for g in groups])
+        print_json({"version": 1, "groups": [asdict(g) for g in groups]})
         return
     from rich.table import Table
 
@@ -50,7 +50,7 @@ def show(ctx: typer.Context, name: str,
         raise UnknownGroup(f"no group named {name!r}", hint="`fleet group list` shows them")
     group = found[0]
     if as_json:
-        print_json(asdict(group))
+        print_json({"version": 1, **asdict(group)})
         return
     console.print(f"[bold]{group.name}[/]")
     console.print(f"  parents:  {', '.join(group.parents) or '-'}")

@@ -139,7 +139,7 @@ def register(app: typer.Typer) -> None:
         rep = telemetry_query.report(f, devices_for(f, group, device, label),
                                      telemetry_query.parse_since(since), by, model)
         if as_json:
-            print_json({"by": rep.by, "since_s": rep.since_s, "source": rep.source,
+            print_json({"version": 1, "by": rep.by, "since_s": rep.since_s, "source": rep.source,
                         "accuracy": rep.accuracy, "rows": [row_dict(r) for r in rep.rows]})
         elif as_csv:
             print_csv(rep)
@@ -164,7 +164,7 @@ def register(app: typer.Typer) -> None:
         f = fleet(ctx)
         found = alerting.alerts(f, devices_for(f, group, device, label))
         if as_json:
-            print_json([alert_dict(a) for a in found])
+            print_json({"version": 1, "alerts": [alert_dict(a) for a in found]})
             return
         if not found:
             console.print("no alerts")

@@ -34,7 +34,7 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
                          v.size_bytes, "quality_kld": v.quality_kld, "local": bool(local),
                          "source": v.source})
     if as_json:
-        print_json(rows)
+        print_json({"version": 1, "variants": rows})
         return
     table = Table("model", "variant", "format", "size", "KLD", "quality loss", "cached", "source")
     for r in rows:
@@ -53,7 +53,7 @@ def show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
     model = load_model(name)
     data = asdict(model)
     if as_json:
-        print_json(data)
+        print_json({"version": 1, **data})
         return
     a = model.arch
     console.print(f"[bold]{model.name}[/]: {model.title}")

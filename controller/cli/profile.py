@@ -26,7 +26,7 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
 
     profiles = load_profiles()
     if as_json:
-        print_json([asdict(p) for p in profiles.values()])
+        print_json({"version": 1, "profiles": [asdict(p) for p in profiles.values()]})
         return
     table = Table("name", "kind", "arch", "cores", "RAM", "reserve", "GB/s", "GPU", "NPU")
     for p in sorted(profiles.values(), key=lambda p: (p.kind, p.name)):
@@ -103,7 +103,7 @@ def show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
 
     profile = load_profile(name)
     if as_json:
-        print_json(asdict(profile))
+        print_json({"version": 1, **asdict(profile)})
         return
     width = max(len(k) for k, _ in describe(profile))
     for key, value in describe(profile):

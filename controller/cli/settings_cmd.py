@@ -28,7 +28,8 @@ def _show(f: Fleet, keys: set[str], as_json: bool, default: str = "") -> None:
 
     f_rows = ms.listing(f, keys)
     if as_json:
-        print_json([{"scope": r.scope, "key": r.key, "value": r.value} for r in f_rows])
+        print_json({"version": 1, "settings": [{"scope": r.scope, "key": r.key,
+                                                "value": r.value} for r in f_rows]})
         return
     table = Table("scope", "setting", "value")
     for r in f_rows:
@@ -135,7 +136,7 @@ def register(app: typer.Typer) -> None:
             ms.put(f, "fleet", dict(values))
         keep = ms.load(f).retention()
         if as_json:
-            print_json(keep)
+            print_json({"version": 1, **keep})
         else:
             console.print(f"raw {keep['raw_days']:g} d, per-minute {keep['minute_days']:g} d, "
                           f"per-hour {keep['hour_days']:g} d")

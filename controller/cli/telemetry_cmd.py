@@ -13,7 +13,7 @@ import typer
 from controller.cli.common import console, fleet, print_json
 from controller.cli.fleet_ops import select_devices
 from controller.core.telemetry_records import CONTACT_TIMEOUT_S
-from controller.errors import FleetError, UsageError
+from controller.errors import DevicesUnreachable, UsageError
 
 if TYPE_CHECKING:  # gRPC and the collector load when a command contacts devices
     from controller.adapters.tables import Device
@@ -42,7 +42,7 @@ def _check(concurrency: int, timeout: float) -> None:
 
 
 def _report_dict(r: PassReport) -> dict[str, object]:
-    return {"devices": r.devices, "reached": sorted(r.reached),
+    return {"version": 1, "devices": r.devices, "reached": sorted(r.reached),
             "unreachable": r.unreachable, "incomplete": sorted(r.incomplete),
             "requests": r.requests, "samples": r.samples,
             "gaps": [{"device": d, "kind": k} for d, k in r.gaps],
@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         concurrency: int = CONCURRENCY,
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
-        """One collection pass (cron-friendly): exit 1 when a device could not be reached."""
+        """One collection pass (cron-friendly): exit 4 when a device could not be reached."""
         from controller.services import retention
         from controller.services.collecting import collect_once
 
@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
                 console.print(table)
         if report.unreachable:
             first = sorted(report.unreachable)[0]
-            raise FleetError(f"{len(report.unreachable)} of {report.devices} devices "
+            raise DevicesUnreachable(f"{len(report.unreachable)} of {report.devices} devices "
                              f"unreachable; {report.unreachable[first]}",
                              hint="their records wait on the device; the next pass "
                              "collects them (the gap is recorded)")

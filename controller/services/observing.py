@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from controller.adapters.tables import Device, DeviceLive, GroupMembership, GroupParent
 from controller.core.telemetry import device_state
-from controller.errors import FleetError
+from controller.errors import FleetError, Unreachable
 from controller.services.context import Fleet
 from controller.services.monitoring import monitor_running
 
@@ -179,6 +179,7 @@ class GenerateOutcome:
     result: GenerationResult | None
     error: str = ""
     hint: str = ""
+    unreachable: bool = False  # the error was reaching the device, not generating
 
 
 def generate(fleet: Fleet, devices: list[Device], prompt: str, max_tokens: int,
@@ -188,7 +189,8 @@ def generate(fleet: Fleet, devices: list[Device], prompt: str, max_tokens: int,
             with fleet.client(device) as client:
                 result = client.generate(prompt, max_tokens, temperature)
         except FleetError as exc:
-            return GenerateOutcome(device.name, None, exc.message, exc.hint)
+            return GenerateOutcome(device.name, None, exc.message, exc.hint,
+                                   isinstance(exc, Unreachable))
         s = result.summary
         fleet.inventory.update_device(device.name, last_ttft_ms=s.ttft_ms,
                                       last_latency_ms=s.total_ms,

@@ -63,6 +63,12 @@ def test_doctor_names_what_would_stop_a_deploy(cli: Cli, lab: Callable[..., Resu
     checks = _checks(away)
     assert checks[("ghost", "ssh")]["unreachable"] and checks[("ghost", "agent")]["unreachable"]
     assert "could not reach the device" in away.err
+    # the other commands that contact devices say "unreachable" with the same exit code
+    assert cli("generate", "hi", "--group", "far", "--max-tokens", "2").code == 4
+    status = cli("status", "--group", "far", "--wait", "1", "--json")
+    assert status.code == 4 and json.loads(status.out)["devices"][0]["state"] == "unreachable"
+    assert cli("collect", "--group", "far", "--timeout", "1").code == 4
+    assert cli("device", "trust", "ghost").code == 4  # one device, unreachable: 4 as well
 
     nodriver = cli("--db", "mysql+mysqldb://fleet@db/fleet", "doctor", "--json")
     assert nodriver.code == 1
