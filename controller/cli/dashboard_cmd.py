@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         if no_dashboard or not sys.stdout.isatty():
             from controller.cli.fleet_ops import render_status
 
-            render_status(fleet(ctx), None, as_json=False)
+            render_status(fleet(ctx), None, as_json=False, exit_unreachable=False)
             return
         from controller.dashboard.app import make_dashboard
 

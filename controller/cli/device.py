@@ -221,7 +221,8 @@ def enroll_cmd(
     result = enroll(f, name, extras, python, wheel,
                     emulate=device.profile if device.lab else "", timeout_s=timeout)
     console.print(f"{result.device}: agent {result.agent_version} running under "
-                  f"{result.base} (python {result.python}, {result.service}); mutual TLS on")
+                  f"{result.base} (python {result.python}, {result.service}); mutual TLS on",
+                  soft_wrap=True)
 
 
 @app.command("upgrade")

@@ -137,7 +137,10 @@ def _ago(seconds: float | None) -> str:
 
 
 def render_status(f: Fleet, group: str | None, as_json: bool,
-                  labels: list[str] | None = None, wait_s: float = 2.0) -> None:
+                  labels: list[str] | None = None, wait_s: float = 2.0,
+                  exit_unreachable: bool = True) -> None:
+    """The status table (or JSON); then, with ``exit_unreachable``, exit 4 when a device is
+    unreachable (`fleet status`; the dashboard's plain fallback only shows it)."""
     from controller.services import observing
 
     if labels:
@@ -162,7 +165,7 @@ def render_status(f: Fleet, group: str | None, as_json: bool,
     else:
         _status_table(rows)
     away = [r for r in rows if r.state == "unreachable"]
-    if away:  # after the output: scripts and cron jobs read exit 4
+    if away and exit_unreachable:  # after the output: scripts and cron jobs read exit 4
         raise DevicesUnreachable(
             f"{len(away)} of {len(rows)} devices unreachable"
             + (" at the last contact" if wait_s <= 0 else "")

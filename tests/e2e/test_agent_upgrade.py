@@ -127,6 +127,6 @@ def test_old_agents_are_named_upgraded_in_place_then_deployed_to(
     assert second["status"] == "halted" and second["before"] == ""
     gen = cli("generate", "hi", "--group", "lab", "--max-tokens", "2", "--json")
     assert gen.code == 0, gen.err  # both serve the model: the canary's store was kept
-    assert all(r["completion_tokens"] > 0 for r in json.loads(gen.out))
+    assert all(r["completion_tokens"] > 0 for r in _json(gen)["results"])
     status = cli("device", "upgrade", "lab-1", "--json")
     assert _json(status)["devices"][0]["status"] == "unchanged"  # runs the good agent again
