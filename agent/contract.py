@@ -62,6 +62,35 @@ class RevertCause(enum.IntEnum):
     ABORTED = 4
 
 
+# The agent contract's version (GetVersion): 1 for every agent before GetVersion existed
+# (edgefleet 0.1.0), 2 since. Raised when a change needs both sides to know of it.
+CONTRACT_VERSION = 2
+
+
+class Capability(str, enum.Enum):
+    """What an agent can do, as it says in GetVersion; the controller checks a rollout's needs
+    against them before sending a byte (controller.core.compat)."""
+
+    CHECK_FIT = "check-fit"  # CheckFit: refuses before any byte is sent
+    STAGE = "stage"  # StageModel: verified and pinned ahead of activation (pre-pull)
+    TRIAL = "trial"  # LoadModel(trial) + CommitModel; a restart gives the model up
+    SIGNED_MANIFEST = "signed-manifest"  # verifies the controller's signed load order
+    BENCHMARK = "benchmark"  # Benchmark RPC (fleet device calibrate)
+    TELEMETRY_SAMPLES = "telemetry-samples"  # device samples kept and read by cursor
+    ABORT_TRIAL = "abort-trial"  # AbortTrial: back to its own previous model
+    TRIAL_DEADLINE = "trial-deadline"  # gives the model up unless committed in trial_seconds
+    ERROR_KINDS = "error-kinds"  # every refusal carries an ErrorDetail (kind)
+
+
+# What this agent offers.
+AGENT_CAPABILITIES = frozenset(Capability)
+# What an agent that answers GetVersion with UNIMPLEMENTED is taken to offer: edgefleet
+# 0.1.0's, as of its last build before the rollout state machine (3da7b10). Builds between that
+# and GetVersion had more, but cannot say so: they are asked to upgrade too.
+LEGACY_CAPABILITIES = frozenset({
+    Capability.CHECK_FIT, Capability.STAGE, Capability.TRIAL, Capability.SIGNED_MANIFEST,
+    Capability.BENCHMARK})
+
 CHUNK = 1 << 20
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import platform
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -11,7 +12,7 @@ from typing import Any
 import grpc
 
 from agent import __version__
-from agent.contract import ERROR_DETAIL_KEY
+from agent.contract import AGENT_CAPABILITIES, CONTRACT_VERSION, ERROR_DETAIL_KEY
 from agent.core import AgentCore
 from agent.errors import (
     AgentError,
@@ -88,6 +89,13 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self.core = core
         self.sampler = DeviceSampler()
         self.stream_interval_s = stream_interval_s  # see agent.workers: the token path
+        self.started_unix = time.time()
+
+    def GetVersion(self, request: pb.GetVersionRequest, context: grpc.ServicerContext) -> Any:
+        return pb.GetVersionResponse(
+            agent_version=__version__, contract_version=CONTRACT_VERSION,
+            capabilities=sorted(c.value for c in AGENT_CAPABILITIES), time_unix=time.time(),
+            started_unix=self.started_unix, python=platform.python_version())
 
     def GetProfile(self, request: pb.GetProfileRequest, context: grpc.ServicerContext) -> Any:
         core = self.core

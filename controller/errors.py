@@ -9,7 +9,7 @@
     │   └── InvalidData                a malformed profile / catalog file, names file and field
     ├── ArtifactError                  a model file missing, not fetched, or corrupt
     ├── DeviceError                    one device could not be reached or refused
-    │   ├── Unreachable
+    │   ├── Unreachable (exit 4)
     │   ├── HostKeyUnknown
     │   ├── HostKeyMismatch
     │   ├── TransferInterrupted        the link dropped mid-upload (resumable)
@@ -18,7 +18,12 @@
     │   └── DevicesHeld                another rollout holds the devices (its id named)
     ├── LabError                       the local lab could not start or stop
     ├── SchemaError                    the database's schema is newer than this code, or broken
-    └── DeployFailed                   a fleet operation finished with failed devices
+    ├── DeployFailed                   a fleet operation finished with failed devices
+    └── DevicesUnreachable (exit 4)    nothing failed, but devices could not be reached
+
+Exit codes (docs/cli.md): 0 all well, 1 a device or step failed, 2 bad input, 4 devices were
+unreachable (and nothing failed), as Ansible uses 4 for unreachable hosts; 70 a bug (crash
+report written), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -74,7 +79,7 @@ class DeviceError(FleetError):
 
 
 class Unreachable(DeviceError):
-    pass
+    exit_code = 4  # EXIT_UNREACHABLE: the device, not the request, is the problem; retry later
 
 
 class HostKeyUnknown(DeviceError):
@@ -123,3 +128,13 @@ class SchemaError(FleetError):
 
 class DeployFailed(FleetError):
     pass
+
+
+EXIT_UNREACHABLE = 4
+
+
+class DevicesUnreachable(FleetError):
+    """Raised after a fleet operation printed its result, when some devices could not be
+    reached and no device failed: scripts and cron jobs retry later on exit 4."""
+
+    exit_code = EXIT_UNREACHABLE

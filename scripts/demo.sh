@@ -31,6 +31,9 @@ step "fleet model build tiny-llama   (offline ladder: f16, q8_0, q4_k_m, q2_k)"
 "$FLEET" model build tiny-llama
 step "fleet lab up --devices 4       (a real sshd + fleet-agent per device on 127.0.0.x)"
 "$FLEET" lab up --devices 4
+step "fleet doctor   (what would stop a deploy: host keys, agents and their versions,
+    certificates, clocks, disks, the database driver; each problem with its fix)"
+"$FLEET" doctor
 step "fleet plan tiny-llama --group lab"
 "$FLEET" plan tiny-llama --group lab
 step "fleet deploy tiny-llama --group lab --waves 1,50%,100%
@@ -51,7 +54,7 @@ rc=0
 FLEET_FAILPOINTS=after:on-trial "$FLEET" deploy tiny-llama --group lab --prefer speed \
   --concurrency 1 || rc=$?
 [ "$rc" -eq 137 ] || { echo "demo: expected the controller to be killed, got exit $rc" >&2; exit 1; }
-killed=$("$FLEET" rollouts --json --limit 1 | "$PY" -c 'import json,sys; print(json.load(sys.stdin)[0]["rollout"])')
+killed=$("$FLEET" rollouts --json --limit 1 | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["rollouts"][0]["rollout"])')
 sleep 7  # its heartbeat goes stale
 step "fleet rollouts   (the killed rollout reads 'interrupted': its steps are in the database)"
 "$FLEET" rollouts

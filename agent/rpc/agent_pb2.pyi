@@ -624,3 +624,23 @@ class BenchmarkResponse(_message.Message):
     samples: _containers.RepeatedCompositeFieldContainer[BenchmarkSample]
     energy_meter: str
     def __init__(self, sha256: _Optional[str] = ..., variant: _Optional[str] = ..., load_seconds: _Optional[float] = ..., peak_rss_bytes: _Optional[int] = ..., samples: _Optional[_Iterable[_Union[BenchmarkSample, _Mapping]]] = ..., energy_meter: _Optional[str] = ...) -> None: ...
+
+class GetVersionRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetVersionResponse(_message.Message):
+    __slots__ = ("agent_version", "contract_version", "capabilities", "time_unix", "started_unix", "python")
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONTRACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_FIELD_NUMBER: _ClassVar[int]
+    agent_version: str
+    contract_version: int
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    time_unix: float
+    started_unix: float
+    python: str
+    def __init__(self, agent_version: _Optional[str] = ..., contract_version: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ..., time_unix: _Optional[float] = ..., started_unix: _Optional[float] = ..., python: _Optional[str] = ...) -> None: ...

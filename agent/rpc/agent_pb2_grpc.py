@@ -100,6 +100,11 @@ class AgentServiceStub:
                 request_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.VerifyOutputRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.VerifyOutputResponse.FromString,
                 _registered_method=True)
+        self.GetVersion = channel.unary_unary(
+                '/edgefleet.agent.v1.AgentService/GetVersion',
+                request_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.GetVersionRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.GetVersionResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -196,6 +201,15 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetVersion(self, request, context):
+        """What this agent is and can do: its version, the contract it speaks, its capabilities
+        (agent/contract.py), and its clock. An agent answering UNIMPLEMENTED predates it: version
+        unknown, the capabilities of 0.1.0 (agent.contract.LEGACY_CAPABILITIES).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -263,6 +277,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.VerifyOutput,
                     request_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.VerifyOutputRequest.FromString,
                     response_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.VerifyOutputResponse.SerializeToString,
+            ),
+            'GetVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVersion,
+                    request_deserializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.GetVersionRequest.FromString,
+                    response_serializer=edgefleet_dot_agent_dot_v1_dot_agent__pb2.GetVersionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -616,6 +635,33 @@ class AgentService:
             '/edgefleet.agent.v1.AgentService/VerifyOutput',
             edgefleet_dot_agent_dot_v1_dot_agent__pb2.VerifyOutputRequest.SerializeToString,
             edgefleet_dot_agent_dot_v1_dot_agent__pb2.VerifyOutputResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.agent.v1.AgentService/GetVersion',
+            edgefleet_dot_agent_dot_v1_dot_agent__pb2.GetVersionRequest.SerializeToString,
+            edgefleet_dot_agent_dot_v1_dot_agent__pb2.GetVersionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -127,6 +127,16 @@ class GrpcAgentClient:
                             hint=KIND_HINTS.get(kind) or HINTS.get(code.name, ""),
                             code=code.name, kind=kind, detail=details)
 
+    def get_version(self, timeout: float = 5.0) -> pb.GetVersionResponse | None:
+        """The agent's version, capabilities and clock; None from an agent that predates
+        GetVersion (it answers UNIMPLEMENTED)."""
+        try:
+            return self._call(self._stub.GetVersion, pb.GetVersionRequest(), timeout)
+        except AgentRefused as exc:
+            if exc.code == grpc.StatusCode.UNIMPLEMENTED.name:
+                return None
+            raise
+
     def get_profile(self, timeout: float = 5.0) -> pb.HardwareProfile:
         return self._call(self._stub.GetProfile, pb.GetProfileRequest(), timeout).profile
 
@@ -184,6 +194,11 @@ class GrpcAgentClient:
                       timeout: float = 300.0) -> pb.VerifyOutputResponse:
         request = pb.VerifyOutputRequest(prompt=prompt, max_tokens=max_tokens)
         return self._call(self._stub.VerifyOutput, request, timeout)
+
+    def agent_serving(self) -> bool:
+        """The agent's overall health (grpc.health.v1, service "")."""
+        response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=""), 5.0)
+        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
     def model_serving(self) -> bool:
         request = health_pb2.HealthCheckRequest(service=MODEL_HEALTH_SERVICE)

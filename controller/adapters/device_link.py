@@ -13,6 +13,7 @@ from typing import Any
 from agent.contract import RevertCause
 from agent.rpc import agent_pb2 as pb
 from controller.adapters.agent_client import GrpcAgentClient
+from controller.core.compat import AgentVersion
 from controller.core.output_check import OutputSample
 from controller.services.ports import (
     Artifact,
@@ -37,6 +38,18 @@ def store_view(s: pb.GetStoreResponse) -> StoreView:
         blobs=frozenset(s.blobs), incoming_dir=s.incoming_dir,
         disk_free_bytes=s.disk_free_bytes, reverted=s.reverted_sha256,
         reverted_reason=s.reverted_reason, reverted_cause=RevertCause(s.reverted_cause))
+
+
+def agent_version(answer: pb.GetVersionResponse | None, sent: float,
+                  received: float) -> AgentVersion:
+    """GetVersion's answer (None: an agent that predates it); the clock skew is the agent's
+    time against the middle of the round trip."""
+    if answer is None:
+        return AgentVersion()
+    return AgentVersion(answer.agent_version, answer.contract_version,
+                        frozenset(answer.capabilities),
+                        answer.time_unix - (sent + received) / 2 if answer.time_unix else None,
+                        answer.started_unix)
 
 
 def fit_view(f: pb.CheckFitResponse) -> FitView:
@@ -64,6 +77,11 @@ class GrpcDeviceLink:
         self._sign = sign
         self._uploader = uploader
         self._fit: pb.CheckFitResponse | None = None
+
+    def capabilities(self) -> AgentVersion:
+        sent = time.time()
+        answer = self.client.get_version()
+        return agent_version(answer, sent, time.time())
 
     def store(self) -> StoreView:
         return store_view(self.client.get_store())

@@ -141,3 +141,19 @@ class FleetPki:
         return {"agent.crt": issued.cert_pem, "agent.key": issued.key_pem,
                 "ca.crt": self.ca_cert_path.read_bytes(),
                 "signing.pub": self.signing_pub_path.read_bytes()}
+
+
+def cert_expiry_pem(pem: bytes) -> dt.datetime | None:
+    """When a PEM certificate stops being valid (UTC); None when it cannot be read."""
+    try:
+        return x509.load_pem_x509_certificate(pem).not_valid_after_utc
+    except ValueError:
+        return None
+
+
+def cert_expiry(path: Path) -> dt.datetime | None:
+    """``cert_expiry_pem`` of a file; None when it is missing or unreadable."""
+    try:
+        return cert_expiry_pem(path.read_bytes())
+    except OSError:
+        return None

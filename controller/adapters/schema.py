@@ -16,17 +16,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from controller.errors import SchemaError
 from controller.migrations import HEAD
+
+if TYPE_CHECKING:  # Alembic loads only to change or report the schema (~0.1 s to import)
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 _PG_LOCK = 0x6564676566  # "edgef": the advisory lock id of schema upgrades
@@ -44,6 +45,8 @@ class SchemaStatus:
 
 
 def _config(connection: Connection) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -56,12 +59,17 @@ def _config(connection: Connection) -> Config:
 
 
 def scripts() -> ScriptDirectory:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return ScriptDirectory.from_config(config)
 
 
 def _revision(connection: Connection) -> str:
+    from alembic.migration import MigrationContext
+
     current = MigrationContext.configure(connection).get_current_revision()
     if current:
         return current
@@ -84,7 +92,12 @@ def status(engine: Engine) -> SchemaStatus:
 def ensure_current(engine: Engine, url: str) -> None:
     """Upgrade the database to ``HEAD`` if it is older; refuse one newer than this code."""
     with engine.connect() as connection:
-        if MigrationContext.configure(connection).get_current_revision() == HEAD:
+        try:  # Alembic's own version table, read without loading Alembic
+            found = [row[0] for row in connection.execute(
+                text("SELECT version_num FROM alembic_version"))]
+        except SQLAlchemyError:  # no version table yet: empty, or made by 0.1.0
+            found = []
+        if found == [HEAD]:
             return
     upgrade(engine, url)
 
@@ -97,6 +110,8 @@ def upgrade(engine: Engine, url: str, target: str = "head") -> SchemaStatus:
             return before
         if before.current and engine.dialect.name == "sqlite":
             _backup_sqlite(url, before.current)
+        from alembic import command
+
         with engine.begin() as connection:
             _lock(connection)
             command.upgrade(_config(connection), target)
@@ -109,6 +124,8 @@ def downgrade(engine: Engine, url: str, target: str) -> SchemaStatus:
         _refuse_newer(before)
         if engine.dialect.name == "sqlite" and before.current:
             _backup_sqlite(url, before.current)
+        from alembic import command
+
         with engine.begin() as connection:
             _lock(connection)
             command.downgrade(_config(connection), target)
@@ -135,6 +152,7 @@ def drift(engine: Engine) -> list[str]:
     """Differences between the live schema and the tables the code defines, one line each:
     empty when the database was migrated correctly."""
     from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
 
     with engine.connect() as connection:
         config = _config(connection)

@@ -16,6 +16,7 @@ from controller.cli import (
     dashboard_cmd,
     db_cmd,
     device,
+    doctor_cmd,
     fleet_ops,
     group,
     insight_cmd,
@@ -35,6 +36,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    # plain click help: `fleet --help` then never imports rich (bench/cli_startup.py)
+    rich_markup_mode=None,
 )
 app.add_typer(device.app, name="device")
 app.add_typer(group.app, name="group")
@@ -48,6 +51,7 @@ dashboard_cmd.register(app)
 telemetry_cmd.register(app)
 insight_cmd.register(app)
 settings_cmd.register(app)
+doctor_cmd.register(app)
 
 
 @app.callback()

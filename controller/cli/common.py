@@ -1,26 +1,57 @@
-"""Shared CLI plumbing: the Fleet for this run, output helpers."""
+"""Shared CLI plumbing: the Fleet for this run, output helpers.
+
+Light on purpose: every command module imports this, so nothing here imports rich, the
+database or the services at module level (`fleet --help` pays for none of them).
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
 
-from controller.services.context import Fleet
+if TYPE_CHECKING:
+    from rich.console import Console
 
-# Piped output (CI logs, `| less`) gets wide tables instead of rich's 80-column default.
-console = Console(width=None if sys.stdout.isatty() else 160)
+    from controller.services.context import Fleet
+
+
+class _LazyConsole:
+    """The rich Console, created on first use (importing rich costs ~0.1 s)."""
+
+    _console: Console | None = None
+
+    def get(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            # Piped output (CI logs, `| less`) gets wide tables instead of rich's 80 columns.
+            self._console = Console(width=None if sys.stdout.isatty() else 160)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+
+console: Any = _LazyConsole()
 
 
 def fleet(ctx: typer.Context) -> Fleet:
     obj = ctx.find_root().obj
     if obj.get("fleet") is None:
+        from controller.services.context import Fleet
+
         obj["fleet"] = Fleet.open(obj.get("db"))
     fleet_obj: Fleet = obj["fleet"]
     return fleet_obj
+
+
+def db_override(ctx: typer.Context) -> str | None:
+    """The --db given to this run (None: $FLEET_DB_URL or the default)."""
+    db: str | None = ctx.find_root().obj.get("db")
+    return db
 
 
 def print_json(data: Any) -> None:

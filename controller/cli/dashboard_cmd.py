@@ -7,7 +7,6 @@ import sys
 import typer
 
 from controller.cli.common import fleet
-from controller.cli.fleet_ops import render_status
 
 
 def register(app: typer.Typer) -> None:
@@ -20,7 +19,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Watch the fleet: state, variant, latency, tokens/s, rollouts."""
         if no_dashboard or not sys.stdout.isatty():
-            render_status(fleet(ctx), None, as_json=False)
+            from controller.cli.fleet_ops import render_status
+
+            render_status(fleet(ctx), None, as_json=False, exit_unreachable=False)
             return
         from controller.dashboard.app import make_dashboard
 

@@ -7,7 +7,7 @@ import typer
 from controller.errors import DeployFailed
 
 app = typer.Typer(help="The controller database's schema: version, upgrade, downgrade.",
-                  no_args_is_help=True)
+                  no_args_is_help=True, rich_markup_mode=None)
 
 
 def _db(ctx: typer.Context) -> str | None:

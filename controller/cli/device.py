@@ -1,4 +1,5 @@
-"""`fleet device add|list|show|label|group|import|trust|enroll|rescue|remove|calibrate`."""
+"""`fleet device add|list|show|label|group|import|trust|enroll|upgrade|rescue|remove|calibrate`.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +7,13 @@ import json
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from controller.adapters.tables import Device
-from controller.cli.common import console, fleet, mib, num, print_json
+from controller.cli.common import console, db_override, fleet, mib, num, print_json
 from controller.core.groups import check_device_name, check_group_name
 from controller.errors import UsageError
 
-app = typer.Typer(help="Register and inspect devices.", no_args_is_help=True)
+app = typer.Typer(help="Register and inspect devices.", no_args_is_help=True,
+                  rich_markup_mode=None)
 
 WHEEL = typer.Option(None, "--wheel", help="The edgefleet wheel to install (default: built "
                      "from this checkout).")
@@ -45,6 +45,8 @@ def add(
                                    "default: ProxyJump from ~/.ssh/config"),
 ) -> None:
     """Register a device. Nothing is sent to it until a deploy."""
+    from controller.adapters.tables import Device
+
     f = fleet(ctx)
     check_device_name(name)
     groups = [check_group_name(g) for g in group or []]
@@ -75,20 +77,23 @@ def list_(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """List registered devices with every group each is directly in."""
-    f = fleet(ctx)
-    devices = f.inventory.devices_in_group(group) if group else f.inventory.list_devices()
+    from controller.services.device_listing import listing
+
+    rows = listing(db_override(ctx), group, lambda: fleet(ctx))
     if as_json:
-        print_json([{**d.model_dump(exclude={"probed_json", "labels_json"}),
-                     "groups": d.group_names, "labels": d.labels} for d in devices])
+        print_json({"version": 1, "devices": rows})
         return
-    table = Table("name", "groups", "labels", "address", "profile", "state", "model",
-                  "variant", "ttft ms", "tok/s")
-    for d in devices:
-        labels = ",".join(f"{k}={v}" for k, v in sorted(d.labels.items())) or "-"
-        table.add_row(d.name, ",".join(d.group_names), labels, f"{d.host}:{d.ssh_port}",
-                      d.profile or "-", d.state, d.model or "-", d.variant or "-",
-                      num(d.last_ttft_ms), num(d.last_tokens_per_s))
-    console.print(table)
+    import sys
+
+    from controller.cli.plain import columns
+
+    table = [[d["name"], ",".join(d["groups"]),
+              ",".join(f"{k}={v}" for k, v in sorted(d["labels"].items())) or "-",
+              f"{d['host']}:{d['ssh_port']}", d["profile"] or "-", d["state"],
+              d["model"] or "-", d["variant"] or "-", num(d["last_ttft_ms"]),
+              num(d["last_tokens_per_s"])] for d in rows]
+    sys.stdout.write(columns(("NAME", "GROUPS", "LABELS", "ADDRESS", "PROFILE", "STATE",
+                              "MODEL", "VARIANT", "TTFT_MS", "TOK/S"), table))
 
 
 @app.command("show")
@@ -100,7 +105,7 @@ def show(ctx: typer.Context, name: str,
     data["probed"] = json.loads(d.probed_json) if d.probed_json else None
     data.pop("probed_json")
     if as_json:
-        print_json(data)
+        print_json({"version": 1, **data})
         return
     for key, value in data.items():
         if key != "probed":
@@ -190,7 +195,7 @@ def import_cmd(
     if as_json:
         from dataclasses import asdict
 
-        print_json({**asdict(report), "ignored": report.ignored})
+        print_json({"version": 1, **asdict(report), "ignored": report.ignored})
         return
     from controller.cli.render_import import print_import
 
@@ -216,7 +221,67 @@ def enroll_cmd(
     result = enroll(f, name, extras, python, wheel,
                     emulate=device.profile if device.lab else "", timeout_s=timeout)
     console.print(f"{result.device}: agent {result.agent_version} running under "
-                  f"{result.base} (python {result.python}, {result.service}); mutual TLS on")
+                  f"{result.base} (python {result.python}, {result.service}); mutual TLS on",
+                  soft_wrap=True)
+
+
+@app.command("upgrade")
+def upgrade_cmd(
+    ctx: typer.Context,
+    name: str = typer.Argument(None, help="The device (or select with --group / --label)."),
+    group: str = typer.Option(None, "--group", "-g", help="Devices of this group and the "
+                              "groups nested in it."),
+    label: list[str] = LABELS,
+    wheel: Path = WHEEL,
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds the new agent has to come "
+                                  "up healthy before the device goes back to its old one."),
+    canary: int = typer.Option(1, "--canary", help="Devices upgraded one at a time first; "
+                               "any failure stops the upgrade."),
+    concurrency: int = typer.Option(4, "--concurrency", help="Devices at once after the "
+                                    "canaries."),
+    force: bool = typer.Option(False, "--force", help="Reinstall even where the agent already "
+                               "runs this version."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Upgrade agents in place over SSH to this controller's version (canaried; the store and
+    certificates are kept; a device whose new agent does not come up healthy goes back to
+    its previous one)."""
+    from controller.cli.fleet_ops import select_devices
+    from controller.errors import DeployFailed, DevicesUnreachable
+    from controller.services import agent_wheels, upgrading
+    from controller.services.enrolling import build_wheel
+
+    if not 0 <= canary <= 64 or not 1 <= concurrency <= 64 or not 5 <= timeout <= 3600:
+        raise UsageError("--canary must be 0..64, --concurrency 1..64, --timeout 5..3600 s",
+                         hint="e.g. --canary 1 --concurrency 4 --timeout 120")
+    f = fleet(ctx)
+    devices = select_devices(f, group, [name] if name else None, label)
+    built = agent_wheels.wheel_of(build_wheel(wheel))
+
+    def show(o: upgrading.UpgradeOutcome) -> None:
+        if not as_json:
+            colour = {"upgraded": "green", "unchanged": "green", "skipped": "yellow",
+                      "unreachable": "yellow", "halted": "yellow"}.get(o.status, "red")
+            console.print(f"{o.device}: [{colour}]{o.status}[/] {o.reason}"
+                          + (f" (hint: {o.hint})" if o.hint and o.status != "upgraded" else ""),
+                          highlight=False)
+
+    outcomes = upgrading.upgrade(f, devices, built, timeout, canary, concurrency, force, show)
+    if as_json:
+        print_json({"version": 1, "wheel": {"version": built.version, "sha256": built.sha256},
+                    "devices": [{"device": o.device, "status": o.status, "before": o.before,
+                                 "after": o.after, "reason": o.reason, "hint": o.hint,
+                                 "seconds": round(o.seconds, 1)} for o in outcomes]})
+    failed = [o for o in outcomes if o.failed]
+    if failed:
+        first = next((o for o in failed if o.status != "halted"), failed[0])
+        raise DeployFailed(f"{len(failed)} of {len(outcomes)} devices not upgraded; "
+                           f"{first.device}: {first.reason}", hint=first.hint)
+    away = [o for o in outcomes if o.status == "unreachable"]
+    if away:
+        raise DevicesUnreachable(f"{len(away)} of {len(outcomes)} devices unreachable; "
+                                 f"{away[0].device}: {away[0].reason}",
+                                 hint="run the upgrade again when they are back")
 
 
 @app.command("rescue")
@@ -257,7 +322,7 @@ def calibrate(
 
     result = run_calibration(fleet(ctx), name, runs, max_tokens, sustain)
     if as_json:
-        print_json(asdict(result))
+        print_json({"version": 1, **asdict(result)})
         return
     console.print(
         f"{result.device}: {result.model} {result.variant}, {result.samples} samples: "

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import typer
-from rich.table import Table
+from typing import TYPE_CHECKING
 
-from controller.adapters.tables import Device
+import typer
+
 from controller.cli.common import console, fleet, num, print_json
-from controller.cli.render import (
-    plan_dict,
-    print_outcomes,
-    print_plan,
-    print_rollout_end,
-    step_printer,
-    transfer_progress,
-)
 from controller.core.durations import parse_duration
-from controller.core.models import ModelSpec
-from controller.core.select import Request
-from controller.errors import DeployFailed, UsageError
-from controller.services import deploying, models, observing, planning
-from controller.services.context import Fleet
+from controller.errors import DeployFailed, DevicesUnreachable, UsageError
+
+if TYPE_CHECKING:  # the services, gRPC, SSH and rich load inside the commands that use them
+    from controller.adapters.tables import Device
+    from controller.core.models import ModelSpec
+    from controller.core.select import Request
+    from controller.services import observing
+    from controller.services.context import Fleet
+    from controller.services.deploying import DeployReport
 
 GROUP = typer.Option(None, "--group", "-g", help="Devices of this group.")
 DEVICE = typer.Option(None, "--device", "-d", help="This device (repeatable).")
@@ -37,6 +33,8 @@ PREFER = typer.Option("quality", "--prefer", help="quality (the best quality at 
 
 def build_request(spec: ModelSpec, ctx: int, min_tps: float, max_ttft: float,
                   prompt_tokens: int, prefer: str) -> Request:
+    from controller.core.select import Request
+
     if min_tps < 0 or max_ttft < 0 or prompt_tokens < 1:
         raise UsageError("--min-tps and --max-ttft must be >= 0, --prompt-tokens >= 1",
                          hint="e.g. --min-tps 5 --max-ttft 2000")
@@ -93,8 +91,10 @@ def share_of(option: str, text: str) -> float:
     return value / 100 if text.strip().endswith("%") else value
 
 
-def finish_report(report: deploying.DeployReport, as_json: bool, model: str) -> None:
+def finish_report(report: DeployReport, as_json: bool, model: str) -> None:
     """Print a rollout's outcome and turn failures into the exit code."""
+    from controller.cli.render import plan_dict, print_outcomes, print_rollout_end
+
     if as_json:
         print_json({"version": 1, "rollout": report.rollout, "model": report.model,
                     "status": report.status, "reason": report.reason,
@@ -119,6 +119,12 @@ def finish_report(report: deploying.DeployReport, as_json: bool, model: str) -> 
         broken = [o for o in report.failed if o.status not in ("halted", "pending", "planned")]
         held = len(report.failed) - len(broken)
         first = (broken or report.failed)[0]
+        if all(o.status == "pending" for o in report.failed):  # nothing failed: exit 4
+            raise DevicesUnreachable(
+                f"rollout {report.rollout} {report.status}: {held} of "
+                f"{len(report.outcomes)} devices unreachable at their turn; {first.device}: "
+                f"{first.reason}", hint=first.hint or f"`fleet rollouts resume "
+                f"{report.rollout}` goes on when they are back")
         raise DeployFailed(
             f"rollout {report.rollout} {report.status}: {len(broken)} of "
             f"{len(report.outcomes)} devices failed"
@@ -140,14 +146,20 @@ def _ago(seconds: float | None) -> str:
 
 
 def render_status(f: Fleet, group: str | None, as_json: bool,
-                  labels: list[str] | None = None, wait_s: float = 2.0) -> None:
+                  labels: list[str] | None = None, wait_s: float = 2.0,
+                  exit_unreachable: bool = True) -> None:
+    """The status table (or JSON); then, with ``exit_unreachable``, exit 4 when a device is
+    unreachable (`fleet status`; the dashboard's plain fallback only shows it)."""
+    from controller.services import observing
+
     if labels:
         devices = select_devices(f, group, None, labels)
     else:
         devices = f.inventory.devices_in_group(group) if group else f.inventory.list_devices()
     rows = observing.status(f, devices, wait_s)
     if as_json:
-        print_json([{"device": r.device.name, "groups": r.device.group_names,
+        print_json({"version": 1, "devices": [
+                    {"device": r.device.name, "groups": r.device.group_names,
                      "online": r.online, "state": r.state, "model": r.active_model,
                      "variant": r.active_variant, "on_trial": r.on_trial,
                      "requests": r.requests,
@@ -158,8 +170,22 @@ def render_status(f: Fleet, group: str | None, as_json: bool,
                      "max_temp_c": r.max_temp_c, "throttled": r.throttled,
                      "worker_crashes": r.worker_crashes, "error": r.error,
                      "seen_ago_s": None if r.seen_ago_s is None else round(r.seen_ago_s, 1)}
-                    for r in rows])
-        return
+                    for r in rows]})
+    else:
+        _status_table(rows)
+    away = [r for r in rows if r.state == "unreachable"]
+    if away and exit_unreachable:  # after the output: scripts and cron jobs read exit 4
+        raise DevicesUnreachable(
+            f"{len(away)} of {len(rows)} devices unreachable"
+            + (" at the last contact" if wait_s <= 0 else "")
+            + f"; {away[0].device.name}: {away[0].error or 'no answer'}",
+            hint="`fleet device rescue NAME` restarts an agent over SSH; `fleet doctor` "
+            "says what else is wrong")
+
+
+def _status_table(rows: list[observing.DeviceStatus]) -> None:
+    from rich.table import Table
+
     table = Table("device", "group", "state", "model", "variant", "requests", "ttft ms",
                   "latency ms", "tok/s", "J/tok", "meter", "crashes", "seen")
     for r in rows:
@@ -189,13 +215,16 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Show which variant each device would get, and why every other lost."""
+        from controller.cli.render import plan_dict, print_plan
+        from controller.services import models, planning
+
         f = fleet(ctx)
         spec = models.ensure_model(f, model)
         devices = select_devices(f, group, device, label)
         request = build_request(spec, context, min_tps, max_ttft, prompt_tokens, prefer)
         plans = planning.plan(f, spec, devices, request)
         if as_json:
-            print_json([plan_dict(p) for p in plans])
+            print_json({"version": 1, "plans": [plan_dict(p) for p in plans]})
         else:
             print_plan(plans)
 
@@ -252,6 +281,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pick a variant per device, push it, verify and load it on trial, health-check,
         commit or roll back; the rollout is recorded as it goes (`fleet rollouts`)."""
+        from controller.cli.render import step_printer, transfer_progress
+        from controller.services import deploying, models
+
         f = fleet(ctx)
         f.transfer.accept_new = accept_new
         spec = models.ensure_model(f, model)
@@ -300,17 +332,19 @@ def register(app: typer.Typer) -> None:
         """Generate on each device through its agent, with timing."""
         if max_tokens < 1 or max_tokens > 4096:
             raise UsageError("--max-tokens must be 1..4096", hint="try --max-tokens 16")
+        from controller.services import observing
+
         f = fleet(ctx)
         chosen = select_devices(f, group, device, label)
         results = observing.generate(f, chosen, prompt, max_tokens)
         if as_json:
-            print_json([{"device": r.device, "error": r.error or None,
+            print_json({"version": 1, "results": [{"device": r.device, "error": r.error or None,
                          "text": r.result.text if r.result else None,
                          "completion_tokens": r.result.summary.completion_tokens if r.result
                          else 0,
                          "ttft_ms": r.result.summary.ttft_ms if r.result else None,
                          "decode_tokens_per_s": r.result.summary.decode_tokens_per_s
-                         if r.result else None} for r in results])
+                         if r.result else None} for r in results]})
         else:
             for r in results:
                 if r.result is None:
@@ -322,6 +356,10 @@ def register(app: typer.Typer) -> None:
                               f"decode {s.decode_tokens_per_s:.1f} tok/s, "
                               f"prefill {s.prefill_tokens_per_s:.1f} tok/s")
         failed = [r for r in results if r.result is None]
+        if failed and all(r.unreachable for r in failed):
+            raise DevicesUnreachable(f"{len(failed)} of {len(results)} devices unreachable; "
+                                     f"{failed[0].device}: {failed[0].error}",
+                                     hint=failed[0].hint)
         if failed:
             raise DeployFailed(f"{len(failed)} of {len(results)} devices could not generate; "
                                f"{failed[0].device}: {failed[0].error}", hint=failed[0].hint)

@@ -8,14 +8,13 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import typer
-from rich.table import Table
 
 from controller.cli.common import console, fleet, print_json
 from controller.core.groups import check_group_name
 from controller.errors import UnknownGroup
 
 app = typer.Typer(help="Groups of devices, nested as in Ansible (children).",
-                  no_args_is_help=True)
+                  no_args_is_help=True, rich_markup_mode=None)
 PARENTS = typer.Option(None, "--parent", "-p", help="A group that contains this one "
                        "(repeatable; created if new).")
 ADD_PARENTS = typer.Option(None, "--add", "-a", help="Put the group inside this one "
@@ -30,8 +29,10 @@ def list_(ctx: typer.Context,
     """Every group with its parents, children and devices (direct / with nested groups)."""
     groups = fleet(ctx).inventory.group_tree()
     if as_json:
-        print_json([asdict(g) for g in groups])
+        print_json({"version": 1, "groups": [asdict(g) for g in groups]})
         return
+    from rich.table import Table
+
     table = Table("group", "parents", "children", "devices", "with nested")
     for g in groups:
         table.add_row(g.name, ",".join(g.parents) or "-", ",".join(g.children) or "-",
@@ -49,7 +50,7 @@ def show(ctx: typer.Context, name: str,
         raise UnknownGroup(f"no group named {name!r}", hint="`fleet group list` shows them")
     group = found[0]
     if as_json:
-        print_json(asdict(group))
+        print_json({"version": 1, **asdict(group)})
         return
     console.print(f"[bold]{group.name}[/]")
     console.print(f"  parents:  {', '.join(group.parents) or '-'}")

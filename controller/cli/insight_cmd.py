@@ -6,17 +6,17 @@ import csv
 import io
 import sys
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
 from controller.cli.common import console, fleet, num, print_json
 from controller.cli.telemetry_cmd import DEVICE, GROUP, LABEL, devices_for
-from controller.core.alerts import Alert
 from controller.errors import UsageError
-from controller.services import alerting, telemetry_query
-from controller.services.telemetry_query import EnergyFigure, TelemetryReport, TelemetryRow
+
+if TYPE_CHECKING:
+    from controller.core.alerts import Alert
+    from controller.services.telemetry_query import EnergyFigure, TelemetryReport, TelemetryRow
 
 SEVERITY_COLOURS = {"critical": "red", "warning": "yellow", "info": "cyan"}
 
@@ -68,6 +68,8 @@ def _vs(measured: float | None, predicted: float | None, off: float | None) -> s
 
 
 def print_report(rep: TelemetryReport) -> None:
+    from rich.table import Table
+
     key_cols = list(rep.rows[0].key) if rep.rows else [rep.by]
     table = Table(*key_cols, "req", "err", "TTFT p50/p95/p99 ms", "tok/s p50 / pred",
                   "tok/s p5", "W", "J/tok", "Wh", "gCO2e", title_justify="left",
@@ -136,11 +138,13 @@ def register(app: typer.Typer) -> None:
         selector's predictions (--by variant compares variants on the same profile)."""
         if as_json and as_csv:
             raise UsageError("give --json or --csv, not both")
+        from controller.services import telemetry_query
+
         f = fleet(ctx)
         rep = telemetry_query.report(f, devices_for(f, group, device, label),
                                      telemetry_query.parse_since(since), by, model)
         if as_json:
-            print_json({"by": rep.by, "since_s": rep.since_s, "source": rep.source,
+            print_json({"version": 1, "by": rep.by, "since_s": rep.since_s, "source": rep.source,
                         "accuracy": rep.accuracy, "rows": [row_dict(r) for r in rep.rows]})
         elif as_csv:
             print_csv(rep)
@@ -160,14 +164,18 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Unreachable devices, crash loops, throttling, drift, SLO breaches, telemetry gaps
         and predictions far off, from the collected telemetry."""
+        from controller.services import alerting
+
         f = fleet(ctx)
         found = alerting.alerts(f, devices_for(f, group, device, label))
         if as_json:
-            print_json([alert_dict(a) for a in found])
+            print_json({"version": 1, "alerts": [alert_dict(a) for a in found]})
             return
         if not found:
             console.print("no alerts")
             return
+        from rich.table import Table
+
         table = Table("severity", "device", "alert", "what", "hint")
         for a in found:
             c = SEVERITY_COLOURS[a.severity]

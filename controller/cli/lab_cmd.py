@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from controller.cli.common import console, fleet
 from controller.errors import UsageError
-from controller.services import lab_fleet
 
 RESTART_DEVICES = typer.Argument(None, help="Lab devices to restart (default: all).")
-app = typer.Typer(help="A local lab fleet on loopback addresses.", no_args_is_help=True)
+app = typer.Typer(help="A local lab fleet on loopback addresses.", no_args_is_help=True,
+                  rich_markup_mode=None)
 
 
 @app.command("up")
@@ -34,6 +33,10 @@ def up(
 ) -> None:
     """Start the lab (stopping a previous one first, keeping its stores) and register it as
     group `lab`."""
+    from rich.table import Table
+
+    from controller.services import lab_fleet
+
     chosen = [p.strip() for p in profiles.split(",") if p.strip()]
     if netem and not netns:
         raise UsageError("--netem shapes the --netns links", hint="add --netns")
@@ -55,6 +58,8 @@ def restart(
                               "cut) instead of SIGTERM."),
 ) -> None:
     """Restart lab agents, keeping their stores: each restores its model by itself."""
+    from controller.services import lab_fleet
+
     restarted = lab_fleet.lab_restart(fleet(ctx), device or None, kill=kill)
     for d in restarted:
         console.print(f"{d.name}: agent restarted (pid {d.agent_pid}, "
@@ -64,6 +69,8 @@ def restart(
 @app.command("down")
 def down(ctx: typer.Context) -> None:
     """Stop exactly the processes `lab up` started and forget the lab devices."""
+    from controller.services import lab_fleet
+
     stopped = lab_fleet.lab_down(fleet(ctx))
     console.print(f"lab down: stopped {len(stopped)} devices")
 
@@ -71,6 +78,8 @@ def down(ctx: typer.Context) -> None:
 @app.command("status")
 def status() -> None:
     """Show the running lab devices."""
+    from controller.services import lab_fleet
+
     running = lab_fleet.lab_running()
     if not running:
         console.print("no lab running")

@@ -7,20 +7,22 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from controller.adapters.data_files import load_catalog, load_model
 from controller.cli.common import console, fleet, mib, print_json
-from controller.core.quality import band
 from controller.errors import UsageError
-from controller.services import models as model_service
 
-app = typer.Typer(help="The model catalog and the local model cache.", no_args_is_help=True)
+app = typer.Typer(help="The model catalog and the local model cache.", no_args_is_help=True,
+                  rich_markup_mode=None)
 
 
 @app.command("list")
 def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """List catalog models and which variants are in the local cache."""
+    from rich.table import Table
+
+    from controller.adapters.data_files import load_catalog
+    from controller.core.quality import band
+
     f = fleet(ctx)
     catalog = load_catalog()
     rows: list[dict[str, Any]] = []
@@ -32,7 +34,7 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
                          v.size_bytes, "quality_kld": v.quality_kld, "local": bool(local),
                          "source": v.source})
     if as_json:
-        print_json(rows)
+        print_json({"version": 1, "variants": rows})
         return
     table = Table("model", "variant", "format", "size", "KLD", "quality loss", "cached", "source")
     for r in rows:
@@ -45,10 +47,13 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
 @app.command("show")
 def show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Show a model's architecture, variants and sources."""
+    from controller.adapters.data_files import load_model
+    from controller.core.quality import band
+
     model = load_model(name)
     data = asdict(model)
     if as_json:
-        print_json(data)
+        print_json({"version": 1, **data})
         return
     a = model.arch
     console.print(f"[bold]{model.name}[/]: {model.title}")
@@ -64,6 +69,8 @@ def show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
 @app.command("build")
 def build(ctx: typer.Context, name: str = typer.Argument("tiny-llama")) -> None:
     """Build a locally built model's ladder (the offline tiny-llama)."""
+    from controller.services import models as model_service
+
     for art in model_service.build(fleet(ctx), name):
         console.print(f"{art.path.name:32} {mib(art.size_bytes):>10}  sha256 {art.sha256[:16]}")
 
@@ -71,6 +78,8 @@ def build(ctx: typer.Context, name: str = typer.Argument("tiny-llama")) -> None:
 @app.command("import")
 def import_(ctx: typer.Context, name: str, variant: str, path: Path) -> None:
     """Put a file downloaded elsewhere into the cache (air-gapped deploys)."""
+    from controller.adapters.data_files import load_model
+
     f = fleet(ctx)
     model = load_model(name)
     spec = model.variant(variant)

@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
-from controller.adapters.data_files import load_profile, load_profiles
 from controller.cli.common import console, mib, print_json
-from controller.core.models import GIB, Profile
 
-app = typer.Typer(help="Hardware profiles of device classes.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from controller.core.models import Profile
+
+app = typer.Typer(help="Hardware profiles of device classes.", no_args_is_help=True,
+                  rich_markup_mode=None)
 UNKNOWN = "unknown"
 
 
 @app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json")) -> None:
     """List known profiles (shipped and your own)."""
+    from rich.table import Table
+
+    from controller.adapters.data_files import load_profiles
+
     profiles = load_profiles()
     if as_json:
-        print_json([asdict(p) for p in profiles.values()])
+        print_json({"version": 1, "profiles": [asdict(p) for p in profiles.values()]})
         return
     table = Table("name", "kind", "arch", "cores", "RAM", "reserve", "GB/s", "GPU", "NPU")
     for p in sorted(profiles.values(), key=lambda p: (p.kind, p.name)):
@@ -30,6 +36,8 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 def _size(n: int) -> str:
+    from controller.core.models import GIB
+
     return f"{n / GIB:.1f} GiB" if n >= GIB else mib(n)
 
 
@@ -91,9 +99,11 @@ def describe(p: Profile) -> list[tuple[str, str]]:
 @app.command("show")
 def show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Show one profile with its sources."""
+    from controller.adapters.data_files import load_profile
+
     profile = load_profile(name)
     if as_json:
-        print_json(asdict(profile))
+        print_json({"version": 1, **asdict(profile)})
         return
     width = max(len(k) for k, _ in describe(profile))
     for key, value in describe(profile):

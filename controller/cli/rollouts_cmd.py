@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 app = typer.Typer(help="Rollouts: list, follow, resume, approve the next wave, abort.",
-                  invoke_without_command=True)
+                  invoke_without_command=True, rich_markup_mode=None)
 ID = typer.Argument(..., help="A rollout id or its start.")
 
 
@@ -29,9 +29,10 @@ def list_cmd(ctx: typer.Context,
 
     summaries = history.recent(fleet(ctx), limit)
     if as_json:
-        print_json([{"rollout": r.rollout, "model": r.model, "status": r.status,
+        print_json({"version": 1, "rollouts": [
+                    {"rollout": r.rollout, "model": r.model, "status": r.status,
                      "reason": r.reason, "created_at": r.created_at,
-                     "finished_at": r.finished_at, "steps": r.counts} for r in summaries])
+                     "finished_at": r.finished_at, "steps": r.counts} for r in summaries]})
         return
     print_rollouts(summaries)
 

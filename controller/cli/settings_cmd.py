@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
-from rich.table import Table
 
 from controller.cli.common import console, fleet, print_json
 from controller.errors import UsageError
-from controller.services import monitor_settings as ms
-from controller.services.context import Fleet
+
+if TYPE_CHECKING:
+    from controller.services.context import Fleet
 
 slo = typer.Typer(help="Service level objectives per group (or fleet-wide): p95 TTFT, "
-                  "minimum decode tok/s. Breaches are alerts.", no_args_is_help=True)
+                  "minimum decode tok/s. Breaches are alerts.", no_args_is_help=True,
+                  rich_markup_mode=None)
 carbon = typer.Typer(help="Grid carbon intensity (gCO2e/kWh) per fleet, group or label, for "
-                     "the gCO2e figures.", no_args_is_help=True)
+                     "the gCO2e figures.", no_args_is_help=True, rich_markup_mode=None)
 GROUP = typer.Option(None, "--group", "-g", help="This group (default: the whole fleet).")
 LABEL = typer.Option(None, "--label", "-l", help="Devices with this label k=v.")
 
 
 def _show(f: Fleet, keys: set[str], as_json: bool, default: str = "") -> None:
+    from rich.table import Table
+
+    from controller.services import monitor_settings as ms
+
     f_rows = ms.listing(f, keys)
     if as_json:
-        print_json([{"scope": r.scope, "key": r.key, "value": r.value} for r in f_rows])
+        print_json({"version": 1, "settings": [{"scope": r.scope, "key": r.key,
+                                                "value": r.value} for r in f_rows]})
         return
     table = Table("scope", "setting", "value")
     for r in f_rows:
@@ -42,6 +50,8 @@ def slo_set(ctx: typer.Context, group: str = GROUP,
     if p95_ttft_ms is None and min_tps is None:
         raise UsageError("nothing to set", hint="e.g. fleet slo set --group kiosks "
                          "--p95-ttft-ms 800 --min-tps 5")
+    from controller.services import monitor_settings as ms
+
     f = fleet(ctx)
     if group:
         f.inventory.devices_in_group(group)  # an unknown group is an error, not a no-op
@@ -57,12 +67,16 @@ def slo_set(ctx: typer.Context, group: str = GROUP,
 @slo.command("clear")
 def slo_clear(ctx: typer.Context, group: str = GROUP) -> None:
     """Remove the group's limits."""
+    from controller.services import monitor_settings as ms
+
     ms.put(fleet(ctx), ms.scope_of(group, None), {ms.SLO_P95_TTFT: None, ms.SLO_MIN_TPS: None})
 
 
 @slo.command("list")
 def slo_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """The limits set, per scope."""
+    from controller.services import monitor_settings as ms
+
     _show(fleet(ctx), {ms.SLO_P95_TTFT, ms.SLO_MIN_TPS}, as_json)
 
 
@@ -74,17 +88,24 @@ def carbon_set(ctx: typer.Context,
     if not 0 < g_per_kwh < 3000:
         raise UsageError(f"{g_per_kwh:g} gCO2e/kWh is not a grid intensity",
                          hint="grids range from ~10 (hydro) to ~1,000 (coal) g/kWh")
+    from controller.services import monitor_settings as ms
+
     ms.put(fleet(ctx), ms.scope_of(group, label), {ms.GRID: g_per_kwh})
 
 
 @carbon.command("clear")
 def carbon_clear(ctx: typer.Context, group: str = GROUP, label: str = LABEL) -> None:
+    """Remove a grid intensity."""
+    from controller.services import monitor_settings as ms
+
     ms.put(fleet(ctx), ms.scope_of(group, label), {ms.GRID: None})
 
 
 @carbon.command("list")
 def carbon_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """The intensities set, per scope, and the default."""
+    from controller.services import monitor_settings as ms
+
     _show(fleet(ctx), {ms.GRID}, as_json, f"default: {ms.DEFAULT_GRID_G_PER_KWH:g} g/kWh (world "
           "average 2019, IEA Global Energy & CO2 Status Report)")
 
@@ -102,6 +123,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Show or set how long telemetry is kept (defaults 7, 90 and 730 days)."""
+        from controller.services import monitor_settings as ms
+
         f = fleet(ctx)
         values = {k: v for k, v in (("raw_days", raw_days), ("minute_days", minute_days),
                                     ("hour_days", hour_days)) if v is not None}
@@ -113,7 +136,7 @@ def register(app: typer.Typer) -> None:
             ms.put(f, "fleet", dict(values))
         keep = ms.load(f).retention()
         if as_json:
-            print_json(keep)
+            print_json({"version": 1, **keep})
         else:
             console.print(f"raw {keep['raw_days']:g} d, per-minute {keep['minute_days']:g} d, "
                           f"per-hour {keep['hour_days']:g} d")

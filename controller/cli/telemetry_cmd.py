@@ -6,22 +6,24 @@ import signal
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
-from controller.adapters.tables import Device
 from controller.cli.common import console, fleet, print_json
 from controller.cli.fleet_ops import select_devices
-from controller.errors import FleetError, UsageError
-from controller.services import monitoring, retention
-from controller.services.collecting import DEFAULT_TIMEOUT_S, PassReport, collect_once
-from controller.services.context import Fleet
+from controller.core.telemetry_records import CONTACT_TIMEOUT_S
+from controller.errors import DevicesUnreachable, UsageError
+
+if TYPE_CHECKING:  # gRPC and the collector load when a command contacts devices
+    from controller.adapters.tables import Device
+    from controller.services.collecting import PassReport
+    from controller.services.context import Fleet
 
 GROUP = typer.Option(None, "--group", "-g", help="Devices of this group (default: all).")
 DEVICE = typer.Option(None, "--device", "-d", help="This device (repeatable).")
 LABEL = typer.Option(None, "--label", "-l", help="Only devices with label k=v (repeatable).")
-TIMEOUT = typer.Option(DEFAULT_TIMEOUT_S, "--timeout", help="Seconds one device may take.")
+TIMEOUT = typer.Option(CONTACT_TIMEOUT_S, "--timeout", help="Seconds one device may take.")
 CONCURRENCY = typer.Option(32, "--concurrency", help="Devices contacted at once.")
 
 
@@ -40,7 +42,7 @@ def _check(concurrency: int, timeout: float) -> None:
 
 
 def _report_dict(r: PassReport) -> dict[str, object]:
-    return {"devices": r.devices, "reached": sorted(r.reached),
+    return {"version": 1, "devices": r.devices, "reached": sorted(r.reached),
             "unreachable": r.unreachable, "incomplete": sorted(r.incomplete),
             "requests": r.requests, "samples": r.samples,
             "gaps": [{"device": d, "kind": k} for d, k in r.gaps],
@@ -58,7 +60,10 @@ def register(app: typer.Typer) -> None:
         concurrency: int = CONCURRENCY,
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
-        """One collection pass (cron-friendly): exit 1 when a device could not be reached."""
+        """One collection pass (cron-friendly): exit 4 when a device could not be reached."""
+        from controller.services import retention
+        from controller.services.collecting import collect_once
+
         _check(concurrency, timeout)
         f = fleet(ctx)
         devices = devices_for(f, group, device, label)
@@ -75,13 +80,15 @@ def register(app: typer.Typer) -> None:
                           + (f"; more waiting on {', '.join(report.incomplete)}"
                              if report.incomplete else ""))
             if report.unreachable:
+                from rich.table import Table
+
                 table = Table("device", "unreachable because")
                 for name, why in sorted(report.unreachable.items()):
                     table.add_row(name, why)
                 console.print(table)
         if report.unreachable:
             first = sorted(report.unreachable)[0]
-            raise FleetError(f"{len(report.unreachable)} of {report.devices} devices "
+            raise DevicesUnreachable(f"{len(report.unreachable)} of {report.devices} devices "
                              f"unreachable; {report.unreachable[first]}",
                              hint="their records wait on the device; the next pass "
                              "collects them (the gap is recorded)")
@@ -100,6 +107,8 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per pass."),
     ) -> None:
         """Collect continuously (bounded concurrency, a deadline per device); Ctrl-C stops."""
+        from controller.services import monitoring
+
         _check(concurrency, timeout)
         if not 0.2 <= interval <= 3600:
             raise UsageError("--interval must be 0.2..3600 s", hint="the default is 5")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+CONTACT_TIMEOUT_S = 5.0  # the default for the whole contact with one device
+
 
 @dataclass(frozen=True)
 class RequestIn:

@@ -25,6 +25,7 @@ from controller.adapters.tables import Device
 from controller.adapters.telemetry_db import SqlTelemetry
 from controller.core.telemetry import device_state
 from controller.core.telemetry_records import (
+    CONTACT_TIMEOUT_S,
     Cursors,
     Fetched,
     LiveState,
@@ -39,7 +40,7 @@ from controller.services.context import Fleet
 
 PAGE = 2000  # records (and samples) per GetTelemetry call
 MAX_PAGES = 10  # per contact: a device with a big backlog is caught up over a few passes
-DEFAULT_TIMEOUT_S = 5.0  # the whole contact with one device
+DEFAULT_TIMEOUT_S = CONTACT_TIMEOUT_S  # the whole contact with one device
 BACKOFF_MAX_S = 60.0
 BATCH = 200  # contacts per write transaction
 

@@ -1,51 +1,72 @@
-"""The one object that wires adapters together for a command run."""
+"""The one object that wires adapters together for a command run.
+
+Adapters are made on first use, and their modules imported then: a command that only reads
+the database never loads paramiko, gRPC or the PKI (see bench/cli_startup.py).
+"""
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from agent.rpc import agent_pb2 as pb
 from controller import settings
-from controller.adapters.agent_client import GrpcAgentClient
-from controller.adapters.data_files import load_profiles
-from controller.adapters.inventory import SqlInventory
-from controller.adapters.pki import FleetPki
-from controller.adapters.ssh import ParamikoTransfer, SshTarget, parse_jump
-from controller.adapters.ssh_tunnel import SshTunnel
-from controller.adapters.tables import Device
-from controller.artifacts import ArtifactCache
 from controller.core.models import Profile
 from controller.core.profiles import overlay_probe
 
+if TYPE_CHECKING:
+    from agent.rpc import agent_pb2 as pb
+    from controller.adapters.agent_client import GrpcAgentClient
+    from controller.adapters.inventory import SqlInventory
+    from controller.adapters.pki import FleetPki
+    from controller.adapters.ssh import ParamikoTransfer, SshTarget
+    from controller.adapters.tables import Device
+    from controller.artifacts import ArtifactCache
 
-@dataclass
+
 class Fleet:
-    inventory: SqlInventory
-    artifacts: ArtifactCache
-    transfer: ParamikoTransfer
-    profiles: dict[str, Profile] = field(default_factory=dict)
+    def __init__(self, inventory: SqlInventory) -> None:
+        self.inventory = inventory
 
     @classmethod
     def open(cls, db_url: str | None = None) -> Fleet:
-        inventory = SqlInventory(settings.db_url(db_url))
-        return cls(
-            inventory=inventory,
-            artifacts=ArtifactCache(inventory),
-            transfer=ParamikoTransfer(settings.known_hosts_path(),
-                                      ssh_config=settings.ssh_config_path(),
-                                      stall_timeout_s=settings.ssh_stall_timeout_s()),
-            profiles=load_profiles(),
-        )
+        from controller.adapters.inventory import SqlInventory
+
+        return cls(SqlInventory(settings.db_url(db_url)))
+
+    @functools.cached_property
+    def artifacts(self) -> ArtifactCache:
+        from controller.artifacts import ArtifactCache
+
+        return ArtifactCache(self.inventory)
+
+    @functools.cached_property
+    def transfer(self) -> ParamikoTransfer:
+        from controller.adapters.ssh import ParamikoTransfer
+
+        return ParamikoTransfer(settings.known_hosts_path(),
+                                ssh_config=settings.ssh_config_path(),
+                                stall_timeout_s=settings.ssh_stall_timeout_s())
+
+    @functools.cached_property
+    def profiles(self) -> dict[str, Profile]:
+        from controller.adapters.data_files import load_profiles
+
+        return load_profiles()
 
     @functools.cached_property
     def pki(self) -> FleetPki:
         """Created on first use, then kept: one set of keys read per command run."""
+        from controller.adapters.pki import FleetPki
+
         return FleetPki(settings.fleet_home() / "pki").ensure()
 
     def client(self, device: Device, timeout_s: float = 30.0) -> GrpcAgentClient:
         """A gRPC client for the device's agent (mutual TLS once enrolled); through an SSH
         tunnel when the device is behind a bastion, so such a device needs no extra flags."""
+        from controller.adapters.agent_client import GrpcAgentClient
+        from controller.adapters.ssh import SshTarget, parse_jump
+        from controller.adapters.ssh_tunnel import SshTunnel
+
         resolved = self.transfer.resolve(self.ssh_target(device))
         tls = self.pki.client_credentials() if device.tls else None
         if not resolved.proxy_jump:
@@ -65,6 +86,8 @@ class Fleet:
                                tls=tls)
 
     def ssh_target(self, device: Device) -> SshTarget:
+        from controller.adapters.ssh import SshTarget
+
         return SshTarget(device.name, device.host, device.ssh_port, device.user, device.key_path,
                          device.proxy_jump)
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from agent.contract import MODEL_REFUSALS, ErrorKind, RevertCause
 from controller import failpoints
+from controller.core import compat
 from controller.core.gates import Gates
 from controller.core.output_check import Reference
 from controller.core.steps import Step, is_final
@@ -136,18 +137,21 @@ class DeviceRun:
         assert art is not None
         store = link.store()
         resumed = job.step in (Step.LOADING, Step.ON_TRIAL, Step.CHECKING)
-        if store.active == art.sha256 and not store.on_trial:
-            # only when the device confirms its copy is intact (its fingerprint, or a fresh
-            # hash): a corrupt one is quarantined there, and sent again from here
-            if link.check_fit(art.sha256, art.size_bytes, job.memory_bytes).already_held:
-                if resumed:
-                    return self._move(Step.COMMITTED, "committed (found committed on the "
-                                      f"device when the rollout was picked up); {job.choice}")
-                return self._move(Step.UNCHANGED, "already active")
-            return Step.PLANNED
+        # active and committed counts only when the device confirms its copy is intact (its
+        # fingerprint, or a fresh hash); a corrupt one is quarantined there and sent again
+        if store.active == art.sha256 and not store.on_trial and link.check_fit(
+                art.sha256, art.size_bytes, job.memory_bytes).already_held:
+            if resumed:
+                return self._move(Step.COMMITTED, "committed (found committed on the device "
+                                  f"when the rollout was picked up); {job.choice}")
+            return self._move(Step.UNCHANGED, "already active")
+        if store.active == art.sha256 and store.on_trial and self.settings.stage_only:
+            return self._move(Step.UNCHANGED, "already active (on trial)")
+        agent = link.capabilities()  # an old agent is named before anything is sent to it
+        lacking = compat.missing(agent, compat.needed(self.settings.stage_only))
+        if lacking:
+            return self._move(Step.FAILED, *compat.upgrade_needed(job.device, agent, lacking))
         if store.active == art.sha256 and store.on_trial:
-            if self.settings.stage_only:
-                return self._move(Step.UNCHANGED, "already active (on trial)")
             job.reason = "confirming the model an earlier deploy left on trial"
             return Step.CHECKING
         # a model given up while the rollout was away: a crash is the model's failure; the

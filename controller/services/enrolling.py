@@ -4,7 +4,8 @@ device over SSH, and restart a wedged one. Re-running either is safe.
 On the device, everything lives under one base directory (default
 ``~/.local/share/edgefleet-agent``): ``venv/`` (``--system-site-packages``, so a runtime
 already on the device, e.g. JetPack's llama-cpp-python or onnxruntime, is reused),
-``wheels/``, ``tls/`` (agent certificate and key, fleet CA, manifest-signing public key),
+``wheels/`` (the installed wheel and the one before it: ``controller.services.agent_wheels``),
+``tls/`` (agent certificate and key, fleet CA, manifest-signing public key),
 ``data/`` (store and telemetry), ``run-agent.sh``, ``agent.log``. A systemd user service
 starts it when systemd runs; otherwise a pid file and an ``@reboot`` crontab line.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 from controller import settings
 from controller.adapters.remote import RemoteHost, q
 from controller.errors import DeviceError, FleetError, UsageError
+from controller.services import agent_wheels
 from controller.services.context import Fleet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,16 +138,11 @@ def enroll(fleet: Fleet, name: str, extras: str = "llama", python: str = "python
         base = _base(remote, device.data_dir)
         remote.check(f"mkdir -p {q(base)}/wheels {q(base)}/tls {q(base)}/data && "
                      f"chmod 700 {q(base)}/tls", "creating the agent directories")
-        remote.put(wheel_path, f"{base}/wheels/{wheel_path.name}")
         for filename, data in fleet.pki.agent_files(name, device.host).items():
             remote.write(f"{base}/tls/{filename}", data, 0o600)
         remote.check(f"test -x {q(base)}/venv/bin/python || {q(python)} -m venv "
                      f"--system-site-packages {q(base)}/venv", "creating the virtualenv")
-        spec = f"{base}/wheels/{wheel_path.name}" + ("" if extras == "none" else f"[{extras}]")
-        pip = f"{q(base)}/venv/bin/python -m pip --disable-pip-version-check -q"
-        remote.check(f"{pip} install {q(spec)} && {pip} install --force-reinstall --no-deps "
-                     f"{q(base)}/wheels/{q(wheel_path.name)}", "installing the agent",
-                     timeout_s=1800)
+        agent_wheels.install(remote, base, agent_wheels.wheel_of(wheel_path), extras)
         listen = f"{device.host}:{device.agent_port}" if device.host[0].isdigit() else (
             f"0.0.0.0:{device.agent_port}")
         script = ("#!/bin/sh\n# written by fleet device enroll\n"

@@ -10,12 +10,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from controller.adapters.tables import Device
 from controller.core.telemetry_records import Fetched, Stored, Unreached
-from controller.services import retention
-from controller.services.collecting import Collector, PassReport
-from controller.services.context import Fleet
+
+if TYPE_CHECKING:  # gRPC and the collector are loaded when a pass runs, not to ask
+    from controller.adapters.tables import Device
+    from controller.services.collecting import PassReport
+    from controller.services.context import Fleet
 
 PRUNE_EVERY_S = 3600.0
 
@@ -27,6 +29,9 @@ def run(fleet: Fleet, select: Callable[[], list[Device]], stop: threading.Event,
         observer: Observer | None = None,
         on_tick: Callable[[PassReport], None] | None = None) -> None:
     """Until ``stop`` is set. ``on_tick`` gets what was written since the previous tick."""
+    from controller.services import retention
+    from controller.services.collecting import Collector, PassReport
+
     collector = Collector(fleet, concurrency, timeout_s, on_stored=observer)
     name = f"{socket.gethostname()}:{os.getpid()}"
     started = time.time()

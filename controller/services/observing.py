@@ -8,16 +8,19 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from controller.adapters.agent_client import GenerationResult
 from controller.adapters.tables import Device, DeviceLive, GroupMembership, GroupParent
 from controller.core.telemetry import device_state
-from controller.errors import FleetError
-from controller.services.collecting import Collector
+from controller.errors import FleetError, Unreachable
 from controller.services.context import Fleet
 from controller.services.monitoring import monitor_running
+
+if TYPE_CHECKING:  # gRPC is loaded when a device is contacted, not to read the database
+    from controller.adapters.agent_client import GenerationResult
+    from controller.services.collecting import Collector
 
 __all__ = ["DeviceStatus", "GenerateOutcome", "device_state", "generate", "refresh",
            "status"]
@@ -87,6 +90,8 @@ def refresh(fleet: Fleet, devices: list[Device], wait_s: float,
     fresh; True when one ran. ``collector``: a long-lived one to reuse (the dashboard)."""
     if wait_s <= 0 or not devices or monitor_running(fleet):
         return False
+    from controller.services.collecting import Collector
+
     own = collector is None
     use = collector or Collector(fleet, min(32, len(devices)), timeout_s=max(0.5, wait_s))
     try:
@@ -174,6 +179,7 @@ class GenerateOutcome:
     result: GenerationResult | None
     error: str = ""
     hint: str = ""
+    unreachable: bool = False  # the error was reaching the device, not generating
 
 
 def generate(fleet: Fleet, devices: list[Device], prompt: str, max_tokens: int,
@@ -183,7 +189,8 @@ def generate(fleet: Fleet, devices: list[Device], prompt: str, max_tokens: int,
             with fleet.client(device) as client:
                 result = client.generate(prompt, max_tokens, temperature)
         except FleetError as exc:
-            return GenerateOutcome(device.name, None, exc.message, exc.hint)
+            return GenerateOutcome(device.name, None, exc.message, exc.hint,
+                                   isinstance(exc, Unreachable))
         s = result.summary
         fleet.inventory.update_device(device.name, last_ttft_ms=s.ttft_ms,
                                       last_latency_ms=s.total_ms,

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Protocol
 
 from agent.contract import RevertCause
+from controller.core.compat import AgentVersion
 from controller.core.output_check import OutputSample
 from controller.core.steps import Step
 
@@ -115,6 +116,7 @@ class LoadOrder:
 class DeviceLink(Protocol):
     """One device's agent and upload path, for the duration of one device's turn."""
 
+    def capabilities(self) -> AgentVersion: ...  # GetVersion, or 0.1.0's for an old agent
     def store(self) -> StoreView: ...
     def check_fit(self, sha256: str, size_bytes: int, memory_bytes: int,
                   reclaim: bool = False) -> FitView: ...

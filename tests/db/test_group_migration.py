@@ -17,7 +17,7 @@ from tests.db.test_migrations import _legacy_database, db_url  # noqa: F401  (fi
 def _devices(cli: Cli, url: str, *args: str) -> dict[str, dict[str, object]]:
     listed = cli("--db", url, "device", "list", "--json", *args)
     assert listed.code == 0, listed.err
-    return {d["name"]: d for d in json.loads(listed.out)}
+    return {d["name"]: d for d in json.loads(listed.out)["devices"]}
 
 
 def test_a_previous_release_fleet_keeps_its_groups_up_and_down(db_url: str,  # noqa: F811
@@ -27,7 +27,7 @@ def test_a_previous_release_fleet_keeps_its_groups_up_and_down(db_url: str,  # n
     assert {n: d["groups"] for n, d in devices.items()} == {
         "kiosk-1": ["kiosks"], "kiosk-2": ["kiosks"]}
     assert devices["kiosk-1"]["variant"] == "q4_k_m"
-    groups = json.loads(cli("--db", db_url, "group", "list", "--json").out)
+    groups = json.loads(cli("--db", db_url, "group", "list", "--json").out)["groups"]
     assert [g["name"] for g in groups] == ["kiosks", "lab"]  # the empty group too
     assert set(_devices(cli, db_url, "--group", "kiosks")) == {"kiosk-1", "kiosk-2"}
 

@@ -114,7 +114,7 @@ def test_a_previous_release_database_is_upgraded_with_its_data(db_url: str, home
     _legacy_database(db_url)
     listed = cli("--db", db_url, "device", "list", "--json")
     assert listed.code == 0, listed.err
-    devices = {d["name"]: d for d in json.loads(listed.out)}
+    devices = {d["name"]: d for d in json.loads(listed.out)["devices"]}
     assert devices["kiosk-1"]["variant"] == "q4_k_m"
     assert devices["kiosk-1"]["labels"] == {"site": "berlin"}
     engine = engine_for(db_url, migrate=False)
@@ -137,7 +137,7 @@ def test_a_previous_release_database_is_upgraded_with_its_data(db_url: str, home
     status = cli("--db", db_url, "db", "status", "--json")
     assert status.code == 0, status.err
     assert json.loads(status.out)["current"] == HEAD and json.loads(status.out)["drift"] == []
-    listed = json.loads(cli("--db", db_url, "rollouts", "--json").out)
+    listed = json.loads(cli("--db", db_url, "rollouts", "--json").out)["rollouts"]
     assert [(r["rollout"], r["status"], r["steps"]) for r in listed] == [
         ("r1", "completed", {"committed": 1})]
     # and back: the downgrade puts the log where 0.1.0 reads it

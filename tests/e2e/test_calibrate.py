@@ -24,12 +24,12 @@ def test_benchmark_then_calibrate_converges(cli: Cli, lab: Callable[..., Result]
     assert all(s.completion_tokens > 0 and s.ttft_ms > 0 for s in bench.samples)
     assert bench.peak_rss_bytes > 20 * 1024 * 1024  # the worker holds the weights
 
-    before = json.loads(cli("plan", "tiny-llama", "--group", "lab", "--json").out)[0]
+    before = json.loads(cli("plan", "tiny-llama", "--group", "lab", "--json").out)["plans"][0]
     result = cli("device", "calibrate", "lab-1", "--runs", "2", "--max-tokens", "16", "--json")
     assert result.code == 0, result.err
     cal = json.loads(result.out)
     assert cal["decode_efficiency"] > 0
-    after = json.loads(cli("plan", "tiny-llama", "--group", "lab", "--json").out)[0]
+    after = json.loads(cli("plan", "tiny-llama", "--group", "lab", "--json").out)["plans"][0]
     chosen_before = next(c for c in before["candidates"] if c["variant"] == "q4_k_m")
     chosen_after = next(c for c in after["candidates"] if c["variant"] == "q4_k_m")
     measured = cal["measured_tokens_per_s"]

@@ -68,7 +68,7 @@ def test_a_model_that_cannot_load_stops_at_its_canary(cli: Cli, lab: Callable[..
     logged = json.loads(cli("rollouts", "show", rollout[:6], "--json").out)
     assert sorted(d["step"] for d in logged["devices"]) == ["failed", "halted", "halted"]
     assert logged["summary"]["status"] == "halted"
-    listed = json.loads(cli("rollouts", "--json").out)
+    listed = json.loads(cli("rollouts", "--json").out)["rollouts"]
     assert listed[0]["rollout"] == rollout and listed[0]["steps"] == {"failed": 1, "halted": 2}
 
     # every device still serves tiny-llama; the halted ones never received a byte
@@ -110,7 +110,7 @@ def test_deploy_confirms_what_it_loads_and_a_model_left_on_trial(
 
     # an earlier deploy that loaded the fast variant on trial and never confirmed it
     plan = json.loads(cli("plan", "tiny-llama", "--device", "lab-1", "--prefer", "speed",
-                          "--json").out)[0]
+                          "--json").out)["plans"][0]
     variant = plan["chosen"]
     path = home / "models" / "tiny-llama" / f"tiny-llama-{variant}.gguf"
     sha = sha256_file(path)
@@ -121,7 +121,7 @@ def test_deploy_confirms_what_it_loads_and_a_model_left_on_trial(
         client.load_model(load_request(LoadOrder(art, 512, 0, trial=True),
                                        fleet.pki.sign_manifest))
         assert client.get_store().active_on_trial
-    status = json.loads(cli("status", "--group", "lab", "--json").out)
+    status = json.loads(cli("status", "--group", "lab", "--json").out)["devices"]
     assert status[0]["state"] == "on trial"
 
     result = cli("deploy", "tiny-llama", "--device", "lab-1", "--prefer", "speed", "--json")
@@ -133,7 +133,8 @@ def test_deploy_confirms_what_it_loads_and_a_model_left_on_trial(
         store = client.get_store()
         assert store.active_sha256 == sha and not store.active_on_trial
     assert fleet.inventory.get_device("lab-1").variant == variant
-    assert json.loads(cli("status", "--group", "lab", "--json").out)[0]["state"] == "deployed"
+    status = json.loads(cli("status", "--group", "lab", "--json").out)["devices"]
+    assert status[0]["state"] == "deployed"
 
 
 def test_a_model_that_misses_its_measured_gate_is_rolled_back(
@@ -163,7 +164,7 @@ def test_a_model_that_misses_its_measured_gate_is_rolled_back(
     assert reason.endswith("the device went back to q8_0")
 
     assert _active(fleet) == before
-    status = json.loads(cli("status", "--group", "lab", "--json").out)
+    status = json.loads(cli("status", "--group", "lab", "--json").out)["devices"]
     assert {(s["state"], s["variant"]) for s in status} == {("deployed", "q8_0")}
     # status shows the numbers of the model running now, not the rolled-back one's
     device = fleet.inventory.get_device(str(rolled["device"]))
@@ -244,7 +245,7 @@ def test_stage_now_activate_later_with_nothing_to_send(cli: Cli, lab: Callable[.
             store = client.get_store()
             # verified into the store and pinned; nothing runs yet
             assert store.active_sha256 == "" and store.staged_sha256 in store.blobs
-    status = json.loads(cli("status", "--group", "lab", "--json").out)
+    status = json.loads(cli("status", "--group", "lab", "--json").out)["devices"]
     assert {s["state"] for s in status} == {"idle"}
 
     later = cli("deploy", "tiny-llama", "--group", "lab", "--json")

@@ -27,7 +27,7 @@ def test_add_reads_the_gguf_header_and_quantize_builds_variants(cli: Cli, home: 
     assert set(sizes) == {"f16", "q8_0", "q5_k_m"}
     assert sizes["f16"] > sizes["q8_0"] > sizes["q5_k_m"]
     assert all(len(v["sha256"]) == 64 for v in shown["variants"])
-    listed = json.loads(cli("model", "list", "--json").out)
+    listed = json.loads(cli("model", "list", "--json").out)["variants"]
     mine = [r for r in listed if r["model"] == "my-model"]
     assert all(r["local"] for r in mine) and len(mine) == 3
     assert (home / "catalog" / "my-model.toml").exists()

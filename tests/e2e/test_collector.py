@@ -138,12 +138,12 @@ def test_a_hung_agent_is_a_recorded_gap_and_its_records_come_later(
         started = time.monotonic()
         result = cli("collect", "--timeout", "1")
         assert time.monotonic() - started < 10  # bounded by the deadline, not by the agent
-        assert result.code == 1 and DEVICE in result.err and "unreachable" in result.err
-        assert cli("collect", "--timeout", "1").code == 1  # still away: one gap, not two
+        assert result.code == 4 and DEVICE in result.err and "unreachable" in result.err
+        assert cli("collect", "--timeout", "1").code == 4  # still away: one gap, not two
         open_gaps = [g for g in _gaps() if g.kind == "unreachable"]
         assert len(open_gaps) == 1 and open_gaps[0].end_ts is None
         status = cli("status", "--json", "--no-collect")
-        assert '"unreachable"' in status.out
+        assert '"unreachable"' in status.out and status.code == 4  # as last seen: scripts tell
     finally:
         os.killpg(agent.proc.pid, signal.SIGCONT)
     assert cli("collect").code == 0

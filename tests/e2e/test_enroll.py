@@ -27,7 +27,7 @@ def _alive(pid: int) -> bool:
 def test_enroll_deploy_reenroll_rescue(cli: Cli, lab: Callable[..., Result], home: Path) -> None:
     lab("--devices", "1", "--profiles", "lab-pi5-8gb", "--sshd-only")
     before = cli("deploy", "tiny-llama", "--group", "lab")
-    assert before.code == 1 and "not reachable" in before.err  # nothing runs there yet
+    assert before.code == 4 and "not reachable" in before.err  # nothing runs there yet
 
     result = cli("device", "enroll", "lab-1", "--timeout", "180")
     assert result.code == 0, result.err
@@ -48,7 +48,7 @@ def test_enroll_deploy_reenroll_rescue(cli: Cli, lab: Callable[..., Result], hom
     second = _pid(home)
     assert second != first and not _alive(first) and _alive(second)
     gen = cli("generate", "hi", "--group", "lab", "--max-tokens", "3", "--json")
-    assert gen.code == 0 and json.loads(gen.out)[0]["completion_tokens"] > 0  # restored
+    assert gen.code == 0 and json.loads(gen.out)["results"][0]["completion_tokens"] > 0  # restored
 
     rescued = cli("device", "rescue", "lab-1")
     assert rescued.code == 0, rescued.err

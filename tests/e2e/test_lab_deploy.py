@@ -91,7 +91,7 @@ def test_deploy_end_to_end(cli: Cli, lab: Callable[..., Result], home: Path) -> 
 
     gen = cli("generate", "hello", "--group", "lab", "--max-tokens", "4", "--json")
     assert gen.code == 0, gen.err
-    assert all(r["completion_tokens"] > 0 for r in json.loads(gen.out))
+    assert all(r["completion_tokens"] > 0 for r in json.loads(gen.out)["results"])
 
     down = cli("lab", "down")
     assert down.code == 0
@@ -109,7 +109,7 @@ def test_lab_up_twice_leaves_no_strays(cli: Cli, lab: Callable[..., Result], hom
     for d in first:
         assert not _alive(d.sshd_pid) and not _alive(d.agent_pid)
     assert all(_alive(d.agent_pid) for d in second)
-    listed = json.loads(cli("device", "list", "--json").out)
+    listed = json.loads(cli("device", "list", "--json").out)["devices"]
     assert sorted(d["name"] for d in listed) == ["lab-1", "lab-2"]
     cli("lab", "down")
     assert _processes_under(home / "lab") == []

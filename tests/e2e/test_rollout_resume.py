@@ -60,7 +60,7 @@ def test_kill_9_at_every_step_then_resume_converges(point: str, cli: Cli,
     fleet = Fleet.open()
     rollout = history.recent(fleet, 1)[0]
     time.sleep(1.5)  # its heartbeat goes stale
-    listed = json.loads(cli("rollouts", "--json").out)[0]
+    listed = json.loads(cli("rollouts", "--json").out)["rollouts"][0]
     assert listed["rollout"] == rollout.rollout and listed["status"] == "interrupted"
     before = history.show(fleet, rollout.rollout)
     assert before.devices[1].step == "planned"  # the second device was never touched

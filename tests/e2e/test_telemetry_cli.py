@@ -46,10 +46,11 @@ def test_variants_side_by_side_alerts_slo_and_carbon(
     assert cli("carbon", "set", "-3").code == 2
 
     assert cli("slo", "set", "--group", "lab", "--p95-ttft-ms", "0.001").code == 0
-    alerts = json.loads(cli("alerts", "--json").out)
+    alerts = json.loads(cli("alerts", "--json").out)["alerts"]
     assert {a["device"] for a in alerts if a["kind"] == "slo-breach"} == {"lab-1", "lab-2"}
     assert cli("slo", "clear", "--group", "lab").code == 0
-    assert not [a for a in json.loads(cli("alerts", "--json").out) if a["kind"] == "slo-breach"]
+    cleared = json.loads(cli("alerts", "--json").out)["alerts"]
+    assert not [a for a in cleared if a["kind"] == "slo-breach"]
     bad = cli("slo", "set", "--group", "nope", "--min-tps", "3")
     assert bad.code == 2 and "no group named 'nope'" in bad.err
     assert cli("telemetry", "--since", "yesterday").code == 2

@@ -106,7 +106,7 @@ def test_a_killed_agent_shows_unreachable_with_an_alert(cli: Cli, lab: Callable[
     registry = json.loads((home / "lab" / "registry.json").read_text())
     victim = next(d for d in registry if d["name"] == "lab-2")
     os.killpg(victim["agent_pid"], signal.SIGKILL)
-    assert cli("collect", "--timeout", "2").code == 1
+    assert cli("collect", "--timeout", "2").code == 4  # unreachable
     seen: dict[str, Any] = {}
 
     async def drive() -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from agent.contract import ErrorKind, RevertCause
+from agent.contract import AGENT_CAPABILITIES, ErrorKind, RevertCause
+from controller.core.compat import AgentVersion
 from controller.core.output_check import OutputSample
 from controller.errors import AgentRefused, TransferInterrupted, Unreachable
 from controller.services.ports import (
@@ -52,6 +53,8 @@ class FakeDevice:
     calls: list[str] = field(default_factory=list)
     sent: int = 0  # bytes received over all uploads
     committed: list[str] = field(default_factory=list)
+    agent: AgentVersion = field(default_factory=lambda: AgentVersion(
+        "0.2.0", 2, frozenset(c.value for c in AGENT_CAPABILITIES), 0.0))
 
     def _call(self, method: str) -> None:
         self.calls.append(method)
@@ -60,6 +63,10 @@ class FakeDevice:
             raise queue.pop(0)
 
     # DeviceLink
+    def capabilities(self) -> AgentVersion:
+        self._call("capabilities")
+        return self.agent
+
     def store(self) -> StoreView:
         self._call("store")
         return StoreView(active=self.active.sha256 if self.active else "",

@@ -22,7 +22,7 @@ ORACLE = DATA / "oracle"
 def devices(cli: Cli, *args: str) -> dict[str, dict[str, object]]:
     listed = cli("device", "list", "--json", *args)
     assert listed.code == 0, listed.err
-    return {d["name"]: d for d in json.loads(listed.out)}
+    return {d["name"]: d for d in json.loads(listed.out)["devices"]}
 
 
 def test_ini_inventory(cli: Cli) -> None:
@@ -44,7 +44,7 @@ def test_ini_inventory(cli: Cli) -> None:
     # the parent group selects the devices of the groups nested in it
     assert set(devices(cli, "--group", "edge")) == set(found)
     selected = cli("plan", "tiny-llama", "--group", "edge", "--label", "site=berlin", "--json")
-    assert {p["device"] for p in json.loads(selected.out)} == {
+    assert {p["device"] for p in json.loads(selected.out)["plans"]} == {
         "kiosk-01", "kiosk-02", "kiosk-03", "kiosk-big"}
 
 
@@ -65,14 +65,14 @@ def test_a_device_in_several_groups_and_nested_selection(cli: Cli) -> None:
     assert set(devices(cli, "--group", "hw_pi")) == {"bk-1", "spare-pi"}
     assert set(devices(cli, "--group", "site_berlin")) == {"bk-1"}
     assert set(devices(cli, "--group", "all")) == {"bk-1", "spare-pi"}
-    tree = {g["name"]: g for g in json.loads(cli("group", "list", "--json").out)}
+    tree = {g["name"]: g for g in json.loads(cli("group", "list", "--json").out)["groups"]}
     assert tree["berlin_kiosks"]["parents"] == ["hw_pi", "site_berlin"]
     assert tree["hw_pi"]["all_devices"] == ["bk-1", "spare-pi"]
     listed = cli("device", "list")
     assert "berlin_kiosks,canary" in listed.out
     plan = cli("plan", "tiny-llama", "--group", "site_berlin", "--json")
     assert plan.code == 0, plan.err
-    assert [(p["device"], p["groups"]) for p in json.loads(plan.out)] == [
+    assert [(p["device"], p["groups"]) for p in json.loads(plan.out)["plans"]] == [
         ("bk-1", ["berlin_kiosks", "canary"])]
 
 

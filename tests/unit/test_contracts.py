@@ -47,7 +47,7 @@ def test_the_inference_listener_denies_every_rpc_but_inference_and_reads() -> No
     from agent.rpc import agent_pb2 as pb
     from agent.service import AgentServicer, InferenceOnlyServicer
 
-    served = {"Generate", "GetProfile", "ListModels", "GetTelemetry"}
+    served = {"Generate", "GetProfile", "ListModels", "GetTelemetry", "GetVersion"}
     rpcs = set(pb.DESCRIPTOR.services_by_name["AgentService"].methods_by_name)
     denied = {name for name in rpcs
               if getattr(InferenceOnlyServicer, name) is not getattr(AgentServicer, name)}

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from agent.contract import ErrorKind, RevertCause
+from agent.contract import AGENT_CAPABILITIES, Capability, ErrorKind, RevertCause
+from controller.core.compat import AgentVersion
 from controller.core.gates import Gates
 from controller.core.steps import Step
 from controller.errors import TransferInterrupted, Unreachable
@@ -254,3 +255,39 @@ def test_a_resumed_upload_is_said_in_the_outcome() -> None:
     assert job.step is Step.COMMITTED
     assert job.reason.endswith("the upload was interrupted 1 time and resumed (no write "
                                "acknowledged for 2 s)")
+
+
+LEGACY = AgentVersion()  # an agent that answered UNIMPLEMENTED to GetVersion
+WITHOUT_ABORT = AgentVersion("0.2.0", 2, frozenset(
+    c.value for c in AGENT_CAPABILITIES if c is not Capability.ABORT_TRIAL))
+
+
+@pytest.mark.parametrize(("agent", "stage_only", "lacking"), [
+    (LEGACY, False, "abort-trial, error-kinds, trial-deadline"),
+    (LEGACY, True, "error-kinds"),
+    (WITHOUT_ABORT, False, "abort-trial"),
+])
+def test_an_agent_lacking_what_the_rollout_needs_is_named_before_a_byte_is_sent(
+        agent: AgentVersion, stage_only: bool, lacking: str) -> None:
+    device = _device(agent=agent)
+    job, log = _run(device, stage_only=stage_only)
+    assert job.step is Step.FAILED and not job.model_failed
+    assert f"lacks {lacking}, which this rollout needs; nothing was sent" in job.reason
+    assert job.hint.startswith("upgrade its agent in place") and "fleet device upgrade d1" \
+        in job.hint
+    assert ("0.1.0's capabilities" in job.reason) is agent.legacy
+    assert device.calls == ["store", "capabilities"] and device.sent == 0
+    assert device.active == OLD and [s for _, s in log.history] == ["failed"]
+
+
+def test_an_agent_lacking_only_what_a_stage_only_rollout_does_not_use_takes_it() -> None:
+    device = _device(agent=WITHOUT_ABORT)
+    job, _ = _run(device, stage_only=True)
+    assert job.step is Step.STAGED
+
+
+def test_a_device_already_running_the_model_is_not_asked_to_upgrade() -> None:
+    device = FakeDevice("d1", active=ModelView("m", "q4", NEW.sha256), blobs={NEW.sha256},
+                        agent=LEGACY)
+    job, _ = _run(device)
+    assert job.step is Step.UNCHANGED

@@ -11,7 +11,7 @@ from tests.conftest import Cli
 def names(cli: Cli, *args: str) -> list[str]:
     listed = cli("device", "list", "--json", *args)
     assert listed.code == 0, listed.err
-    return [d["name"] for d in json.loads(listed.out)]
+    return [d["name"] for d in json.loads(listed.out)["devices"]]
 
 
 def test_devices_in_several_nested_groups(cli: Cli) -> None:
@@ -30,7 +30,7 @@ def test_devices_in_several_nested_groups(cli: Cli) -> None:
     assert names(cli, "--group", "all") == ["k1", "k2", "loose"]
     plan = cli("plan", "tiny-llama", "--group", "emea", "--json")
     assert plan.code == 0, plan.err
-    assert [p["device"] for p in json.loads(plan.out)] == ["k1", "k2"]
+    assert [p["device"] for p in json.loads(plan.out)["plans"]] == ["k1", "k2"]
 
     shown = json.loads(cli("group", "show", "emea", "--json").out)
     assert shown["children"] == ["germany"] and shown["all_devices"] == ["k1", "k2"]
@@ -68,9 +68,10 @@ def test_removing_a_group_keeps_its_devices(cli: Cli) -> None:
     assert cli("group", "add", "a", "--parent", "top").code == 0
     removed = cli("group", "remove", "a")
     assert removed.code == 0 and "k1, k2" in removed.out
-    listed = {d["name"]: d["groups"] for d in json.loads(cli("device", "list", "--json").out)}
+    listed = {d["name"]: d["groups"]
+              for d in json.loads(cli("device", "list", "--json").out)["devices"]}
     assert listed == {"k1": ["b"], "k2": ["ungrouped"]}
-    tree = {g["name"]: g for g in json.loads(cli("group", "list", "--json").out)}
+    tree = {g["name"]: g for g in json.loads(cli("group", "list", "--json").out)["groups"]}
     assert "a" not in tree and tree["top"]["children"] == []
     assert cli("device", "remove", "k1").code == 0
     assert json.loads(cli("group", "show", "b", "--json").out)["devices"] == []

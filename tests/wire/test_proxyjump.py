@@ -42,7 +42,7 @@ Host kiosk-behind-bastion
     assert result.code == 0, result.err
     assert json.loads(result.out)["outcomes"][0]["status"] == "committed"
     gen = cli("generate", "hi", "--device", "kiosk", "--max-tokens", "3", "--json")
-    assert gen.code == 0 and json.loads(gen.out)[0]["completion_tokens"] > 0
+    assert gen.code == 0 and json.loads(gen.out)["results"][0]["completion_tokens"] > 0
     log = Path(bastion.directory, "sshd.log").read_text()
     # the bastion carried both the SFTP session and the agent's gRPC to the target
     assert f"target {target.address} port {target.ssh_port}" in log
