@@ -18,6 +18,7 @@ from typing import Any
 
 import paramiko
 
+from controller import failpoints
 from controller.adapters.sftp_limits import write_size
 from controller.adapters.sftp_writer import AckedWriter, StallWatch, WriteRefused, refusal_error
 from controller.adapters.ssh_parallel import LINK_ERRORS
@@ -277,6 +278,8 @@ class ParamikoTransfer:
                                 writer.write(block)
                                 if progress:
                                     progress(writer.acked, total)
+                                if writer.acked * 2 >= total:  # the device holds half of it
+                                    failpoints.hit("upload.half")
                                 if limit_bytes_per_s:
                                     ahead = (writer.position - resume_from) / limit_bytes_per_s \
                                         - (time.monotonic() - started)

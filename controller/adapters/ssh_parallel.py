@@ -22,6 +22,7 @@ from pathlib import Path
 
 import paramiko
 
+from controller import failpoints
 from controller.adapters.sftp_limits import write_size
 from controller.adapters.sftp_writer import AckedWriter, StallWatch, WriteRefused, refusal_error
 from controller.errors import TransferInterrupted
@@ -81,6 +82,8 @@ def push_ranges(client: paramiko.SSHClient, local: Path, remote_dir: str, name: 
                 if time.monotonic() - last_save > SAVE_EVERY_S:
                     with contextlib.suppress(*LINK_ERRORS):
                         save()  # a failure here is reported by the channels themselves
+                        if (done_before + channels.acked()) * 2 >= total:
+                            failpoints.hit("upload.half")  # half recorded on the device
                     last_save = time.monotonic()
             sent = channels.acked()
             if channels.refused is not None:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.rpc import agent_pb2 as pb
-from controller import failpoints
 from controller.adapters.agent_client import GrpcAgentClient
 from controller.adapters.device_link import GrpcDeviceLink
 from controller.adapters.tables import Device
@@ -45,13 +44,8 @@ def link_factory(fleet: Fleet, options: UploadOptions) -> LinkFactory:
 def _uploader(fleet: Fleet, device: Device, options: UploadOptions
               ) -> Callable[[GrpcAgentClient, Artifact, pb.CheckFitResponse, str, int],
                             Uploaded]:
-    def progress(name: str, done: int, total: int) -> None:
-        options.progress(name, done, total)
-        if total and done * 2 >= total:
-            failpoints.hit("upload.half")
-
     settings = UploadOptions(options.retries, options.backoff_s, options.limit_bytes_per_s,
-                             options.streams, progress)
+                             options.streams, options.progress)
 
     def upload(client: GrpcAgentClient, art: Artifact, fit: pb.CheckFitResponse,
                incoming_dir: str, memory: int) -> Uploaded:
