@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from agent.contract import ERROR_DETAIL_KEY, MODEL_HEALTH_SERVICE, ErrorKind
 from agent.rpc import agent_pb2 as pb
 from agent.rpc import agent_pb2_grpc as pb_grpc
+from controller.core.display import terminal_safe
 from controller.errors import AgentRefused, Unreachable
 
 T = TypeVar("T")
@@ -32,12 +33,22 @@ HINTS = {
     "DATA_LOSS": "the file arrived corrupt and was deleted on the device; re-run the deploy",
     "FAILED_PRECONDITION": "the device cannot run this file; check its profile and runtimes",
     "NOT_FOUND": "the blob is not on the device; re-run the deploy to send it",
+    "UNAUTHENTICATED": "the agent does not accept this controller's certificate (revoked, or "
+    "of another CA): `fleet pki status` shows the certificates; `fleet pki push` gives the "
+    "device the current trust",
 }
 # by the agent's error kind, where the status code alone would mislead
 KIND_HINTS = {
     ErrorKind.BLOB_CORRUPT: "the device's stored copy went bad on its disk and was "
     "quarantined there; the next deploy sends it again; a disk that keeps doing this is "
     "failing",
+    ErrorKind.MANIFEST_REJECTED: "the device refused the signed load order (the message names "
+    "the check); `fleet pki status` shows the signing key, `fleet pki push` gives the device "
+    "the current one",
+    ErrorKind.MANIFEST_STALE: "the device accepted a newer load order than this controller's "
+    "counter (its database restored from a backup, or another controller): if that is "
+    "expected, `fleet device resync-version NAME` moves the counter past the device's mark "
+    "(logged)",
 }
 
 
@@ -108,7 +119,8 @@ class GrpcAgentClient:
 
     def _map(self, exc: grpc.RpcError) -> Exception:
         code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-        details = exc.details() if hasattr(exc, "details") else str(exc)
+        # the agent's words reach terminals and the database: no control sequences
+        details = terminal_safe(exc.details() if hasattr(exc, "details") else str(exc))
         kind = _error_kind(exc)
         if kind is ErrorKind.WORKER_FAILED:
             return AgentRefused(f"{self.name}: {details}", code=code.name, kind=kind,
@@ -124,7 +136,8 @@ class GrpcAgentClient:
                 f"{self.name}` restarts it" if code == grpc.StatusCode.UNAVAILABLE else
                 "the device is slow or the link is down; retry", detail=detail)
         return AgentRefused(f"{self.name}: agent refused: {details}",
-                            hint=KIND_HINTS.get(kind) or HINTS.get(code.name, ""),
+                            hint=(KIND_HINTS.get(kind) or HINTS.get(code.name, "")
+                                  ).replace("NAME", self.name),
                             code=code.name, kind=kind, detail=details)
 
     def get_profile(self, timeout: float = 5.0) -> pb.HardwareProfile:

@@ -21,6 +21,7 @@ from controller.cli import (
     insight_cmd,
     lab_cmd,
     model,
+    pki_cmd,
     profile,
     rollouts_cmd,
     settings_cmd,
@@ -43,6 +44,7 @@ app.add_typer(profile.app, name="profile")
 app.add_typer(lab_cmd.app, name="lab")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(rollouts_cmd.app, name="rollouts")
+app.add_typer(pki_cmd.app, name="pki")
 fleet_ops.register(app)
 dashboard_cmd.register(app)
 telemetry_cmd.register(app)

@@ -8,7 +8,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from controller.core.display import terminal_safe
 from controller.services.context import Fleet
 
 # Piped output (CI logs, `| less`) gets wide tables instead of rich's 80-column default.
@@ -35,3 +37,9 @@ def mib(n: float | int | None) -> str:
 
 def num(value: float | None, fmt: str = "{:.1f}") -> str:
     return "-" if value is None else fmt.format(value)
+
+
+def esc(value: object, keep_newlines: bool = False) -> str:
+    """Text from a device (or anyone but us) for Rich: shown literally, its markup escaped
+    and its terminal control sequences dropped (controller.core.display)."""
+    return escape(terminal_safe(str(value), keep_newlines))

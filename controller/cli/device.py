@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from controller.adapters.tables import Device
-from controller.cli.common import console, fleet, mib, num, print_json
-from controller.core.groups import check_device_name, check_group_name
+from controller.cli.common import console, esc, fleet, mib, num, print_json
+from controller.core.groups import check_group_name
 from controller.errors import UsageError
 
 app = typer.Typer(help="Register and inspect devices.", no_args_is_help=True)
@@ -45,8 +45,10 @@ def add(
                                    "default: ProxyJump from ~/.ssh/config"),
 ) -> None:
     """Register a device. Nothing is sent to it until a deploy."""
+    from controller.services.registering import checked_address
+
     f = fleet(ctx)
-    check_device_name(name)
+    checked_address(f, name, host)
     groups = [check_group_name(g) for g in group or []]
     if not 0 < port < 65536 or not 0 < agent_port < 65536:
         raise UsageError("ports must be 1..65535", hint="check --port and --agent-port")
@@ -231,11 +233,40 @@ def rescue_cmd(ctx: typer.Context, name: str) -> None:
 
 @app.command("remove")
 def remove(ctx: typer.Context, name: str) -> None:
-    """Forget a device (nothing on the device changes)."""
+    """Forget a device and stop trusting its certificate: it is revoked, and the revocation
+    list goes to every other enrolled device (nothing on the removed device changes)."""
+    from controller.services.trust import revoke_device
+
     f = fleet(ctx)
     f.inventory.get_device(name)
+    revoked = revoke_device(f, name)
     f.inventory.remove_devices([name])
     console.print(f"removed {name}")
+    if revoked.serials:
+        late = [d for d in revoked.delivered if not d.ok]
+        console.print(f"revoked its certificate ({', '.join(f'{s:x}' for s in revoked.serials)}"
+                      f"); revocation list {revoked.crl_number} delivered to "
+                      f"{len(revoked.delivered) - len(late)} of {len(revoked.delivered)} "
+                      "enrolled devices")
+        for d in late:
+            console.print(f"  [yellow]{d.device}: not delivered ({esc(d.detail)}); `fleet pki "
+                          f"push --device {d.device}` when it is back[/]")
+
+
+@app.command("resync-version")
+def resync_version(ctx: typer.Context, name: str) -> None:
+    """Move this controller's manifest counter for NAME past the device's high-water mark
+    (after restoring the controller's database from a backup); logged in the audit log."""
+    from controller.services.manifests import resync_version as resync
+
+    done = resync(fleet(ctx), name)
+    if done.after == done.before:
+        console.print(f"{name}: counter {done.before} is already at or past the device's "
+                      f"mark {done.device_mark}; nothing changed")
+    else:
+        console.print(f"{name}: counter moved from {done.before} to {done.after} (the "
+                      "device's mark); the next load order carries "
+                      f"{done.after + 1} (recorded in the audit log)")
 
 
 @app.command("calibrate")

@@ -41,7 +41,8 @@ class Fleet:
     @functools.cached_property
     def pki(self) -> FleetPki:
         """Created on first use, then kept: one set of keys read per command run."""
-        return FleetPki(settings.fleet_home() / "pki").ensure()
+        return FleetPki(settings.pki_dir(), settings.ca_key_path(),
+                        settings.signing_key_path(), settings.pki_passphrase).ensure()
 
     def client(self, device: Device, timeout_s: float = 30.0) -> GrpcAgentClient:
         """A gRPC client for the device's agent (mutual TLS once enrolled); through an SSH

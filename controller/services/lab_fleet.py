@@ -6,12 +6,14 @@ so keeps what the fleet recorded about it (model, variant, labels)."""
 from __future__ import annotations
 
 import getpass
+from functools import partial
 from pathlib import Path
 
 from controller import lab, settings
 from controller.adapters.tables import Device
 from controller.errors import UsageError
 from controller.services.context import Fleet
+from controller.services.trust import issue_agent_files
 
 LAB_GROUP = "lab"
 
@@ -44,7 +46,7 @@ def lab_up(fleet: Fleet, count: int, profiles: list[str],
     before = {} if fresh else {d.name: d for d in fleet.inventory.list_devices() if d.lab}
     lab_down(fleet)
     started = lab.up(settings.lab_dir(), chosen,
-                     fleet.pki.agent_files if secure else None,
+                     partial(issue_agent_files, fleet) if secure else None,
                      start_agents=agents, netns=netns, netem=netem, fresh=fresh)
     try:
         _trust_lab_host_keys(started)
