@@ -67,7 +67,8 @@ class GenerationStream:
 
     def __iter__(self) -> Iterator[pb.GenerateResponse]:
         try:
-            yield from self._call
+            for event in self._call:
+                yield clean_strings(event)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.CANCELLED:
                 return
@@ -113,7 +114,7 @@ class GrpcAgentClient:
 
     def _call(self, fn: Callable[..., T], request: Any, timeout: float | None = None) -> T:
         try:
-            return fn(request, timeout=timeout or self.timeout_s)
+            return clean_strings(fn(request, timeout=timeout or self.timeout_s))
         except grpc.RpcError as exc:
             raise self._map(exc) from exc
 
@@ -219,6 +220,30 @@ class GrpcAgentClient:
             else:
                 pieces.append(event.text)
         return GenerationResult("".join(pieces), summary)
+
+
+def clean_strings(message: T) -> T:
+    """Every string an agent sent, without terminal control sequences (newlines and tabs
+    kept): what a device says reaches terminals, the dashboard and the database."""
+    if not hasattr(message, "ListFields"):
+        return message
+    for field, value in message.ListFields():
+        if field.type == field.TYPE_STRING:
+            if field.is_repeated:
+                if any(not v.isprintable() for v in value):
+                    value[:] = [terminal_safe(v, keep_newlines=True) for v in value]
+            elif not value.isprintable():
+                setattr(message, field.name, terminal_safe(value, keep_newlines=True))
+        elif field.type == field.TYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                for key in [k for k in value if isinstance(k, str) and not k.isprintable()]:
+                    value[terminal_safe(key)] = value.pop(key)
+            elif field.is_repeated:
+                for item in value:
+                    clean_strings(item)
+            else:
+                clean_strings(value)
+    return message
 
 
 def _error_kind(exc: grpc.RpcError) -> ErrorKind:

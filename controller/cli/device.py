@@ -87,8 +87,8 @@ def list_(
                   "variant", "ttft ms", "tok/s")
     for d in devices:
         labels = ",".join(f"{k}={v}" for k, v in sorted(d.labels.items())) or "-"
-        table.add_row(d.name, ",".join(d.group_names), labels, f"{d.host}:{d.ssh_port}",
-                      d.profile or "-", d.state, d.model or "-", d.variant or "-",
+        table.add_row(d.name, ",".join(d.group_names), esc(labels), f"{d.host}:{d.ssh_port}",
+                      d.profile or "-", d.state, esc(d.model or "-"), esc(d.variant or "-"),
                       num(d.last_ttft_ms), num(d.last_tokens_per_s))
     console.print(table)
 
@@ -106,10 +106,11 @@ def show(ctx: typer.Context, name: str,
         return
     for key, value in data.items():
         if key != "probed":
-            console.print(f"[bold]{key}[/]: {value}")
+            console.print(f"[bold]{key}[/]: {esc(value)}")
     probed = data["probed"]
     if probed:
-        console.print(f"[bold]probed[/]: {probed.get('deviceModel', '')} {probed.get('arch', '')}"
+        console.print(f"[bold]probed[/]: {esc(probed.get('deviceModel', ''))} "
+                      f"{esc(probed.get('arch', ''))}"
                       f", {probed.get('cores', '?')} cores, RAM "
                       f"{mib(int(probed.get('ramTotalBytes', 0)))}"
                       + (" [yellow](emulated lab profile)[/]" if probed.get("emulated") else ""))
@@ -130,8 +131,8 @@ def label_cmd(ctx: typer.Context, name: str,
         else:
             labels.pop(key, None)
     f.inventory.update_device(name, labels_json=json.dumps(labels))
-    console.print(f"{name}: " + (", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
-                                 or "no labels"))
+    console.print(f"{name}: " + esc(", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+                                     or "no labels"))
 
 
 @app.command("group")
@@ -227,8 +228,8 @@ def rescue_cmd(ctx: typer.Context, name: str) -> None:
     from controller.services.enrolling import rescue
 
     status, tail = rescue(fleet(ctx), name)
-    console.print(f"{name}: {status}")
-    console.print(tail.rstrip() or "(empty log)", markup=False, highlight=False)
+    console.print(f"{name}: {esc(status)}")
+    console.print(esc(tail.rstrip(), keep_newlines=True) or "(empty log)", highlight=False)
 
 
 @app.command("remove")

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from controller.adapters.tables import Device
-from controller.cli.common import console, fleet, num, print_json
+from controller.cli.common import console, esc, fleet, num, print_json
 from controller.cli.render import (
     plan_dict,
     print_outcomes,
@@ -103,8 +103,8 @@ def finish_report(report: deploying.DeployReport, as_json: bool, model: str) -> 
     else:
         for p in report.plans:
             if p.choice:
-                console.print(f"[bold]{p.device.name}[/] ({p.choice.profile.name}): "
-                              f"{p.choice.reason}")
+                console.print(f"[bold]{p.device.name}[/] ({esc(p.choice.profile.name)}): "
+                              f"{esc(p.choice.reason)}")
         print_outcomes(report.outcomes)
         print_rollout_end(report)
     if report.outcomes and all(o.status == "skipped" for o in report.outcomes):
@@ -164,11 +164,11 @@ def render_status(f: Fleet, group: str | None, as_json: bool,
                   "latency ms", "tok/s", "J/tok", "meter", "crashes", "seen")
     for r in rows:
         colour = STATE_COLOURS.get(r.state, "red")
-        state = f"[{colour}]{r.state}[/]" + (f" {r.error}" if r.error else "")
-        table.add_row(r.device.name, ",".join(r.device.group_names), state, r.active_model or "-",
-                      r.active_variant or "-", str(r.requests), num(r.last_ttft_ms),
-                      num(r.last_latency_ms), num(r.last_tokens_per_s),
-                      num(r.joules_per_token, "{:.3f}"), r.energy_meter or "-",
+        state = f"[{colour}]{r.state}[/]" + (f" {esc(r.error)}" if r.error else "")
+        table.add_row(r.device.name, ",".join(r.device.group_names), state,
+                      esc(r.active_model or "-"), esc(r.active_variant or "-"), str(r.requests),
+                      num(r.last_ttft_ms), num(r.last_latency_ms), num(r.last_tokens_per_s),
+                      num(r.joules_per_token, "{:.3f}"), esc(r.energy_meter or "-"),
                       str(r.worker_crashes), _ago(r.seen_ago_s))
     console.print(table)
 
@@ -314,10 +314,10 @@ def register(app: typer.Typer) -> None:
         else:
             for r in results:
                 if r.result is None:
-                    console.print(f"[bold]{r.device}[/]: [red]{r.error}[/]")
+                    console.print(f"[bold]{r.device}[/]: [red]{esc(r.error)}[/]")
                     continue
                 s = r.result.summary
-                console.print(f"[bold]{r.device}[/]: {r.result.text!r}")
+                console.print(f"[bold]{r.device}[/]: {esc(repr(r.result.text))}")
                 console.print(f"    {s.completion_tokens} tokens, TTFT {s.ttft_ms:.1f} ms, "
                               f"decode {s.decode_tokens_per_s:.1f} tok/s, "
                               f"prefill {s.prefill_tokens_per_s:.1f} tok/s")

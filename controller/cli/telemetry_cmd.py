@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from controller.adapters.tables import Device
-from controller.cli.common import console, fleet, print_json
+from controller.cli.common import console, esc, fleet, print_json
 from controller.cli.fleet_ops import select_devices
 from controller.errors import FleetError, UsageError
 from controller.services import monitoring, retention
@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
             if report.unreachable:
                 table = Table("device", "unreachable because")
                 for name, why in sorted(report.unreachable.items()):
-                    table.add_row(name, why)
+                    table.add_row(name, esc(why))
                 console.print(table)
         if report.unreachable:
             first = sorted(report.unreachable)[0]
