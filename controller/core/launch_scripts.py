@@ -10,7 +10,11 @@ so nothing an inventory or a device record holds can run as a command.
   (crontab(5)), so it is sh-quoted and then each ``%`` escaped.
 
 A value with a newline or another control character is refused before any of it: no quoting
-makes a newline safe in a unit file or a crontab.
+makes a newline safe in a unit file or a crontab. The agent's directory is held to a narrower
+set (letters, digits, space and ``._/+@,=:~%'-``), because other tools write it into their own
+scripts: pip's entry-point launcher for a venv whose path has a space puts the path in double
+quotes, where ``$(...)`` and backquotes still run (seen: enrolling into a directory named
+with ``$(touch ...)`` ran it at every agent start).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from controller.errors import UsageError
 
 UNIT = "edgefleet-agent.service"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SAFE_PATH = re.compile(r"/[A-Za-z0-9 ._/+@,=:~%'-]*")
 
 
 def _plain(value: str, what: str) -> str:
@@ -59,6 +64,12 @@ class AgentLaunch:
         for what, value in (("directory", self.base), ("--listen", self.listen),
                             ("--emulate", self.emulate)):
             _plain(value, what)
+        if not _SAFE_PATH.fullmatch(self.base):
+            raise UsageError(f"the agent's directory {self.base!r} is not an absolute path of "
+                             "letters, digits, space and ._/+@,=:~%'- (tools on the device, "
+                             "pip's launchers among them, would run parts of it)",
+                             hint="set the device's data directory elsewhere (its record's "
+                             "data_dir, or the SSH user's home)")
 
     @property
     def script_path(self) -> str:

@@ -143,6 +143,9 @@ def enroll(fleet: Fleet, name: str, extras: str = "llama", python: str = "python
             raise DeviceError(f"{name}: {python} is {version}; the agent needs >= 3.10",
                               hint="install a newer Python or pass --python PATH")
         base = _base(remote, device.data_dir)
+        listen = f"{device.host}:{device.agent_port}" if device.host[0].isdigit() else (
+            f"0.0.0.0:{device.agent_port}")
+        launch = AgentLaunch(base, listen, emulate)  # checks the directory before any write
         remote.check(f"mkdir -p {q(base)}/wheels {q(base)}/tls {q(base)}/data && "
                      f"chmod 700 {q(base)}/tls", "creating the agent directories")
         remote.put(wheel_path, f"{base}/wheels/{wheel_path.name}")
@@ -160,9 +163,6 @@ def enroll(fleet: Fleet, name: str, extras: str = "llama", python: str = "python
                      f"{pip} install --force-reinstall --no-deps "
                      f"{q(base + '/wheels/' + wheel_path.name)}", "installing the agent",
                      timeout_s=1800)
-        listen = f"{device.host}:{device.agent_port}" if device.host[0].isdigit() else (
-            f"0.0.0.0:{device.agent_port}")
-        launch = AgentLaunch(base, listen, emulate)
         remote.write(launch.script_path, launch.run_script().encode(), 0o755)
         service = _start(remote, base)
     finally:
