@@ -16,14 +16,11 @@ import re
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
                       r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?|\x1b.?|\x9b[0-?]*[ -/]*[@-~]"
                       r"|\x9d[^\x07\x9c]*[\x07\x9c]?")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_CONTROL_NO_NL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but tab and newline
 
 
 def terminal_safe(text: str, keep_newlines: bool = False) -> str:
     """``text`` without escape sequences and control characters (newlines and tabs kept
     when ``keep_newlines``, else each becomes a space)."""
-    text = _ESCAPES.sub("", text)
-    if keep_newlines:
-        return _CONTROL.sub("", text)
-    return _CONTROL_NO_NL.sub(" ", text)
+    text = _CONTROL.sub("", _ESCAPES.sub("", text))
+    return text if keep_newlines else text.replace("\n", " ").replace("\t", " ")
