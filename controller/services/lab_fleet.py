@@ -11,6 +11,8 @@ from pathlib import Path
 
 from controller import lab, settings
 from controller.adapters.tables import Device
+from controller.core.groups import check_device_name
+from controller.core.hosts import check_host
 from controller.errors import UsageError
 from controller.services.context import Fleet
 from controller.services.trust import issue_agent_files
@@ -52,6 +54,8 @@ def lab_up(fleet: Fleet, count: int, profiles: list[str],
         _trust_lab_host_keys(started)
         key = str(lab.client_key(settings.lab_dir()))
         for d in started:
+            check_device_name(d.name)  # the lab names and addresses its devices itself;
+            check_host(d.address)  # they enter the inventory like any other
             row = Device(
                 name=d.name, host=d.address, ssh_port=d.ssh_port, user=getpass.getuser(),
                 key_path=key, agent_port=d.agent_port, profile=d.profile,

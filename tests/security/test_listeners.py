@@ -116,21 +116,25 @@ def test_oversize_prompts_and_messages_are_refused_before_they_cost(
 
 def test_one_call_over_the_limit_is_refused_at_once(served: tuple[AgentProcess, str]) -> None:
     agent, _ = served
+    request = pb.BenchmarkRequest(runs=100, max_tokens=512)
     with grpc.insecure_channel(f"127.0.0.1:{agent.port}") as channel:
         stub = pb_grpc.AgentServiceStub(channel)
         # three long calls hold the agent's three slots (--max-concurrent-rpcs 3); the agent
         # is stopped after the test, which ends them
-        long = [stub.Benchmark.future(pb.BenchmarkRequest(runs=100, max_tokens=512),
-                                      timeout=300) for _ in range(3)]
-        codes = []
-        for _ in range(100):  # bounded: until the three are running on the agent
-            try:
-                stub.GetProfile(pb.GetProfileRequest(), timeout=10)
-                codes.append(grpc.StatusCode.OK)
-            except grpc.RpcError as exc:
-                codes.append(exc.code())
-                break
+        long: list[Any] = []
+        refused = None
+        for _ in range(100):  # bounded
+            long = [c for c in long if not c.done()]  # one refused while another ran: again
+            long += [stub.Benchmark.future(request, timeout=300) for _ in range(3 - len(long))]
             time.sleep(0.1)
+            if any(c.done() for c in long):
+                continue
+            try:  # the three are running: one more call is one too many
+                stub.GetProfile(pb.GetProfileRequest(), timeout=10)
+            except grpc.RpcError as exc:
+                refused = exc
+                break
         for call in long:
             call.cancel()
-    assert codes[-1] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refused is not None
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
