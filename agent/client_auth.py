@@ -58,40 +58,22 @@ class ClientCertPolicy(grpc.ServerInterceptor):  # type: ignore[misc]
                       f"presented a {cert.role or 'role-less'} certificate")
 
 
+_KINDS = (("unary_unary", grpc.unary_unary_rpc_method_handler),
+          ("unary_stream", grpc.unary_stream_rpc_method_handler),
+          ("stream_unary", grpc.stream_unary_rpc_method_handler),
+          ("stream_stream", grpc.stream_stream_rpc_method_handler))
+
+
 def _guarded(handler: Any, admit: Callable[[grpc.ServicerContext], None]) -> Any:
     """The same RPC handler with ``admit(context)`` run before it."""
-    if handler.unary_unary:
-        inner = handler.unary_unary
+    for kind, make in _KINDS:
+        inner = getattr(handler, kind)
+        if inner is None:
+            continue
 
-        def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
+        def guarded(request: Any, context: grpc.ServicerContext, inner: Any = inner) -> Any:
             admit(context)
             return inner(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary, handler.request_deserializer, handler.response_serializer)
-    if handler.unary_stream:
-        inner_us = handler.unary_stream
-
-        def unary_stream(request: Any, context: grpc.ServicerContext) -> Any:
-            admit(context)
-            return inner_us(request, context)
-
-        return grpc.unary_stream_rpc_method_handler(
-            unary_stream, handler.request_deserializer, handler.response_serializer)
-    if handler.stream_unary:
-        inner_su = handler.stream_unary
-
-        def stream_unary(requests: Any, context: grpc.ServicerContext) -> Any:
-            admit(context)
-            return inner_su(requests, context)
-
-        return grpc.stream_unary_rpc_method_handler(
-            stream_unary, handler.request_deserializer, handler.response_serializer)
-    inner_ss = handler.stream_stream
-
-    def stream_stream(requests: Any, context: grpc.ServicerContext) -> Any:
-        admit(context)
-        return inner_ss(requests, context)
-
-    return grpc.stream_stream_rpc_method_handler(
-        stream_stream, handler.request_deserializer, handler.response_serializer)
+        return make(guarded, handler.request_deserializer, handler.response_serializer)
+    return handler
