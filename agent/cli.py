@@ -1,7 +1,9 @@
 """fleet-agent: the device-side command.
 
-    fleet-agent serve --listen HOST:PORT --data-dir DIR [--emulate PROFILE] [--port-file F]
-        [--inference-listen ADDR] [--openai-listen ADDR] [--stream-interval-ms MS]
+    fleet-agent serve --listen HOST:PORT --data-dir DIR --tls-dir DIR [--emulate PROFILE]
+        [--port-file F] [--inference-listen ADDR] [--openai-listen ADDR]
+        [--stream-interval-ms MS] [--max-concurrent-rpcs N] [--max-message-mib M]
+        [--inference-max-message-mib M] [--max-prompt-kib K] [--insecure]
     fleet-agent probe [--emulate PROFILE]
 
 argparse, not typer: the agent installs on a device with grpcio, protobuf and a runtime only.
@@ -26,6 +28,7 @@ from agent.runtimes.base import DEFAULT_STREAM_INTERVAL_S
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from agent.limits import MIB, AgentLimits
     from agent.server import ConfigError, create_server
 
     logging.basicConfig(
@@ -37,6 +40,12 @@ def _serve(args: argparse.Namespace) -> int:
             max_threads=args.threads, inference_listen=args.inference_listen,
             tls_dir=Path(args.tls_dir) if args.tls_dir else None,
             openai_listen=args.openai_listen, stream_interval_s=args.stream_interval_ms / 1000,
+            insecure=args.insecure,
+            limits=AgentLimits(
+                max_concurrent_rpcs=args.max_concurrent_rpcs,
+                max_message_bytes=int(args.max_message_mib * MIB),
+                inference_max_message_bytes=int(args.inference_max_message_mib * MIB),
+                max_prompt_bytes=int(args.max_prompt_kib * 1024)),
         )
     except (ConfigError, RuntimeError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -93,8 +102,23 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--tls-dir", default="",
                        help="agent.crt, agent.key, ca.crt (clients must present a certificate "
                        "of that CA) and signing.pub (manifests must be signed by it)")
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow --listen on a non-loopback address without --tls-dir "
+                       "(anyone who reaches it controls the device; trusted test networks "
+                       "only)")
     serve.add_argument("--threads", type=int, default=0,
                        help="cap on runtime threads (default: the device's cores)")
+    serve.add_argument("--max-concurrent-rpcs", type=int, default=32,
+                       help="calls in progress per gRPC listener; more are refused "
+                       "(RESOURCE_EXHAUSTED) (default %(default)d)")
+    serve.add_argument("--max-message-mib", type=float, default=4.0,
+                       help="largest request message on --listen (default %(default)g)")
+    serve.add_argument("--inference-max-message-mib", type=float, default=4.0,
+                       help="largest request message on --inference-listen "
+                       "(default %(default)g)")
+    serve.add_argument("--max-prompt-kib", type=float, default=1024.0,
+                       help="longest prompt accepted, refused before tokenising "
+                       "(default %(default)g)")
     serve.set_defaults(func=_serve)
     probe = sub.add_parser("probe", help="print this machine's hardware as JSON")
     probe.add_argument("--emulate", default="")

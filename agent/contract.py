@@ -22,6 +22,9 @@ DISK_MARGIN_BYTES = 64 * MIB
 # compute are ~26 MiB by the cost model; x86_64, llama-cpp-python 0.3.x).
 RUNTIME_OVERHEAD_BYTES = 48 * MIB
 
+# The layout of a signed load order (agent.manifest_check, controller.services.manifests).
+MANIFEST_FORMAT = 2
+
 # gRPC trailing metadata: a serialized ErrorDetail on every error status of the agent.
 ERROR_DETAIL_KEY = "edgefleet-error-bin"
 # grpc.health.v1 service name that is SERVING while a model is loaded.
@@ -44,6 +47,7 @@ class ErrorKind(enum.IntEnum):
     WORKER_FAILED = 10
     NOT_ON_TRIAL = 11
     BLOB_CORRUPT = 12
+    MANIFEST_STALE = 13
 
 
 # Refusals that say the model cannot run on that device (they count against a rollout's

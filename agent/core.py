@@ -29,6 +29,7 @@ from agent.errors import (
     NotOnTrial,
     WorkerFailed,
 )
+from agent.limits import AgentLimits
 from agent.probe import HostFacts, parse_meminfo
 from agent.runtimes.base import GenerationRequest, GenerationStats
 from agent.scrub import Scrubber
@@ -102,6 +103,7 @@ class AgentCore:
         self.bandwidth: Bandwidth | None = None  # the host's measured read bandwidth
         self.last_swap_strategy = ""
         self.signing_pub = b""  # the controller's pinned manifest key (set at enrollment)
+        self.limits = AgentLimits()  # prompt size (agent.limits); set by the server
         self._stopping = threading.Event()
         self.scrubber = Scrubber(self.store, self._after_corruption)
         if WATCH_INTERVAL_S > 0:
@@ -109,6 +111,11 @@ class AgentCore:
                              daemon=True).start()
         self.monitor.start()  # device samples, kept for the controller like requests
         self.scrubber.start()
+
+    @property
+    def state_lock(self) -> threading.RLock:
+        """Held while the agent changes what runs (and the store's state with it)."""
+        return self._lock
 
     # -- memory ---------------------------------------------------------------------------
     def memory_budget(self) -> int:
@@ -345,6 +352,7 @@ class AgentCore:
         """Yield ``("text", piece)``... then ``("done", GenerationStats)``; every request,
         whichever API it came by (gRPC, OpenAI HTTP, benchmark), is recorded in telemetry
         here. Closing the generator early cancels the generation (outcome "cancelled")."""
+        self.limits.check_prompt(request.prompt, *(m.content for m in request.messages))
         request.check()
         current = self._loaded
         if current is None or (sha256 and current.record.sha256 != sha256):
@@ -412,6 +420,7 @@ class AgentCore:
             raise NoActiveModel("no model is loaded; deploy one first")
         if current.record.format != "gguf":
             raise InvalidRequest("VerifyOutput checks language models (GGUF)")
+        self.limits.check_prompt(prompt)
         try:
             result: dict[str, Any] = current.worker.call("verify_output", prompt, max_tokens)
         except WorkerFailed:

@@ -11,7 +11,9 @@ HTTP status in ``agent.openai_http.errors``).
     ├── InsufficientDisk      the store cannot hold the blob            -> RESOURCE_EXHAUSTED
     ├── NotForThisMachine     the file cannot run here                  -> FAILED_PRECONDITION
     ├── NoActiveModel         inference asked with nothing loaded       -> FAILED_PRECONDITION
-    ├── ManifestRejected      unsigned, badly signed or mismatching      -> PERMISSION_DENIED
+    ├── ManifestRejected      unsigned, badly signed, mismatching,       -> PERMISSION_DENIED
+    │   │                     expired or for another device
+    │   └── ManifestStale     version at or below the high-water mark   -> PERMISSION_DENIED
     ├── GenerationFailed      the runtime raised during a generation    -> INTERNAL
     ├── WorkerFailed          the runtime worker crashed or refused     -> UNAVAILABLE
     └── NotOnTrial            commit/abort of a model not on trial      -> FAILED_PRECONDITION
@@ -78,7 +80,21 @@ class GenerationFailed(AgentError):
 
 
 class ManifestRejected(AgentError):
+    """``check`` names the check that failed: signed, signature, device, expiry, version, or
+    the request field that differs from the signed one."""
+
     kind = ErrorKind.MANIFEST_REJECTED
+
+    def __init__(self, message: str, check: str = "") -> None:
+        super().__init__(message)
+        self.check = check
+
+
+class ManifestStale(ManifestRejected):
+    """A genuine manifest this device has seen, or one older than it: a replay, or a
+    controller whose counter went back (a database restored from a backup)."""
+
+    kind = ErrorKind.MANIFEST_STALE
 
 
 class NotOnTrial(AgentError):

@@ -11,18 +11,21 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent import bandwidth, failpoints
+from agent.client_auth import ClientCertPolicy
 from agent.contract import MODEL_HEALTH_SERVICE
 from agent.core import AgentCore
 from agent.emulation import MIB, emulated_view, host_view
+from agent.limits import AgentLimits
 from agent.local_address import ListenError, is_local
+from agent.manifest_check import ManifestGate
 from agent.openai_http.listener import OpenAIListener
 from agent.probe import probe_host
 from agent.profile_files import find_profile_file, read_toml
 from agent.rpc import agent_pb2_grpc as pb_grpc
 from agent.rpc import grpc_service_pb2_grpc as oip_grpc
 from agent.runtimes.base import DEFAULT_STREAM_INTERVAL_S
-from agent.security import TrustMaterial
 from agent.service import AgentServicer, InferenceOnlyServicer
+from agent.trust_store import TrustError, TrustStore
 
 log = logging.getLogger("edgefleet.agent")
 
@@ -35,6 +38,11 @@ SERVICE_NAME = "edgefleet.agent.v1.AgentService"
 KEEPALIVE_POLICY = [("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
                     ("grpc.http2.max_ping_strikes", 0),
                     ("grpc.keepalive_permit_without_calls", 1)]
+
+
+# Methods of the mutual-TLS listener a device's certificate may call (agent.client_auth);
+# every other one is the controller's only.
+PEER_METHODS: frozenset[str] = frozenset()
 
 
 class ConfigError(Exception):
@@ -71,22 +79,53 @@ def _add_inference(server: grpc.Server, core: AgentCore) -> None:
         log.warning("numpy is missing: the Open Inference Protocol is not served")
 
 
+def _trust(tls_dir: Path | None, listen: str, insecure: bool) -> TrustStore | None:
+    """Fail closed: TLS material that is incomplete stops the agent; no TLS on an address
+    other devices can reach needs ``insecure``, said loudly."""
+    if tls_dir is not None:
+        try:
+            return TrustStore(tls_dir)
+        except TrustError as exc:
+            raise ConfigError(str(exc), hint=exc.hint) from None
+    if not is_local(listen):
+        if not insecure:
+            raise ConfigError(
+                f"--listen {listen} is reachable from other machines and there is no "
+                "--tls-dir: anyone on the network could load models and read telemetry",
+                hint="enroll the device (fleet device enroll NAME) to serve mutual TLS, listen "
+                "on 127.0.0.1, or pass --insecure for a trusted test network")
+        log.warning("*" * 72)
+        log.warning("INSECURE: serving model management on %s WITHOUT TLS or signed "
+                    "manifests (--insecure); anyone who can reach it controls this device",
+                    listen)
+        log.warning("*" * 72)
+    return None
+
+
 def create_server(
     listen: str, data_dir: Path, emulate: str = "", reserve_mib: int = 256,
     restore: bool = True, max_threads: int = 0, inference_listen: str = "",
     tls_dir: Path | None = None, openai_listen: str = "",
-    stream_interval_s: float = DEFAULT_STREAM_INTERVAL_S,
+    stream_interval_s: float = DEFAULT_STREAM_INTERVAL_S, insecure: bool = False,
+    limits: AgentLimits | None = None,
 ) -> RunningAgent:
     """Build and start the agent. ``listen`` may use port 0; the bound port is returned.
 
     ``inference_listen`` (gRPC) and ``openai_listen`` (HTTP, docs/serving.md) are the local,
     certificate-free listeners for apps on the device: loopback or unix sockets only.
     ``stream_interval_s``: streamed text is coalesced within this interval (agent.workers).
+    ``tls_dir``: mutual TLS and signed manifests (agent.trust_store); without it the agent
+    listens on loopback only unless ``insecure``. ``limits``: agent.limits.
     """
     if not 0.0 <= stream_interval_s <= 1.0:
         raise ConfigError(f"stream interval {stream_interval_s * 1000:g} ms is out of range",
                           hint="use 0 (every token alone) to 1000 ms; default "
                           f"{DEFAULT_STREAM_INTERVAL_S * 1000:g}")
+    try:
+        limits = (limits or AgentLimits()).check()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    trust = _trust(tls_dir, listen, insecure)
     host = probe_host()
     data_dir.mkdir(parents=True, exist_ok=True)
     measured = bandwidth.cached(data_dir)
@@ -108,19 +147,23 @@ def create_server(
 
     core = AgentCore(data_dir, view, host, on_model_change=on_model_change)
     core.bandwidth = measured
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=KEEPALIVE_POLICY)
-    pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(core, stream_interval_s), server)
+    core.limits = limits
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=limits.max_concurrent_rpcs),
+        options=[*KEEPALIVE_POLICY, *limits.server_options()],
+        maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
+        interceptors=[ClientCertPolicy(trust, PEER_METHODS)] if trust else None)
+    gate = None
+    if trust is not None:
+        core.signing_pub = (trust.dir / "signing.pub").read_bytes()
+        gate = ManifestGate(trust.signing_keys, trust.device_name, core.store, core.state_lock)
+    pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(core, stream_interval_s, gate),
+                                               server)
     _add_inference(server, core)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    trust = TrustMaterial.load(tls_dir) if tls_dir else None
     if trust is not None:
-        core.signing_pub = trust.signing_pub
         port = server.add_secure_port(listen, trust.server_credentials())
     else:
-        if not is_local(listen):
-            log.warning("serving model management WITHOUT TLS on %s; enroll the device "
-                        "(fleet device enroll) to require the fleet's client certificate",
-                        listen)
         port = server.add_insecure_port(listen)
     if port == 0:
         raise ConfigError(f"cannot listen on {listen}")
@@ -130,7 +173,10 @@ def create_server(
         if not is_local(inference_listen):
             raise ConfigError(f"--inference-listen {inference_listen} is not local; use "
                               "unix:///PATH or 127.0.0.1:PORT")
-        inference_server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+        inference_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=limits.max_concurrent_rpcs),
+            options=limits.server_options(inference=True),
+            maximum_concurrent_rpcs=limits.max_concurrent_rpcs)
         pb_grpc.add_AgentServiceServicer_to_server(
             InferenceOnlyServicer(core, stream_interval_s), inference_server)
         _add_inference(inference_server, core)

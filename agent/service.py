@@ -29,11 +29,11 @@ from agent.errors import (
     NotOnTrial,
     WorkerFailed,
 )
+from agent.manifest_check import LoadFields, LoadGrant, ManifestGate
 from agent.probe import disk_usage
 from agent.rpc import agent_pb2 as pb
 from agent.rpc import agent_pb2_grpc as pb_grpc
 from agent.runtimes.base import GenerationRequest
-from agent.security import verify_manifest
 from agent.store import ModelRecord
 from agent.telemetry import DeviceSampler
 
@@ -50,7 +50,7 @@ STATUS_BY_ERROR: dict[type[AgentError], grpc.StatusCode] = {
     NoActiveModel: grpc.StatusCode.FAILED_PRECONDITION,
     WorkerFailed: grpc.StatusCode.UNAVAILABLE,
     GenerationFailed: grpc.StatusCode.INTERNAL,
-    ManifestRejected: grpc.StatusCode.PERMISSION_DENIED,
+    ManifestRejected: grpc.StatusCode.PERMISSION_DENIED,  # ManifestStale too
     NotOnTrial: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
@@ -85,11 +85,14 @@ def generation_request(request: pb.GenerateRequest, stream_interval_s: float
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
-    def __init__(self, core: AgentCore, stream_interval_s: float = 0.0) -> None:
+    def __init__(self, core: AgentCore, stream_interval_s: float = 0.0,
+                 manifests: ManifestGate | None = None) -> None:
         self.core = core
         self.sampler = DeviceSampler()
         self.stream_interval_s = stream_interval_s  # see agent.workers: the token path
         self.started_unix = time.time()
+        # with a pinned signing key: every load is checked and acted on as signed
+        self.manifests = manifests
 
     def GetVersion(self, request: pb.GetVersionRequest, context: grpc.ServicerContext) -> Any:
         return pb.GetVersionResponse(
@@ -145,6 +148,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             scrub=pb.ScrubStatus(**asdict(scrub)),
             trial_seconds_left=self.core.trial_seconds_left(),
             reverted_cause=state.reverted_cause.value,  # type: ignore[arg-type]
+            manifest_seq=state.manifest_seq,
         )
 
     def CheckFit(self, request: pb.CheckFitRequest, context: grpc.ServicerContext) -> Any:
@@ -156,23 +160,27 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         return pb.CheckFitResponse(**result)
 
     def LoadModel(self, request: pb.LoadModelRequest, context: grpc.ServicerContext) -> Any:
+        fields = LoadFields(
+            sha256=request.sha256, size_bytes=request.size_bytes, name=request.name,
+            variant=request.variant, format=request.format or "gguf", n_ctx=request.n_ctx,
+            memory_bytes=request.estimated_memory_bytes, trial=request.trial,
+            trial_seconds=request.trial_seconds)
         try:
-            record = ModelRecord.from_dict(
-                {"sha256": request.sha256, "name": request.name, "variant": request.variant,
-                 "format": request.format or "gguf", "n_ctx": request.n_ctx,
-                 "size_bytes": request.size_bytes}
-            )
-            if self.core.signing_pub:
-                verify_manifest(self.core.signing_pub, record, request.manifest,
-                                request.manifest_signature, trial=request.trial,
-                                trial_seconds=request.trial_seconds)
+            if self.manifests is not None:
+                grant = self.manifests.admit(fields, request.manifest,
+                                             request.manifest_signature)
+                log.info("manifest %d (rollout %s) admitted: %s %s", grant.seq,
+                         grant.rollout or "-", grant.record.name, grant.record.variant)
+            else:  # no pinned key: a test or lab agent on loopback (agent.server)
+                grant = unsigned_grant(fields)
+            record = grant.record
             before = self.core.store.read_state().active
-            seconds = self.core.load(record, request.estimated_memory_bytes,
-                                     trial=request.trial, trial_seconds=request.trial_seconds)
+            seconds = self.core.load(record, grant.memory_bytes, trial=grant.trial,
+                                     trial_seconds=grant.trial_seconds)
         except AgentError as exc:
             return _abort(context, exc)
         return pb.LoadModelResponse(
-            model=_model_info(record, True, "active", on_trial=request.trial),
+            model=_model_info(record, True, "active", on_trial=grant.trial),
             load_seconds=seconds,
             previous_sha256=before.sha256 if before and before.sha256 != record.sha256 else "",
             swap_strategy=self.core.last_swap_strategy,
@@ -321,37 +329,34 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         )
 
 
-class InferenceOnlyServicer(AgentServicer):
+def unsigned_grant(fields: LoadFields) -> LoadGrant:
+    record = ModelRecord.from_dict({
+        "sha256": fields.sha256, "name": fields.name, "variant": fields.variant,
+        "format": fields.format, "n_ctx": fields.n_ctx, "size_bytes": fields.size_bytes})
+    return LoadGrant(record, fields.memory_bytes, fields.trial, fields.trial_seconds, "", 0)
+
+
+# What the certificate-free local listener serves apps on the device: generation and
+# read-only views. An allow-list: an RPC added to the proto is denied there until it is
+# named here.
+INFERENCE_RPCS = frozenset({"Generate", "GetProfile", "ListModels", "GetTelemetry", "GetVersion"})
+
+
+class InferenceOnlyServicer(pb_grpc.AgentServiceServicer):
     """The agent service as seen from the local inference listener (loopback or a Unix
-    socket, no certificates): generation and read-only views; no model management."""
+    socket, no certificates): the methods of ``INFERENCE_RPCS``, every other one denied."""
 
-    def _denied(self, context: grpc.ServicerContext) -> Any:
+    def __init__(self, core: AgentCore, stream_interval_s: float = 0.0) -> None:
+        full = AgentServicer(core, stream_interval_s)
+        for name in pb.DESCRIPTOR.services_by_name["AgentService"].methods_by_name:
+            setattr(self, name, getattr(full, name) if name in INFERENCE_RPCS
+                    else _denied(name))
+
+
+def _denied(name: str) -> Any:
+    def deny(request: Any, context: grpc.ServicerContext) -> Any:
         context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                      "model management is only served on the management listener")
+                      f"{name} is not served on the local inference listener; model "
+                      "management is only served on the management listener")
 
-    def LoadModel(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._denied(context)
-
-    def CommitModel(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._denied(context)
-
-    def AbortTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._denied(context)
-
-    def StageModel(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._denied(context)
-
-    def UnloadModel(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._denied(context)
-
-    def CheckFit(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._denied(context)
-
-    def GetStore(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._denied(context)
-
-    def Benchmark(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._denied(context)
-
-    def VerifyOutput(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._denied(context)
+    return deny

@@ -5,8 +5,9 @@ Layout under the data dir::
     store/incoming/<sha256>.part   an upload in progress (the controller writes here over SFTP)
     store/incoming/<sha256>        a finished upload, not yet verified
     store/blobs/<sha256>           verified bytes; the name is the content hash
-    store/state.json               desired state: the active and previous model records, and
-                                   whether the active one is still on trial
+    store/state.json               desired state: the active and previous model records,
+                                   whether the active one is still on trial, and the highest
+                                   manifest version accepted (agent.manifest_check)
     store/verified.json            fingerprint of each blob when it was last hashed
     store/quarantine/<sha256>      bytes that no longer hash to their name (+ <sha256>.json)
 
@@ -85,6 +86,9 @@ class StoreState:
     reverted_reason: str = ""
     reverted_cause: RevertCause = RevertCause.UNSPECIFIED
     staged: str = ""  # sha256 verified ahead of activation (pre-pull), kept from GC
+    # the highest signed manifest version accepted: a load must carry a greater one, so a
+    # captured manifest cannot be played again, here or after a restart
+    manifest_seq: int = 0
 
     @property
     def pinned(self) -> set[str]:
@@ -264,6 +268,7 @@ class ModelStore:
             reverted_reason=str(data.get("reverted_reason", "")),
             reverted_cause=_cause(data.get("reverted_cause", 0)),
             staged=str(data.get("staged", "")),
+            manifest_seq=int(data.get("manifest_seq", 0)),
         )
 
     def write_state(self, state: StoreState) -> None:
@@ -276,6 +281,7 @@ class ModelStore:
             "reverted_reason": state.reverted_reason,
             "reverted_cause": int(state.reverted_cause),
             "staged": state.staged,
+            "manifest_seq": state.manifest_seq,
         }
         tmp = self.state_path.with_suffix(".tmp")
         with tmp.open("w") as fh:
@@ -344,6 +350,12 @@ class ModelStore:
                       reverted_cause=cause)
         self.write_state(new)
         return new
+
+    def raise_manifest_mark(self, seq: int) -> None:
+        """Record ``seq`` as the highest manifest version accepted (never lowered)."""
+        old = self.read_state()
+        if seq > old.manifest_seq:
+            self.write_state(replace(old, manifest_seq=seq))
 
     def deactivate(self) -> None:
         old = self.read_state()

@@ -18,6 +18,7 @@
     │   └── DevicesHeld                another rollout holds the devices (its id named)
     ├── LabError                       the local lab could not start or stop
     ├── SchemaError                    the database's schema is newer than this code, or broken
+    ├── PkiError                       a key missing, locked by a passphrase, or inconsistent
     ├── DeployFailed                   a fleet operation finished with failed devices
     └── DevicesUnreachable (exit 4)    nothing failed, but devices could not be reached
 
@@ -123,6 +124,10 @@ class LabError(FleetError):
 
 
 class SchemaError(FleetError):
+    pass
+
+
+class PkiError(FleetError):
     pass
 
 

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from controller import lab_netns
+from controller.adapters.private_files import private_dir, write_private
 from controller.errors import LabError
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/bin/sshd", "/usr/local/sbin/sshd")
@@ -188,13 +189,13 @@ def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
     prefix = link.exec_prefix if link else []
     d = lab_dir / "devices" / name
     _fresh_device_dir(d, keep_data)
-    tls_args: list[str] = []
+    # without TLS (`lab up --insecure`) a device in its own namespace listens on a routable
+    # address, which the agent refuses unless told
+    tls_args: list[str] = ["--insecure"]
     if tls is not None:
-        (d / "tls").mkdir(mode=0o700)
+        private_dir(d / "tls")
         for filename, data in tls(name, address).items():
-            path = d / "tls" / filename
-            path.write_bytes(data)
-            path.chmod(0o600)
+            write_private(d / "tls" / filename, data)
         tls_args = ["--tls-dir", str(d / "tls")]
     if not (d / "ssh_host_ed25519_key").exists():
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name,

@@ -23,6 +23,7 @@ class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_KIND_WORKER_FAILED: _ClassVar[ErrorKind]
     ERROR_KIND_NOT_ON_TRIAL: _ClassVar[ErrorKind]
     ERROR_KIND_BLOB_CORRUPT: _ClassVar[ErrorKind]
+    ERROR_KIND_MANIFEST_STALE: _ClassVar[ErrorKind]
 
 class RevertCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -44,6 +45,7 @@ ERROR_KIND_GENERATION_FAILED: ErrorKind
 ERROR_KIND_WORKER_FAILED: ErrorKind
 ERROR_KIND_NOT_ON_TRIAL: ErrorKind
 ERROR_KIND_BLOB_CORRUPT: ErrorKind
+ERROR_KIND_MANIFEST_STALE: ErrorKind
 REVERT_CAUSE_UNSPECIFIED: RevertCause
 REVERT_CAUSE_RESTART: RevertCause
 REVERT_CAUSE_CRASH: RevertCause
@@ -153,7 +155,7 @@ class GetStoreRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStoreResponse(_message.Message):
-    __slots__ = ("blobs", "incoming_dir", "disk_free_bytes", "active_sha256", "previous_sha256", "active_on_trial", "reverted_sha256", "reverted_reason", "staged_sha256", "quarantined", "reclaimable_bytes", "scrub", "trial_seconds_left", "reverted_cause")
+    __slots__ = ("blobs", "incoming_dir", "disk_free_bytes", "active_sha256", "previous_sha256", "active_on_trial", "reverted_sha256", "reverted_reason", "staged_sha256", "quarantined", "reclaimable_bytes", "scrub", "trial_seconds_left", "reverted_cause", "manifest_seq")
     BLOBS_FIELD_NUMBER: _ClassVar[int]
     INCOMING_DIR_FIELD_NUMBER: _ClassVar[int]
     DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +170,7 @@ class GetStoreResponse(_message.Message):
     SCRUB_FIELD_NUMBER: _ClassVar[int]
     TRIAL_SECONDS_LEFT_FIELD_NUMBER: _ClassVar[int]
     REVERTED_CAUSE_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_SEQ_FIELD_NUMBER: _ClassVar[int]
     blobs: _containers.RepeatedScalarFieldContainer[str]
     incoming_dir: str
     disk_free_bytes: int
@@ -182,7 +185,8 @@ class GetStoreResponse(_message.Message):
     scrub: ScrubStatus
     trial_seconds_left: float
     reverted_cause: RevertCause
-    def __init__(self, blobs: _Optional[_Iterable[str]] = ..., incoming_dir: _Optional[str] = ..., disk_free_bytes: _Optional[int] = ..., active_sha256: _Optional[str] = ..., previous_sha256: _Optional[str] = ..., active_on_trial: _Optional[bool] = ..., reverted_sha256: _Optional[str] = ..., reverted_reason: _Optional[str] = ..., staged_sha256: _Optional[str] = ..., quarantined: _Optional[_Iterable[_Union[QuarantinedBlob, _Mapping]]] = ..., reclaimable_bytes: _Optional[int] = ..., scrub: _Optional[_Union[ScrubStatus, _Mapping]] = ..., trial_seconds_left: _Optional[float] = ..., reverted_cause: _Optional[_Union[RevertCause, str]] = ...) -> None: ...
+    manifest_seq: int
+    def __init__(self, blobs: _Optional[_Iterable[str]] = ..., incoming_dir: _Optional[str] = ..., disk_free_bytes: _Optional[int] = ..., active_sha256: _Optional[str] = ..., previous_sha256: _Optional[str] = ..., active_on_trial: _Optional[bool] = ..., reverted_sha256: _Optional[str] = ..., reverted_reason: _Optional[str] = ..., staged_sha256: _Optional[str] = ..., quarantined: _Optional[_Iterable[_Union[QuarantinedBlob, _Mapping]]] = ..., reclaimable_bytes: _Optional[int] = ..., scrub: _Optional[_Union[ScrubStatus, _Mapping]] = ..., trial_seconds_left: _Optional[float] = ..., reverted_cause: _Optional[_Union[RevertCause, str]] = ..., manifest_seq: _Optional[int] = ...) -> None: ...
 
 class QuarantinedBlob(_message.Message):
     __slots__ = ("sha256", "actual_sha256", "reason", "found_by", "quarantined_at", "size_bytes", "bytes_kept")

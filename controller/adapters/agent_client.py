@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from agent.contract import ERROR_DETAIL_KEY, MODEL_HEALTH_SERVICE, ErrorKind
 from agent.rpc import agent_pb2 as pb
 from agent.rpc import agent_pb2_grpc as pb_grpc
+from controller.core.display import terminal_safe
 from controller.errors import AgentRefused, Unreachable
 
 T = TypeVar("T")
@@ -32,12 +33,22 @@ HINTS = {
     "DATA_LOSS": "the file arrived corrupt and was deleted on the device; re-run the deploy",
     "FAILED_PRECONDITION": "the device cannot run this file; check its profile and runtimes",
     "NOT_FOUND": "the blob is not on the device; re-run the deploy to send it",
+    "UNAUTHENTICATED": "the agent does not accept this controller's certificate (revoked, or "
+    "of another CA): `fleet pki status` shows the certificates; `fleet pki push` gives the "
+    "device the current trust",
 }
 # by the agent's error kind, where the status code alone would mislead
 KIND_HINTS = {
     ErrorKind.BLOB_CORRUPT: "the device's stored copy went bad on its disk and was "
     "quarantined there; the next deploy sends it again; a disk that keeps doing this is "
     "failing",
+    ErrorKind.MANIFEST_REJECTED: "the device refused the signed load order (the message names "
+    "the check); `fleet pki status` shows the signing key, `fleet pki push` gives the device "
+    "the current one",
+    ErrorKind.MANIFEST_STALE: "the device accepted a newer load order than this controller's "
+    "counter (its database restored from a backup, or another controller): if that is "
+    "expected, `fleet device resync-version NAME` moves the counter past the device's mark "
+    "(logged)",
 }
 
 
@@ -56,7 +67,8 @@ class GenerationStream:
 
     def __iter__(self) -> Iterator[pb.GenerateResponse]:
         try:
-            yield from self._call
+            for event in self._call:
+                yield clean_strings(event)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.CANCELLED:
                 return
@@ -102,13 +114,14 @@ class GrpcAgentClient:
 
     def _call(self, fn: Callable[..., T], request: Any, timeout: float | None = None) -> T:
         try:
-            return fn(request, timeout=timeout or self.timeout_s)
+            return clean_strings(fn(request, timeout=timeout or self.timeout_s))
         except grpc.RpcError as exc:
             raise self._map(exc) from exc
 
     def _map(self, exc: grpc.RpcError) -> Exception:
         code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-        details = exc.details() if hasattr(exc, "details") else str(exc)
+        # the agent's words reach terminals and the database: no control sequences
+        details = terminal_safe(exc.details() if hasattr(exc, "details") else str(exc))
         kind = _error_kind(exc)
         if kind is ErrorKind.WORKER_FAILED:
             return AgentRefused(f"{self.name}: {details}", code=code.name, kind=kind,
@@ -124,7 +137,8 @@ class GrpcAgentClient:
                 f"{self.name}` restarts it" if code == grpc.StatusCode.UNAVAILABLE else
                 "the device is slow or the link is down; retry", detail=detail)
         return AgentRefused(f"{self.name}: agent refused: {details}",
-                            hint=KIND_HINTS.get(kind) or HINTS.get(code.name, ""),
+                            hint=(KIND_HINTS.get(kind) or HINTS.get(code.name, "")
+                                  ).replace("NAME", self.name),
                             code=code.name, kind=kind, detail=details)
 
     def get_version(self, timeout: float = 5.0) -> pb.GetVersionResponse | None:
@@ -221,6 +235,30 @@ class GrpcAgentClient:
             else:
                 pieces.append(event.text)
         return GenerationResult("".join(pieces), summary)
+
+
+def clean_strings(message: T) -> T:
+    """Every string an agent sent, without terminal control sequences (newlines and tabs
+    kept): what a device says reaches terminals, the dashboard and the database."""
+    if not hasattr(message, "ListFields"):
+        return message
+    for field, value in message.ListFields():
+        if field.type == field.TYPE_STRING:
+            if field.is_repeated:
+                if any(not v.isprintable() for v in value):
+                    value[:] = [terminal_safe(v, keep_newlines=True) for v in value]
+            elif not value.isprintable():
+                setattr(message, field.name, terminal_safe(value, keep_newlines=True))
+        elif field.type == field.TYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                for key in [k for k in value if isinstance(k, str) and not k.isprintable()]:
+                    value[terminal_safe(key)] = value.pop(key)
+            elif field.is_repeated:
+                for item in value:
+                    clean_strings(item)
+            else:
+                clean_strings(value)
+    return message
 
 
 def _error_kind(exc: grpc.RpcError) -> ErrorKind:

@@ -1,8 +1,10 @@
 """GrpcDeviceLink: the rollout's port to one device (controller.services.ports.DeviceLink)
 over the agent's gRPC API; protobuf goes no further than this module.
 
-Load orders are signed here with the controller's manifest key: the manifest binds what the
-agent acts on (the blob, its name and format, and the trial with its deadline)."""
+Load orders are signed here: the manifest carries everything the agent acts on (the blob, its
+name and format, n_ctx, the memory estimate, runtime options, the trial with its deadline);
+the signer (controller.services.manifests) binds it to the device, the rollout, the device's
+next manifest version and an expiry."""
 
 from __future__ import annotations
 
@@ -63,7 +65,8 @@ def load_request(order: LoadOrder, sign: Signer) -> pb.LoadModelRequest:
     manifest, signature = sign({
         "sha256": art.sha256, "size_bytes": art.size_bytes, "name": art.model,
         "variant": art.variant, "format": art.format, "trial": order.trial,
-        "trial_seconds": order.trial_seconds, "issued_at": int(time.time())})
+        "trial_seconds": order.trial_seconds, "n_ctx": order.n_ctx,
+        "memory_bytes": order.memory_bytes, "runtime": {}})
     return pb.LoadModelRequest(
         sha256=art.sha256, name=art.model, variant=art.variant, format=art.format,
         n_ctx=order.n_ctx, size_bytes=art.size_bytes,

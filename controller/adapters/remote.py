@@ -51,6 +51,25 @@ class RemoteHost:
             sftp.chmod(tmp, mode)
             sftp.posix_rename(tmp, path)
 
+    def write_private(self, path: str, data: bytes) -> None:
+        """``data`` at ``path``, created 0600 from the first byte (umask 077, noclobber on a
+        fresh temporary name), then renamed over the old file."""
+        tmp = f"{path}.tmp"
+        command = (f"umask 077 && rm -f {q(tmp)} && set -C && cat > {q(tmp)} && "
+                   f"mv -f {q(tmp)} {q(path)}")
+        try:
+            stdin, stdout, stderr = self.client.exec_command(command, timeout=60)
+            stdin.write(data)
+            stdin.channel.shutdown_write()
+            code = stdout.channel.recv_exit_status()
+            err = stderr.read().decode(errors="replace").strip()
+        except (paramiko.SSHException, OSError) as exc:
+            raise Unreachable(f"{self.name}: SSH command failed ({exc})",
+                              hint="check the device's SSH connection") from exc
+        if code != 0:
+            raise DeviceError(f"{self.name}: writing {path} failed (exit {code}): {err[-200:]}",
+                              hint="check the directory exists and the SSH user may write it")
+
     def put(self, local: Path, path: str) -> None:
         with self.client.open_sftp() as sftp:
             sftp.put(str(local), path + ".tmp")

@@ -385,3 +385,37 @@ class CollectorBeat(SQLModel, table=True):
     interval_s: float
     devices: int = 0
     last_pass_s: float = 0.0
+
+
+class ManifestCounter(SQLModel, table=True):
+    """The last manifest version issued to a device (its agent refuses any at or below its
+    own high-water mark). Keyed by name, outliving the device row."""
+
+    __tablename__ = "manifest_counter"
+    device: str = Field(primary_key=True)
+    seq: int = Field(default=0, sa_type=BIG)
+    updated_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
+
+
+class IssuedCert(SQLModel, table=True):
+    """A certificate the fleet CA issued: a device's, or the controller's. ``current`` is the
+    one in use; a revoked one is on the revocation list the agents check."""
+
+    __tablename__ = "issued_cert"
+    serial: str = Field(primary_key=True)  # hex
+    subject: str = Field(index=True)  # device name, or "edgefleet-controller"
+    role: str  # device | controller
+    not_after: datetime = Field(sa_type=UTC_TIMESTAMP)
+    issued_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
+    current: bool = True
+    revoked_at: datetime | None = Field(default=None, sa_type=UTC_TIMESTAMP)
+    revoke_reason: str = ""
+
+
+class TrustDelivery(SQLModel, table=True):
+    """The revocation list a device was last given (over SSH)."""
+
+    __tablename__ = "trust_delivery"
+    device: str = Field(primary_key=True)
+    crl_number: int = Field(default=0, sa_type=BIG)
+    delivered_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)

@@ -22,11 +22,13 @@ from controller.cli import (
     insight_cmd,
     lab_cmd,
     model,
+    pki_cmd,
     profile,
     rollouts_cmd,
     settings_cmd,
     telemetry_cmd,
 )
+from controller.core.display import terminal_safe
 from controller.errors import FleetError
 
 app = typer.Typer(
@@ -46,6 +48,7 @@ app.add_typer(profile.app, name="profile")
 app.add_typer(lab_cmd.app, name="lab")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(rollouts_cmd.app, name="rollouts")
+app.add_typer(pki_cmd.app, name="pki")
 fleet_ops.register(app)
 dashboard_cmd.register(app)
 telemetry_cmd.register(app)
@@ -74,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="fleet", standalone_mode=False)
-    except FleetError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+    except FleetError as exc:  # messages may quote a device: no control sequences reach the tty
+        print(f"error: {terminal_safe(exc.message)}", file=sys.stderr)
         if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+            print(f"hint: {terminal_safe(exc.hint)}", file=sys.stderr)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
@@ -96,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # the boundary: never a traceback for the user
         where = _crash_report(exc)
-        print(f"error: internal error ({type(exc).__name__}: {exc})", file=sys.stderr)
+        print(f"error: internal error ({type(exc).__name__}: {terminal_safe(str(exc))})",
+              file=sys.stderr)
         print(f"hint: this is a bug; the crash report is at {where}", file=sys.stderr)
         return 70
     return result if isinstance(result, int) else 0

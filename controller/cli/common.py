@@ -66,3 +66,13 @@ def mib(n: float | int | None) -> str:
 
 def num(value: float | None, fmt: str = "{:.1f}") -> str:
     return "-" if value is None else fmt.format(value)
+
+
+def esc(value: object, keep_newlines: bool = False) -> str:
+    """Text from a device (or anyone but us) for Rich: shown literally, its markup escaped
+    and its terminal control sequences dropped (controller.core.display)."""
+    from rich.markup import escape
+
+    from controller.core.display import terminal_safe
+
+    return escape(terminal_safe(str(value), keep_newlines))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
-from controller.cli.common import console, db_override, fleet, mib, num, print_json
-from controller.core.groups import check_device_name, check_group_name
+from controller.cli.common import console, db_override, esc, fleet, mib, num, print_json
+from controller.core.groups import check_group_name
 from controller.errors import UsageError
 
 app = typer.Typer(help="Register and inspect devices.", no_args_is_help=True,
@@ -46,9 +46,10 @@ def add(
 ) -> None:
     """Register a device. Nothing is sent to it until a deploy."""
     from controller.adapters.tables import Device
+    from controller.services.registering import checked_address
 
     f = fleet(ctx)
-    check_device_name(name)
+    checked_address(f, name, host)
     groups = [check_group_name(g) for g in group or []]
     if not 0 < port < 65536 or not 0 < agent_port < 65536:
         raise UsageError("ports must be 1..65535", hint="check --port and --agent-port")
@@ -86,12 +87,13 @@ def list_(
     import sys
 
     from controller.cli.plain import columns
+    from controller.core.display import terminal_safe
 
-    table = [[d["name"], ",".join(d["groups"]),
+    table = [[terminal_safe(str(v)) for v in [d["name"], ",".join(d["groups"]),
               ",".join(f"{k}={v}" for k, v in sorted(d["labels"].items())) or "-",
               f"{d['host']}:{d['ssh_port']}", d["profile"] or "-", d["state"],
               d["model"] or "-", d["variant"] or "-", num(d["last_ttft_ms"]),
-              num(d["last_tokens_per_s"])] for d in rows]
+              num(d["last_tokens_per_s"])]] for d in rows]
     sys.stdout.write(columns(("NAME", "GROUPS", "LABELS", "ADDRESS", "PROFILE", "STATE",
                               "MODEL", "VARIANT", "TTFT_MS", "TOK/S"), table))
 
@@ -109,10 +111,11 @@ def show(ctx: typer.Context, name: str,
         return
     for key, value in data.items():
         if key != "probed":
-            console.print(f"[bold]{key}[/]: {value}")
+            console.print(f"[bold]{key}[/]: {esc(value)}")
     probed = data["probed"]
     if probed:
-        console.print(f"[bold]probed[/]: {probed.get('deviceModel', '')} {probed.get('arch', '')}"
+        console.print(f"[bold]probed[/]: {esc(probed.get('deviceModel', ''))} "
+                      f"{esc(probed.get('arch', ''))}"
                       f", {probed.get('cores', '?')} cores, RAM "
                       f"{mib(int(probed.get('ramTotalBytes', 0)))}"
                       + (" [yellow](emulated lab profile)[/]" if probed.get("emulated") else ""))
@@ -133,8 +136,8 @@ def label_cmd(ctx: typer.Context, name: str,
         else:
             labels.pop(key, None)
     f.inventory.update_device(name, labels_json=json.dumps(labels))
-    console.print(f"{name}: " + (", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
-                                 or "no labels"))
+    console.print(f"{name}: " + esc(", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+                                     or "no labels"))
 
 
 @app.command("group")
@@ -290,17 +293,46 @@ def rescue_cmd(ctx: typer.Context, name: str) -> None:
     from controller.services.enrolling import rescue
 
     status, tail = rescue(fleet(ctx), name)
-    console.print(f"{name}: {status}")
-    console.print(tail.rstrip() or "(empty log)", markup=False, highlight=False)
+    console.print(f"{name}: {esc(status)}")
+    console.print(esc(tail.rstrip(), keep_newlines=True) or "(empty log)", highlight=False)
 
 
 @app.command("remove")
 def remove(ctx: typer.Context, name: str) -> None:
-    """Forget a device (nothing on the device changes)."""
+    """Forget a device and stop trusting its certificate: it is revoked, and the revocation
+    list goes to every other enrolled device (nothing on the removed device changes)."""
+    from controller.services.trust import revoke_device
+
     f = fleet(ctx)
     f.inventory.get_device(name)
+    revoked = revoke_device(f, name)
     f.inventory.remove_devices([name])
     console.print(f"removed {name}")
+    if revoked.serials:
+        late = [d for d in revoked.delivered if not d.ok]
+        console.print(f"revoked its certificate ({', '.join(f'{s:x}' for s in revoked.serials)}"
+                      f"); revocation list {revoked.crl_number} delivered to "
+                      f"{len(revoked.delivered) - len(late)} of {len(revoked.delivered)} "
+                      "enrolled devices")
+        for d in late:
+            console.print(f"  [yellow]{d.device}: not delivered ({esc(d.detail)}); `fleet pki "
+                          f"push --device {d.device}` when it is back[/]")
+
+
+@app.command("resync-version")
+def resync_version(ctx: typer.Context, name: str) -> None:
+    """Move this controller's manifest counter for NAME past the device's high-water mark
+    (after restoring the controller's database from a backup); logged in the audit log."""
+    from controller.services.manifests import resync_version as resync
+
+    done = resync(fleet(ctx), name)
+    if done.after == done.before:
+        console.print(f"{name}: counter {done.before} is already at or past the device's "
+                      f"mark {done.device_mark}; nothing changed")
+    else:
+        console.print(f"{name}: counter moved from {done.before} to {done.after} (the "
+                      "device's mark); the next load order carries "
+                      f"{done.after + 1} (recorded in the audit log)")
 
 
 @app.command("calibrate")

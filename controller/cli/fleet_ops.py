@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from controller.cli.common import console, fleet, num, print_json
+from controller.cli.common import console, esc, fleet, num, print_json
 from controller.core.durations import parse_duration
 from controller.errors import DeployFailed, DevicesUnreachable, UsageError
 
@@ -103,8 +103,8 @@ def finish_report(report: DeployReport, as_json: bool, model: str) -> None:
     else:
         for p in report.plans:
             if p.choice:
-                console.print(f"[bold]{p.device.name}[/] ({p.choice.profile.name}): "
-                              f"{p.choice.reason}")
+                console.print(f"[bold]{p.device.name}[/] ({esc(p.choice.profile.name)}): "
+                              f"{esc(p.choice.reason)}")
         print_outcomes(report.outcomes)
         print_rollout_end(report)
     if report.outcomes and all(o.status == "skipped" for o in report.outcomes):
@@ -190,11 +190,11 @@ def _status_table(rows: list[observing.DeviceStatus]) -> None:
                   "latency ms", "tok/s", "J/tok", "meter", "crashes", "seen")
     for r in rows:
         colour = STATE_COLOURS.get(r.state, "red")
-        state = f"[{colour}]{r.state}[/]" + (f" {r.error}" if r.error else "")
-        table.add_row(r.device.name, ",".join(r.device.group_names), state, r.active_model or "-",
-                      r.active_variant or "-", str(r.requests), num(r.last_ttft_ms),
-                      num(r.last_latency_ms), num(r.last_tokens_per_s),
-                      num(r.joules_per_token, "{:.3f}"), r.energy_meter or "-",
+        state = f"[{colour}]{r.state}[/]" + (f" {esc(r.error)}" if r.error else "")
+        table.add_row(r.device.name, ",".join(r.device.group_names), state,
+                      esc(r.active_model or "-"), esc(r.active_variant or "-"), str(r.requests),
+                      num(r.last_ttft_ms), num(r.last_latency_ms), num(r.last_tokens_per_s),
+                      num(r.joules_per_token, "{:.3f}"), esc(r.energy_meter or "-"),
                       str(r.worker_crashes), _ago(r.seen_ago_s))
     console.print(table)
 
@@ -348,10 +348,10 @@ def register(app: typer.Typer) -> None:
         else:
             for r in results:
                 if r.result is None:
-                    console.print(f"[bold]{r.device}[/]: [red]{r.error}[/]")
+                    console.print(f"[bold]{r.device}[/]: [red]{esc(r.error)}[/]")
                     continue
                 s = r.result.summary
-                console.print(f"[bold]{r.device}[/]: {r.result.text!r}")
+                console.print(f"[bold]{r.device}[/]: {esc(repr(r.result.text))}")
                 console.print(f"    {s.completion_tokens} tokens, TTFT {s.ttft_ms:.1f} ms, "
                               f"decode {s.decode_tokens_per_s:.1f} tok/s, "
                               f"prefill {s.prefill_tokens_per_s:.1f} tok/s")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from controller.cli.common import console, fleet, num, print_json
+from controller.cli.common import console, esc, fleet, num, print_json
 from controller.cli.telemetry_cmd import DEVICE, GROUP, LABEL, devices_for
 from controller.errors import UsageError
 
@@ -76,7 +76,7 @@ def print_report(rep: TelemetryReport) -> None:
                   title=f"last {_dur(rep.since_s)} from {rep.source} ({rep.accuracy})")
     for r in rep.rows:
         ttft = "/".join(num(v, "{:.0f}") for v in (r.ttft_p50, r.ttft_p95, r.ttft_p99))
-        table.add_row(*r.key.values(), str(r.requests),
+        table.add_row(*(esc(v) for v in r.key.values()), str(r.requests),
                       f"{r.errors}" + (f" ({r.error_rate:.0%})" if r.error_rate else ""),
                       ttft, _vs(r.tps_p50, r.predicted_tps, r.tps_off), num(r.tps_p5),
                       _energy_cell(r.energy, "w"), _energy_cell(r.energy, "jpt"),
@@ -84,7 +84,7 @@ def print_report(rep: TelemetryReport) -> None:
     console.print(table)
     for r in rep.rows:
         if r.flag:
-            console.print(f"[yellow]{' '.join(r.key.values())}: {r.flag}[/]")
+            console.print(f"[yellow]{esc(' '.join(r.key.values()))}: {esc(r.flag)}[/]")
 
 
 def _dur(seconds: float) -> str:
@@ -179,5 +179,6 @@ def register(app: typer.Typer) -> None:
         table = Table("severity", "device", "alert", "what", "hint")
         for a in found:
             c = SEVERITY_COLOURS[a.severity]
-            table.add_row(f"[{c}]{a.severity}[/]", a.device, a.kind, a.message, a.hint)
+            table.add_row(f"[{c}]{a.severity}[/]", a.device, a.kind, esc(a.message),
+                          esc(a.hint))
         console.print(table)

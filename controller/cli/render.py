@@ -10,7 +10,7 @@ from typing import Any
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from controller.cli.common import console, mib
+from controller.cli.common import console, esc, mib
 from controller.core.select import Choice
 from controller.core.steps import FINAL, Step
 from controller.services.deploying import DeployReport, Outcome
@@ -52,12 +52,13 @@ def print_plan(plans: list[DevicePlan]) -> None:
     for p in plans:
         head = f"[bold]{p.device.name}[/]"
         if p.choice is None:
-            console.print(f"{head}: no profile known ({p.error.detail if p.error else ''})")
+            console.print(f"{head}: no profile known ({esc(p.error.detail) if p.error else ''})")
             continue
         prof = p.choice.profile
         src = p.profile_source + (f"; agent unreachable: {p.error.detail}" if p.error else "")
+        src = esc(src)
         mark = "[green]" if p.choice.chosen else "[red]"
-        console.print(f"{head} ({prof.name}, {src}): {mark}{p.choice.reason}[/]")
+        console.print(f"{head} ({esc(prof.name)}, {src}): {mark}{esc(p.choice.reason)}[/]")
         table = Table("variant", "memory", "tok/s", "measured", "TTFT ms", "J/tok", "KLD",
                       "verdict", box=None, pad_edge=False)
         for c in p.choice.candidates:
@@ -68,7 +69,7 @@ def print_plan(plans: list[DevicePlan]) -> None:
                           f"{measured:.1f}" if measured else "-",
                           f"{c.ttft_ms:.0f}" if c.ttft_ms else "-",
                           f"{c.joules_per_token:.2f}" if c.joules_per_token else "-",
-                          f"{c.variant.quality_kld:.4f}", "chosen" if won else c.reason)
+                          f"{c.variant.quality_kld:.4f}", "chosen" if won else esc(c.reason))
         console.print(table)
 
 
@@ -91,8 +92,9 @@ def print_outcomes(outcomes: list[Outcome]) -> None:
     table = Table("device", "result", "variant", "sent", "secs", "why")
     for o in outcomes:
         c = OUTCOME_COLOURS.get(o.status, "red")
-        table.add_row(o.device, f"[{c}]{o.status}[/]", o.variant or "-", mib(o.bytes_sent),
-                      f"{o.seconds:.1f}", o.reason + (f" (hint: {o.hint})" if o.hint else ""))
+        table.add_row(o.device, f"[{c}]{o.status}[/]", esc(o.variant or "-"), mib(o.bytes_sent),
+                      f"{o.seconds:.1f}",
+                      esc(o.reason + (f" (hint: {o.hint})" if o.hint else "")))
     console.print(table)
 
 
@@ -131,7 +133,7 @@ def print_rollouts(summaries: list[RolloutSummary]) -> None:
     for r in summaries:
         when = r.created_at.strftime("%Y-%m-%d %H:%M:%S") if r.created_at else "-"
         counts = ", ".join(f"{n} {_colour(k)}" for k, n in sorted(r.counts.items()))
-        table.add_row(r.rollout, when, r.model, _colour(r.status), counts)
+        table.add_row(r.rollout, when, esc(r.model), _colour(r.status), counts)
     console.print(table)
 
 
@@ -139,19 +141,19 @@ def print_rollout(detail: RolloutDetail) -> None:
     s = detail.summary
     waves = (f", wave {detail.wave + 1} of {len(detail.waves)} ({'/'.join(map(str, detail.waves))}"
              " devices)" if len(detail.waves) > 1 else "")
-    console.print(f"[bold]rollout {s.rollout}[/] {s.model}: {_colour(s.status)}{waves}"
-                  + (f" - {s.reason}" if s.reason else ""))
+    console.print(f"[bold]rollout {s.rollout}[/] {esc(s.model)}: {_colour(s.status)}{waves}"
+                  + (f" - {esc(s.reason)}" if s.reason else ""))
     table = Table("device", "wave", "step", "variant", "sent", "why")
     for d in detail.devices:
         sent = mib(d.bytes_sent) + (f" / {mib(d.size_bytes)}" if d.step == "uploading" else "")
-        table.add_row(d.device, str(d.wave + 1), _colour(d.step), d.variant or "-", sent,
-                      d.reason + (f" (hint: {d.hint})" if d.hint else ""))
+        table.add_row(d.device, str(d.wave + 1), _colour(d.step), esc(d.variant or "-"), sent,
+                      esc(d.reason + (f" (hint: {d.hint})" if d.hint else "")))
     console.print(table)
     if detail.events:
         events = Table("time", "device", "step", "sent", "why", title="events")
         for e in detail.events:
             events.add_row(e.at.strftime("%H:%M:%S"), e.device, _colour(e.step),
-                           mib(e.bytes_sent), e.reason)
+                           mib(e.bytes_sent), esc(e.reason))
         console.print(events)
     hint = ROLLOUT_HINTS.get(s.status)
     if hint:
@@ -160,7 +162,7 @@ def print_rollout(detail: RolloutDetail) -> None:
 
 def print_rollout_end(report: DeployReport) -> None:
     line = f"rollout {report.rollout}: {_colour(report.status)}"
-    console.print(line + (f" - {report.reason}" if report.reason else ""))
+    console.print(line + (f" - {esc(report.reason)}" if report.reason else ""))
     hint = ROLLOUT_HINTS.get(report.status)
     if hint:
         console.print("hint: " + hint.format(id=report.rollout))
@@ -176,7 +178,7 @@ def step_printer(enabled: bool) -> Callable[[DeviceJob], None]:
         if job.step in FINAL or job.step is Step.PLANNED:
             return
         with lock:
-            console.print(f"  {job.device}: {_colour(job.step.value)} {job.reason}",
+            console.print(f"  {job.device}: {_colour(job.step.value)} {esc(job.reason)}",
                           highlight=False)
 
     return show

@@ -88,7 +88,7 @@ def abort_cmd(ctx: typer.Context, rollout: str = ID,
               as_json: bool = typer.Option(False, "--json")) -> None:
     """End a rollout: devices running the new model on trial go back to their previous
     model, devices not started keep theirs."""
-    from controller.cli.common import console, fleet, print_json
+    from controller.cli.common import console, esc, fleet, print_json
     from controller.services import rollouts
 
     report = rollouts.abort(fleet(ctx), rollout)
@@ -104,5 +104,5 @@ def abort_cmd(ctx: typer.Context, rollout: str = ID,
                       f"other); `fleet rollouts show {report.rollout}` follows it")
         return
     for job in report.jobs:
-        console.print(f"{job.device}: {job.step.value} - {job.reason}")
+        console.print(f"{job.device}: {job.step.value} - {esc(job.reason)}")
     console.print(f"rollout {report.rollout}: aborted")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from controller.cli.common import console, fleet, print_json
+from controller.cli.common import console, esc, fleet, print_json
 from controller.cli.fleet_ops import select_devices
 from controller.core.telemetry_records import CONTACT_TIMEOUT_S
 from controller.errors import DevicesUnreachable, UsageError
@@ -84,7 +84,7 @@ def register(app: typer.Typer) -> None:
 
                 table = Table("device", "unreachable because")
                 for name, why in sorted(report.unreachable.items()):
-                    table.add_row(name, why)
+                    table.add_row(name, esc(why))
                 console.print(table)
         if report.unreachable:
             first = sorted(report.unreachable)[0]

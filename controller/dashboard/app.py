@@ -33,6 +33,7 @@ from controller.dashboard.widgets import (
     SEVERITY_STYLE,
     STATE_STYLE,
     HelpScreen,
+    safe,
     summary_text,
 )
 from controller.services import observing
@@ -206,11 +207,11 @@ class FleetDashboard(App[None]):
                 worst = alerts[0].severity
                 badge = f"[{SEVERITY_STYLE[worst]}]{len(alerts)} {alerts[0].kind}[/]"
             cells.append((r.device.name, (
-                r.device.name, f"[{style}]{r.state}[/]", r.active_variant or "-",
+                r.device.name, f"[{style}]{r.state}[/]", safe(r.active_variant or "-"),
                 _num(r.last_ttft_ms, "{:.0f}"), _num(r.last_tokens_per_s),
                 _num(r.power_w), _num(r.max_temp_c, "{:.0f}"),
                 _num(r.joules_per_token, "{:.3f}"), badge, ",".join(r.device.group_names),
-                r.active_model or "-", str(r.requests),
+                safe(r.active_model or "-"), str(r.requests),
                 "never" if r.seen_ago_s is None else ago(time.time() - r.seen_ago_s))))
         self._fill(table, cells)
         if selected is not None and selected in {r.device.name for r in rows}:
@@ -248,10 +249,10 @@ class FleetDashboard(App[None]):
         counts = ", ".join(f"{n} {k}" for k, n in sorted(current.counts.items()))
         state = (f"[yellow]{current.status}[/]" if current.running
                  or current.status in ("pending", "interrupted") else current.status)
-        older = "  ".join(f"{v.rollout} {v.model} "
+        older = "  ".join(f"{v.rollout} {safe(v.model)} "
                           + ", ".join(f"{n} {k}" for k, n in sorted(v.counts.items()))
                           for v in snap.rollouts[1:3])
-        head.update(f"[b]rollout {current.rollout}[/b] {current.model} {state}: {counts}"
+        head.update(f"[b]rollout {current.rollout}[/b] {safe(current.model)} {state}: {counts}"
                     + (f"\n[dim]before: {older}[/]" if older else ""))
         for step in current.steps:
             stage = step.stage + (f" {step.progress:.0%}" if step.progress is not None
@@ -261,8 +262,8 @@ class FleetDashboard(App[None]):
                       "pending": "yellow", "uploading": "cyan", "loading": "cyan",
                       "on-trial": "cyan", "checking": "cyan"}.get(step.stage, "red")
             when = ago(step.updated_at.timestamp()) if step.updated_at else "-"
-            table.add_row(step.device, f"[{colour}]{stage}[/]", step.variant or "-", when,
-                          step.reason)
+            table.add_row(step.device, f"[{colour}]{stage}[/]", safe(step.variant or "-"), when,
+                          safe(step.reason))
 
     def _render_alerts(self) -> None:
         snap = self.snapshot
@@ -270,7 +271,7 @@ class FleetDashboard(App[None]):
         table.clear()
         for a in snap.alerts if snap else []:
             table.add_row(f"[{SEVERITY_STYLE[a.severity]}]{a.severity}[/]", a.device, a.kind,
-                          a.message)
+                          safe(a.message))
 
     # -- actions ----------------------------------------------------------------------------
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

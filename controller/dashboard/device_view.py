@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Sparkline, Static
 
 from controller.core.alerts import Alert
-from controller.dashboard.widgets import SEVERITY_STYLE, STATE_STYLE
+from controller.dashboard.widgets import SEVERITY_STYLE, STATE_STYLE, safe
 from controller.errors import FleetError
 from controller.services.context import Fleet
 from controller.services.fleet_overview import DeviceDetail, ago, device_detail
@@ -89,12 +89,12 @@ class DeviceScreen(Screen[None]):
         self.reads += 1
         d = message.detail
         if d is None:
-            self.query_one("#device-head", Static).update(f"[red]{message.error}[/]")
+            self.query_one("#device-head", Static).update(f"[red]{safe(message.error)}[/]")
             return
         live = d.live
         state = live.state if live is not None else "unknown"
         style = STATE_STYLE.get(state, "red")
-        runs = (f"{live.active_model} {live.active_variant}"
+        runs = (f"{safe(live.active_model)} {safe(live.active_variant)}"
                 + (" [yellow](on trial)[/]" if live.on_trial else "")) if (
             live is not None and live.active_model) else "no model"
         seen = "never collected" if live is None else f"last contact {ago(live.last_ok_ts)} ago"
@@ -102,10 +102,10 @@ class DeviceScreen(Screen[None]):
             f"[b]{d.device.name}[/b]  group {','.join(d.device.group_names)}  [{style}]{state}[/]  "
             f"runs {runs}  {seen}"
             # an unreachable device's error is its alert, below
-            + (f"\n[yellow]{live.last_error}[/]" if live is not None and live.last_error
+            + (f"\n[yellow]{safe(live.last_error)}[/]" if live is not None and live.last_error
                and state == "drifted" else ""))
         self.query_one("#device-alerts", Static).update("\n".join(
-            f"[{SEVERITY_STYLE[a.severity]}]{a.severity}: {a.kind}: {a.message}[/]"
+            f"[{SEVERITY_STYLE[a.severity]}]{a.severity}: {a.kind}: {safe(a.message)}[/]"
             for a in self.alerts))
         for key, values in (("ttft", d.ttft_p50), ("tps", d.tps_p50), ("power", d.power_w),
                             ("temp", d.temp_c)):
@@ -119,18 +119,19 @@ class DeviceScreen(Screen[None]):
             f"decode tok/s  {_num(d.predicted_tps)} vs {_num(d.measured_tps)}\n"
             f"TTFT ms       {_num(d.predicted_ttft_ms, '{:.0f}')} (128-token prompt) vs "
             f"{_num(d.measured_ttft_ms, '{:.0f}')}" + flag)
-        hw = "  ".join(f"{k} {v}" for k, v in d.hardware.items() if v)
+        hw = "  ".join(f"{k} {safe(v)}" for k, v in d.hardware.items() if v)
         store = "-"
         if live is not None:
-            store = (f"active {live.active_variant or '-'}"
+            store = (f"active {safe(live.active_variant or '-')}"
                      f"{' (on trial)' if live.on_trial else ''}, previous "
-                     f"{live.previous_variant or '-'}; crashes {live.worker_crashes}; "
-                     f"{_num(live.power_w)} W {live.energy_meter}; "
+                     f"{safe(live.previous_variant or '-')}; crashes {live.worker_crashes}; "
+                     f"{_num(live.power_w)} W {safe(live.energy_meter)}; "
                      f"CPU {_num(live.cpu_percent, '{:.0f}')} %"
-                     + (f"; [red]throttled: {live.throttle_reasons}[/]" if live.throttled
+                     + (f"; [red]throttled: {safe(live.throttle_reasons)}[/]" if live.throttled
                         else ""))
         rollout = d.last_rollout
-        last = (f"{rollout.step} {rollout.variant} ({rollout.rollout}): {rollout.reason}"
+        last = (f"{rollout.step} {safe(rollout.variant)} ({rollout.rollout}): "
+                f"{safe(rollout.reason)}"
                 if rollout else "none")
         self.query_one("#device-store", Static).update(
             f"[b]hardware[/b] {hw}\n[b]store[/b] {store}\n[b]last rollout[/b] {last}")
@@ -139,5 +140,5 @@ class DeviceScreen(Screen[None]):
         for r in d.recent:
             style = "" if r.outcome == "ok" else "red"
             outcome = f"[{style}]{r.outcome}[/]" if style else r.outcome
-            table.add_row(ago(r.ts), r.variant, outcome, f"{r.ttft_ms:.0f}",
-                          f"{r.decode_tps:.1f}", str(r.tokens), f"{r.joules:.2f}", r.meter)
+            table.add_row(ago(r.ts), safe(r.variant), outcome, f"{r.ttft_ms:.0f}",
+                          f"{r.decode_tps:.1f}", str(r.tokens), f"{r.joules:.2f}", safe(r.meter))

@@ -5,9 +5,11 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from controller.core.display import terminal_safe
 from controller.services.fleet_overview import FleetOverview
 
 STATE_STYLE = {"deployed": "green", "serving": "green", "idle": "green", "on trial": "yellow",
@@ -62,3 +64,8 @@ class HelpScreen(ModalScreen[None]):
 
     def action_dismiss(self, result: None = None) -> None:  # type: ignore[override]
         self.dismiss(None)
+
+
+def safe(value: object) -> str:
+    """Text from a device, shown literally: no markup, no terminal control sequences."""
+    return escape(terminal_safe(str(value)))

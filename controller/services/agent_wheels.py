@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from controller.adapters.constraints import constraints_text
 from controller.adapters.remote import RemoteHost, q
 from controller.errors import UsageError
 
@@ -79,25 +80,32 @@ def previous(remote: RemoteHost, base: str) -> str:
     return ran.out.strip() if ran.code == 0 else ""
 
 
-def _pip_install(remote: RemoteHost, base: str, rel: str, extras: str) -> None:
+def _pip_install(remote: RemoteHost, base: str, rel: str, extras: str,
+                 constraints: str = "") -> None:
+    """pip-install the wheel ``rel`` with ``extras``; with ``constraints`` (a pip -c file on
+    the device) its dependencies at the versions this controller was tested with."""
     path = f"{base}/wheels/{rel}"
     spec = path + ("" if extras == "none" else f"[{extras}]")
     pip = f"{q(base)}/venv/bin/python -m pip --disable-pip-version-check -q"
-    remote.check(f"{pip} install {q(spec)} && {pip} install --force-reinstall --no-deps "
-                 f"{q(path)}", "installing the agent", timeout_s=1800)
+    pinned = f"-c {q(constraints)} " if constraints else ""
+    remote.check(f"{pip} install {pinned}{q(spec)} && {pip} install --force-reinstall "
+                 f"--no-deps {q(path)}", "installing the agent", timeout_s=1800)
 
 
 def install(remote: RemoteHost, base: str, wheel: Wheel, extras: str) -> str:
     """Push ``wheel`` (unless the device holds it), pip-install it into the venv with
-    ``extras``, then make it current and the wheel it replaces previous. Returns the
-    replaced wheel (relative to wheels/, '' for a first install)."""
+    ``extras`` (dependencies pinned: controller.adapters.constraints), then make it current
+    and the wheel it replaces previous. Returns the replaced wheel (relative to wheels/, ''
+    for a first install)."""
     before = adopt_current(remote, base)
     folder = f"{base}/wheels/{wheel.sha256[:16]}"
     target = f"{base}/wheels/{wheel.rel}"
     if remote.run(f"test -f {q(target)}").code != 0:
         remote.check(f"mkdir -p {q(folder)}", "creating the wheel folder")
         remote.put(wheel.path, target)
-    _pip_install(remote, base, wheel.rel, extras)
+    constraints = f"{base}/wheels/constraints.txt"
+    remote.write(constraints, constraints_text([] if extras == "none" else [extras]).encode())
+    _pip_install(remote, base, wheel.rel, extras, constraints)
     _point(remote, base, current=wheel.rel,
            previous=before if before and before != wheel.rel else previous(remote, base))
     remote.write(f"{base}/extras", f"{extras}\n".encode())

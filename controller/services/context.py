@@ -58,7 +58,8 @@ class Fleet:
         """Created on first use, then kept: one set of keys read per command run."""
         from controller.adapters.pki import FleetPki
 
-        return FleetPki(settings.fleet_home() / "pki").ensure()
+        return FleetPki(settings.pki_dir(), settings.ca_key_path(),
+                        settings.signing_key_path(), settings.pki_passphrase).ensure()
 
     def client(self, device: Device, timeout_s: float = 30.0) -> GrpcAgentClient:
         """A gRPC client for the device's agent (mutual TLS once enrolled); through an SSH

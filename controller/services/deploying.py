@@ -218,8 +218,8 @@ def run(fleet: Fleet, log: SqlRolloutLog, rollout: Rollout, jobs: list[DeviceJob
             last[device] = now
             log.progress(rollout.id, device, done)
 
-    runner = Runner(log, link_factory(fleet, upload_options(policy, shown)), rollout, jobs,
-                    policy, on_job=timed,
+    connect = link_factory(fleet, upload_options(policy, shown), rollout.id)
+    runner = Runner(log, connect, rollout, jobs, policy, on_job=timed,
                     judge_wave=lambda devices: wave_gate.judge(fleet, log, rollout.id, devices,
                                                                policy.wave_gates),
                     reference=lambda art: reference_for(Path(art.path), art.sha256))

@@ -7,7 +7,10 @@ already on the device, e.g. JetPack's llama-cpp-python or onnxruntime, is reused
 ``wheels/`` (the installed wheel and the one before it: ``controller.services.agent_wheels``),
 ``tls/`` (agent certificate and key, fleet CA, manifest-signing public key),
 ``data/`` (store and telemetry), ``run-agent.sh``, ``agent.log``. A systemd user service
-starts it when systemd runs; otherwise a pid file and an ``@reboot`` crontab line.
+starts it when systemd runs; otherwise a pid file and an ``@reboot`` crontab line. Every value
+written into them is quoted for its language (controller.core.launch_scripts), and the device's
+name and address are checked again first. pip installs the agent's dependencies at the
+versions this controller was tested with (controller.adapters.constraints).
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ from pathlib import Path
 
 from controller import settings
 from controller.adapters.remote import RemoteHost, q
+from controller.core.groups import check_device_name
+from controller.core.hosts import check_host
+from controller.core.launch_scripts import UNIT, AgentLaunch
 from controller.errors import DeviceError, FleetError, UsageError
 from controller.services import agent_wheels
 from controller.services.context import Fleet
+from controller.services.trust import issue_agent_files
 
 ROOT = Path(__file__).resolve().parents[2]
-UNIT = "edgefleet-agent.service"
 MIN_PYTHON = (3, 10)
 
 
@@ -76,19 +82,18 @@ def _has_systemd(remote: RemoteHost) -> bool:
 
 
 def _start(remote: RemoteHost, base: str) -> str:
+    launch = AgentLaunch(base)
     if _has_systemd(remote):
-        unit = (f"[Unit]\nDescription=edgefleet device agent\nAfter=network-online.target\n\n"
-                f"[Service]\nExecStart={base}/run-agent.sh\nRestart=always\nRestartSec=3\n\n"
-                f"[Install]\nWantedBy=default.target\n")
         remote.check("mkdir -p ~/.config/systemd/user", "creating the unit directory")
-        remote.write(f"{remote.home()}/.config/systemd/user/{UNIT}", unit.encode())
+        remote.write(f"{remote.home()}/.config/systemd/user/{UNIT}",
+                     launch.systemd_unit().encode())
         remote.check(f"systemctl --user daemon-reload && systemctl --user enable {UNIT} && "
                      f"systemctl --user restart {UNIT}", "starting the systemd user service")
         return "systemd-user"
     _stop_pidfile(remote, base)
     remote.check(f"cd {q(base)} && (setsid nohup ./run-agent.sh >/dev/null 2>&1 < /dev/null "
                  f"& echo $! > agent.pid)", "starting the agent")
-    line = f"@reboot {base}/run-agent.sh"
+    line = launch.crontab_line()
     remote.run(f"command -v crontab >/dev/null && ((crontab -l 2>/dev/null | grep -vF "
                f"{q(line)}; echo {q(line)}) | crontab -)", timeout_s=15)
     return "pidfile"
@@ -126,6 +131,8 @@ def enroll(fleet: Fleet, name: str, extras: str = "llama", python: str = "python
         raise UsageError(f"--extras {extras!r} is not llama, onnx, agent or none",
                          hint="llama for GGUF models, onnx for ONNX, agent for both")
     device = fleet.inventory.get_device(name)
+    check_device_name(name)  # records from before these checks existed are checked again
+    check_host(device.host, f"{name}'s address")
     wheel_path = build_wheel(wheel)
     ssh = fleet.transfer.connect(fleet.ssh_target(device))
     try:
@@ -136,21 +143,20 @@ def enroll(fleet: Fleet, name: str, extras: str = "llama", python: str = "python
             raise DeviceError(f"{name}: {python} is {version}; the agent needs >= 3.10",
                               hint="install a newer Python or pass --python PATH")
         base = _base(remote, device.data_dir)
+        listen = f"{device.host}:{device.agent_port}" if device.host[0].isdigit() else (
+            f"0.0.0.0:{device.agent_port}")
+        launch = AgentLaunch(base, listen, emulate)  # checks the directory before any write
         remote.check(f"mkdir -p {q(base)}/wheels {q(base)}/tls {q(base)}/data && "
                      f"chmod 700 {q(base)}/tls", "creating the agent directories")
-        for filename, data in fleet.pki.agent_files(name, device.host).items():
-            remote.write(f"{base}/tls/{filename}", data, 0o600)
+        for filename, data in issue_agent_files(fleet, name, device.host).items():
+            if filename.endswith(".key"):
+                remote.write_private(f"{base}/tls/{filename}", data)
+            else:
+                remote.write(f"{base}/tls/{filename}", data, 0o600)
         remote.check(f"test -x {q(base)}/venv/bin/python || {q(python)} -m venv "
                      f"--system-site-packages {q(base)}/venv", "creating the virtualenv")
         agent_wheels.install(remote, base, agent_wheels.wheel_of(wheel_path), extras)
-        listen = f"{device.host}:{device.agent_port}" if device.host[0].isdigit() else (
-            f"0.0.0.0:{device.agent_port}")
-        script = ("#!/bin/sh\n# written by fleet device enroll\n"
-                  f"exec {base}/venv/bin/fleet-agent serve --listen {listen} "
-                  f"--data-dir {base}/data --tls-dir {base}/tls"
-                  + (f" --emulate {emulate}" if emulate else "")
-                  + f" >> {base}/agent.log 2>&1\n")
-        remote.write(f"{base}/run-agent.sh", script.encode(), 0o755)
+        remote.write(launch.script_path, launch.run_script().encode(), 0o755)
         service = _start(remote, base)
     finally:
         ssh.close()

@@ -6,12 +6,16 @@ so keeps what the fleet recorded about it (model, variant, labels)."""
 from __future__ import annotations
 
 import getpass
+from functools import partial
 from pathlib import Path
 
 from controller import lab, settings
 from controller.adapters.tables import Device
+from controller.core.groups import check_device_name
+from controller.core.hosts import check_host
 from controller.errors import UsageError
 from controller.services.context import Fleet
+from controller.services.trust import issue_agent_files
 
 LAB_GROUP = "lab"
 
@@ -44,12 +48,14 @@ def lab_up(fleet: Fleet, count: int, profiles: list[str],
     before = {} if fresh else {d.name: d for d in fleet.inventory.list_devices() if d.lab}
     lab_down(fleet)
     started = lab.up(settings.lab_dir(), chosen,
-                     fleet.pki.agent_files if secure else None,
+                     partial(issue_agent_files, fleet) if secure else None,
                      start_agents=agents, netns=netns, netem=netem, fresh=fresh)
     try:
         _trust_lab_host_keys(started)
         key = str(lab.client_key(settings.lab_dir()))
         for d in started:
+            check_device_name(d.name)  # the lab names and addresses its devices itself;
+            check_host(d.address)  # they enter the inventory like any other
             row = Device(
                 name=d.name, host=d.address, ssh_port=d.ssh_port, user=getpass.getuser(),
                 key_path=key, agent_port=d.agent_port, profile=d.profile,

@@ -14,6 +14,7 @@ from controller.adapters.tables import Device
 from controller.artifacts import LocalArtifact
 from controller.errors import TransferInterrupted, UnknownDevice, UploadRefused
 from controller.services.context import Fleet
+from controller.services.manifests import manifest_signer
 from controller.services.ports import Artifact, DeviceLink, LinkFactory, Uploaded
 from controller.services.uploading import UploadTally, send
 
@@ -27,7 +28,7 @@ class UploadOptions:
     progress: Callable[[str, int, int], None] = lambda device, done, total: None
 
 
-def link_factory(fleet: Fleet, options: UploadOptions) -> LinkFactory:
+def link_factory(fleet: Fleet, options: UploadOptions, rollout: str = "") -> LinkFactory:
     def connect(name: str) -> DeviceLink:
         devices = fleet.inventory
         try:
@@ -36,7 +37,8 @@ def link_factory(fleet: Fleet, options: UploadOptions) -> LinkFactory:
             raise UnknownDevice(f"{name} is no longer registered",
                                 hint="`fleet device add` it again, or abort the rollout") from None
         client = fleet.client(device)
-        return GrpcDeviceLink(client, fleet.pki.sign_manifest, _uploader(fleet, device, options))
+        return GrpcDeviceLink(client, manifest_signer(fleet, device.name, rollout),
+                              _uploader(fleet, device, options))
 
     return connect
 

@@ -94,7 +94,7 @@ def abort(fleet: Fleet, prefix: str,
         return AbortReport(rollout_id, True, log.load(rollout_id)[1])
     rollout, jobs = log.load(rollout_id)
     policy = Policy.from_dict(rollout.policy)
-    connect = link_factory(fleet, upload_options(policy, lambda *a: None))
+    connect = link_factory(fleet, upload_options(policy, lambda *a: None), rollout_id)
     for job in jobs:
         if is_final(job.step, policy.stage_only) or job.artifact is None:
             continue

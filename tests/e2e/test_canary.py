@@ -17,6 +17,7 @@ from controller.adapters.device_link import load_request
 from controller.lab import read_registry
 from controller.services import history
 from controller.services.context import Fleet
+from controller.services.manifests import manifest_signer
 from controller.services.ports import Artifact, LoadOrder
 from controller.testmodels import TinyLlamaSpec, write_tiny_llama_f16
 from tests.conftest import Cli, Result
@@ -119,7 +120,7 @@ def test_deploy_confirms_what_it_loads_and_a_model_left_on_trial(
         (incoming / sha).write_bytes(path.read_bytes())
         art = Artifact("tiny-llama", variant, "gguf", sha, path.stat().st_size, str(path))
         client.load_model(load_request(LoadOrder(art, 512, 0, trial=True),
-                                       fleet.pki.sign_manifest))
+                                       manifest_signer(fleet, "lab-1")))
         assert client.get_store().active_on_trial
     status = json.loads(cli("status", "--group", "lab", "--json").out)["devices"]
     assert status[0]["state"] == "on trial"

@@ -42,13 +42,28 @@ def test_core_imports_no_io_library() -> None:
     assert result.stdout.strip() == ""
 
 
-def test_the_inference_listener_denies_every_rpc_but_inference_and_reads() -> None:
-    """A new management RPC must be denied explicitly on the certificate-free listener."""
+def test_the_inference_listener_serves_an_allow_list_of_rpcs() -> None:
+    """Every RPC of the descriptor is denied on the certificate-free listener unless it is in
+    the allow-list, so a management RPC added later is denied there by default (the wire
+    test, tests/security/test_listeners.py, calls each one)."""
     from agent.rpc import agent_pb2 as pb
-    from agent.service import AgentServicer, InferenceOnlyServicer
+    from agent.service import INFERENCE_RPCS, AgentServicer, InferenceOnlyServicer
 
-    served = {"Generate", "GetProfile", "ListModels", "GetTelemetry", "GetVersion"}
+    assert {"Generate", "GetProfile", "ListModels", "GetTelemetry", "GetVersion"} == \
+        INFERENCE_RPCS
+    servicer = InferenceOnlyServicer(core=None)  # type: ignore[arg-type]
     rpcs = set(pb.DESCRIPTOR.services_by_name["AgentService"].methods_by_name)
-    denied = {name for name in rpcs
-              if getattr(InferenceOnlyServicer, name) is not getattr(AgentServicer, name)}
-    assert denied == rpcs - served
+    served = {name for name in rpcs
+              if getattr(getattr(servicer, name), "__self__", None).__class__ is AgentServicer}
+    assert served == INFERENCE_RPCS
+
+
+def test_error_kinds_and_revert_causes_mirror_the_proto_enums() -> None:
+    from agent.contract import ErrorKind, RevertCause
+    from agent.rpc import agent_pb2 as pb
+
+    for ours, enum_name, prefix in ((ErrorKind, "ErrorKind", "ERROR_KIND_"),
+                                    (RevertCause, "RevertCause", "REVERT_CAUSE_")):
+        wire = {v.name.removeprefix(prefix): v.number
+                for v in pb.DESCRIPTOR.enum_types_by_name[enum_name].values}
+        assert {k.name: k.value for k in ours} == wire

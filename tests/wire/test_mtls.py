@@ -16,6 +16,7 @@ from controller.adapters.agent_client import GrpcAgentClient
 from controller.adapters.pki import FleetPki
 from controller.errors import AgentRefused, Unreachable
 from controller.services.context import Fleet
+from controller.services.manifests import manifest_signer
 from tests.conftest import Cli, Result
 
 
@@ -64,12 +65,14 @@ def test_the_controller_refuses_an_agent_with_another_devices_certificate(two: F
     assert lab1.tls and "lab-1" in info.value.message
 
 
-def _request(fleet: Fleet, path: Path, **manifest_changes: object) -> pb.LoadModelRequest:
+def _request(fleet: Fleet, path: Path, device: str = "lab-1",
+             **manifest_changes: object) -> pb.LoadModelRequest:
     sha = sha256_file(path)
-    manifest = {"sha256": sha, "size_bytes": path.stat().st_size, "name": "tiny-llama",
-                "variant": "q2_k", "format": "gguf"}
-    body, signature = fleet.pki.sign_manifest(manifest)
-    changed = json.dumps({**manifest, **manifest_changes}, sort_keys=True,
+    fields = {"sha256": sha, "size_bytes": path.stat().st_size, "name": "tiny-llama",
+              "variant": "q2_k", "format": "gguf", "n_ctx": 256, "memory_bytes": 0,
+              "trial": False, "trial_seconds": 0, "runtime": {}}
+    body, signature = manifest_signer(fleet, device)(fields)
+    changed = json.dumps({**json.loads(body), **manifest_changes}, sort_keys=True,
                          separators=(",", ":")).encode()
     return pb.LoadModelRequest(sha256=sha, name="tiny-llama", variant="q2_k", format="gguf",
                                n_ctx=256, size_bytes=path.stat().st_size,
@@ -94,7 +97,8 @@ def test_signed_manifests(two: Fleet, model_cache: Path) -> None:
                                        size_bytes=q2.stat().st_size)
         with pytest.raises(AgentRefused) as info:
             client.load_model(unsigned)
-        assert info.value.code == "PERMISSION_DENIED" and "signed manifest" in info.value.message
+        assert info.value.code == "PERMISSION_DENIED" and "refused (signed)" in (
+            info.value.message)
         with pytest.raises(AgentRefused) as info:
             client.load_model(_request(two, q2, variant="f16"))  # tampered manifest
         assert info.value.code == "PERMISSION_DENIED" and "signature is invalid" in (
@@ -112,7 +116,7 @@ def test_a_tampered_blob_is_refused_and_reported(two: Fleet, model_cache: Path) 
         data = bytearray(staged.read_bytes())
         data[4096] ^= 0x01
         staged.write_bytes(bytes(data))
-        request = _request(two, q4)  # a genuine manifest for the real bytes
+        request = _request(two, q4, device="lab-2")  # a genuine manifest for the real bytes
         with pytest.raises(AgentRefused) as info:
             client.load_model(request)
         assert info.value.code == "DATA_LOSS"

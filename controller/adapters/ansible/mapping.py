@@ -18,7 +18,6 @@ so prefixed becomes a label (text as is, anything else as JSON). Jinja (``{{``, 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 import shlex
@@ -28,6 +27,7 @@ from typing import Any
 from controller.adapters.ansible.model import ParsedHost, ParsedInventory, Var, error
 from controller.adapters.ansible.yaml_load import EncryptedValue, Unsafe
 from controller.core.groups import GROUP_NAME, NAME
+from controller.core.hosts import valid_address
 
 SSH_CONNECTIONS = {"ssh", "smart", "paramiko", "paramiko_ssh", "ansible.builtin.ssh",
                    "ansible.builtin.paramiko_ssh", "ansible.legacy.ssh"}
@@ -38,8 +38,6 @@ KEY = ("ansible_ssh_private_key_file", "ansible_private_key_file")
 SSH_ARGS = ("ansible_ssh_args", "ansible_ssh_common_args", "ansible_ssh_extra_args")
 OURS = ("edgefleet_profile", "edgefleet_agent_port")
 _JINJA = re.compile(r"\{\{|\{%|\{#")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})"
-                       r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*\.?$")
 
 
 @dataclass
@@ -73,15 +71,6 @@ class Mapping:
     parents: dict[str, list[str]]
     groups: list[str]
     warnings: list[str]
-
-
-def valid_address(value: str) -> bool:
-    """An IP address or a DNS host name (or an ssh_config alias of that shape)."""
-    try:
-        ipaddress.ip_address(value)
-        return True
-    except ValueError:
-        return bool(_HOSTNAME.match(value))
 
 
 def map_hosts(inventory: ParsedInventory) -> Mapping:
