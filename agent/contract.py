@@ -84,6 +84,9 @@ class Capability(str, enum.Enum):
     ABORT_TRIAL = "abort-trial"  # AbortTrial: back to its own previous model
     TRIAL_DEADLINE = "trial-deadline"  # gives the model up unless committed in trial_seconds
     ERROR_KINDS = "error-kinds"  # every refusal carries an ErrorDetail (kind)
+    # refuses a load order for another device, expired, or at or below its version mark
+    # (MANIFEST_FORMAT 2: agent.manifest_check)
+    BOUND_MANIFEST = "bound-manifest"
 
 
 # What this agent offers.

@@ -37,7 +37,8 @@ class AgentVersion:
 
 def needed(stage_only: bool) -> frozenset[str]:
     """The capabilities a rollout needs of each device's agent."""
-    need = {Capability.CHECK_FIT, Capability.ERROR_KINDS, Capability.SIGNED_MANIFEST}
+    need = {Capability.CHECK_FIT, Capability.ERROR_KINDS, Capability.SIGNED_MANIFEST,
+            Capability.BOUND_MANIFEST}
     if stage_only:
         need.add(Capability.STAGE)
     else:  # loaded on trial with a deadline, committed, or given up to its own previous model

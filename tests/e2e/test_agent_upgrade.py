@@ -85,7 +85,7 @@ def test_old_agents_are_named_upgraded_in_place_then_deployed_to(
     for name, o in outcomes.items():
         assert o["status"] == "failed" and not o["model_failed"]
         assert o["bytes_sent"] == 0
-        assert "lacks abort-trial, error-kinds, trial-deadline" in o["reason"]
+        assert "lacks abort-trial, bound-manifest, error-kinds, trial-deadline" in o["reason"]
         assert f"fleet device upgrade {name}" in o["hint"]
     assert "fleet device upgrade lab-1" in refused.err  # the error's hint names the fix
     doctor = cli("doctor", "--json")

@@ -263,8 +263,8 @@ WITHOUT_ABORT = AgentVersion("0.2.0", 2, frozenset(
 
 
 @pytest.mark.parametrize(("agent", "stage_only", "lacking"), [
-    (LEGACY, False, "abort-trial, error-kinds, trial-deadline"),
-    (LEGACY, True, "error-kinds"),
+    (LEGACY, False, "abort-trial, bound-manifest, error-kinds, trial-deadline"),
+    (LEGACY, True, "bound-manifest, error-kinds"),
     (WITHOUT_ABORT, False, "abort-trial"),
 ])
 def test_an_agent_lacking_what_the_rollout_needs_is_named_before_a_byte_is_sent(

@@ -48,5 +48,5 @@ def test_an_agent_without_get_version_reads_as_0_1_0() -> None:
         server.stop(0).wait()
     assert seen.legacy and seen.version == "" and seen.clock_skew_s is None
     assert seen.capabilities == {c.value for c in LEGACY_CAPABILITIES}
-    assert compat.missing(seen, compat.needed(False)) == ["abort-trial", "error-kinds",
-                                                          "trial-deadline"]
+    assert compat.missing(seen, compat.needed(False)) == ["abort-trial", "bound-manifest",
+                                                          "error-kinds", "trial-deadline"]
