@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
 from controller import settings
 from controller.cli.common import console, esc, fleet, print_json
@@ -52,6 +51,8 @@ def status(
             "revoked": [{"serial": s, "subject": n, "reason": r} for s, n, r in found.revoked],
             "warnings": found.warnings})
     else:
+        from rich.table import Table
+
         table = Table("certificate", "subject", "serial", "expires", "days", "note")
         for c in found.certs:
             days = "-" if c.days_left is None else f"{c.days_left:.0f}"

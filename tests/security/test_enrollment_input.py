@@ -23,7 +23,7 @@ from tests.conftest import Cli, Result
 
 
 def _nothing_registered(cli: Cli) -> None:
-    assert json.loads(cli("device", "list", "--json").out) == []
+    assert json.loads(cli("device", "list", "--json").out)["devices"] == []
 
 
 @pytest.mark.parametrize("args", [
@@ -80,7 +80,7 @@ def test_import_replace_keeps_what_enrollment_established(
     assert after.labels == {"site": "berlin"}
     status = cli("status", "--json")
     assert status.code == 0, status.err
-    assert json.loads(status.out)[0]["online"]  # still over mutual TLS
+    assert json.loads(status.out)["devices"][0]["online"]  # still over mutual TLS
 
 
 def test_enrollment_refuses_a_hostile_record_and_quotes_every_path(
@@ -119,7 +119,7 @@ def test_enrollment_refuses_a_hostile_record_and_quotes_every_path(
         assert "grpcio==" in constraints and "llama-cpp-python" not in constraints
         status = cli("status", "--json")
         assert status.code == 0, status.err
-        assert json.loads(status.out)[0]["online"]
+        assert json.loads(status.out)["devices"][0]["online"]
     finally:
         pid_file = base / "agent.pid"
         if pid_file.exists():

@@ -78,7 +78,7 @@ def test_status_shows_hostile_model_names_literally(cli: Cli, hostile_agent: Age
     shown = cli("status")
     assert shown.code == 0, shown.err
     _literal(shown.out)
-    data = json.loads(cli("status", "--json").out)[0]
+    data = json.loads(cli("status", "--json").out)["devices"][0]
     # the escapes were dropped as the agent's answer came in: nothing holding one is stored
     assert data["model"] == CLEANED
 

@@ -75,4 +75,4 @@ def test_lab_insecure_in_a_namespace_serves_with_a_loud_warning(
     assert "INSECURE: serving model management on" in log and "--insecure" in log
     status = cli("status", "--json")
     assert status.code == 0, status.err
-    assert json.loads(status.out)[0]["online"]
+    assert json.loads(status.out)["devices"][0]["online"]
