@@ -88,12 +88,18 @@ ROLLOUT_HINTS = {
 
 
 def print_outcomes(outcomes: list[Outcome]) -> None:
-    table = Table("device", "result", "variant", "sent", "secs", "why")
+    from controller.cli.render_peers import peers_cell, print_sites
+
+    sited = any(o.site for o in outcomes)  # "sent": from the controller; "peers": from peers
+    table = Table("device", "result", "variant", "sent", *(["peers"] if sited else []),
+                  "secs", "why")
     for o in outcomes:
         c = OUTCOME_COLOURS.get(o.status, "red")
         table.add_row(o.device, f"[{c}]{o.status}[/]", o.variant or "-", mib(o.bytes_sent),
+                      *([peers_cell(o)] if sited else []),
                       f"{o.seconds:.1f}", o.reason + (f" (hint: {o.hint})" if o.hint else ""))
     console.print(table)
+    print_sites(outcomes)
 
 
 @contextlib.contextmanager
