@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from agent.errors import AgentError, ManifestRejected, NotFound
+from agent.errors import AgentError, ManifestRejected
 from agent.peer_contract import chunk_count, chunk_span
 from agent.peer_identity import Grant, PeerIdentity, verify_grant
 from agent.peer_serve import abort_error, peer_idle_s
@@ -320,7 +320,7 @@ class TransferServicer(pb_grpc.TransferServicer):
             lock, old = self._running.setdefault(sha256, (threading.Lock(), threading.Event()))
             old.set()  # a fetch of this blob still running stops after its current piece
         if not lock.acquire(timeout=30.0):
-            raise NotFound(f"another fetch of {sha256[:12]} does not stop")
+            raise _Busy(f"an earlier fetch of {sha256[:12]} has not stopped yet")
         cancel = threading.Event()
         with self._lock:
             self._running[sha256] = (lock, cancel)
@@ -354,6 +354,12 @@ class TransferServicer(pb_grpc.TransferServicer):
                     yield _progress(fetch.state, done=True)
         except AgentError as exc:
             abort_error(context, exc)
+        except _Busy as exc:  # not yet: the controller tries again later, never writes beside it
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+
+
+class _Busy(Exception):
+    pass
 
 
 def _progress(state: FetchState, done: bool = False, failure: str = "") -> pb.FetchBlobProgress:

@@ -147,10 +147,14 @@ def print_rollout(detail: RolloutDetail) -> None:
              " devices)" if len(detail.waves) > 1 else "")
     console.print(f"[bold]rollout {s.rollout}[/] {s.model}: {_colour(s.status)}{waves}"
                   + (f" - {s.reason}" if s.reason else ""))
-    table = Table("device", "wave", "step", "variant", "sent", "why")
+    sited = any(d.site for d in detail.devices)  # "sent": from us; "peers": from its site
+    table = Table("device", "wave", "step", "variant", *(["site", "sent", "peers"] if sited
+                                                          else ["sent"]), "why")
     for d in detail.devices:
         sent = mib(d.bytes_sent) + (f" / {mib(d.size_bytes)}" if d.step == "uploading" else "")
-        table.add_row(d.device, str(d.wave + 1), _colour(d.step), d.variant or "-", sent,
+        peers = ", ".join(f"{mib(n)} {p}" for p, n in sorted(d.peer_bytes.items()) if n) or "-"
+        table.add_row(d.device, str(d.wave + 1), _colour(d.step), d.variant or "-",
+                      *([d.site or "-", sent, peers] if sited else [sent]),
                       d.reason + (f" (hint: {d.hint})" if d.hint else ""))
     console.print(table)
     if detail.events:

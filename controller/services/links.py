@@ -41,9 +41,18 @@ def link_factory(fleet: Fleet, options: UploadOptions) -> LinkFactory:
                                 hint="`fleet device add` it again, or abort the rollout") from None
         client = fleet.client(device)
         return GrpcDeviceLink(client, fleet.pki.sign_manifest, _uploader(fleet, device, options),
-                              options.peer_progress)
+                              _peer_progress(options))
 
     return connect
+
+
+def _peer_progress(options: UploadOptions) -> Callable[[str, str, int, int], None]:
+    def progress(device: str, source: str, done: int, total: int) -> None:
+        options.peer_progress(device, source, done, total)
+        if total and done * 2 >= total:
+            failpoints.hit("fetch.half")
+
+    return progress
 
 
 def _uploader(fleet: Fleet, device: Device, options: UploadOptions
