@@ -21,6 +21,7 @@ may be staged or activated. Cancelling the call stops the fetch (the copy stays,
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import threading
@@ -33,7 +34,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from agent.errors import AgentError, ManifestRejected
+from agent.errors import AgentError, InsufficientDisk, ManifestRejected
 from agent.peer_contract import chunk_count, chunk_span
 from agent.peer_identity import Grant, PeerIdentity, verify_grant
 from agent.peer_serve import abort_error, peer_idle_s
@@ -350,6 +351,15 @@ class TransferServicer(pb_grpc.TransferServicer):
                 except FetchFailed as exc:
                     yield _progress(fetch.state, done=True, failure=str(exc))
                     return
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    # as an SFTP upload that fills the disk: the partial copy goes
+                    fetch.part.unlink(missing_ok=True)
+                    raise InsufficientDisk(
+                        f"the device's disk filled up after {fetch.state.verified} bytes "
+                        f"arrived from its peers ({exc.strerror}); removed the partial "
+                        "copy") from None
                 if fetch.state.verified >= grant.size_bytes:
                     yield _progress(fetch.state, done=True)
         except AgentError as exc:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.contract import RevertCause
+from agent.contract import ErrorKind, RevertCause
 from agent.peer_contract import GRANT_KIND, GRANT_TTL_S, chunks_sha256
 from agent.rpc import agent_pb2 as pb
 from agent.rpc import peer_pb2 as ppb
@@ -126,6 +126,8 @@ class GrpcDeviceLink:
                 self._peer_progress(order.receiver, progress.source, progress.verified_bytes,
                                     progress.size_bytes)
         except AgentRefused as exc:  # no peer identity, an older agent, a refused grant
+            if exc.kind is ErrorKind.INSUFFICIENT_DISK:
+                raise  # the controller's copy would not fit either
             return Fetched(False, failure=f"the device cannot fetch from peers: {exc.detail}")
         return fetched(last, order.artifact.size_bytes)
 

@@ -6,6 +6,7 @@ with real agents in tests/e2e/test_fanout.py."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from collections.abc import Iterator
@@ -15,8 +16,8 @@ import grpc
 import pytest
 
 from agent.peer_contract import chunk_count, chunks_sha256
-from agent.peer_fetch import BlobFetch, FetchFailed, SourceUnreachable
-from agent.peer_identity import Grant
+from agent.peer_fetch import BlobFetch, FetchFailed, SourceUnreachable, TransferServicer
+from agent.peer_identity import Grant, PeerIdentity
 from agent.rpc import peer_pb2 as pb
 from agent.store import ModelStore
 
@@ -213,3 +214,72 @@ def test_a_blob_already_held_is_not_fetched(store: ModelStore) -> None:
     fetch, asked = _fetch(store, {"p1": p1})
     _run(fetch)
     assert asked == [] and fetch.state.verified == len(DATA)
+
+
+class Context:
+    """What TransferServicer uses of a grpc.ServicerContext."""
+
+    def __init__(self) -> None:
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    def is_active(self) -> bool:
+        return True
+
+    def set_trailing_metadata(self, metadata: object) -> None:
+        pass
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.aborted = (code, details)
+        raise RuntimeError("aborted")
+
+
+def _signed_request(tmp_path: Path, receiver: str = "me") -> tuple[pb.FetchBlobRequest, bytes]:
+    from controller.adapters.device_link import peer_grant
+    from controller.adapters.pki import FleetPki
+    from controller.core.fanout import ChunkList
+    from controller.services.ports import Artifact, PeerEndpoint, PeerOrder
+
+    pki = FleetPki(tmp_path / "pki").ensure()
+    order = PeerOrder(Artifact("m", "v", "gguf", SHA, len(DATA), ""), ChunkList(CHUNK, DIGESTS),
+                      receiver, (PeerEndpoint("p1", "p1:1"),), "r1")
+    grant = peer_grant(order, pki.sign_manifest)
+    return (pb.FetchBlobRequest(grant=grant, sources=[pb.PeerSource(name="p1", address="x")]),
+            pki.signing_pub_path.read_bytes())
+
+
+def _servicer(store: ModelStore, pub: bytes) -> TransferServicer:
+    identity = PeerIdentity("me", b"", b"", b"", pub)
+    return TransferServicer(store, identity, connect=lambda s: Source())
+
+
+def test_a_full_disk_during_a_fetch_removes_the_partial_copy_and_says_so(
+        store: ModelStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    request, pub = _signed_request(tmp_path)
+    real = os.pwrite
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        if offset >= 3 * CHUNK:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    context = Context()
+    with pytest.raises(RuntimeError):
+        list(_servicer(store, pub).FetchBlob(request, context))  # type: ignore[arg-type]
+    assert context.aborted is not None
+    code, details = context.aborted
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "disk filled up" in details
+    assert not (store.incoming_dir / f"{SHA}.part").exists()
+
+
+def test_the_servicer_fetches_with_a_signed_grant_and_refuses_anothers(
+        store: ModelStore, tmp_path: Path) -> None:
+    request, pub = _signed_request(tmp_path)
+    progress = list(_servicer(store, pub).FetchBlob(request, Context()))  # type: ignore[arg-type]
+    assert progress[-1].done and not progress[-1].failure
+    assert (store.incoming_dir / SHA).read_bytes() == DATA
+    other, _ = _signed_request(tmp_path, receiver="someone-else")  # same key, not for us
+    context = Context()
+    with pytest.raises(RuntimeError):
+        list(_servicer(store, pub).FetchBlob(other, context))  # type: ignore[arg-type]
+    assert context.aborted is not None and context.aborted[0] == grpc.StatusCode.PERMISSION_DENIED
