@@ -1,4 +1,5 @@
-"""Fetching a blob from fleet peers (``edgefleet.agent.v1.Transfer/FetchBlob``).
+"""Fetching a blob from fleet peers (``edgefleet.agent.v1.Transfer/FetchBlob``, served by
+``agent.peer_transfer``).
 
 The controller names the sources nearest first (the device this one hangs from in the
 site's chain or tree, then further up, then devices that hold the blob). The fetch:
@@ -21,23 +22,18 @@ may be staged or activated. Cancelling the call stops the fetch (the copy stays,
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
 
-from agent.errors import AgentError, InsufficientDisk, ManifestRejected
 from agent.peer_contract import chunk_count, chunk_span
-from agent.peer_identity import Grant, PeerIdentity, verify_grant
-from agent.peer_serve import abort_error, peer_idle_s
+from agent.peer_identity import Grant, PeerIdentity
+from agent.peer_serve import peer_idle_s
 from agent.rpc import peer_pb2 as pb
 from agent.rpc import peer_pb2_grpc as pb_grpc
 from agent.store import ModelStore
@@ -302,92 +298,3 @@ class BlobFetch:
                 self._later(source, detail, not_yet=code == grpc.StatusCode.NOT_FOUND)
         finally:
             reader.close()
-
-
-class TransferServicer(pb_grpc.TransferServicer):
-    """FetchBlob, one fetch per blob at a time: a new call for a blob stops the old one."""
-
-    def __init__(self, store: ModelStore, identity: PeerIdentity,
-                 connect: Connect | None = None) -> None:
-        self.store = store
-        self.identity = identity
-        self.connect: Connect = connect or (lambda s: GrpcPeerReader(identity, s))
-        self._lock = threading.Lock()
-        self._running: dict[str, tuple[threading.Lock, threading.Event]] = {}
-
-    @contextmanager
-    def _exclusive(self, sha256: str) -> Iterator[threading.Event]:
-        with self._lock:
-            lock, old = self._running.setdefault(sha256, (threading.Lock(), threading.Event()))
-            old.set()  # a fetch of this blob still running stops after its current piece
-        if not lock.acquire(timeout=30.0):
-            raise _Busy(f"an earlier fetch of {sha256[:12]} has not stopped yet")
-        cancel = threading.Event()
-        with self._lock:
-            self._running[sha256] = (lock, cancel)
-        try:
-            yield cancel
-        finally:
-            lock.release()
-
-    def FetchBlob(self, request: pb.FetchBlobRequest,
-                  context: grpc.ServicerContext) -> Iterator[pb.FetchBlobProgress]:
-        g = request.grant
-        try:
-            grant = verify_grant(self.identity.signing_pub, g.instruction, g.signature,
-                                 list(g.chunk_sha256))
-            if grant.receiver != self.identity.name:
-                raise ManifestRejected(f"the grant is for {grant.receiver}, this device is "
-                                       f"{self.identity.name}")
-            unnamed = [s.name for s in request.sources if s.name not in grant.sources]
-            if unnamed:
-                raise ManifestRejected(f"the grant does not name {', '.join(unnamed)}")
-            with self._exclusive(grant.sha256) as cancel:
-                fetch = BlobFetch(self.store, grant, g, list(request.sources), self.connect,
-                                  active=lambda: context.is_active() and not cancel.is_set())
-                try:
-                    for state in fetch.run():
-                        yield _progress(state)
-                except FetchFailed as exc:
-                    yield _progress(fetch.state, done=True, failure=str(exc))
-                    return
-                except OSError as exc:
-                    if exc.errno != errno.ENOSPC:
-                        raise
-                    # as an SFTP upload that fills the disk: the partial copy goes
-                    fetch.part.unlink(missing_ok=True)
-                    raise InsufficientDisk(
-                        f"the device's disk filled up after {fetch.state.verified} bytes "
-                        f"arrived from its peers ({exc.strerror}); removed the partial "
-                        "copy") from None
-                if fetch.state.verified >= grant.size_bytes:
-                    yield _progress(fetch.state, done=True)
-        except AgentError as exc:
-            abort_error(context, exc)
-        except _Busy as exc:  # not yet: the controller tries again later, never writes beside it
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-
-
-class _Busy(Exception):
-    pass
-
-
-def _progress(state: FetchState, done: bool = False, failure: str = "") -> pb.FetchBlobProgress:
-    return pb.FetchBlobProgress(
-        verified_bytes=state.verified, size_bytes=state.size, resumed_bytes=state.resumed,
-        source=state.source,
-        received=[pb.SourceBytes(name=k, bytes=v) for k, v in state.received.items()],
-        dropped=state.dropped, done=done, failure=failure)
-
-
-def add_peer_services(server: grpc.Server, store: ModelStore,
-                      tls_dir: Path) -> PeerIdentity | None:
-    """Serve ``Peer`` and ``Transfer`` when the device has a peer identity (enrolled with a
-    peer certificate); returns it, or None (blobs then come from the controller only)."""
-    from agent.peer_serve import PeerServicer
-
-    identity = PeerIdentity.load(tls_dir)
-    if identity is not None:
-        pb_grpc.add_PeerServicer_to_server(PeerServicer(store, identity), server)
-        pb_grpc.add_TransferServicer_to_server(TransferServicer(store, identity), server)
-    return identity

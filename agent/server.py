@@ -16,8 +16,8 @@ from agent.core import AgentCore
 from agent.emulation import MIB, emulated_view, host_view
 from agent.local_address import ListenError, is_local
 from agent.openai_http.listener import OpenAIListener
-from agent.peer_fetch import add_peer_services
 from agent.peer_serve import PeerGuard
+from agent.peer_transfer import add_peer_services
 from agent.probe import probe_host
 from agent.profile_files import find_profile_file, read_toml
 from agent.rpc import agent_pb2_grpc as pb_grpc

@@ -250,7 +250,8 @@ def run(fleet: Fleet, log: SqlRolloutLog, rollout: Rollout, jobs: list[DeviceJob
                     judge_wave=lambda devices: wave_gate.judge(fleet, log, rollout.id, devices,
                                                                policy.wave_gates),
                     reference=lambda art: reference_for(Path(art.path), art.sha256),
-                    routes=site_routes(fleet, jobs, policy.peers))
+                    routes=site_routes(fleet, jobs, policy.peers,
+                                       {p.device.name: p.held for p in plans or []}))
     ended = runner.run()
     outcomes = [Outcome.of(j, seconds.get(j.device, 0.0)) for j in runner.jobs]
     return DeployReport(ended.id, ended.model, plans or [], outcomes, ended.status,

@@ -2,11 +2,11 @@
 
 When a device is about to receive a blob, the plan of its site for that blob is made from
 what the rollout knows at that moment (``controller.core.fanout.plan_site``): the devices of
-the site that receive the same file, in rollout order, those that hold it verified already
-first. The device reads from its sources that can deliver now (holders, and devices that
-have started); the site's seed is sent the blob by the controller, front to back so the
-others can read it as it arrives. A device in no site, alone in its site, or with peers off
-gets the blob from the controller as before.
+the site that receive the same file, in rollout order, those that hold it already first (held
+when the rollout was planned, or verified during it). The device reads from its sources that
+can deliver now (holders, and devices that have started); the site's seed is sent the blob by
+the controller, front to back so the others can read it as it arrives. A device in no site,
+alone in its site, or with peers off gets the blob from the controller as before.
 """
 
 from __future__ import annotations
@@ -26,10 +26,14 @@ HOLDING = frozenset({Step.STAGED, Step.LOADING, Step.ON_TRIAL, Step.CHECKING, St
 class SiteRoutes:
     def __init__(self, jobs: list[DeviceJob], endpoints: Mapping[str, PeerEndpoint],
                  chunks: Callable[[Artifact], ChunkList], degree: int = 1,
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, held: Mapping[str, frozenset[str]] | None = None
+                 ) -> None:
         """``endpoints``: the devices that may take part (a peer identity, an address the
-        site reaches); ``chunks``: the artifact's chunk list (hashed once, then cached)."""
+        site reaches); ``chunks``: the artifact's chunk list (hashed once, then cached);
+        ``held``: the blobs each device held when the rollout was planned (a source checks
+        every chunk it serves, so a copy gone bad since only costs a try)."""
         self.jobs = jobs
+        self.held = held or {}
         self.endpoints = endpoints
         self.degree = degree
         self.enabled = enabled
@@ -60,7 +64,8 @@ class SiteRoutes:
                    and j.sha256 == art.sha256 and j.device in self.endpoints]
         if len(members) < 2:
             return Route(note=f"the only device of site {job.site} receiving this file")
-        holders = [j.device for j in self.jobs if j.device in members and j.step in HOLDING]
+        holders = [j.device for j in self.jobs if j.device in members and (
+            j.step in HOLDING or art.sha256 in self.held.get(j.device, ()))]
         with self._lock:
             started = frozenset(self._started)
         plan = plan_site(job.site, members, holders, self.degree)

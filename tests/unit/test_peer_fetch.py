@@ -16,8 +16,9 @@ import grpc
 import pytest
 
 from agent.peer_contract import chunk_count, chunks_sha256
-from agent.peer_fetch import BlobFetch, FetchFailed, SourceUnreachable, TransferServicer
+from agent.peer_fetch import BlobFetch, FetchFailed, SourceUnreachable
 from agent.peer_identity import Grant, PeerIdentity
+from agent.peer_transfer import TransferServicer
 from agent.rpc import peer_pb2 as pb
 from agent.store import ModelStore
 

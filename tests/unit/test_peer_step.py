@@ -209,3 +209,12 @@ def refused_model() -> Exception:
     from agent.contract import ErrorKind
 
     return refused(ErrorKind.NOT_FOR_THIS_MACHINE, "cannot run it")
+
+
+def test_a_device_that_held_the_blob_when_planned_seeds_its_site_before_its_turn() -> None:
+    jobs = [_job("a", 0), _job("b", 1), _job("c", 2)]
+    routes, _ = _routes(jobs, held={"c": frozenset({NEW.sha256})})
+    first = routes.route(jobs[0])  # nothing crosses the uplink: c is the site's root
+    assert [p.name for p in first.peers] == ["c"] and not first.serves_peers
+    routes.started("a")
+    assert [p.name for p in routes.route(jobs[1]).peers] == ["a", "c"]
