@@ -20,8 +20,12 @@ MIB = 1024 * 1024
 # The common name of a device's peer (client) certificate: "peer:<device>". A device name
 # never holds a colon, so no peer certificate can pass for the controller or a device's agent.
 PEER_CN_PREFIX = "peer:"
-CHUNK_BYTES = 4 * MIB  # the controller's default; the grant carries the size used
-PIECE_BYTES = 1 * MIB  # one ReadBlob message (gRPC's default message limit is 4 MiB)
+# Chunks are what a hop verifies before passing on: the smaller, the closer each device of a
+# chain runs behind the one before it; the grant carries the size used. At most MAX_CHUNKS
+# digests (512 KiB of them) per blob: 1 MiB chunks up to 16 GiB, larger beyond.
+MIN_CHUNK_BYTES = 1 * MIB
+MAX_CHUNKS = 16384
+PIECE_BYTES = 1 * MIB  # one ReadBlob message at most (gRPC allows 4 MiB by default)
 GRANT_KIND = "peer-fetch"
 GRANT_TTL_S = 24 * 3600  # a grant outlives a slow overnight pre-seed, not a week
 # the instruction's keys, all required
@@ -33,6 +37,15 @@ PEER_METHOD_PREFIX = "/edgefleet.agent.v1.Peer/"
 
 def peer_common_name(device: str) -> str:
     return PEER_CN_PREFIX + device
+
+
+def chunk_bytes_for(size_bytes: int) -> int:
+    """The chunk size the controller uses for a blob: 1 MiB, doubled until the blob has at
+    most ``MAX_CHUNKS`` chunks."""
+    chunk = MIN_CHUNK_BYTES
+    while chunk * MAX_CHUNKS < size_bytes:
+        chunk *= 2
+    return chunk
 
 
 def chunk_count(size_bytes: int, chunk_bytes: int) -> int:
@@ -50,7 +63,7 @@ def chunks_sha256(digests: Sequence[bytes]) -> str:
     return hashlib.sha256(b"".join(digests)).hexdigest()
 
 
-def file_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> tuple[str, list[bytes]]:
+def file_chunks(path: Path, chunk_bytes: int) -> tuple[str, list[bytes]]:
     """One read of ``path``: its whole sha256 (hex) and the sha256 of each chunk."""
     whole = hashlib.sha256()
     digests: list[bytes] = []

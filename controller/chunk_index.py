@@ -10,15 +10,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agent.peer_contract import CHUNK_BYTES, chunk_count, file_chunks
+from agent.peer_contract import chunk_bytes_for, chunk_count, file_chunks
 from controller.core.fanout import ChunkList
 from controller.errors import ArtifactError
 
 
-def chunk_list(path: Path, sha256: str, size_bytes: int,
-               chunk_bytes: int = CHUNK_BYTES) -> ChunkList:
-    """The chunk list of ``path``, whose sha256 must be ``sha256``. Raises ArtifactError when
-    the file no longer hashes to it."""
+def chunk_list(path: Path, sha256: str, size_bytes: int, chunk_bytes: int = 0) -> ChunkList:
+    """The chunk list of ``path`` (``chunk_bytes``: by default ``chunk_bytes_for`` its size),
+    whose sha256 must be ``sha256``. Raises ArtifactError when the file no longer hashes to
+    it."""
+    chunk_bytes = chunk_bytes or chunk_bytes_for(size_bytes)
     cache = path.parent / ".chunks" / f"{sha256}.{chunk_bytes}"
     count = chunk_count(size_bytes, chunk_bytes)
     try:

@@ -198,7 +198,7 @@ def test_a_peer_serving_a_corrupted_byte_is_dropped_and_nothing_bad_is_activated
     assert result.code == 0, result.err
     assert {o["status"] for o in outcomes.values()} == {"committed"}
     lab3 = outcomes["lab-3"]
-    assert lab3["peer_bytes"] == {"lab-2": 2 * 4 * MIB, "lab-1": size - 2 * 4 * MIB}
+    assert lab3["peer_bytes"] == {"lab-2": 2 * MIB, "lab-1": size - 2 * MIB}  # 1 MiB chunks
     events = cli("rollouts", "show", json.loads(result.out)["rollout"], "--events").out
     assert "dropped lab-2: sent a bad chunk 2" in " ".join(events.split())
     fleet = Fleet.open()

@@ -85,3 +85,12 @@ def test_site_of(labels: dict[str, str], address: str, subnets: list[str], site:
 
 def test_site_of_reads_the_label_given() -> None:
     assert site_of(SiteDevice("d", "10.0.0.5", {"store": "7"}), "store", []) == "7"
+
+
+def test_chunks_are_1_mib_up_to_16_gib_and_never_more_than_16384() -> None:
+    from agent.peer_contract import MAX_CHUNKS, MIB, chunk_bytes_for, chunk_count
+
+    assert chunk_bytes_for(39 * MIB) == MIB and chunk_bytes_for(16 * 1024 * MIB) == MIB
+    assert chunk_bytes_for(16 * 1024 * MIB + 1) == 2 * MIB
+    for size in (1, 5 * MIB, 31 * 1024 * MIB, 100 * 1024**3, 10**13):
+        assert chunk_count(size, chunk_bytes_for(size)) <= MAX_CHUNKS
