@@ -24,14 +24,12 @@ from typing import Any
 
 import grpc
 
-from agent.contract import ERROR_DETAIL_KEY
 from agent.errors import AgentError, ChecksumMismatch, InvalidRequest, ManifestRejected, NotFound
 from agent.peer_contract import PEER_METHOD_PREFIX, PIECE_BYTES, chunk_count, chunk_span
 from agent.peer_identity import Grant, PeerIdentity, caller_peer, verify_grant
-from agent.rpc import agent_pb2 as apb
 from agent.rpc import peer_pb2 as pb
 from agent.rpc import peer_pb2_grpc as pb_grpc
-from agent.service import STATUS_BY_ERROR
+from agent.service import _abort
 from agent.store import ModelStore
 
 log = logging.getLogger("edgefleet.agent")
@@ -51,14 +49,8 @@ def _corrupt_point() -> tuple[str, int]:
     return (device, int(chunk)) if device and chunk.isdigit() else ("", -1)
 
 
-def abort_error(context: grpc.ServicerContext, exc: AgentError) -> Any:
-    """As ``agent.service``: the status from its table, the kind in the trailing metadata."""
-    code = next((STATUS_BY_ERROR[k] for k in type(exc).__mro__ if k in STATUS_BY_ERROR),
-                grpc.StatusCode.INTERNAL)
-    log.warning("peer transfer %s: %s", code.name, exc)
-    detail = apb.ErrorDetail(kind=exc.kind.value, message=str(exc))  # type: ignore[arg-type]
-    context.set_trailing_metadata(((ERROR_DETAIL_KEY, detail.SerializeToString()),))
-    context.abort(code, str(exc))
+# the agent's one table from errors to status codes, the kind in the trailing metadata
+abort_error = _abort
 
 
 class ServedFile:
@@ -234,20 +226,15 @@ class PeerGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         handler = continuation(details)
         if handler is None or str(details.method).startswith(PEER_METHOD_PREFIX):
             return handler
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _refusing_peers(handler.unary_unary, False), handler.request_deserializer,
-                handler.response_serializer)
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _refusing_peers(handler.unary_stream, True), handler.request_deserializer,
-                handler.response_serializer)
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                _refusing_peers(handler.stream_unary, False), handler.request_deserializer,
-                handler.response_serializer)
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                _refusing_peers(handler.stream_stream, True), handler.request_deserializer,
-                handler.response_serializer)
+        for kind, make, streaming in _HANDLERS:
+            behaviour = getattr(handler, kind)
+            if behaviour is not None:
+                return make(_refusing_peers(behaviour, streaming), handler.request_deserializer,
+                            handler.response_serializer)
         return handler
+
+
+_HANDLERS = (("unary_unary", grpc.unary_unary_rpc_method_handler, False),
+             ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
+             ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
+             ("stream_stream", grpc.stream_stream_rpc_method_handler, True))

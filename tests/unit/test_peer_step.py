@@ -169,17 +169,23 @@ def test_routes_with_peers_off_alone_or_without_a_certificate_go_direct() -> Non
     assert "no peer certificate" in routes.route(jobs[1]).note
 
 
-def test_a_rollout_of_a_site_sends_one_copy_and_the_rest_travels_between_peers() -> None:
-    devices = [FakeDevice(n) for n in ("a", "b", "c", "d")]
+def _run_site(devices: list[FakeDevice], policy: Policy) -> list[DeviceJob]:
+    """A rollout of one site's devices, driven by the runner with its site routes."""
     fleet = FakeFleet(devices)
     jobs = [_job(d.name, i) for i, d in enumerate(devices)]
     log = MemoryRolloutLog()
     rollout = Rollout("r1", "m", "running", {}, [len(jobs)])
     log.create(rollout, jobs)
     routes, _ = _routes(jobs)
-    policy = Policy(canary=0, max_failures="0", stage_only=True, concurrency=1)
     Runner(log, fleet.connect, rollout, jobs, policy, sleep=lambda s: None,
            routes=routes).run()
+    return jobs
+
+
+def test_a_rollout_of_a_site_sends_one_copy_and_the_rest_travels_between_peers() -> None:
+    devices = [FakeDevice(n) for n in ("a", "b", "c", "d")]
+    jobs = _run_site(devices, Policy(canary=0, max_failures="0", stage_only=True,
+                                     concurrency=1))
     assert [j.step for j in jobs] == [Step.STAGED] * 4
     assert sum(d.sent for d in devices) == NEW.size_bytes  # one copy from the controller
     # one at a time: a device starts when the ones before hold it, so it reads from the
@@ -190,15 +196,7 @@ def test_a_rollout_of_a_site_sends_one_copy_and_the_rest_travels_between_peers()
 def test_a_device_halted_by_the_failure_budget_receives_nothing_from_peers() -> None:
     devices = [FakeDevice(n) for n in ("a", "b", "c")]
     devices[0].fail["load"] = [refused_model()]
-    fleet = FakeFleet(devices)
-    jobs = [_job(d.name, i) for i, d in enumerate(devices)]
-    log = MemoryRolloutLog()
-    rollout = Rollout("r1", "m", "running", {}, [len(jobs)])
-    log.create(rollout, jobs)
-    routes, _ = _routes(jobs)
-    policy = Policy(canary=1, max_failures="1", concurrency=4)
-    Runner(log, fleet.connect, rollout, jobs, policy, sleep=lambda s: None,
-           routes=routes).run()
+    jobs = _run_site(devices, Policy(canary=1, max_failures="1", concurrency=4))
     assert jobs[0].step is Step.FAILED and jobs[0].model_failed
     assert [j.step for j in jobs[1:]] == [Step.HALTED, Step.HALTED]
     for device in devices[1:]:
