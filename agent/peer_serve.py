@@ -9,8 +9,9 @@ chunk is read and hashed against the signed chunk list right before it is sent, 
 still arriving is waited for, and a chunk that does not match in a finished copy is never
 sent (``DATA_LOSS``: the receiver turns to another source).
 
-Fault injection for tests only: ``FLEET_AGENT_PEER_CORRUPT=DEVICE:CHUNK`` makes the agent of
-DEVICE flip one byte of chunk CHUNK after verifying it (a peer that sends a bad byte).
+Fault injection for tests only: ``FLEET_AGENT_PEER_CORRUPT=DEVICE:CHUNK[,DEVICE:CHUNK...]``
+makes the agent of DEVICE flip one byte of chunk CHUNK after verifying it (a peer that sends a
+bad byte).
 """
 
 from __future__ import annotations
@@ -44,9 +45,13 @@ def peer_idle_s() -> float:
     return float(os.environ.get("FLEET_PEER_IDLE_S") or 30.0)
 
 
-def _corrupt_point() -> tuple[str, int]:
-    device, _, chunk = os.environ.get("FLEET_AGENT_PEER_CORRUPT", "").partition(":")
-    return (device, int(chunk)) if device and chunk.isdigit() else ("", -1)
+def _corrupt_points() -> set[tuple[str, int]]:
+    points = set()
+    for point in os.environ.get("FLEET_AGENT_PEER_CORRUPT", "").split(","):
+        device, _, chunk = point.partition(":")
+        if device and chunk.isdigit():
+            points.add((device, int(chunk)))
+    return points
 
 
 # the agent's one table from errors to status codes, the kind in the trailing metadata
@@ -117,7 +122,7 @@ class PeerServicer(pb_grpc.PeerServicer):
         self.store = store
         self.identity = identity
         self._sleep = sleep
-        self._corrupt = _corrupt_point()
+        self._corrupt = _corrupt_points()
 
     def ReadBlob(self, request: pb.ReadBlobRequest,
                  context: grpc.ServicerContext) -> Iterator[pb.ReadBlobChunk]:
@@ -191,8 +196,7 @@ class PeerServicer(pb_grpc.PeerServicer):
             self._sleep(POLL_S)
 
     def _maybe_corrupted(self, data: bytes, index: int) -> bytes:
-        device, chunk = self._corrupt
-        if device == self.identity.name and chunk == index:
+        if (self.identity.name, index) in self._corrupt:
             log.warning("fault injection: serving chunk %d with one byte flipped", index)
             return data[:7] + bytes([data[7] ^ 0x5A]) + data[8:]
         return data

@@ -194,6 +194,10 @@ class DeviceRun:
                 if not complete:  # the controller sends the rest, after the verified prefix
                     fit = link.check_fit(art.sha256, art.size_bytes, job.memory_bytes,
                                          reclaim=True)
+                    if not fit.fits and not fit.already_held:
+                        return self._move(Step.FAILED, f"preflight refused: {fit.reason}",
+                                          "free disk space on the device, then resume the "
+                                          "rollout")
             if not complete and not fit.already_held:
                 uploaded = link.upload(art, fit, link.store().incoming_dir, job.memory_bytes,
                                        sequential=route.serves_peers)

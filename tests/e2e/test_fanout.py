@@ -208,6 +208,28 @@ def test_a_peer_serving_a_corrupted_byte_is_dropped_and_nothing_bad_is_activated
             assert client.get_store().active_sha256 == sha
 
 
+def test_when_every_peer_sends_a_bad_byte_the_controller_sends_the_rest_after_the_prefix(
+        cli: Cli, home: Path, site: Callable[[int], None],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # lab-1 spoils chunk 5 for its readers, lab-2 chunk 2 for its own
+    monkeypatch.setenv("FLEET_AGENT_PEER_CORRUPT", "lab-1:5,lab-2:2")
+    site(3)
+    sha, size, _ = _q8()
+    result, outcomes = _deploy(cli, "--stage-only", "--concurrency", "3")
+    assert result.code == 0, result.err
+    assert {o["status"] for o in outcomes.values()} == {"staged"}
+    assert outcomes["lab-1"]["bytes_sent"] == size
+    # lab-2: chunks 0-4 from lab-1, which it then drops; the controller sends the rest
+    assert outcomes["lab-2"]["peer_bytes"] == {"lab-1": 5 * MIB}
+    assert outcomes["lab-2"]["bytes_sent"] == size - 5 * MIB
+    # lab-3: chunks 0-1 from lab-2, 2-4 from lab-1, the rest from the controller
+    assert outcomes["lab-3"]["peer_bytes"] == {"lab-2": 2 * MIB, "lab-1": 3 * MIB}
+    assert outcomes["lab-3"]["bytes_sent"] == size - 5 * MIB
+    assert "every peer was dropped" in str(outcomes["lab-3"]["reason"])
+    for i in (1, 2, 3):
+        assert _holds_verified(home, f"lab-{i}", sha)
+
+
 def test_a_controller_killed_mid_fetch_resumes_from_what_the_devices_hold(
         cli: Cli, home: Path, site: Callable[[int], None],
         monkeypatch: pytest.MonkeyPatch) -> None:
