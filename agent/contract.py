@@ -80,6 +80,9 @@ class Capability(str, enum.Enum):
     ABORT_TRIAL = "abort-trial"  # AbortTrial: back to its own previous model
     TRIAL_DEADLINE = "trial-deadline"  # gives the model up unless committed in trial_seconds
     ERROR_KINDS = "error-kinds"  # every refusal carries an ErrorDetail (kind)
+    # Transfer.FetchBlob / Peer.ReadBlob (agent.peer_transfer): fetches a blob from its site's
+    # devices and serves its own to them, over mutual TLS (served once it has a peer identity)
+    PEER_TRANSFER = "peer-transfer"
 
 
 # What this agent offers.

@@ -16,6 +16,8 @@ from agent.core import AgentCore
 from agent.emulation import MIB, emulated_view, host_view
 from agent.local_address import ListenError, is_local
 from agent.openai_http.listener import OpenAIListener
+from agent.peer_serve import PeerGuard
+from agent.peer_transfer import add_peer_services
 from agent.probe import probe_host
 from agent.profile_files import find_profile_file, read_toml
 from agent.rpc import agent_pb2_grpc as pb_grpc
@@ -108,13 +110,17 @@ def create_server(
 
     core = AgentCore(data_dir, view, host, on_model_change=on_model_change)
     core.bandwidth = measured
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=KEEPALIVE_POLICY)
+    # PeerGuard: a fleet peer's certificate may read blobs (docs/delivery.md), nothing else
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=KEEPALIVE_POLICY,
+                         interceptors=[PeerGuard()])
     pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(core, stream_interval_s), server)
     _add_inference(server, core)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     trust = TrustMaterial.load(tls_dir) if tls_dir else None
     if trust is not None:
         core.signing_pub = trust.signing_pub
+        if tls_dir is not None:
+            add_peer_services(server, core.store, tls_dir)
         port = server.add_secure_port(listen, trust.server_credentials())
     else:
         if not is_local(listen):

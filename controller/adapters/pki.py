@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from agent.peer_contract import peer_common_name
+
 CA_DAYS = 3650
 LEAF_DAYS = 730
 
@@ -136,11 +138,14 @@ class FleetPki:
 
     def agent_files(self, name: str, address: str) -> dict[str, bytes]:
         """What a device's agent gets at enrollment (or lab start): its certificate and key,
-        the fleet CA, and the manifest-signing public key."""
+        the fleet CA, the manifest-signing public key, and its peer (client) certificate."""
         issued = self.issue(name, address=address)
+        # the client identity it fetches blobs from its peers with (agent.peer_identity)
+        peer = self.issue(peer_common_name(name), client=True)
         return {"agent.crt": issued.cert_pem, "agent.key": issued.key_pem,
                 "ca.crt": self.ca_cert_path.read_bytes(),
-                "signing.pub": self.signing_pub_path.read_bytes()}
+                "signing.pub": self.signing_pub_path.read_bytes(),
+                "peer.crt": peer.cert_pem, "peer.key": peer.key_pem}
 
 
 def cert_expiry_pem(pem: bytes) -> dt.datetime | None:

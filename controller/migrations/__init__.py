@@ -5,4 +5,4 @@
 loading the migration scripts on every command.
 """
 
-HEAD = "0004_telemetry"
+HEAD = "0005_fanout"
