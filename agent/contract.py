@@ -87,6 +87,9 @@ class Capability(str, enum.Enum):
     # refuses a load order for another device, expired, or at or below its version mark
     # (MANIFEST_FORMAT 2: agent.manifest_check)
     BOUND_MANIFEST = "bound-manifest"
+    # Transfer.FetchBlob / Peer.ReadBlob (agent.peer_transfer): fetches a blob from its site's
+    # devices and serves its own to them, over mutual TLS (served once it has a peer identity)
+    PEER_TRANSFER = "peer-transfer"
 
 
 # What this agent offers.

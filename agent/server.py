@@ -19,10 +19,14 @@ from agent.limits import AgentLimits
 from agent.local_address import ListenError, is_local
 from agent.manifest_check import ManifestGate
 from agent.openai_http.listener import OpenAIListener
+from agent.peer_contract import PEER_METHOD_PREFIX
+from agent.peer_serve import PeerGuard
+from agent.peer_transfer import add_peer_services
 from agent.probe import probe_host
 from agent.profile_files import find_profile_file, read_toml
 from agent.rpc import agent_pb2_grpc as pb_grpc
 from agent.rpc import grpc_service_pb2_grpc as oip_grpc
+from agent.rpc import peer_pb2
 from agent.runtimes.base import DEFAULT_STREAM_INTERVAL_S
 from agent.service import AgentServicer, InferenceOnlyServicer
 from agent.trust_store import TrustError, TrustStore
@@ -40,9 +44,10 @@ KEEPALIVE_POLICY = [("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
                     ("grpc.keepalive_permit_without_calls", 1)]
 
 
-# Methods of the mutual-TLS listener a device's certificate may call (agent.client_auth);
-# every other one is the controller's only.
-PEER_METHODS: frozenset[str] = frozenset()
+# Methods of the mutual-TLS listener a device's certificate may call (agent.client_auth):
+# reading a blob it was granted (agent.peer_serve); every other one is the controller's only.
+PEER_METHODS: frozenset[str] = frozenset(
+    PEER_METHOD_PREFIX + m.name for m in peer_pb2.DESCRIPTOR.services_by_name["Peer"].methods)
 
 
 class ConfigError(Exception):
@@ -152,7 +157,9 @@ def create_server(
         futures.ThreadPoolExecutor(max_workers=limits.max_concurrent_rpcs),
         options=[*KEEPALIVE_POLICY, *limits.server_options()],
         maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
-        interceptors=[ClientCertPolicy(trust, PEER_METHODS)] if trust else None)
+        # a device's certificate may call the Peer service only (agent.client_auth); a
+        # peer certificate nothing else, whatever its role says (agent.peer_serve.PeerGuard)
+        interceptors=[ClientCertPolicy(trust, PEER_METHODS), PeerGuard()] if trust else None)
     gate = None
     if trust is not None:
         core.signing_pub = (trust.dir / "signing.pub").read_bytes()
@@ -162,6 +169,8 @@ def create_server(
     _add_inference(server, core)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if trust is not None:
+        if tls_dir is not None:
+            add_peer_services(server, core.store, tls_dir)
         port = server.add_secure_port(listen, trust.server_credentials())
     else:
         port = server.add_insecure_port(listen)

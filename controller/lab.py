@@ -52,12 +52,15 @@ class LabDevice:
     device_if: str = ""
     # how its agent was started (bound port included), so a restart starts the same one
     agent_cmd: list[str] = field(default_factory=list)
+    host_netns: str = ""  # on a site LAN (--site-lan): the site's switch namespace
+    uplink_if: str = ""  # and this machine's end of the site's uplink
 
     @property
     def link(self) -> lab_netns.NetLink | None:
         if not self.netns:
             return None
-        return lab_netns.NetLink(self.netns, self.host_if, self.device_if, self.address)
+        return lab_netns.NetLink(self.netns, self.host_if, self.device_if, self.address,
+                                 self.host_netns)
 
     @property
     def data_dir(self) -> str:
@@ -216,10 +219,11 @@ def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
     inference_port = lab_netns.INFERENCE_PORT if link else _free_port(address)
     inference_at = f"127.0.0.1:{inference_port}" if link else f"{address}:{inference_port}"
     net = (link.netns, link.host_if, link.device_if) if link else ("", "", "")
+    site = (link.host_netns, "") if link else ("", "")
     if not start_agent:  # a bare device: sshd only, for `fleet device enroll`
         agent_port = lab_netns.AGENT_PORT if link else _free_port(address)
         device = LabDevice(name, profile, address, ssh_port, agent_port, str(d),
-                           sshd.pid, _start_time(sshd.pid), 0, 0, 0, *net)
+                           sshd.pid, _start_time(sshd.pid), 0, 0, 0, *net, [], *site)
         try:
             _wait_for(lambda: _port_open(address, ssh_port) or sshd.poll() is not None,
                       f"sshd for {name}", sshd_log)
@@ -234,7 +238,7 @@ def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
     agent = _spawn_agent(command, agent_log)
     device = LabDevice(name, profile, address, ssh_port, 0, str(d), sshd.pid,
                        _start_time(sshd.pid), agent.pid, _start_time(agent.pid), inference_port,
-                       *net)
+                       *net, [], *site)
     try:
         _wait_for(lambda: _port_open(address, ssh_port) or sshd.poll() is not None,
                   f"sshd for {name}", sshd_log)
@@ -388,9 +392,10 @@ def write_registry(lab_dir: Path, devices: list[LabDevice]) -> None:
 
 def up(lab_dir: Path, profiles: list[str], tls: TlsFiles | None = None,
        start_agents: bool = True, netns: bool = False, netem: str = "",
-       fresh: bool = False) -> list[LabDevice]:
+       fresh: bool = False, site_lan: bool = False, uplink: str = "") -> list[LabDevice]:
     """Start one sshd + agent per profile. Stops a previous lab first; its devices' data
-    (stores) are kept unless ``fresh``."""
+    (stores) are kept unless ``fresh``. With ``netns`` and ``site_lan`` the devices share
+    one LAN behind one uplink (``uplink``: its tbf rate)."""
     down(lab_dir)
     lab_dir.mkdir(parents=True, exist_ok=True)
     key = client_key(lab_dir)
@@ -400,9 +405,11 @@ def up(lab_dir: Path, profiles: list[str], tls: TlsFiles | None = None,
     # Lab devices share this machine's cores: split them so one device's decode does not
     # starve the others (llama.cpp threads spin while they wait).
     threads = max(1, (os.cpu_count() or 1) // len(profiles))
+    site = lab_netns.create_site(uplink) if netns and site_lan else None
     try:
         for i, profile in enumerate(profiles):
-            link = lab_netns.create(i, netem) if netns else None
+            link = (lab_netns.join_site(site, i) if site else
+                    lab_netns.create(i, netem) if netns else None)
             try:
                 started.append(start_device(lab_dir, i, profile, authorized, threads, tls,
                                             start_agents, link, keep_data=not fresh))
@@ -410,10 +417,14 @@ def up(lab_dir: Path, profiles: list[str], tls: TlsFiles | None = None,
                 if link is not None:
                     lab_netns.remove(link)
                 raise
+            if site is not None:
+                started[-1].uplink_if = site.uplink_if
             write_registry(lab_dir, started)
     except Exception:
         for device in started:
             _stop(device)
+        if site is not None:
+            lab_netns.remove_site(site.netns, site.uplink_if)
         (lab_dir / "registry.json").unlink(missing_ok=True)
         raise
     return started
@@ -423,5 +434,7 @@ def down(lab_dir: Path) -> list[LabDevice]:
     devices = read_registry(lab_dir)
     for device in devices:
         _stop(device)
+    for netns, uplink in {(d.host_netns, d.uplink_if) for d in devices if d.host_netns}:
+        lab_netns.remove_site(netns, uplink)
     (lab_dir / "registry.json").unlink(missing_ok=True)
     return devices

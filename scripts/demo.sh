@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The demo: a local lab fleet of 4 emulated devices, the offline tiny-llama ladder, a deploy
-# that picks a different variant per device and says why, a few tokens from each device
+# The demo: a local lab fleet of 4 emulated devices (with their certificates), the offline
+# tiny-llama ladder, a deploy that picks a different variant per device and says why (devices
+# of one site taking the same file read it from each other), a few tokens from each device
 # through its agent, a second rollout with a speed limit the lab cannot meet (its canary is
 # measured, rolled back, the rest halt), a rollout whose controller is killed half-way and is
 # resumed from the database, the rollout log, then the dashboard (or a summary with
@@ -34,10 +35,18 @@ step "fleet lab up --devices 4       (a real sshd + fleet-agent per device on 12
 step "fleet doctor   (what would stop a deploy: host keys, agents and their versions,
     certificates, clocks, disks, the database driver; each problem with its fix)"
 "$FLEET" doctor
+step "fleet pki status   (the fleet CA, the controller's and every device's certificate with its
+    expiry, the manifest-signing key, the revocation list: docs/security.md)"
+"$FLEET" pki status
+step "fleet device label lab-1 ... lab-4 site=demo-store
+    (one site: a file goes to it once, and its devices read it from each other)"
+for d in lab-1 lab-2 lab-3 lab-4; do "$FLEET" device label "$d" site=demo-store >/dev/null; done
 step "fleet plan tiny-llama --group lab"
 "$FLEET" plan tiny-llama --group lab
 step "fleet deploy tiny-llama --group lab --waves 1,50%,100%
-    (recorded in the database as it goes; one device first, then half, then the rest)"
+    (recorded in the database as it goes; one device first, then half, then the rest; each
+    load order signed for one device and rollout; devices of the site that take the same file
+    read it from the one that has it: the 'peers' column)"
 "$FLEET" deploy tiny-llama --group lab --waves 1,50%,100%
 step "fleet generate 'The edge device' --group lab --max-tokens 12"
 "$FLEET" generate "The edge device" --group lab --max-tokens 12

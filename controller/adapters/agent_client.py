@@ -13,6 +13,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from agent.contract import ERROR_DETAIL_KEY, MODEL_HEALTH_SERVICE, ErrorKind
 from agent.rpc import agent_pb2 as pb
 from agent.rpc import agent_pb2_grpc as pb_grpc
+from agent.rpc import peer_pb2 as ppb
+from agent.rpc import peer_pb2_grpc as ppb_grpc
 from controller.core.display import terminal_safe
 from controller.errors import AgentRefused, Unreachable
 
@@ -213,6 +215,19 @@ class GrpcAgentClient:
         """The agent's overall health (grpc.health.v1, service "")."""
         response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=""), 5.0)
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def fetch_blob(self, request: ppb.FetchBlobRequest, timeout: float = 86_400.0
+                   ) -> Iterator[ppb.FetchBlobProgress]:
+        """Have the device fetch a blob from its peers; its progress as it goes (the fetch
+        stops when this iteration is abandoned). UNIMPLEMENTED: the device has no peer
+        identity (enrolled before peer transfers, or without TLS)."""
+        call = ppb_grpc.TransferStub(self._channel).FetchBlob(request, timeout=timeout)
+        try:
+            yield from call
+        except grpc.RpcError as exc:
+            raise self._map(exc) from exc
+        finally:
+            call.cancel()
 
     def model_serving(self) -> bool:
         request = health_pb2.HealthCheckRequest(service=MODEL_HEALTH_SERVICE)

@@ -12,25 +12,33 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.contract import RevertCause
+from agent.contract import ErrorKind, RevertCause
+from agent.peer_contract import GRANT_KIND, GRANT_TTL_S, chunks_sha256
 from agent.rpc import agent_pb2 as pb
+from agent.rpc import peer_pb2 as ppb
 from controller.adapters.agent_client import GrpcAgentClient
 from controller.core.compat import AgentVersion
 from controller.core.output_check import OutputSample
+from controller.errors import AgentRefused
 from controller.services.ports import (
     Artifact,
+    Fetched,
     FitView,
     Generation,
     LoadOrder,
     ModelView,
+    PeerOrder,
     StoreView,
     Summary,
     Uploaded,
 )
 
 Signer = Callable[[dict[str, Any]], tuple[bytes, bytes]]
-# (client, artifact, the device's CheckFit answer, incoming dir, memory) -> what went
-Uploader = Callable[[GrpcAgentClient, Artifact, pb.CheckFitResponse, str, int], Uploaded]
+# (client, artifact, the device's CheckFit answer, incoming dir, memory, sequential) -> what
+# went
+Uploader = Callable[[GrpcAgentClient, Artifact, pb.CheckFitResponse, str, int, bool], Uploaded]
+# (device, the peer bytes come from now, verified bytes, total)
+PeerProgress = Callable[[str, str, int, int], None]
 
 
 def store_view(s: pb.GetStoreResponse) -> StoreView:
@@ -74,11 +82,37 @@ def load_request(order: LoadOrder, sign: Signer) -> pb.LoadModelRequest:
         manifest_signature=signature, trial=order.trial, trial_seconds=order.trial_seconds)
 
 
+def peer_grant(order: PeerOrder, sign: Signer) -> ppb.PeerGrant:
+    """The signed instruction that lets ``order.receiver`` read the blob from the sources
+    (agent.peer_identity checks it on both ends)."""
+    art, now = order.artifact, int(time.time())
+    instruction, signature = sign({
+        "kind": GRANT_KIND, "sha256": art.sha256, "size_bytes": art.size_bytes,
+        "chunk_bytes": order.chunks.chunk_bytes,
+        "chunks_sha256": chunks_sha256(order.chunks.digests), "receiver": order.receiver,
+        "sources": [s.name for s in order.sources], "rollout": order.rollout,
+        "issued_at": now, "expires_at": now + GRANT_TTL_S})
+    return ppb.PeerGrant(instruction=instruction, signature=signature,
+                         chunk_sha256=list(order.chunks.digests))
+
+
+def fetched(last: ppb.FetchBlobProgress | None, size: int) -> Fetched:
+    if last is None:
+        return Fetched(False, failure="the device ended the fetch without a word")
+    complete = last.done and not last.failure and last.verified_bytes >= size
+    return Fetched(complete, tuple((r.name, r.bytes) for r in last.received),
+                   last.resumed_bytes, tuple(last.dropped),
+                   "" if complete else last.failure or "the fetch stopped before the end")
+
+
 class GrpcDeviceLink:
-    def __init__(self, client: GrpcAgentClient, sign: Signer, uploader: Uploader) -> None:
+    def __init__(self, client: GrpcAgentClient, sign: Signer, uploader: Uploader,
+                 peer_progress: PeerProgress = lambda device, source, done, total: None
+                 ) -> None:
         self.client = client
         self._sign = sign
         self._uploader = uploader
+        self._peer_progress = peer_progress
         self._fit: pb.CheckFitResponse | None = None
 
     def capabilities(self) -> AgentVersion:
@@ -95,11 +129,28 @@ class GrpcDeviceLink:
         return fit_view(self._fit)
 
     def upload(self, artifact: Artifact, fit: FitView, incoming_dir: str,
-               memory_bytes: int) -> Uploaded:
+               memory_bytes: int, sequential: bool = False) -> Uploaded:
         first = self._fit or pb.CheckFitResponse(
             fits=fit.fits, already_held=fit.already_held, staged_bytes=fit.staged_bytes,
             staged_sha256=fit.staged_sha256)
-        return self._uploader(self.client, artifact, first, incoming_dir, memory_bytes)
+        return self._uploader(self.client, artifact, first, incoming_dir, memory_bytes,
+                              sequential)
+
+    def fetch_from_peers(self, order: PeerOrder) -> Fetched:
+        request = ppb.FetchBlobRequest(
+            grant=peer_grant(order, self._sign),
+            sources=[ppb.PeerSource(name=s.name, address=s.address) for s in order.sources])
+        last = None
+        try:
+            for progress in self.client.fetch_blob(request):
+                last = progress
+                self._peer_progress(order.receiver, progress.source, progress.verified_bytes,
+                                    progress.size_bytes)
+        except AgentRefused as exc:  # no peer identity, an older agent, a refused grant
+            if exc.kind is ErrorKind.INSUFFICIENT_DISK:
+                raise  # the controller's copy would not fit either
+            return Fetched(False, failure=f"the device cannot fetch from peers: {exc.detail}")
+        return fetched(last, order.artifact.size_bytes)
 
     def stage(self, sha256: str) -> int:
         return self.client.stage_model(sha256)

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from agent.peer_contract import peer_common_name
 from controller.adapters.private_files import private_dir, write_private, write_public
 from controller.errors import PkiError
 
@@ -222,10 +223,12 @@ class FleetPki:
         return moved
 
     # -- issuing --------------------------------------------------------------------------
-    def issue(self, name: str, client: bool = False, address: str = "") -> Issued:
+    def issue(self, name: str, client: bool = False, address: str = "", role: str = ""
+              ) -> Issued:
         """A leaf certificate for ``name``: the controller's (``client``: role controller,
         client auth) or a device's (role device; server auth, and client auth for calls
-        between agents, which agents allow only where they say so)."""
+        between agents, which agents allow only where they say so). ``role`` overrides the
+        role (a device's peer certificate: client auth, role device)."""
         ca_key, ca_cert = self._ca()
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.timezone.utc)
@@ -241,7 +244,7 @@ class FleetPki:
         serial = x509.random_serial_number()
         cert = (
             x509.CertificateBuilder()
-            .subject_name(_name(name, "controller" if client else "device"))
+            .subject_name(_name(name, role or ("controller" if client else "device")))
             .issuer_name(ca_cert.subject)
             .public_key(key.public_key()).serial_number(serial)
             .not_valid_before(now - dt.timedelta(minutes=5))
@@ -299,9 +302,14 @@ class FleetPki:
 
     def agent_files(self, name: str, address: str) -> dict[str, bytes]:
         """What a device's agent gets at enrollment (or lab start): its certificate and key,
-        the fleet CA, the manifest-signing public key and the revocation list."""
+        the fleet CA, the manifest-signing public key, the revocation list, and its peer
+        certificate: the client identity it fetches blobs from its peers with
+        (agent.peer_identity), role device and client auth only, so agents admit it to the
+        Peer service alone (agent.client_auth)."""
         issued = self.issue(name, address=address)
-        files = {"agent.crt": issued.cert_pem, "agent.key": issued.key_pem}
+        peer = self.issue(peer_common_name(name), client=True, role="device")
+        files = {"agent.crt": issued.cert_pem, "agent.key": issued.key_pem,
+                 "peer.crt": peer.cert_pem, "peer.key": peer.key_pem}
         return {**files, **self.trust_files()}
 
     def trust_files(self) -> dict[str, bytes]:

@@ -140,6 +140,8 @@ class SqlRolloutLog:
             row.step, row.reason, row.hint = job.step.value, job.reason, job.hint
             row.bytes_sent, row.model_failed = job.bytes_sent, job.model_failed
             row.upload_attempts, row.updated_at = job.upload_attempts, now
+            row.site, row.bytes_from_peers = job.site, job.bytes_from_peers
+            row.peer_bytes_json = json.dumps(job.peer_bytes, sort_keys=True)
             if job.step is not Step.UPLOADING:
                 row.progress_bytes = 0
             if row.started_at is None and job.step is not Step.PLANNED:
@@ -330,7 +332,9 @@ def _device_row(rollout: str, job: DeviceJob) -> RolloutDevice:
         reason=job.reason, hint=job.hint, bytes_sent=job.bytes_sent,
         model_failed=job.model_failed, upload_attempts=job.upload_attempts,
         predicted_json=json.dumps(job.predicted),
-        finished_at=_now() if job.step in FINAL else None)
+        finished_at=_now() if job.step in FINAL else None, site=job.site,
+        bytes_from_peers=job.bytes_from_peers,
+        peer_bytes_json=json.dumps(job.peer_bytes, sort_keys=True))
 
 
 def _job(model: str, d: RolloutDevice) -> DeviceJob:
@@ -340,4 +344,7 @@ def _job(model: str, d: RolloutDevice) -> DeviceJob:
                      artifact=art, n_ctx=d.n_ctx, memory_bytes=d.memory_bytes,
                      choice=d.choice, reason=d.reason, hint=d.hint, bytes_sent=d.bytes_sent,
                      model_failed=d.model_failed, upload_attempts=d.upload_attempts,
-                     predicted=json.loads(d.predicted_json or "{}"))
+                     predicted=json.loads(d.predicted_json or "{}"), site=d.site,
+                     bytes_from_peers=d.bytes_from_peers,
+                     peer_bytes={str(k): int(v) for k, v in
+                                 json.loads(d.peer_bytes_json or "{}").items()})

@@ -147,6 +147,10 @@ class RolloutDevice(SQLModel, table=True):
     started_at: datetime | None = Field(default=None, sa_type=UTC_TIMESTAMP)
     updated_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
     finished_at: datetime | None = Field(default=None, sa_type=UTC_TIMESTAMP)
+    # where its bytes came from (0006_fanout): bytes_sent is what the controller sent
+    site: str = ""
+    bytes_from_peers: int = Field(default=0, sa_type=BigInteger)
+    peer_bytes_json: str = "{}"  # {"lab-2": 41943040, ...}
 
 
 class RolloutEvent(SQLModel, table=True):

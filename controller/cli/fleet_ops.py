@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # the services, gRPC, SSH and rich load inside the commands t
     from controller.services import observing
     from controller.services.context import Fleet
     from controller.services.deploying import DeployReport
+    from controller.services.ports import DeviceJob
 
 GROUP = typer.Option(None, "--group", "-g", help="Devices of this group.")
 DEVICE = typer.Option(None, "--device", "-d", help="This device (repeatable).")
@@ -27,6 +28,9 @@ MIN_TPS = typer.Option(0.0, "--min-tps", help="Minimum decode tokens/s: predicte
 MAX_TTFT = typer.Option(0.0, "--max-ttft", help="Maximum TTFT in ms (0: none): predicted when "
                         "planning; deploy also gates on the device's measurement.")
 PROMPT = typer.Option(128, "--prompt-tokens", help="Prompt length TTFT is predicted for.")
+SITE_SUBNET = typer.Option(None, "--site-subnet", help="Devices without the site label whose "
+                           "address is in this subnet form a site (repeatable), e.g. "
+                           "10.2.0.0/24.")
 PREFER = typer.Option("quality", "--prefer", help="quality (the best quality at a usable "
                       "speed), max-quality, speed or energy.")
 
@@ -274,6 +278,15 @@ def register(app: typer.Typer) -> None:
                                             "more than this share of requests, e.g. 2%."),
         wave_min_requests: int = typer.Option(1, "--wave-min-requests", help="A device that "
                                               "served fewer requests is not judged."),
+        no_peers: bool = typer.Option(False, "--no-peers", help="Send every device its copy "
+                                      "from here, even where devices of a site could seed "
+                                      "each other."),
+        site_label: str = typer.Option("site", "--site-label", help="Devices sharing this "
+                                       "label's value form a site: one copy crosses its "
+                                       "uplink, its devices seed each other."),
+        site_subnet: list[str] = SITE_SUBNET,
+        peer_fanout: int = typer.Option(1, "--peer-fanout", help="Devices that read from one "
+                                        "device of a site (1: a pipelined chain)."),
         accept_new: bool = typer.Option(False, "--accept-new",
                                         help="Trust unknown SSH host keys on first use "
                                         "(never a changed one)."),
@@ -281,7 +294,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pick a variant per device, push it, verify and load it on trial, health-check,
         commit or roll back; the rollout is recorded as it goes (`fleet rollouts`)."""
-        from controller.cli.render import step_printer, transfer_progress
+        from controller.cli.render import step_printer
+        from controller.cli.render_peers import transfer_bars
         from controller.services import deploying, models
 
         f = fleet(ctx)
@@ -289,7 +303,7 @@ def register(app: typer.Typer) -> None:
         spec = models.ensure_model(f, model)
         devices = select_devices(f, group, device, label)
         request = build_request(spec, context, min_tps, max_ttft, prompt_tokens, prefer)
-        with transfer_progress(enabled=not as_json) as progress:
+        with transfer_bars(enabled=not as_json) as bars:
             options = deploying.DeployOptions(
                 concurrency=concurrency, retries=retries, limit_bytes_per_s=bwlimit * 1e6,
                 streams=streams, canary=canary, max_failures=max_failures,
@@ -299,9 +313,17 @@ def register(app: typer.Typer) -> None:
                 trial_seconds=int(seconds_of("--trial-timeout", trial_timeout)),
                 wave_max_p95_ttft_ms=wave_p95_ttft,
                 wave_max_error_rate=share_of("--wave-max-error-rate", wave_error_rate),
-                wave_min_requests=wave_min_requests, progress=progress)
-            report = deploying.deploy(f, spec, devices, request, options,
-                                      on_job=step_printer(not as_json))
+                wave_min_requests=wave_min_requests, progress=bars.upload,
+                peers=not no_peers, site_label=site_label,
+                site_subnets=tuple(site_subnet or ()), peer_degree=peer_fanout,
+                peer_progress=bars.peer)
+            printer = step_printer(not as_json)
+
+            def on_job(job: DeviceJob) -> None:
+                bars.job(job)
+                printer(job)
+
+            report = deploying.deploy(f, spec, devices, request, options, on_job=on_job)
         finish_report(report, as_json, spec.name)
 
     @app.command("status")

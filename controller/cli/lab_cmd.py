@@ -30,6 +30,11 @@ def up(
                               "'delay 40ms loss 2%'."),
     fresh: bool = typer.Option(False, "--fresh", help="Wipe the devices' stores (by default a "
                                "lab started again keeps them, as devices keep their disks)."),
+    site_lan: bool = typer.Option(False, "--site-lan", help="With --netns: the devices share "
+                                  "one LAN (a bridge) behind one uplink, as a store's kiosks; "
+                                  "labelled site=lab-lan."),
+    uplink: str = typer.Option("", "--uplink", help="With --site-lan: limit the uplink with "
+                               "tbf, e.g. 100mbit."),
 ) -> None:
     """Start the lab (stopping a previous one first, keeping its stores) and register it as
     group `lab`."""
@@ -41,7 +46,8 @@ def up(
     if netem and not netns:
         raise UsageError("--netem shapes the --netns links", hint="add --netns")
     started = lab_fleet.lab_up(fleet(ctx), devices, chosen, secure=not insecure,
-                               agents=not sshd_only, netns=netns, netem=netem, fresh=fresh)
+                               agents=not sshd_only, netns=netns, netem=netem, fresh=fresh,
+                               site_lan=site_lan, uplink=uplink)
     table = Table("device", "profile", "ssh", "agent")
     for d in started:
         table.add_row(d.name, d.profile, f"{d.address}:{d.ssh_port}",

@@ -89,13 +89,18 @@ ROLLOUT_HINTS = {
 
 
 def print_outcomes(outcomes: list[Outcome]) -> None:
-    table = Table("device", "result", "variant", "sent", "secs", "why")
+    from controller.cli.render_peers import peers_cell, print_sites
+
+    sited = any(o.site for o in outcomes)  # "sent": from the controller; "peers": from peers
+    table = Table("device", "result", "variant", "sent", *(["peers"] if sited else []),
+                  "secs", "why")
     for o in outcomes:
         c = OUTCOME_COLOURS.get(o.status, "red")
         table.add_row(o.device, f"[{c}]{o.status}[/]", esc(o.variant or "-"), mib(o.bytes_sent),
-                      f"{o.seconds:.1f}",
+                      *([peers_cell(o)] if sited else []), f"{o.seconds:.1f}",
                       esc(o.reason + (f" (hint: {o.hint})" if o.hint else "")))
     console.print(table)
+    print_sites(outcomes)
 
 
 @contextlib.contextmanager
@@ -143,10 +148,14 @@ def print_rollout(detail: RolloutDetail) -> None:
              " devices)" if len(detail.waves) > 1 else "")
     console.print(f"[bold]rollout {s.rollout}[/] {esc(s.model)}: {_colour(s.status)}{waves}"
                   + (f" - {esc(s.reason)}" if s.reason else ""))
-    table = Table("device", "wave", "step", "variant", "sent", "why")
+    sited = any(d.site for d in detail.devices)  # "sent": from us; "peers": from its site
+    table = Table("device", "wave", "step", "variant", *(["site", "sent", "peers"] if sited
+                                                          else ["sent"]), "why")
     for d in detail.devices:
         sent = mib(d.bytes_sent) + (f" / {mib(d.size_bytes)}" if d.step == "uploading" else "")
-        table.add_row(d.device, str(d.wave + 1), _colour(d.step), esc(d.variant or "-"), sent,
+        peers = ", ".join(f"{mib(n)} {p}" for p, n in sorted(d.peer_bytes.items()) if n) or "-"
+        table.add_row(d.device, str(d.wave + 1), _colour(d.step), esc(d.variant or "-"),
+                      *([esc(d.site or "-"), sent, peers] if sited else [sent]),
                       esc(d.reason + (f" (hint: {d.hint})" if d.hint else "")))
     console.print(table)
     if detail.events:

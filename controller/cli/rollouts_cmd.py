@@ -74,12 +74,19 @@ def continue_cmd(ctx: typer.Context, rollout: str = ID,
 def _drive(ctx: typer.Context, rollout: str, as_json: bool, approve: bool) -> None:
     from controller.cli.common import fleet
     from controller.cli.fleet_ops import finish_report
-    from controller.cli.render import step_printer, transfer_progress
+    from controller.cli.render import step_printer
+    from controller.cli.render_peers import transfer_bars
     from controller.services import rollouts
+    from controller.services.ports import DeviceJob
 
     f = fleet(ctx)
-    with transfer_progress(enabled=not as_json) as progress:
-        report = rollouts.resume(f, rollout, progress, step_printer(not as_json), approve)
+    printer = step_printer(not as_json)
+    with transfer_bars(enabled=not as_json) as bars:
+        def on_job(job: DeviceJob) -> None:
+            bars.job(job)
+            printer(job)
+
+        report = rollouts.resume(f, rollout, bars.upload, on_job, approve, bars.peer)
     finish_report(report, as_json, report.model)
 
 

@@ -46,6 +46,12 @@ def needed(stage_only: bool) -> frozenset[str]:
     return frozenset(c.value for c in need)
 
 
+def can_share_blobs(agent: AgentVersion) -> bool:
+    """Whether the agent can fetch a blob from its site's devices and serve its own to them
+    (a rollout does not need it: an agent without it gets its copy from the controller)."""
+    return Capability.PEER_TRANSFER.value in agent.capabilities
+
+
 def missing(agent: AgentVersion, need: frozenset[str]) -> list[str]:
     """What ``agent`` lacks of ``need``, sorted (empty: it can take the rollout)."""
     return sorted(need - agent.capabilities)

@@ -5,4 +5,4 @@
 loading the migration scripts on every command.
 """
 
-HEAD = "0005_trust"
+HEAD = "0006_fanout"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from controller.adapters.rollout_repo import SqlRolloutLog
@@ -30,6 +30,7 @@ from controller.services import predictions, wave_gate
 from controller.services.context import Fleet
 from controller.services.health_gate import reference_for
 from controller.services.links import UploadOptions, link_factory
+from controller.services.peer_sites import assign_sites, check_peer_options, site_routes
 from controller.services.planning import DevicePlan, plan
 from controller.services.ports import Artifact, DeviceJob, DevicesBusy, Rollout
 from controller.services.rollout_runner import Policy, Runner
@@ -56,6 +57,14 @@ class DeployOptions:
     wave_max_error_rate: float = 0.0  # 0..1
     wave_min_requests: int = 1
     progress: Callable[[str, int, int], None] = lambda device, done, total: None
+    # devices of a site seed each other (docs/delivery.md#sites-and-peers)
+    peers: bool = True  # --no-peers: the controller sends to every device
+    site_label: str = "site"  # devices sharing this label's value form a site
+    site_subnets: tuple[str, ...] = ()  # devices without it: one site per declared subnet
+    peer_degree: int = 1  # devices reading from one device (1: a pipelined chain)
+    # (device, peer, verified bytes, total) of a fetch from peers
+    peer_progress: Callable[[str, str, int, int], None] = (
+        lambda device, source, done, total: None)
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,9 @@ class Outcome:
     bytes_sent: int = 0
     seconds: float = 0.0
     model_failed: bool = False  # the model was tried here and could not load or run
+    site: str = ""
+    bytes_from_peers: int = 0  # bytes_sent: from the controller
+    peer_bytes: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -76,7 +88,8 @@ class Outcome:
     @classmethod
     def of(cls, job: DeviceJob, seconds: float = 0.0) -> Outcome:
         return cls(job.device, job.step.value, job.artifact.variant if job.artifact else "",
-                   job.reason, job.hint, job.bytes_sent, seconds, job.model_failed)
+                   job.reason, job.hint, job.bytes_sent, seconds, job.model_failed, job.site,
+                   job.bytes_from_peers, dict(job.peer_bytes))
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,7 @@ def check_options(options: DeployOptions) -> None:
     except ValueError as exc:
         raise UsageError(f"--waves entry {exc} is neither a count nor a percentage (1-100 %)",
                          hint="e.g. --waves 1,10%,50%,100%") from None
+    check_peer_options(options)
     if options.wave_pause_s < 0 or options.wait_s < 0:
         raise UsageError("--wave-pause and --wait must be 0 or more", hint="e.g. --wait 30m")
     if (options.wave_max_p95_ttft_ms < 0 or not 0 <= options.wave_max_error_rate <= 1
@@ -148,15 +162,18 @@ def policy_of(model: ModelSpec, request: Request, options: DeployOptions) -> Pol
                                        options.wave_max_error_rate, options.wave_min_requests),
                   upload={"retries": options.retries, "backoff_s": options.backoff_s,
                           "limit_bytes_per_s": options.limit_bytes_per_s,
-                          "streams": options.streams})
+                          "streams": options.streams},
+                  peers={"enabled": options.peers, "degree": options.peer_degree,
+                         "label": options.site_label, "subnets": list(options.site_subnets)})
 
 
-def upload_options(policy: Policy, progress: Callable[[str, int, int], None]
-                   ) -> UploadOptions:
+def upload_options(policy: Policy, progress: Callable[[str, int, int], None],
+                   peer_progress: Callable[[str, str, int, int], None] = (
+                       lambda device, source, done, total: None)) -> UploadOptions:
     u = policy.upload
     return UploadOptions(int(u.get("retries", 3)), float(u.get("backoff_s", 1.0)),
                          float(u.get("limit_bytes_per_s", 0.0)), int(u.get("streams", 4)),
-                         progress)
+                         progress, peer_progress)
 
 
 def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Request,
@@ -172,6 +189,7 @@ def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Reque
     artifacts = {name: Artifact(model.name, name, spec_by_name[name].format, a.sha256,
                                 a.size_bytes, str(a.path)) for name, a in local.items()}
     jobs = _jobs(plans, artifacts)
+    assign_sites(jobs, devices, options)
     contacted = [j.position for j in jobs if j.artifact is not None]
     for wave, positions in enumerate(wave_plan.assign(contacted, options.waves)):
         for position in positions:
@@ -193,13 +211,15 @@ def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Reque
             fleet.inventory.update_device(job.device, probed_json=probed)
         on_job(job)
 
-    return run(fleet, log, rollout, jobs, policy, options.progress, remember_probe, plans)
+    return run(fleet, log, rollout, jobs, policy, options.progress, remember_probe, plans,
+               options.peer_progress)
 
 
 def run(fleet: Fleet, log: SqlRolloutLog, rollout: Rollout, jobs: list[DeviceJob],
         policy: Policy, progress: Callable[[str, int, int], None],
-        on_job: Callable[[DeviceJob], None], plans: list[DevicePlan] | None = None
-        ) -> DeployReport:
+        on_job: Callable[[DeviceJob], None], plans: list[DevicePlan] | None = None,
+        peer_progress: Callable[[str, str, int, int], None] = (
+            lambda device, source, done, total: None)) -> DeployReport:
     started: dict[str, float] = {}
     seconds: dict[str, float] = {}
 
@@ -218,11 +238,20 @@ def run(fleet: Fleet, log: SqlRolloutLog, rollout: Rollout, jobs: list[DeviceJob
             last[device] = now
             log.progress(rollout.id, device, done)
 
-    connect = link_factory(fleet, upload_options(policy, shown), rollout.id)
+    def shown_peers(device: str, source: str, done: int, total: int) -> None:
+        peer_progress(device, source, done, total)
+        now = time.monotonic()
+        if done >= total or now - last.get(device, 0.0) >= 1.0:
+            last[device] = now
+            log.progress(rollout.id, device, done)
+
+    connect = link_factory(fleet, upload_options(policy, shown, shown_peers), rollout.id)
     runner = Runner(log, connect, rollout, jobs, policy, on_job=timed,
                     judge_wave=lambda devices: wave_gate.judge(fleet, log, rollout.id, devices,
                                                                policy.wave_gates),
-                    reference=lambda art: reference_for(Path(art.path), art.sha256))
+                    reference=lambda art: reference_for(Path(art.path), art.sha256),
+                    routes=site_routes(fleet, jobs, policy.peers,
+                                       {p.device.name: p.held for p in plans or []}))
     ended = runner.run()
     outcomes = [Outcome.of(j, seconds.get(j.device, 0.0)) for j in runner.jobs]
     return DeployReport(ended.id, ended.model, plans or [], outcomes, ended.status,

@@ -32,6 +32,7 @@ from controller.errors import (
     UploadRefused,
 )
 from controller.services.health_gate import health_check
+from controller.services.peer_step import fetch_from_peers, sending
 from controller.services.ports import (
     Artifact,
     DeviceJob,
@@ -39,6 +40,7 @@ from controller.services.ports import (
     LinkFactory,
     LoadOrder,
     ModelView,
+    Route,
 )
 
 # a blob that arrives corrupt, or is found corrupt at load, is sent once more
@@ -56,6 +58,10 @@ class RunSettings:
     abort_requested: Callable[[], bool] = lambda: False
     # the golden prompt's reference output recorded when the file entered the cache
     reference: Callable[[Artifact], Reference | None] = lambda artifact: None
+    # where the device gets its blob: its site's peers, or the controller (the runner plans)
+    route: Callable[[DeviceJob], Route] = lambda job: Route()
+    # (device, why): its agent cannot share blobs, keep it out of its site's plan
+    without_peers: Callable[[str, str], None] = lambda device, why: None
 
 
 class DeviceRun:
@@ -70,6 +76,8 @@ class DeviceRun:
         self._record = record
         self.settings = settings
         self._note = ""  # how the upload went when it had to be resumed, for the outcome
+        self._route: Route | None = None
+        self._peers_ok = True  # false once bytes from peers arrived corrupt in this turn
 
     def run(self) -> DeviceJob:
         job = self.job
@@ -151,6 +159,10 @@ class DeviceRun:
         lacking = compat.missing(agent, compat.needed(self.settings.stage_only))
         if lacking:
             return self._move(Step.FAILED, *compat.upgrade_needed(job.device, agent, lacking))
+        if job.site and not compat.can_share_blobs(agent):
+            self.settings.without_peers(job.device, f"{agent.describe()} cannot share blobs "
+                                        f"with its peers: `fleet device upgrade {job.device}` "
+                                        "(and enroll it again if it has no peer certificate)")
         if store.active == art.sha256 and store.on_trial:
             job.reason = "confirming the model an earlier deploy left on trial"
             return Step.CHECKING
@@ -172,7 +184,8 @@ class DeviceRun:
             return self._move(Step.FAILED, f"preflight refused before sending anything: "
                               f"{fit.reason}", "`fleet plan` shows a variant that fits; free "
                               "disk space or pick a smaller variant with --prefer speed")
-        return self._move(Step.UPLOADING, f"sending {art.size_bytes / 2**20:.1f} MiB")
+        self._route = self.settings.route(self.job)
+        return self._move(Step.UPLOADING, sending(self.job, self._route))
 
     def _upload(self, link: DeviceLink) -> Step:
         job, art = self.job, self.job.artifact
@@ -185,17 +198,31 @@ class DeviceRun:
             if not fit.fits:
                 return self._move(Step.FAILED, f"preflight refused: {fit.reason}",
                                   "free disk space on the device, then resume the rollout")
-            uploaded = link.upload(art, fit, link.store().incoming_dir, job.memory_bytes)
-            job.bytes_sent += uploaded.bytes_sent
-            if uploaded.interruptions:
-                n = len(uploaded.interruptions)
-                note = (f"; the upload was interrupted {n} time{'s' if n > 1 else ''} and "
-                        f"resumed ({uploaded.interruptions[-1]})")
-                self._note = note
+            route = self._route or self.settings.route(job)
+            complete = False
+            if route.peers and self._peers_ok:
+                complete, note = fetch_from_peers(link, job, route, self.rollout)
+                if not complete:  # the controller sends the rest, after the verified prefix
+                    fit = link.check_fit(art.sha256, art.size_bytes, job.memory_bytes,
+                                         reclaim=True)
+                    if not fit.fits and not fit.already_held:
+                        return self._move(Step.FAILED, f"preflight refused: {fit.reason}",
+                                          "free disk space on the device, then resume the "
+                                          "rollout")
+            if not complete and not fit.already_held:
+                uploaded = link.upload(art, fit, link.store().incoming_dir, job.memory_bytes,
+                                       sequential=route.serves_peers)
+                job.bytes_sent += uploaded.bytes_sent
+                if uploaded.interruptions:
+                    n = len(uploaded.interruptions)
+                    self._note = (f"; the upload was interrupted {n} time{'s' if n > 1 else ''} "
+                                  f"and resumed ({uploaded.interruptions[-1]})")
+                    note += self._note
         try:
             link.stage(art.sha256)
         except AgentRefused as exc:
             if exc.kind in CORRUPT and job.upload_attempts < UPLOAD_ATTEMPTS:
+                self._peers_ok = False  # once is chance: the next copy comes from us
                 return self._move(Step.UPLOADING, f"arrived corrupt ({exc.detail}); sending it "
                                   "again")
             raise

@@ -44,6 +44,8 @@ class DeviceRow:
     choice: str
     predicted: dict[str, float]
     updated_at: datetime | None
+    site: str = ""  # where its bytes came from: bytes_sent from the controller, these from
+    peer_bytes: dict[str, int] = field(default_factory=dict)  # its site's peers
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,8 @@ def show(fleet: Fleet, prefix: str, events: bool = False) -> RolloutDetail:
                              rollout.finished_at, rollout.reason, counts)
     devices = [DeviceRow(r.device, r.wave, r.step, r.variant, r.sha256, r.reason, r.hint,
                           r.bytes_sent, r.size_bytes, r.model_failed, r.choice,
-                          json.loads(r.predicted_json or "{}"), utc(r.updated_at))
+                          json.loads(r.predicted_json or "{}"), utc(r.updated_at), r.site,
+                          json.loads(r.peer_bytes_json or "{}"))
                for r in rows]
     return RolloutDetail(summary, rollout.waves, rollout.wave, rollout.controller,
                          rollout.policy, devices, log.events(rollout_id) if events else [])

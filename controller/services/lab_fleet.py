@@ -6,10 +6,11 @@ so keeps what the fleet recorded about it (model, variant, labels)."""
 from __future__ import annotations
 
 import getpass
+import json
 from functools import partial
 from pathlib import Path
 
-from controller import lab, settings
+from controller import lab, lab_netns, settings
 from controller.adapters.tables import Device
 from controller.core.groups import check_device_name
 from controller.core.hosts import check_host
@@ -25,7 +26,8 @@ def _trust_lab_host_keys(devices: list[lab.LabDevice]) -> None:
     path = settings.known_hosts_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     lab_hosts = tuple(f"[127.0.0.{lab.FIRST_HOST + i}]:" for i in range(32)) + tuple(
-        f"[198.18.{i}.2]:" for i in range(32))
+        f"[198.18.{i}.2]:" for i in range(32)) + tuple(
+        f"[{lab_netns.SITE_NET}.{10 + i}]:" for i in range(32))
     keep = []
     if path.exists():
         keep = [ln for ln in path.read_text().splitlines()
@@ -33,9 +35,13 @@ def _trust_lab_host_keys(devices: list[lab.LabDevice]) -> None:
     path.write_text("\n".join([*keep, *(lab.host_key_line(d) for d in devices)]) + "\n")
 
 
+LAN_SITE = "lab-lan"  # the site label of the devices of `lab up --site-lan`
+
+
 def lab_up(fleet: Fleet, count: int, profiles: list[str],
            secure: bool = True, agents: bool = True, netns: bool = False,
-           netem: str = "", fresh: bool = False) -> list[lab.LabDevice]:
+           netem: str = "", fresh: bool = False, site_lan: bool = False,
+           uplink: str = "") -> list[lab.LabDevice]:
     if count < 1 or count > 32:
         raise UsageError(f"--devices {count} is out of range", hint="use 1 to 32")
     chosen = profiles or list(lab.DEFAULT_PROFILES)
@@ -47,9 +53,16 @@ def lab_up(fleet: Fleet, count: int, profiles: list[str],
     # what the fleet knew about devices whose stores are kept
     before = {} if fresh else {d.name: d for d in fleet.inventory.list_devices() if d.lab}
     lab_down(fleet)
+    if (site_lan or uplink) and not netns:
+        raise UsageError("--site-lan and --uplink put the devices in network namespaces",
+                         hint="add --netns (root)")
+    if netem and site_lan:
+        raise UsageError("--netem shapes each device's own link; on a site LAN the "
+                         "devices share one uplink", hint="use --uplink RATE, e.g. 100mbit")
     started = lab.up(settings.lab_dir(), chosen,
                      partial(issue_agent_files, fleet) if secure else None,
-                     start_agents=agents, netns=netns, netem=netem, fresh=fresh)
+                     start_agents=agents, netns=netns, netem=netem, fresh=fresh,
+                     site_lan=site_lan or bool(uplink), uplink=uplink)
     try:
         _trust_lab_host_keys(started)
         key = str(lab.client_key(settings.lab_dir()))
@@ -61,6 +74,8 @@ def lab_up(fleet: Fleet, count: int, profiles: list[str],
                 key_path=key, agent_port=d.agent_port, profile=d.profile,
                 data_dir=d.data_dir, lab=True, state="online" if agents else "registered",
                 tls=secure and agents)
+            if d.host_netns:  # one LAN: one site (docs/delivery.md#sites-and-peers)
+                row.labels_json = json.dumps({"site": LAN_SITE})
             old = before.get(d.name)
             if old is not None and agents:
                 row.model, row.variant, row.sha256 = old.model, old.variant, old.sha256

@@ -23,6 +23,7 @@ class DevicePlan:
     error: DeviceError | None = None
     probed_json: str = ""  # the agent's GetProfile answer, stored once a deploy succeeds
     measured: dict[str, float] = field(default_factory=dict)  # variant -> measured tok/s
+    held: frozenset[str] = frozenset()  # blobs its store held when planned (sites seed from it)
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def plan(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Request
         req = replace(request, disk_free_bytes=found.disk_free_bytes, blobs_held=found.held)
         return DevicePlan(device, choose(hashed, found.profile, req, device.name),
                           found.source, found.error, found.probed_json,
-                          _measured(fleet, device, model))
+                          _measured(fleet, device, model), found.held)
 
     with ThreadPoolExecutor(max_workers=min(16, len(devices))) as pool:
         return list(pool.map(one, devices))

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from agent.contract import RevertCause
 from controller.core.compat import AgentVersion
+from controller.core.fanout import ChunkList
 from controller.core.output_check import OutputSample
 from controller.core.steps import Step
 
@@ -113,6 +114,52 @@ class LoadOrder:
     trial_seconds: int = 0
 
 
+@dataclass(frozen=True)
+class PeerEndpoint:
+    """A device's agent as the other devices of its site reach it."""
+
+    name: str
+    address: str  # host:port
+
+
+@dataclass(frozen=True)
+class PeerOrder:
+    """Fetch ``artifact`` from the peers named (nearest first); the adapter signs it."""
+
+    artifact: Artifact
+    chunks: ChunkList
+    receiver: str
+    sources: tuple[PeerEndpoint, ...]
+    rollout: str
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What a fetch from peers did: complete or not (``failure`` says why), the verified
+    bytes each peer delivered, what the device already had, the peers it dropped and why."""
+
+    complete: bool
+    received: tuple[tuple[str, int], ...] = ()
+    resumed_bytes: int = 0
+    dropped: tuple[str, ...] = ()
+    failure: str = ""
+
+    @property
+    def from_peers(self) -> int:
+        return sum(n for _, n in self.received)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a device gets its blob (the runner's site plan decides): from peers of its site,
+    nearest first, or, with no peers, from the controller."""
+
+    peers: tuple[PeerEndpoint, ...] = ()
+    chunks: ChunkList | None = None
+    serves_peers: bool = False  # its site reads from it while it receives: send in order
+    note: str = ""  # how the plan placed it, for the step's reason
+
+
 class DeviceLink(Protocol):
     """One device's agent and upload path, for the duration of one device's turn."""
 
@@ -121,8 +168,12 @@ class DeviceLink(Protocol):
     def check_fit(self, sha256: str, size_bytes: int, memory_bytes: int,
                   reclaim: bool = False) -> FitView: ...
     def upload(self, artifact: Artifact, fit: FitView, incoming_dir: str,
-               memory_bytes: int) -> Uploaded: ...
-    # raises TransferInterrupted (resumable; .sent acknowledged) or UploadRefused (disk full)
+               memory_bytes: int, sequential: bool = False) -> Uploaded: ...
+    # raises TransferInterrupted (resumable; .sent acknowledged) or UploadRefused (disk full);
+    # ``sequential``: one stream, front to back, so peers can read it as it arrives
+    def fetch_from_peers(self, order: PeerOrder) -> Fetched: ...
+    # raises Unreachable when the device itself goes away; a fetch no peer could finish
+    # returns complete=False (the device keeps its verified prefix)
     def stage(self, sha256: str) -> int: ...
     def load(self, order: LoadOrder) -> None: ...
     def commit(self, sha256: str) -> None: ...
@@ -154,6 +205,9 @@ class DeviceJob:
     model_failed: bool = False
     upload_attempts: int = 0
     predicted: dict[str, float] = field(default_factory=dict)  # tokens_per_s, ttft_ms
+    site: str = ""  # the site it shares blobs with (controller.core.fanout); "" for none
+    bytes_from_peers: int = 0  # verified bytes it received from peers (bytes_sent: from us)
+    peer_bytes: dict[str, int] = field(default_factory=dict)  # per peer
 
     @property
     def sha256(self) -> str:

@@ -43,7 +43,9 @@ from controller.services.ports import (
     ModelView,
     Rollout,
     RolloutLog,
+    Route,
 )
+from controller.services.site_routes import SiteRoutes
 
 
 def retry_pending_s() -> float:
@@ -68,6 +70,8 @@ class Policy:
     gates: Gates = field(default_factory=Gates)
     wave_gates: WaveGates = field(default_factory=WaveGates)  # judged between waves
     upload: dict[str, float] = field(default_factory=dict)  # retries, backoff, bwlimit, streams
+    # sites seed each other (controller.core.fanout): enabled, degree, label, subnets
+    peers: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,7 +91,8 @@ class Runner:
                  judge_wave: Callable[[list[str]], tuple[str, str]] | None = None,
                  reference: Callable[[Artifact], Reference | None] = lambda art: None,
                  sleep: Callable[[float], None] = time.sleep,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 routes: SiteRoutes | None = None) -> None:
         self.log = log
         self.connect = connect
         self.rollout = rollout
@@ -98,6 +103,7 @@ class Runner:
         self.reference = reference  # the file's golden output recorded when it was cached
         self.sleep = sleep
         self.now = now
+        self.routes = routes  # where each device gets its blob (None: from the controller)
         self.stopped = threading.Event()  # Ctrl-C: finish what runs, start nothing
         self.lost = threading.Event()  # another controller took the rollout over
         self._lock = threading.Lock()
@@ -223,8 +229,17 @@ class Runner:
                                gates=self.policy.gates,
                                trial_seconds=self.policy.trial_seconds,
                                abort_requested=self._abort_requested,
-                               reference=self.reference)
-        return DeviceRun(self.rollout.id, job, self.connect, self._record, settings).run()
+                               reference=self.reference,
+                               route=self.routes.route if self.routes else lambda j: Route(),
+                               without_peers=(self.routes.exclude if self.routes
+                                              else lambda device, why: None))
+        if self.routes is None:
+            return DeviceRun(self.rollout.id, job, self.connect, self._record, settings).run()
+        self.routes.started(job.device)  # its site's later devices may read from it now
+        try:
+            return DeviceRun(self.rollout.id, job, self.connect, self._record, settings).run()
+        finally:
+            self.routes.finished(job.device)
 
     def _record(self, job: DeviceJob, restored: ModelView | None) -> None:
         with self._lock:

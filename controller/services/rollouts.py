@@ -67,7 +67,9 @@ def _check_files(jobs: list[DeviceJob]) -> None:
 
 
 def resume(fleet: Fleet, prefix: str, progress: Callable[[str, int, int], None],
-           on_job: Callable[[DeviceJob], None], approve: bool = False) -> DeployReport:
+           on_job: Callable[[DeviceJob], None], approve: bool = False,
+           peer_progress: Callable[[str, str, int, int], None] = (
+               lambda device, source, done, total: None)) -> DeployReport:
     log, rollout, jobs = _take(fleet, prefix)
     policy = Policy.from_dict(rollout.policy)
     if rollout.status == "paused" and not approve:
@@ -80,7 +82,8 @@ def resume(fleet: Fleet, prefix: str, progress: Callable[[str, int, int], None],
     _check_files(jobs)
     rollout = replace(rollout, status="running", reason="", controller=controller_id())
     log.update(rollout)
-    return run(fleet, log, rollout, jobs, policy, progress, on_job)
+    return run(fleet, log, rollout, jobs, policy, progress, on_job,
+               peer_progress=peer_progress)
 
 
 def abort(fleet: Fleet, prefix: str,

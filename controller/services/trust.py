@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from agent.peer_contract import peer_common_name
 from controller.adapters.audit_log import audit
 from controller.adapters.pki import CONTROLLER_NAME, cert_info
 from controller.adapters.tables import Device
@@ -50,8 +51,11 @@ def issue_agent_files(fleet: Fleet, name: str, address: str) -> dict[str, bytes]
     """A device's TLS directory (its new certificate and key, the CA, the signing key, the
     revocation list), its certificate recorded as the device's current one."""
     files = fleet.pki.agent_files(name, address)
+    records = trust_records(fleet)
     info = cert_info(files["agent.crt"])
-    trust_records(fleet).record_cert(info.serial, name, "device", info.not_after)
+    records.record_cert(info.serial, name, "device", info.not_after)
+    peer = cert_info(files["peer.crt"])  # its peer identity, revoked with it
+    records.record_cert(peer.serial, peer_common_name(name), "device", peer.not_after)
     return files
 
 
@@ -107,7 +111,8 @@ def deliver(fleet: Fleet, devices: list[Device], files_for: dict[str, dict[str, 
 def revoke_device(fleet: Fleet, name: str, reason: str = "removed") -> Revocation:
     """Revoke every certificate issued to ``name``, sign a new revocation list and deliver it
     to every other enrolled device. Recorded in the audit log."""
-    serials = trust_records(fleet).revoke(name, reason)
+    records = trust_records(fleet)
+    serials = records.revoke(name, reason) + records.revoke(peer_common_name(name), reason)
     if not serials:
         return Revocation(name, [], fleet.pki.crl_number(), [])
     number = sign_revocations(fleet)

@@ -15,10 +15,12 @@ from controller.services.ports import (
     Artifact,
     DeviceJob,
     DevicesBusy,
+    Fetched,
     FitView,
     Generation,
     LoadOrder,
     ModelView,
+    PeerOrder,
     Rollout,
     RolloutBusy,
     StoreView,
@@ -55,6 +57,9 @@ class FakeDevice:
     committed: list[str] = field(default_factory=list)
     agent: AgentVersion = field(default_factory=lambda: AgentVersion(
         "0.2.0", 2, frozenset(c.value for c in AGENT_CAPABILITIES), 0.0))
+    sequential: list[bool] = field(default_factory=list)  # each upload: in order for peers?
+    fetch_orders: list[PeerOrder] = field(default_factory=list)
+    fleet: FakeFleet | None = None  # the devices it can fetch from (set by FakeFleet)
 
     def _call(self, method: str) -> None:
         self.calls.append(method)
@@ -84,12 +89,48 @@ class FakeDevice:
                        staged_bytes=self.partial.get(sha256, 0))
 
     def upload(self, artifact: Artifact, fit: FitView, incoming_dir: str,
-               memory_bytes: int) -> Uploaded:
+               memory_bytes: int, sequential: bool = False) -> Uploaded:
         self._call("upload")
+        self.sequential.append(sequential)
         start = self.partial.get(artifact.sha256, 0)
         self.partial[artifact.sha256] = artifact.size_bytes
         self.sent += artifact.size_bytes - start
         return Uploaded(artifact.size_bytes - start)
+
+    def fetch_from_peers(self, order: PeerOrder) -> Fetched:
+        """Reads from the fleet's devices named, nearest first, as the agent does: a peer
+        that is away is skipped, one listed in ``bad_peers`` sends a bad chunk (dropped, and
+        what it sent before that counts), one not holding the blob has nothing; a fetch no
+        peer can finish keeps the verified prefix and says why."""
+        self._call("fetch_from_peers")
+        self.fetch_orders.append(order)
+        assert self.fleet is not None, "fetch_from_peers needs a FakeFleet"
+        art = order.artifact
+        have = self.partial.get(art.sha256, 0)
+        resumed, received, dropped, why = have, [], [], []
+        for source in order.sources:
+            if have >= art.size_bytes:
+                break
+            peer = self.fleet.devices.get(source.name)
+            if peer is None or source.name in self.fleet.away:
+                why.append(f"{source.name}: cannot connect")
+                continue
+            if art.sha256 not in peer.blobs and not peer.partial.get(art.sha256):
+                why.append(f"{source.name}: nothing yet")
+                continue
+            upto = art.size_bytes if art.sha256 in peer.blobs else peer.partial[art.sha256]
+            if source.name in self.fleet.bad_peers:
+                good = min(upto, have + self.fleet.bad_peers[source.name])
+                received.append((source.name, good - have))
+                have = good
+                dropped.append(f"{source.name}: sent a bad chunk")
+                continue
+            received.append((source.name, upto - have))
+            have = upto
+        self.partial[art.sha256] = have
+        done = have >= art.size_bytes
+        return Fetched(done, tuple(received), resumed, tuple(dropped),
+                       "" if done else "; ".join(why + dropped) or "no peer has it")
 
     def stage(self, sha256: str) -> int:
         try:
@@ -167,6 +208,9 @@ class FakeFleet:
     def __init__(self, devices: list[FakeDevice]) -> None:
         self.devices = {d.name: d for d in devices}
         self.away: set[str] = set()
+        self.bad_peers: dict[str, int] = {}  # peer -> good bytes it sends before a bad chunk
+        for d in devices:
+            d.fleet = self
 
     def connect(self, name: str) -> FakeDevice:
         if name in self.away:

@@ -246,8 +246,8 @@ def test_a_resumed_upload_is_said_in_the_outcome() -> None:
     device = _device()
     original = device.upload
 
-    def interrupted(*args: object) -> Uploaded:
-        sent = original(*args)  # type: ignore[arg-type]
+    def interrupted(*args: object, **kwargs: object) -> Uploaded:
+        sent = original(*args, **kwargs)  # type: ignore[arg-type]
         return Uploaded(sent.bytes_sent, ("no write acknowledged for 2 s",))
 
     device.upload = interrupted  # type: ignore[method-assign]
