@@ -14,6 +14,11 @@ import signal
 _ACTIVE = frozenset(p for p in os.environ.get("FLEET_FAILPOINTS", "").split(",") if p)
 
 
+def armed(name: str) -> bool:
+    """Whether ``name`` is set (a code path may then make its point reachable for sure)."""
+    return name in _ACTIVE
+
+
 def hit(name: str) -> None:
     if name in _ACTIVE:
         os.kill(os.getpid(), signal.SIGKILL)

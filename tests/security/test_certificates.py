@@ -29,9 +29,11 @@ def _as(fleet: Fleet, target: str, tls: tuple[bytes, bytes, bytes]) -> GrpcAgent
     return GrpcAgentClient(target, device.host, device.agent_port, tls=tls)
 
 
-def _device_credentials(home: Path, name: str, ca: bytes) -> tuple[bytes, bytes, bytes]:
+def _device_credentials(home: Path, name: str, ca: bytes, which: str = "agent"
+                        ) -> tuple[bytes, bytes, bytes]:
+    """A lab device's certificate and key: its agent's (``agent``) or its peer one (``peer``)."""
     tls = home / "lab" / "devices" / name / "tls"
-    return ca, (tls / "agent.key").read_bytes(), (tls / "agent.crt").read_bytes()
+    return ca, (tls / f"{which}.key").read_bytes(), (tls / f"{which}.crt").read_bytes()
 
 
 def _pids(home: Path) -> dict[str, int]:
@@ -42,23 +44,27 @@ def test_a_removed_devices_certificate_is_revoked_everywhere(pair: Fleet, cli: C
                                                              home: Path) -> None:
     ca = pair.pki.ca_cert_path.read_bytes()
     stolen = _device_credentials(home, "lab-2", ca)
-    with _as(pair, "lab-1", stolen) as client, pytest.raises(AgentRefused) as info:
-        client.get_store()  # a device's certificate never manages another device
-    assert info.value.code == "PERMISSION_DENIED"
-    assert "served to the fleet controller only" in info.value.message
+    stolen_peer = _device_credentials(home, "lab-2", ca, "peer")
+    for creds in (stolen, stolen_peer):
+        with _as(pair, "lab-1", creds) as client, pytest.raises(AgentRefused) as info:
+            client.get_store()  # a device's certificates never manage another device
+        assert info.value.code == "PERMISSION_DENIED"
+        assert "served to the fleet controller only" in info.value.message
 
     removed = cli("device", "remove", "lab-2")
     assert removed.code == 0, removed.err
     assert "revoked its certificate" in removed.out and "delivered to 1 of 1" in removed.out
-    with _as(pair, "lab-1", stolen) as client, pytest.raises(AgentRefused) as info:
-        client.get_profile()
-    assert info.value.code == "UNAUTHENTICATED" and "was revoked" in info.value.message
+    for creds in (stolen, stolen_peer):  # its peer certificate goes with it
+        with _as(pair, "lab-1", creds) as client, pytest.raises(AgentRefused) as info:
+            client.get_profile()
+        assert info.value.code == "UNAUTHENTICATED" and "was revoked" in info.value.message
     with pytest.raises(Exception, match="no device named"):
         pair.inventory.get_device("lab-2")  # and the controller no longer talks to it
     with pair.client(pair.inventory.get_device("lab-1")) as client:
         assert client.get_profile().emulated  # the controller itself is unaffected
     status = json.loads(cli("pki", "status", "--json").out)
-    assert status["crl_number"] == 1 and [r["subject"] for r in status["revoked"]] == ["lab-2"]
+    assert status["crl_number"] == 1 and sorted(r["subject"] for r in status["revoked"]) == [
+        "lab-2", "peer:lab-2"]
     (lab1,) = [c for c in status["certificates"] if c["subject"] == "lab-1"]
     assert lab1["crl_number"] == 1 and not lab1["note"]
 
