@@ -54,6 +54,7 @@ class LabDevice:
     agent_cmd: list[str] = field(default_factory=list)
     host_netns: str = ""  # on a site LAN (--site-lan): the site's switch namespace
     uplink_if: str = ""  # and this machine's end of the site's uplink
+    openai_port: int = 0  # the agent's OpenAI-compatible endpoint for apps (local only)
 
     @property
     def link(self) -> lab_netns.NetLink | None:
@@ -218,6 +219,8 @@ def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
     agent_log = d / "agent.log"
     inference_port = lab_netns.INFERENCE_PORT if link else _free_port(address)
     inference_at = f"127.0.0.1:{inference_port}" if link else f"{address}:{inference_port}"
+    openai_port = lab_netns.OPENAI_PORT if link else _free_port(address)
+    openai_at = f"127.0.0.1:{openai_port}" if link else f"{address}:{openai_port}"
     net = (link.netns, link.host_if, link.device_if) if link else ("", "", "")
     site = (link.host_netns, "") if link else ("", "")
     if not start_agent:  # a bare device: sshd only, for `fleet device enroll`
@@ -234,7 +237,8 @@ def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
     command = [*prefix, sys.executable, "-m", "agent.cli", "serve", "--listen",
                f"{address}:{lab_netns.AGENT_PORT if link else 0}", "--data-dir",
                str(d / "data"), "--emulate", profile, "--port-file", str(port_file),
-               "--threads", str(threads), "--inference-listen", inference_at, *tls_args]
+               "--threads", str(threads), "--inference-listen", inference_at,
+               "--openai-listen", openai_at, *tls_args]
     agent = _spawn_agent(command, agent_log)
     device = LabDevice(name, profile, address, ssh_port, 0, str(d), sshd.pid,
                        _start_time(sshd.pid), agent.pid, _start_time(agent.pid), inference_port,
@@ -257,6 +261,7 @@ def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
     listen = command.index("--listen") + 1
     command[listen] = f"{address}:{device.agent_port}"  # a restart binds the same port
     device.agent_cmd = command
+    device.openai_port = openai_port
     return device
 
 

@@ -23,6 +23,7 @@ from controller.errors import LabError
 SSH_PORT = 2222
 AGENT_PORT = 50051
 INFERENCE_PORT = 50052
+OPENAI_PORT = 8080
 
 
 @dataclass(frozen=True)

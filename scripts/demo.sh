@@ -3,9 +3,10 @@
 # tiny-llama ladder, a deploy that picks a different variant per device and says why (devices
 # of one site taking the same file read it from each other), a few tokens from each device
 # through its agent, a second rollout with a speed limit the lab cannot meet (its canary is
-# measured, rolled back, the rest halt), a rollout whose controller is killed half-way and is
-# resumed from the database, the rollout log, then the dashboard (or a summary with
-# --no-dashboard / without a TTY).
+# measured, rolled back, the rest halt), an app's OpenAI API request on a device, the
+# telemetry the collector gathered (per variant, with the selector's predictions), a rollout
+# whose controller is killed half-way and is resumed from the database, the rollout log, the
+# alerts, then the dashboard (or a summary with --no-dashboard / without a TTY).
 #   ./dev.sh demo [--no-dashboard] [--keep-lab]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +51,19 @@ step "fleet deploy tiny-llama --group lab --waves 1,50%,100%
 "$FLEET" deploy tiny-llama --group lab --waves 1,50%,100%
 step "fleet generate 'The edge device' --group lab --max-tokens 12"
 "$FLEET" generate "The edge device" --group lab --max-tokens 12
+openai=$("$FLEET" lab status --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["devices"][0]["openai"])')
+step "curl $openai/chat/completions
+    (an app on lab-1 talks to its model with the OpenAI API, on the device's own loopback)"
+if command -v curl >/dev/null 2>&1; then
+  curl -sS "$openai/chat/completions" -H 'Content-Type: application/json' \
+    -d '{"model": "tiny-llama", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 12}' \
+    | "$PY" -c 'import json,sys; r=json.load(sys.stdin); print(repr(r["choices"][0]["message"]["content"]), r["usage"])'
+fi
+step "fleet collect; fleet telemetry --by variant
+    (the collector pulls every request record by cursor into the database; each variant's
+    latency, speed and energy next to what the selector predicted for it)"
+"$FLEET" collect
+"$FLEET" telemetry --by variant
 step "fleet deploy tiny-llama --group lab --prefer speed --min-tps 1000
     (a limit this host is unlikely to meet: the canary is measured on the device and rolled
     back, the other device of that file halts, every device keeps its model; exit 1)"
@@ -64,16 +78,20 @@ FLEET_FAILPOINTS=after:on-trial "$FLEET" deploy tiny-llama --group lab --prefer 
   --concurrency 1 || rc=$?
 [ "$rc" -eq 137 ] || { echo "demo: expected the controller to be killed, got exit $rc" >&2; exit 1; }
 killed=$("$FLEET" rollouts --json --limit 1 | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["rollouts"][0]["rollout"])')
-sleep 7  # its heartbeat goes stale
-step "fleet rollouts   (the killed rollout reads 'interrupted': its steps are in the database)"
+step "fleet rollouts   (the killed rollout reads 'interrupted': its steps are in the database;
+    its controller's process is gone, so it can be taken over at once)"
 "$FLEET" rollouts
 step "fleet rollouts resume $killed   (each device is asked where it stands; the one on trial is
     checked and committed, nothing it holds is sent again, the others follow)"
 "$FLEET" rollouts resume "$killed"
 step "fleet rollouts show $killed --events"
 "$FLEET" rollouts show "$killed" --events
+step "fleet alerts   (unreachable devices, crash loops, throttling, drift, SLO breaches, gaps,
+    predictions off by more than 30 %)"
+"$FLEET" collect >/dev/null || true
+"$FLEET" alerts || true
 if [ "$dashboard" = 1 ]; then
-  step "fleet dashboard   (q quits)"
+  step "fleet dashboard   (q quits; Enter opens a device, 2 the rollouts, ? the keys)"
   "$FLEET" dashboard
 else
   step "fleet dashboard --no-dashboard"

@@ -82,14 +82,26 @@ def down(ctx: typer.Context) -> None:
 
 
 @app.command("status")
-def status() -> None:
-    """Show the running lab devices."""
+def status(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show the running lab devices: ssh, agent, and the OpenAI-compatible endpoint that
+    apps on the device would use (reachable from this machine for a device on loopback)."""
+    from controller.cli.common import print_json
     from controller.services import lab_fleet
 
     running = lab_fleet.lab_running()
+    if as_json:
+        print_json({"version": 1, "devices": [{
+            "name": d.name, "profile": d.profile, "ssh": f"{d.address}:{d.ssh_port}",
+            "agent": f"{d.address}:{d.agent_port}", "netns": d.netns or None,
+            "openai": (f"http://{'127.0.0.1' if d.netns else d.address}:{d.openai_port}/v1"
+                       if d.openai_port else None)} for d in running]})
+        return
     if not running:
         console.print("no lab running")
         return
     for d in running:
+        openai = (f" openai http://{d.address}:{d.openai_port}/v1" if d.openai_port
+                  and not d.netns else "")
         console.print(f"{d.name} {d.profile} ssh {d.address}:{d.ssh_port} "
-                      f"agent {d.address}:{d.agent_port} (pids {d.sshd_pid}, {d.agent_pid})")
+                      f"agent {d.address}:{d.agent_port}{openai} "
+                      f"(pids {d.sshd_pid}, {d.agent_pid})")

@@ -41,13 +41,15 @@ def _serving(agent: AgentProcess, model_cache: Path, cli: Cli) -> None:
                str(agent.port), "--group", "kiosks").code == 0
 
 
-def _restart(agent: AgentProcess, hard: bool = True) -> None:
+def _restart(agent: AgentProcess, hard: bool = True, down_s: float = 0.0) -> None:
+    """Stop the agent, leave it down for `down_s` seconds, start it again."""
     assert agent.proc is not None
     if hard:
         os.killpg(agent.proc.pid, signal.SIGKILL)
         agent.proc.wait(timeout=15)
     else:
         agent.stop()
+    time.sleep(down_s)
     agent.start()
     Fleet.open().inventory.update_device(DEVICE, agent_port=agent.port)
 
@@ -83,7 +85,8 @@ def test_nothing_lost_or_doubled_across_an_agent_restart(agent: AgentProcess, cl
     assert cli("collect").code == 0
     assert _rows("telemetry_request") == [(1, 1), (1, 2), (1, 3)]
     _generate(agent, 2)  # not collected before the kill: the agent's buffer keeps them
-    _restart(agent)
+    # down for 10 sample intervals: longer than the 3 that make a gap, however fast it restarts
+    _restart(agent, down_s=2.0)
     _generate(agent, 2)
     result = cli("collect", "--json")
     assert result.code == 0, result.err

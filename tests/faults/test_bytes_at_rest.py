@@ -55,7 +55,7 @@ def test_a_corrupt_active_blob_is_not_restored_after_a_restart(
     [record] = store.quarantined
     assert record.sha256 == q8 and record.found_by == "restore" and record.bytes_kept
     status = cli("status", "--group", "lab", "--json")
-    [row] = json.loads(status.out)
+    [row] = json.loads(status.out)["devices"]
     assert row["state"] == "drifted" and row["variant"] == "q2_k"
     # the next deploy sends it again: the device's disk, not the model, was at fault
     again = deploy(cli, "tiny-llama", "--group", "lab")
