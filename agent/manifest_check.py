@@ -119,6 +119,10 @@ class ManifestGate:
             raise ManifestRejected(
                 f"refused (format): manifest format {found} is not {FORMAT}: it binds no "
                 "device, version or expiry; upgrade the controller", check="format")
+        if "kind" in data:  # a signed message of another kind (a peer grant) is no load order
+            raise ManifestRejected(
+                f"refused (format): a signed {data['kind']!r} message is not a load order",
+                check="format")
         if data.get("device") != self.device:
             raise ManifestRejected(
                 f"refused (device): the manifest is for device {data.get('device')!r}, this is "

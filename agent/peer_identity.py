@@ -15,6 +15,7 @@ sources; a receiving agent checks it names itself as receiver.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -73,9 +74,15 @@ class PeerIdentity:
         return cls(str(names[0].value), ca, peer_cert, peer_key, signing_pub, tls_dir)
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(root_certificates=self.ca,
-                                            private_key=self.peer_key,
-                                            certificate_chain=self.peer_cert)
+        """For a connection to a peer: the CA and peer certificate as they are on disk now
+        (`fleet pki rotate` replaces them while the agent runs), else as read at start."""
+        ca, cert, key = self.ca, self.peer_cert, self.peer_key
+        if self.tls_dir is not None:
+            with contextlib.suppress(OSError):
+                ca, cert, key = ((self.tls_dir / n).read_bytes()
+                                 for n in ("ca.crt", "peer.crt", "peer.key"))
+        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
+                                            certificate_chain=cert)
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,8 @@ def verify_grant(signing_pub: bytes, instruction: bytes, signature: bytes,
     """Check the controller's signature, the grant's shape and expiry, and that ``digests``
     are the chunk list it signed. Raises ``ManifestRejected`` or ``InvalidRequest``."""
     data = _verified_json(signing_pub, instruction, signature)
+    if "v" in data or "device" in data:  # a load order, whatever else it holds
+        raise ManifestRejected("a signed load order is not a peer grant")
     missing = [k for k in GRANT_KEYS if k not in data]
     if missing or data["kind"] != GRANT_KIND:
         raise ManifestRejected(f"not a peer grant (missing {', '.join(missing) or 'kind'})")

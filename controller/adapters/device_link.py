@@ -107,10 +107,14 @@ def fetched(last: ppb.FetchBlobProgress | None, size: int) -> Fetched:
 
 class GrpcDeviceLink:
     def __init__(self, client: GrpcAgentClient, sign: Signer, uploader: Uploader,
-                 peer_progress: PeerProgress = lambda device, source, done, total: None
-                 ) -> None:
+                 peer_progress: PeerProgress = lambda device, source, done, total: None,
+                 sign_grant: Signer | None = None) -> None:
+        """``sign``: load orders (bound to the device, a version and an expiry:
+        controller.services.manifests); ``sign_grant``: peer grants, signed as they are
+        (their own expiry and kind: agent.peer_identity)."""
         self.client = client
         self._sign = sign
+        self._sign_grant = sign_grant or sign
         self._uploader = uploader
         self._peer_progress = peer_progress
         self._fit: pb.CheckFitResponse | None = None
@@ -138,7 +142,7 @@ class GrpcDeviceLink:
 
     def fetch_from_peers(self, order: PeerOrder) -> Fetched:
         request = ppb.FetchBlobRequest(
-            grant=peer_grant(order, self._sign),
+            grant=peer_grant(order, self._sign_grant),
             sources=[ppb.PeerSource(name=s.name, address=s.address) for s in order.sources])
         last = None
         try:

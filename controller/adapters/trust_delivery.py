@@ -14,10 +14,10 @@ from controller.adapters.remote import RemoteHost
 from controller.adapters.ssh import ParamikoTransfer, SshTarget
 from controller.adapters.tables import Device
 
-PRIVATE = frozenset({"agent.key"})
+PRIVATE = frozenset({"agent.key", "peer.key"})  # and any other *.key
 # a key first: the agent refuses a certificate whose key is not there yet, and keeps the old
 # pair until both match
-ORDER = ("agent.key", "agent.crt", "ca.crt", "signing.pub", "crl.pem")
+ORDER = ("agent.key", "agent.crt", "peer.key", "peer.crt", "ca.crt", "signing.pub", "crl.pem")
 
 
 def tls_dir_of(device: Device) -> str:
@@ -40,7 +40,7 @@ class SshTrustDelivery:
             remote = RemoteHost(device.name, ssh)
             for name in sorted(files, key=lambda n: ORDER.index(n) if n in ORDER else 99):
                 path = posixpath.join(directory, name)
-                if name in PRIVATE:
+                if name in PRIVATE or name.endswith(".key"):
                     remote.write_private(path, files[name])
                 else:
                     remote.write(path, files[name], 0o644)

@@ -18,10 +18,18 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 GROUP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}")
 
 
+# the controller's certificate subject (controller.adapters.pki.CONTROLLER_NAME): a device of
+# that name would share its certificate records (a removal would revoke the controller's)
+RESERVED_DEVICE_NAMES = frozenset({"edgefleet-controller"})
+
+
 def check_device_name(value: str) -> str:
     if not NAME.fullmatch(value):
         raise UsageError(f"invalid device name {value!r}",
                          hint="use letters, digits, '.', '_' and '-' (max 63)")
+    if value in RESERVED_DEVICE_NAMES:
+        raise UsageError(f"{value!r} is the controller's own certificate name",
+                         hint="name the device something else")
     return value
 
 

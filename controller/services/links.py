@@ -41,8 +41,10 @@ def link_factory(fleet: Fleet, options: UploadOptions, rollout: str = "") -> Lin
             raise UnknownDevice(f"{name} is no longer registered",
                                 hint="`fleet device add` it again, or abort the rollout") from None
         client = fleet.client(device)
+        # a peer grant is not a load order: it carries its own kind and expiry
         return GrpcDeviceLink(client, manifest_signer(fleet, device.name, rollout),
-                              _uploader(fleet, device, options), _peer_progress(options))
+                              _uploader(fleet, device, options), _peer_progress(options),
+                              sign_grant=fleet.pki.sign_manifest)
 
     return connect
 

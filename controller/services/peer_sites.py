@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from controller.adapters.tables import Device
 from controller.chunk_index import chunk_list
 from controller.core.fanout import SiteDevice, check_subnet, site_of
+from controller.core.hosts import valid_address
 from controller.errors import UnknownDevice, UsageError
 from controller.services.context import Fleet
 from controller.services.ports import DeviceJob, PeerEndpoint
@@ -62,7 +63,22 @@ def peer_endpoint(device: Device) -> PeerEndpoint | None:
     if not device.tls:
         return None
     address = device.labels.get(PEER_ADDRESS_LABEL, "").strip() or device.host
-    return PeerEndpoint(device.name, with_port(address, device.agent_port))
+    target = with_port(address, device.agent_port)
+    if not valid_target(target):  # a label is free text: never a unix:/dns: target
+        return None
+    return PeerEndpoint(device.name, target)
+
+
+def valid_target(target: str) -> bool:
+    """``host:port`` (``[v6]:port``) with a valid address and port."""
+    host, _, port = target.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return (valid_address(host) and host not in GRPC_SCHEMES and port.isdigit()
+            and 0 < int(port) < 65536)
+
+
+# gRPC reads "unix:1" as a socket path: a host of one of these names is not a host
+GRPC_SCHEMES = frozenset({"unix", "unix-abstract", "dns", "ipv4", "ipv6", "vsock"})
 
 
 def with_port(address: str, port: int) -> str:

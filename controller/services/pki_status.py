@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from agent.peer_contract import PEER_CN_PREFIX, peer_common_name
 from controller.adapters.pki import CONTROLLER_NAME, cert_info, is_encrypted
 from controller.adapters.tls_probe import served_certificate
 from controller.errors import FleetError
@@ -21,7 +22,7 @@ from controller.services.trust import enrolled, record_controller, trust_records
 
 @dataclass(frozen=True)
 class CertLine:
-    what: str  # ca | controller | device
+    what: str  # ca | controller | device | peer (a device's peer certificate)
     subject: str
     serial: int
     not_after: dt.datetime | None
@@ -92,6 +93,11 @@ def pki_status(fleet: Fleet, warn_days: float = 30.0, live: bool = False) -> Pki
                     f"`fleet pki push --device {device.name}`")
         lines.append(CertLine("device", device.name, serial, not_after,
                               _days(not_after, now) if not_after else None, note, crl, served))
+        peer = [c for c in records.certs(peer_common_name(device.name))
+                if c.current and not c.revoked_at]
+        if peer:  # its client identity towards its site's devices (docs/delivery.md)
+            lines.append(CertLine("peer", peer_common_name(device.name), peer[-1].serial,
+                                  peer[-1].not_after, _days(peer[-1].not_after, now)))
     keys = [KeyLine("CA key", str(pki.ca_key_path), pki.ca_key_path.exists(),
                     is_encrypted(pki.ca_key_path)),
             KeyLine("signing key", str(pki.signing_key_path), pki.signing_key_path.exists(),
@@ -108,7 +114,8 @@ def pki_status(fleet: Fleet, warn_days: float = 30.0, live: bool = False) -> Pki
                 f"{line.not_after:%Y-%m-%d} ({line.days_left:.0f} days): `fleet pki rotate "
                 + {"ca": "` cannot renew the CA yet; see docs/security.md",
                    "controller": "--controller`",
-                   "device": f"--device {line.subject}`"}[line.what])
+                   "device": f"--device {line.subject}`",
+                   "peer": f"--device {line.subject.removeprefix(PEER_CN_PREFIX)}`"}[line.what])
         if line.what == "device" and line.note and line.note.startswith(("serves", "not reach",
                                                                          "holds")):
             status.warnings.append(f"{line.subject}: {line.note}")

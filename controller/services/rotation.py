@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from agent.peer_contract import peer_common_name
 from controller.adapters.audit_log import audit
 from controller.adapters.pki import CONTROLLER_NAME, cert_info
 from controller.adapters.tables import Device
@@ -100,7 +101,11 @@ def rotate_devices(fleet: Fleet, names: list[str], revoke_old: bool = False) -> 
                          hint="only enrolled devices (or a lab with TLS) hold certificates")
     records = trust_records(fleet)
     issued = {d.name: fleet.pki.issue(d.name, address=d.host) for d in devices}
-    files = {name: {"agent.key": i.key_pem, "agent.crt": i.cert_pem}
+    # its peer certificate (agent.peer_identity) is renewed with it
+    peers = {d.name: fleet.pki.issue(peer_common_name(d.name), client=True, role="device")
+             for d in devices}
+    files = {name: {"agent.key": i.key_pem, "agent.crt": i.cert_pem,
+                    "peer.key": peers[name].key_pem, "peer.crt": peers[name].cert_pem}
              for name, i in issued.items()}
     outcomes = []
     for device, delivered in zip(devices, deliver(fleet, devices, files), strict=True):
@@ -116,9 +121,15 @@ def rotate_devices(fleet: Fleet, names: list[str], revoke_old: bool = False) -> 
                                     f"written, but the agent did not switch: {problem}"))
             continue
         assert new.not_after is not None
+        peer, peer_name = peers[device.name], peer_common_name(device.name)
+        old_peer = [c.serial for c in records.certs(peer_name) if c.current]
         records.record_cert(new.serial, device.name, "device", new.not_after)
+        assert peer.not_after is not None
+        records.record_cert(peer.serial, peer_name, "device", peer.not_after)
         if revoke_old and old:
             records.revoke(device.name, "superseded", serials=old)
+        if revoke_old and old_peer:
+            records.revoke(peer_name, "superseded", serials=old_peer)
         outcomes.append(Rotated(device.name, True, old[0] if old else 0, new.serial,
                                 revoked=revoke_old and bool(old)))
     if revoke_old and any(o.revoked for o in outcomes):

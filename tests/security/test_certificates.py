@@ -93,6 +93,8 @@ def test_a_device_certificate_rotates_without_a_restart_or_a_failed_call(
     before = served_certificate("lab-1", f"{device.host}:{device.agent_port}",
                                 pair.pki.client_credentials())
     pids = _pids(home)
+    peer_before = cert_info((home / "lab" / "devices" / "lab-1" / "tls" / "peer.crt")
+                            .read_bytes())
     failures: list[str] = []
     calls = [0]
     stop = threading.Event()
@@ -124,11 +126,16 @@ def test_a_device_certificate_rotates_without_a_restart_or_a_failed_call(
     assert _pids(home) == pids
     with pair.client(device) as client:  # new connections: the new certificate
         assert client.get_profile().emulated
-    key = home / "lab" / "devices" / "lab-1" / "tls" / "agent.key"
-    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    tls = home / "lab" / "devices" / "lab-1" / "tls"
+    for key in (tls / "agent.key", tls / "peer.key"):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
     live = json.loads(cli("pki", "status", "--live", "--json").out)
     (lab1,) = [c for c in live["certificates"] if c["subject"] == "lab-1"]
     assert lab1["served_serial"] == lab1["serial"] == f"{after.serial:x}"
+    # its peer certificate is renewed with it
+    (peer,) = [c for c in live["certificates"] if c["subject"] == "peer:lab-1"]
+    assert peer["serial"] == f"{cert_info((tls / 'peer.crt').read_bytes()).serial:x}"
+    assert peer["serial"] != f"{peer_before.serial:x}"
 
 
 def test_a_new_signing_key_reaches_every_device_and_the_old_one_is_refused(

@@ -75,3 +75,14 @@ def test_removing_a_group_keeps_its_devices(cli: Cli) -> None:
     assert "a" not in tree and tree["top"]["children"] == []
     assert cli("device", "remove", "k1").code == 0
     assert json.loads(cli("group", "show", "b", "--json").out)["devices"] == []
+
+
+def test_the_controllers_certificate_name_is_no_device_name() -> None:
+    import pytest
+
+    from controller.core.groups import check_device_name
+    from controller.errors import UsageError
+
+    with pytest.raises(UsageError, match="controller's own certificate name"):
+        check_device_name("edgefleet-controller")
+    assert check_device_name("edgefleet-controller-2") == "edgefleet-controller-2"

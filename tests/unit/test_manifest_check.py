@@ -125,3 +125,31 @@ def test_a_refused_manifest_leaves_the_mark_alone(gate: ManifestGate, sign: Sign
     with pytest.raises(ManifestRejected):
         gate.admit(_fields(n_ctx=9), *sign(seq=9))
     assert ModelStore(tmp_path / "store").read_state().manifest_seq == 2
+
+
+def test_a_signed_peer_grant_is_no_load_order(gate: ManifestGate, sign: Signer) -> None:
+    """A grant the controller signed for a peer transfer, with every field of a load order
+    added, still does not load."""
+    body, signature = sign(kind="peer-fetch")
+    with pytest.raises(ManifestRejected, match="not a load order"):
+        gate.admit(_fields(), body, signature)
+
+
+def test_a_signed_load_order_is_no_peer_grant(key: ed25519.Ed25519PrivateKey) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from agent.peer_contract import GRANT_KIND, chunks_sha256
+    from agent.peer_identity import verify_grant
+
+    digests = [b"\x00" * 32]
+    grant = {"kind": GRANT_KIND, "sha256": SHA, "size_bytes": 4096, "chunk_bytes": 4096,
+             "chunks_sha256": chunks_sha256(digests), "receiver": "kiosk-1",
+             "sources": ["kiosk-2"], "rollout": "r1", "issued_at": NOW, "expires_at": NOW + 60}
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    for extra in ({"v": 2}, {"device": "kiosk-1"}):
+        body = json.dumps({**grant, **extra}, sort_keys=True).encode()
+        with pytest.raises(ManifestRejected, match="load order is not a peer grant"):
+            verify_grant(pub, body, key.sign(body), digests, now=NOW)
+    body = json.dumps(grant, sort_keys=True).encode()
+    assert verify_grant(pub, body, key.sign(body), digests, now=NOW).receiver == "kiosk-1"
