@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from textual.widgets import DataTable
+
 from controller.dashboard.app import FleetDashboard, make_dashboard
 from controller.services.context import Fleet
 from tests.tui.fleet_data import fill
@@ -20,12 +22,25 @@ def _app(home: Path) -> FleetDashboard:
     return make_dashboard(Fleet.open(), refresh_s=0, collect=False)
 
 
+async def _settled(pilot: Any) -> None:
+    """Until every table on the screen has laid out its new rows: DataTable widens its columns
+    for new rows when it is next idle, which on a loaded machine can come after a fixed
+    pause (the header then rendered narrower than its cells)."""
+    await pilot.pause(0.2)
+    for _ in range(100):
+        tables = list(pilot.app.screen.query(DataTable))
+        if not any(t._new_rows or t._require_update_dimensions for t in tables):
+            break
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
 async def _loaded(pilot: Any) -> None:
     for _ in range(200):
         if pilot.app.refreshes >= 1:
             break
         await pilot.pause(0.05)
-    await pilot.pause(0.2)
+    await _settled(pilot)
 
 
 def test_fleet_view(snap_compare: Callable[..., bool], home: Path) -> None:
@@ -40,7 +55,7 @@ def test_device_view(snap_compare: Callable[..., bool], home: Path) -> None:
             if getattr(pilot.app.screen, "reads", 0) >= 1:
                 break
             await pilot.pause(0.05)
-        await pilot.pause(0.2)
+        await _settled(pilot)
 
     assert snap_compare(_app(home), terminal_size=SIZE, run_before=open_lab3)
 
@@ -49,6 +64,6 @@ def test_rollout_view(snap_compare: Callable[..., bool], home: Path) -> None:
     async def rollouts(pilot: Any) -> None:
         await _loaded(pilot)
         await pilot.press("2")
-        await pilot.pause(0.2)
+        await _settled(pilot)
 
     assert snap_compare(_app(home), terminal_size=SIZE, run_before=rollouts)
