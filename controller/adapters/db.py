@@ -6,12 +6,13 @@ code's revision (``controller.adapters.schema``), never past it.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import create_engine
 
 from controller.adapters import schema
@@ -39,7 +40,7 @@ def engine_for(url: str, migrate: bool = True) -> Engine:
     if url in _ENGINES:
         engine = _ENGINES[url]
         if migrate:  # one query when current; the database may have changed meanwhile
-            schema.ensure_current(engine, url)
+            _ensure_current(engine, url)
         return engine
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
@@ -60,9 +61,29 @@ def engine_for(url: str, migrate: bool = True) -> Engine:
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
     if migrate:
-        schema.ensure_current(engine, url)
+        _ensure_current(engine, url)
     _ENGINES[url] = engine
     return engine
+
+
+# Two commands opening a fresh SQLite database at once (two first deploys) migrate it once,
+# the second waiting on the migration lock (controller.adapters.schema). Under heavy load CI saw
+# the second fail "database is locked" once at this point, past SQLite's 30 s busy wait, with
+# the cause not pinned down: opening is tried again, within a bound, before giving up.
+OPEN_RETRY_S = 60.0
+
+
+def _ensure_current(engine: Engine, url: str) -> None:
+    deadline = time.monotonic() + OPEN_RETRY_S
+    while True:
+        try:
+            schema.ensure_current(engine, url)
+            return
+        except OperationalError as exc:
+            if ("locked" not in str(exc) or not url.startswith("sqlite")
+                    or time.monotonic() > deadline):
+                raise
+            time.sleep(0.5)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

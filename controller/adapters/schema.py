@@ -196,6 +196,6 @@ def _backup_sqlite(url: str, revision: str) -> Path | None:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     backup = path.with_name(f"{path.name}.{revision}.{stamp}.bak")
     # sqlite's own backup: consistent even with pages still in the WAL file
-    with sqlite3.connect(path) as source, sqlite3.connect(backup) as target:
+    with sqlite3.connect(path, timeout=30) as source, sqlite3.connect(backup) as target:
         source.backup(target)
     return backup
