@@ -46,8 +46,8 @@ step "fleet plan tiny-llama --group lab"
 "$FLEET" plan tiny-llama --group lab
 step "fleet deploy tiny-llama --group lab --waves 1,50%,100%
     (recorded in the database as it goes; one device first, then half, then the rest; each
-    load order signed for one device and rollout; devices of the site that take the same file
-    read it from the one that has it: the 'peers' column)"
+    load order signed for one device and rollout; every device takes a different file here,
+    so each comes from the controller)"
 "$FLEET" deploy tiny-llama --group lab --waves 1,50%,100%
 step "fleet generate 'The edge device' --group lab --max-tokens 12"
 "$FLEET" generate "The edge device" --group lab --max-tokens 12
@@ -82,7 +82,9 @@ step "fleet rollouts   (the killed rollout reads 'interrupted': its steps are in
     its controller's process is gone, so it can be taken over at once)"
 "$FLEET" rollouts
 step "fleet rollouts resume $killed   (each device is asked where it stands; the one on trial is
-    checked and committed, nothing it holds is sent again, the others follow)"
+    checked and committed, nothing it holds is sent again, the others follow; lab-1 already
+    holds q2_k, so the devices of its site read it from lab-1, not from the controller: the
+    'peers' column)"
 "$FLEET" rollouts resume "$killed"
 step "fleet rollouts show $killed --events"
 "$FLEET" rollouts show "$killed" --events
