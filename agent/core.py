@@ -16,6 +16,7 @@ from typing import Any
 
 from agent import failpoints, preflight
 from agent.bandwidth import Bandwidth
+from agent.benchmark import BenchResult, run_benchmark
 from agent.contract import RUNTIME_OVERHEAD_BYTES, RevertCause
 from agent.emulation import MIB, DeviceView
 from agent.energy import EnergyTracker
@@ -40,27 +41,6 @@ from agent.workers import Worker
 log = logging.getLogger("edgefleet.agent")
 
 SMOKE_PROMPT = "Hello"
-# The fixed benchmark prompt set: short, medium and long prompts, as in llama-bench's pp/tg mix.
-BENCH_PROMPTS = (
-    "Hello",
-    "Summarise the state of the kiosk fleet in one sentence.",
-    " ".join(["The edge device reports its temperature, power and memory."] * 3),
-)
-
-
-@dataclass(frozen=True)
-class BenchSample:
-    run: int
-    prompt_index: int
-    stats: GenerationStats
-
-
-@dataclass(frozen=True)
-class BenchResult:
-    record: ModelRecord
-    load_seconds: float
-    peak_rss_bytes: int
-    samples: list[BenchSample]
 # how often an idle agent checks that its runtime worker lives; 0 disables the watcher (then
 # only the next request notices a crash)
 WATCH_INTERVAL_S = float(os.environ.get("FLEET_AGENT_WATCH_S", "1.0"))
@@ -102,7 +82,6 @@ class AgentCore:
         self._loaded: Loaded | None = None
         self.bandwidth: Bandwidth | None = None  # the host's measured read bandwidth
         self.last_swap_strategy = ""
-        self.signing_pub = b""  # the controller's pinned manifest key (set at enrollment)
         self.limits = AgentLimits()  # prompt size (agent.limits); set by the server
         self._stopping = threading.Event()
         self.scrubber = Scrubber(self.store, self._after_corruption)
@@ -379,38 +358,17 @@ class AgentCore:
         finally:
             if stats is None and outcome == "cancelled":
                 stats = current.worker.cancelled_stats
-            s = stats or GenerationStats()
-            self.telemetry.append(
-                sha256=current.record.sha256,
-                variant=current.record.variant,
-                ttft_ms=s.ttft_s * 1000,
-                total_ms=s.total_s * 1000,
-                prompt_tokens=s.prompt_tokens,
-                completion_tokens=s.completion_tokens,
-                decode_tokens_per_s=s.decode_tokens_per_s,
-                outcome=outcome,
-                energy_j=s.energy_j,
-                joules_per_token=s.joules_per_token,
-                energy_meter=self.energy.meter,
-                peak_rss_bytes=current.worker.peak_rss_bytes(),
-                prefill_tokens_per_s=s.prefill_tokens_per_s,
-            )
+            self.telemetry.append_generation(
+                current.record.sha256, current.record.variant, stats or GenerationStats(),
+                outcome, self.energy.meter, current.worker.peak_rss_bytes())
 
     def benchmark(self, runs: int, max_tokens: int, prompts: list[str]) -> BenchResult:
-        """Run the prompt set ``runs`` times on the active model (bounded by the caller)."""
+        """Run the prompt set ``runs`` times on the active model (agent.benchmark)."""
         current = self._loaded
         if current is None:
             raise NoActiveModel("no model is loaded; deploy one first")
-        samples = []
-        for run in range(runs):
-            for index, prompt in enumerate(prompts or BENCH_PROMPTS):
-                stats = GenerationStats()
-                for kind, value in self.generate(prompt, max_tokens, 0.0):
-                    if kind == "done":
-                        stats = value
-                samples.append(BenchSample(run, index, stats))
-        return BenchResult(current.record, current.worker.load_seconds,
-                           current.worker.peak_rss_bytes(), samples)
+        return run_benchmark(current.record, current.worker, self.generate, runs, max_tokens,
+                             prompts)
 
     def verify_output(self, prompt: str, max_tokens: int, sha256: str = "") -> dict[str, Any]:
         """Greedy tokens and the prompt's mean log-probability on the active language model,
@@ -421,31 +379,31 @@ class AgentCore:
         if current.record.format != "gguf":
             raise InvalidRequest("VerifyOutput checks language models (GGUF)")
         self.limits.check_prompt(prompt)
-        try:
-            result: dict[str, Any] = current.worker.call("verify_output", prompt, max_tokens)
-        except WorkerFailed:
-            self._restart_after_crash(current)
-            raise
+        result = self._call(current, "verify_output", prompt, max_tokens)
         return {**result, "sha256": current.record.sha256}
 
     def infer(self, name: str, inputs: dict[str, Any], outputs: list[str]) -> dict[str, Any]:
         """Tensor inference on the active ONNX model named ``name``."""
+        return self._call(self._onnx(name), "infer", inputs, outputs)
+
+    def model_metadata(self, name: str) -> dict[str, Any]:
+        meta: dict[str, Any] = self._onnx(name).worker.call("metadata")
+        return meta
+
+    def _onnx(self, name: str) -> Loaded:
         current = self._loaded
         if current is None or current.record.name != name or current.record.format != "onnx":
             raise NotFound(f"no ONNX model named {name!r} is loaded")
+        return current
+
+    def _call(self, current: Loaded, method: str, *args: Any) -> dict[str, Any]:
+        """``method`` on the worker of ``current``; a worker that died is restarted."""
         try:
-            result: dict[str, Any] = current.worker.call("infer", inputs, outputs)
+            result: dict[str, Any] = current.worker.call(method, *args)
         except WorkerFailed:
             self._restart_after_crash(current)
             raise
         return result
-
-    def model_metadata(self, name: str) -> dict[str, Any]:
-        current = self._loaded
-        if current is None or current.record.name != name or current.record.format != "onnx":
-            raise NotFound(f"no ONNX model named {name!r} is loaded")
-        meta: dict[str, Any] = current.worker.call("metadata")
-        return meta
 
     def _watch_workers(self) -> None:
         """Notice a dead runtime worker while nobody asks (an OOM kill at night), so the model

@@ -162,7 +162,6 @@ def create_server(
         interceptors=[ClientCertPolicy(trust, PEER_METHODS), PeerGuard()] if trust else None)
     gate = None
     if trust is not None:
-        core.signing_pub = (trust.dir / "signing.pub").read_bytes()
         gate = ManifestGate(trust.signing_keys, trust.device_name, core.store, core.state_lock)
     pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(core, stream_interval_s, gate),
                                                server)

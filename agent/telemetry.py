@@ -29,6 +29,7 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 
 from agent.energy import EnergyTracker, parse_proc_stat
 from agent.probe import parse_meminfo
+from agent.runtimes.base import GenerationStats
 from agent.throttling import ThrottleProbe
 
 # Bounds, overridable per device: records are a few hundred bytes on disk and in memory.
@@ -187,6 +188,16 @@ class TelemetryBuffer(SeqLog[RequestRecord]):
     def __init__(self, path: Path, max_records: int = MAX_RECORDS) -> None:
         super().__init__(path, RequestRecord, max_records)
         self.worker_crashes = 0
+
+    def append_generation(self, sha256: str, variant: str, s: GenerationStats, outcome: str,
+                          energy_meter: str, peak_rss_bytes: int) -> RequestRecord:
+        """One request's record from its generation stats (whichever API it came by)."""
+        return self.append(
+            sha256=sha256, variant=variant, ttft_ms=s.ttft_s * 1000, total_ms=s.total_s * 1000,
+            prompt_tokens=s.prompt_tokens, completion_tokens=s.completion_tokens,
+            decode_tokens_per_s=s.decode_tokens_per_s, outcome=outcome, energy_j=s.energy_j,
+            joules_per_token=s.joules_per_token, energy_meter=energy_meter,
+            peak_rss_bytes=peak_rss_bytes, prefill_tokens_per_s=s.prefill_tokens_per_s)
 
 
 class DeviceSampler:

@@ -138,6 +138,21 @@ def run_pairs(llm: Any, through_agent: Callable[[int], Sample], tokens: int, rep
         max(s.decode_tps for s in agent_runs) / max(s.decode_tps for s in direct_runs))
 
 
+def measure_runs(model: Path, through_agent: Callable[[int], Sample], tokens: int, reps: int,
+                 runs: int) -> list[RunResult]:
+    """``runs`` runs of ``reps`` direct/agent pairs on ``model``, after one warm-up pair."""
+    llm = open_direct(model)
+    try:
+        run_pairs(llm, through_agent, 8, 1)  # warm both up
+        return [run_pairs(llm, through_agent, tokens, reps) for _ in range(runs)]
+    finally:
+        llm.close()
+
+
+def stream_interval(ms: float | None) -> str:
+    return "agent default" if ms is None else f"{ms:g} ms"
+
+
 def _spread(values: list[float], fmt: str) -> str:
     v = sorted(values)
     return (f"min {v[0]:{fmt}}, median {statistics.median(v):{fmt}}, max {v[-1]:{fmt}}")

@@ -20,14 +20,13 @@ from pathlib import Path
 from _agent_bench import (
     PROMPT,
     THREADS,
-    RunResult,
     Sample,
     agent_with_model,
     build_model,
     client_sample,
-    open_direct,
+    measure_runs,
     report,
-    run_pairs,
+    stream_interval,
 )
 
 
@@ -62,13 +61,8 @@ def main() -> None:
                     first = first or last
                 return client_sample(start, first, last, completion)
 
-            llm = open_direct(model)
-            run_pairs(llm, through_agent, 8, 1)  # warm both up
-            runs: list[RunResult] = [run_pairs(llm, through_agent, args.tokens, args.reps)
-                                     for _ in range(args.runs)]
-            llm.close()
-    interval = "agent default" if args.stream_interval_ms is None else (
-        f"{args.stream_interval_ms:g} ms")
+            runs = measure_runs(model, through_agent, args.tokens, args.reps, args.runs)
+    interval = stream_interval(args.stream_interval_ms)
     report(f"agent_overhead: tiny-llama {args.variant}, {args.tokens} tokens, {THREADS} "
            f"thread, {args.reps} pairs per run (medians), stream interval {interval}; "
            "gRPC Generate measured at the client", "agent gRPC", runs)

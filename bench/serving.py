@@ -25,14 +25,13 @@ from pathlib import Path
 from _agent_bench import (
     PROMPT,
     THREADS,
-    RunResult,
     Sample,
     agent_with_model,
     build_model,
     client_sample,
-    open_direct,
+    measure_runs,
     report,
-    run_pairs,
+    stream_interval,
 )
 
 
@@ -111,13 +110,8 @@ def main() -> None:
         with agent_with_model(model, args.variant, extra):
             reader = openai_reader if args.client == "openai" else http_reader
             through_endpoint = reader(port)
-            llm = open_direct(model)
-            run_pairs(llm, through_endpoint, 8, 1)  # warm both up
-            runs: list[RunResult] = [run_pairs(llm, through_endpoint, args.tokens, args.reps)
-                                     for _ in range(args.runs)]
-            llm.close()
-    interval = "agent default" if args.stream_interval_ms is None else (
-        f"{args.stream_interval_ms:g} ms")
+            runs = measure_runs(model, through_endpoint, args.tokens, args.reps, args.runs)
+    interval = stream_interval(args.stream_interval_ms)
     report(f"serving: tiny-llama {args.variant}, {args.tokens} tokens, {THREADS} thread, "
            f"{args.reps} pairs per run (medians), stream interval {interval}; streamed "
            f"/v1/completions measured at the client ({args.client})", "OpenAI endpoint", runs)
