@@ -48,6 +48,7 @@ class ErrorKind(enum.IntEnum):
     NOT_ON_TRIAL = 11
     BLOB_CORRUPT = 12
     MANIFEST_STALE = 13
+    ADAPTER_MISMATCH = 14
 
 
 # Refusals that say the model cannot run on that device (they count against a rollout's

@@ -24,6 +24,7 @@ class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_KIND_NOT_ON_TRIAL: _ClassVar[ErrorKind]
     ERROR_KIND_BLOB_CORRUPT: _ClassVar[ErrorKind]
     ERROR_KIND_MANIFEST_STALE: _ClassVar[ErrorKind]
+    ERROR_KIND_ADAPTER_MISMATCH: _ClassVar[ErrorKind]
 
 class RevertCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -46,6 +47,7 @@ ERROR_KIND_WORKER_FAILED: ErrorKind
 ERROR_KIND_NOT_ON_TRIAL: ErrorKind
 ERROR_KIND_BLOB_CORRUPT: ErrorKind
 ERROR_KIND_MANIFEST_STALE: ErrorKind
+ERROR_KIND_ADAPTER_MISMATCH: ErrorKind
 REVERT_CAUSE_UNSPECIFIED: RevertCause
 REVERT_CAUSE_RESTART: RevertCause
 REVERT_CAUSE_CRASH: RevertCause

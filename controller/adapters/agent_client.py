@@ -47,6 +47,8 @@ KIND_HINTS = {
     ErrorKind.MANIFEST_REJECTED: "the device refused the signed load order (the message names "
     "the check); `fleet pki status` shows the signing key, `fleet pki push` gives the device "
     "the current one",
+    ErrorKind.ADAPTER_MISMATCH: "the adapter was made for another base model; "
+    "`fleet adapter list` shows each adapter's base",
     ErrorKind.MANIFEST_STALE: "the device accepted a newer load order than this controller's "
     "counter (its database restored from a backup, or another controller): if that is "
     "expected, `fleet device resync-version NAME` moves the counter past the device's mark "
