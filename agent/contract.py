@@ -91,6 +91,9 @@ class Capability(str, enum.Enum):
     # Transfer.FetchBlob / Peer.ReadBlob (agent.peer_transfer): fetches a blob from its site's
     # devices and serves its own to them, over mutual TLS (served once it has a peer identity)
     PEER_TRANSFER = "peer-transfer"
+    # LoadModel(format "lora", base_sha256): a LoRA adapter on the loaded base, no reload;
+    # Generate(adapter) and OpenAI model names MODEL+ADAPTER pick one per request
+    LORA_ADAPTERS = "lora-adapters"
 
 
 # What this agent offers.

@@ -237,16 +237,18 @@ class GrpcAgentClient:
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
     def stream(self, prompt: str, max_tokens: int = 16, temperature: float = 0.0,
-               timeout: float = 120.0) -> GenerationStream:
+               timeout: float = 120.0, adapter: str | None = None) -> GenerationStream:
+        """``adapter``: a LoRA adapter by name (None: the device's deployed one, "": the
+        base alone)."""
         request = pb.GenerateRequest(prompt=prompt, max_tokens=max_tokens,
-                                     temperature=temperature)
+                                     temperature=temperature, adapter=adapter)
         return GenerationStream(self, self._stub.Generate(request, timeout=timeout))
 
-    def generate(self, prompt: str, max_tokens: int = 16, temperature: float = 0.0
-                 ) -> GenerationResult:
+    def generate(self, prompt: str, max_tokens: int = 16, temperature: float = 0.0,
+                 adapter: str | None = None) -> GenerationResult:
         pieces = []
         summary = pb.GenerateSummary()
-        for event in self.stream(prompt, max_tokens, temperature):
+        for event in self.stream(prompt, max_tokens, temperature, adapter=adapter):
             if event.HasField("summary"):
                 summary = event.summary
             else:
