@@ -36,6 +36,15 @@ def _adapters(a: AgentProcess) -> list[tuple[str, bool, bool]]:
         return [(m.name, m.active, m.on_trial) for m in c.list_models() if m.format == "lora"]
 
 
+def _with_base(a: AgentProcess, model: Path) -> str:
+    """Start the agent with ``model`` loaded; its sha256."""
+    a.start()
+    base = a.stage(model)
+    with a.client() as c:
+        c.load_model(a.load_request(model, "q8_0"))
+    return base
+
+
 def _restart(a: AgentProcess) -> None:
     assert a.proc is not None
     os.killpg(a.proc.pid, signal.SIGKILL)  # agent and worker gone at once
@@ -55,10 +64,8 @@ def files(tmp_path: Path) -> dict[str, Path]:
 
 def test_adapter_trial_commit_restart_and_per_request(
         agent: AgentProcess, ladder: dict[str, Path], files: dict[str, Path]) -> None:
-    agent.start()
-    base = agent.stage(ladder["q8_0"])
+    base = _with_base(agent, ladder["q8_0"])
     with agent.client() as c:
-        c.load_model(agent.load_request(ladder["q8_0"], "q8_0"))
         worker_pid = next(m.worker_pid for m in c.list_models() if m.format == "gguf")
     plain = _text(agent)
 
@@ -95,10 +102,7 @@ def test_adapter_trial_commit_restart_and_per_request(
 
 def test_a_mismatching_adapter_is_refused_and_the_base_keeps_serving(
         agent: AgentProcess, ladder: dict[str, Path], files: dict[str, Path]) -> None:
-    agent.start()
-    base = agent.stage(ladder["q8_0"])
-    with agent.client() as c:
-        c.load_model(agent.load_request(ladder["q8_0"], "q8_0"))
+    base = _with_base(agent, ladder["q8_0"])
     plain = _text(agent)
     with agent.client() as c, pytest.raises(AgentRefused) as refused:
         c.load_model(_adapter_request(agent, files["qwen"], "qwen", base))
