@@ -118,6 +118,7 @@ class AdapterManager:
             worker.call("drop_adapter", record.sha256)
             raise
         seconds = time.perf_counter() - started
+        state = self._store.read_state()  # as it is now (the scrubber may have moved it)
         self._store.write_state(with_trial(state, record) if trial else committed(state, record))
         self._unload_unheld(worker, base_sha256)
         log.info("adapter %s (%s) loaded on %s in %.3f s%s", record.name, record.sha256[:12],
