@@ -48,6 +48,7 @@ class ErrorKind(enum.IntEnum):
     NOT_ON_TRIAL = 11
     BLOB_CORRUPT = 12
     MANIFEST_STALE = 13
+    ADAPTER_MISMATCH = 14
 
 
 # Refusals that say the model cannot run on that device (they count against a rollout's
@@ -90,6 +91,9 @@ class Capability(str, enum.Enum):
     # Transfer.FetchBlob / Peer.ReadBlob (agent.peer_transfer): fetches a blob from its site's
     # devices and serves its own to them, over mutual TLS (served once it has a peer identity)
     PEER_TRANSFER = "peer-transfer"
+    # LoadModel(format "lora", base_sha256): a LoRA adapter on the loaded base, no reload;
+    # Generate(adapter) and OpenAI model names MODEL+ADAPTER pick one per request
+    LORA_ADAPTERS = "lora-adapters"
 
 
 # What this agent offers.

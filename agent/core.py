@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import failpoints, preflight
+from agent.adapters import AdapterManager
 from agent.bandwidth import Bandwidth
 from agent.benchmark import BenchResult, run_benchmark
 from agent.contract import RUNTIME_OVERHEAD_BYTES, RevertCause
@@ -34,7 +35,7 @@ from agent.limits import AgentLimits
 from agent.probe import HostFacts, parse_meminfo
 from agent.runtimes.base import GenerationRequest, GenerationStats
 from agent.scrub import Scrubber
-from agent.store import ModelRecord, ModelStore, StoreState, check_sha256
+from agent.store import AdapterRecord, ModelRecord, ModelStore, StoreState, check_sha256
 from agent.telemetry import AgentCounters, DeviceMonitor, TelemetryBuffer
 from agent.workers import Worker
 
@@ -85,6 +86,7 @@ class AgentCore:
         self.limits = AgentLimits()  # prompt size (agent.limits); set by the server
         self._stopping = threading.Event()
         self.scrubber = Scrubber(self.store, self._after_corruption)
+        self.adapters = AdapterManager(self.store, self.memory_budget)
         if WATCH_INTERVAL_S > 0:
             threading.Thread(target=self._watch_workers, name="worker-watch",
                              daemon=True).start()
@@ -105,7 +107,9 @@ class AgentCore:
             available = parse_meminfo(Path("/proc/meminfo").read_text())["MemAvailable"]
         except (OSError, KeyError):
             available = self.host.ram_available_bytes
-        in_use = self._loaded.estimated_bytes if self._loaded else 0
+        loaded = self._loaded
+        in_use = loaded.estimated_bytes + self.adapters.bytes_for(loaded.record.sha256) \
+            if loaded else 0
         return available + in_use - self.view.reserve_bytes
 
     def disk_free(self) -> int:
@@ -135,6 +139,7 @@ class AgentCore:
         still on trial is given up: the previous one (or none) comes back instead. A model
         whose stored bytes changed since they were verified is quarantined and the previous
         one comes back (checked the same way)."""
+        self.adapters.give_up("the agent restarted while it was on trial", None)
         state = self.store.read_state()
         if state.trial and state.active:
             log.warning("restarted while %s was on trial: going back to %s",
@@ -223,15 +228,34 @@ class AgentCore:
             self._on_model_change(True)
             return worker.load_seconds
 
+    def load_adapter(self, record: AdapterRecord, trial: bool = False) -> float:
+        """Load a LoRA adapter on the loaded base (``agent.adapters``); returns seconds."""
+        check_sha256(record.sha256)
+        with self._lock:
+            current = self._loaded
+            if current is None or current.record.format != "gguf":
+                raise NoActiveModel("no language model is loaded to apply the adapter on; "
+                                    "deploy its base first")
+            try:
+                return self.adapters.load(current.worker, current.record.sha256,
+                                          current.estimated_bytes, record, trial)
+            except WorkerFailed:
+                self._restart_after_crash(current)
+                raise
+
     def stage(self, sha256: str) -> int:
         """Verify an uploaded blob and keep it for a later load; returns its size."""
         with self._lock:
             return self.store.stage(check_sha256(sha256))
 
     def commit(self, sha256: str) -> None:
-        """End the trial of the active model."""
+        """End the trial of the active model (or of the adapter on trial)."""
         with self._lock:
-            self.store.commit(check_sha256(sha256))
+            if self.adapters.on_trial(check_sha256(sha256)):
+                loaded = self._loaded
+                self.adapters.commit(sha256, loaded.worker if loaded else None)
+                return
+            self.store.commit(sha256)
 
     def abort_trial(self, sha256: str, reason: str) -> ModelRecord | None:
         """Give up the model on trial and go back to the previous one (or none); returns
@@ -239,6 +263,11 @@ class AgentCore:
         check_sha256(sha256)
         with self._lock:
             state = self.store.read_state()
+            if self.adapters.on_trial(sha256):
+                loaded = self._loaded
+                self.adapters.give_up(reason or "aborted by the controller",
+                                      loaded.worker if loaded else None)
+                return state.active
             if not state.trial or state.active is None or state.active.sha256 != sha256:
                 raise NotOnTrial(f"model {sha256[:12]} is not on trial here")
             return self._give_up(state, reason or "aborted by the controller",
@@ -272,7 +301,10 @@ class AgentCore:
         so that a file corrupted at rest is reported as such (``BlobCorrupt``, quarantined),
         not as a file this device cannot run."""
         try:
-            return Worker(record.format, path, record.n_ctx or 512, self.view.cores)
+            worker = Worker(record.format, path, record.n_ctx or 512, self.view.cores)
+            if record.format == "gguf":
+                self.adapters.attach(worker, record.sha256)
+            return worker
         except NotForThisMachine as exc:
             try:
                 self.store.recheck(record.sha256, "load")
@@ -326,16 +358,19 @@ class AgentCore:
             sha256)
 
     def generate_request(
-        self, request: GenerationRequest, sha256: str = ""
+        self, request: GenerationRequest, sha256: str = "", adapter: str | None = None
     ) -> Generator[tuple[str, Any], None, None]:
         """Yield ``("text", piece)``... then ``("done", GenerationStats)``; every request,
         whichever API it came by (gRPC, OpenAI HTTP, benchmark), is recorded in telemetry
-        here. Closing the generator early cancels the generation (outcome "cancelled")."""
+        here. Closing the generator early cancels the generation (outcome "cancelled").
+        ``adapter``: a LoRA adapter by name (None: the deployed one, "": the base alone)."""
         self.limits.check_prompt(request.prompt, *(m.content for m in request.messages))
         request.check()
         current = self._loaded
         if current is None or (sha256 and current.record.sha256 != sha256):
             raise NoActiveModel("no model is loaded; deploy one first")
+        if current.record.format == "gguf":
+            request = self.adapters.request(request, adapter)
         stats: GenerationStats | None = None
         outcome = "error"
         joules_at_start = self.energy.joules()
@@ -463,6 +498,7 @@ class AgentCore:
             self.telemetry.worker_crashes += 1
             self._loaded = None
             self._on_model_change(False)
+            self.adapters.give_up("the runtime worker crashed while it was on trial", None)
             state = self.store.read_state()
             if state.trial and state.active and state.active.sha256 == crashed.record.sha256:
                 log.error("runtime worker for %s crashed on trial; going back to %s",

@@ -10,6 +10,7 @@ HTTP status in ``agent.openai_http.errors``).
     ├── InsufficientMemory    the load would not fit the budget         -> RESOURCE_EXHAUSTED
     ├── InsufficientDisk      the store cannot hold the blob            -> RESOURCE_EXHAUSTED
     ├── NotForThisMachine     the file cannot run here                  -> FAILED_PRECONDITION
+    │   └── AdapterMismatch   a LoRA adapter for another base            -> FAILED_PRECONDITION
     ├── NoActiveModel         inference asked with nothing loaded       -> FAILED_PRECONDITION
     ├── ManifestRejected      unsigned, badly signed, mismatching,       -> PERMISSION_DENIED
     │   │                     expired or for another device
@@ -65,6 +66,13 @@ class InsufficientDisk(AgentError):
 
 class NotForThisMachine(AgentError):
     kind = ErrorKind.NOT_FOR_THIS_MACHINE
+
+
+class AdapterMismatch(NotForThisMachine):
+    """A LoRA adapter whose header names another base architecture than the active model's
+    (or that is no LoRA adapter at all)."""
+
+    kind = ErrorKind.ADAPTER_MISMATCH
 
 
 class NoActiveModel(AgentError):

@@ -10,6 +10,8 @@ A manifest is canonical JSON signed (ed25519) by the controller's signing key::
     expires_at     after this (on the device's clock) the manifest is refused
     sha256, size_bytes, name, variant, format          the blob and what it is
     n_ctx, memory_bytes, trial, trial_seconds, runtime  how to run it
+    base_sha256    format "lora" only: the base model the adapter applies on (absent or ""
+                   for a model, so a model's manifest reads as before)
 
 The agent acts only on signed values: each request field it would use must equal the
 manifest's (a request that differs is refused, naming the field), the memory guard uses the
@@ -55,6 +57,7 @@ class LoadFields:
     memory_bytes: int
     trial: bool
     trial_seconds: int
+    base_sha256: str = ""  # format "lora": the base the adapter applies on
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class LoadGrant:
     trial_seconds: int
     rollout: str
     seq: int
+    base_sha256: str = ""  # format "lora": the base the adapter applies on
 
 
 def _when(seconds: float) -> str:
@@ -142,7 +146,8 @@ class ManifestGate:
                     "counter went back (a database restored from a backup)", check="version")
             self._store.raise_manifest_mark(seq)
         return LoadGrant(granted.record, granted.memory_bytes, granted.trial,
-                         granted.trial_seconds, str(data.get("rollout", "")), seq)
+                         granted.trial_seconds, str(data.get("rollout", "")), seq,
+                         granted.base_sha256)
 
     def _check_expiry(self, data: dict[str, Any]) -> None:
         issued, expires = _seconds(data.get("issued_at")), _seconds(data.get("expires_at"))
@@ -174,8 +179,13 @@ class ManifestGate:
                 raise ManifestRejected(
                     f"refused ({field}): the request's {field} {sent!r} differs from the "
                     f"signed manifest's {signed!r}", check=field)
+        base = data.get("base_sha256", "")
+        if base != request.base_sha256:
+            raise ManifestRejected(
+                f"refused (base_sha256): the request's base {request.base_sha256[:12]!r} "
+                f"differs from the signed manifest's {str(base)[:12]!r}", check="base_sha256")
         record = ModelRecord.from_dict({
             "sha256": data["sha256"], "name": data["name"], "variant": data["variant"],
             "format": data["format"], "n_ctx": data["n_ctx"], "size_bytes": data["size_bytes"]})
         return LoadGrant(record, int(data["memory_bytes"]), bool(data["trial"]),
-                         int(data["trial_seconds"]), "", 0)
+                         int(data["trial_seconds"]), "", 0, str(base))

@@ -12,6 +12,8 @@ from typing import Any
 import grpc
 
 from agent import __version__
+from agent.adapters import FORMAT as ADAPTER_FORMAT
+from agent.adapters import held_for
 from agent.contract import AGENT_CAPABILITIES, CONTRACT_VERSION, ERROR_DETAIL_KEY
 from agent.core import AgentCore
 from agent.errors import (
@@ -34,7 +36,7 @@ from agent.probe import disk_usage
 from agent.rpc import agent_pb2 as pb
 from agent.rpc import agent_pb2_grpc as pb_grpc
 from agent.runtimes.base import GenerationRequest
-from agent.store import ModelRecord
+from agent.store import AdapterRecord, ModelRecord, check_sha256
 from agent.telemetry import DeviceSampler
 
 log = logging.getLogger("edgefleet.agent")
@@ -65,11 +67,12 @@ def _abort(context: grpc.ServicerContext, exc: AgentError) -> Any:
 
 
 def _model_info(record: ModelRecord, active: bool, state: str,
-                worker_pid: int = 0, on_trial: bool = False) -> pb.ModelInfo:
+                worker_pid: int = 0, on_trial: bool = False,
+                base_sha256: str = "") -> pb.ModelInfo:
     return pb.ModelInfo(
         name=record.name, variant=record.variant, sha256=record.sha256, format=record.format,
         size_bytes=record.size_bytes, state=state, active=active, n_ctx=record.n_ctx,
-        worker_pid=worker_pid, on_trial=on_trial,
+        worker_pid=worker_pid, on_trial=on_trial, base_sha256=base_sha256,
     )
 
 
@@ -164,7 +167,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             sha256=request.sha256, size_bytes=request.size_bytes, name=request.name,
             variant=request.variant, format=request.format or "gguf", n_ctx=request.n_ctx,
             memory_bytes=request.estimated_memory_bytes, trial=request.trial,
-            trial_seconds=request.trial_seconds)
+            trial_seconds=request.trial_seconds, base_sha256=request.base_sha256)
         try:
             if self.manifests is not None:
                 grant = self.manifests.admit(fields, request.manifest,
@@ -174,6 +177,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             else:  # no pinned key: a test or lab agent on loopback (agent.server)
                 grant = unsigned_grant(fields)
             record = grant.record
+            if record.format == ADAPTER_FORMAT:
+                return self._load_adapter(grant)
             before = self.core.store.read_state().active
             seconds = self.core.load(record, grant.memory_bytes, trial=grant.trial,
                                      trial_seconds=grant.trial_seconds)
@@ -185,6 +190,19 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             previous_sha256=before.sha256 if before and before.sha256 != record.sha256 else "",
             swap_strategy=self.core.last_swap_strategy,
         )
+
+    def _load_adapter(self, grant: LoadGrant) -> pb.LoadModelResponse:
+        """A signed LoRA adapter on the loaded base: no reload (``agent.adapters``)."""
+        record = grant.record
+        if not grant.base_sha256:
+            raise InvalidRequest("an adapter load needs base_sha256 (the model it applies on)")
+        adapter = AdapterRecord(record.sha256, record.name, check_sha256(grant.base_sha256),
+                                record.size_bytes)
+        seconds = self.core.load_adapter(adapter, trial=grant.trial)
+        return pb.LoadModelResponse(
+            model=_model_info(record, True, "loaded", on_trial=grant.trial,
+                              base_sha256=adapter.base_sha256),
+            load_seconds=seconds, swap_strategy="adapter")
 
     def StageModel(self, request: pb.StageModelRequest, context: grpc.ServicerContext) -> Any:
         try:
@@ -229,12 +247,22 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             models.append(_model_info(record, active, "loaded" if is_loaded else "stored",
                                       loaded.worker.pid if is_loaded and loaded else 0,
                                       on_trial=active and state.trial))
+        if state.active is not None:  # the adapters held for the active model
+            trial = state.adapter_trial
+            for a in held_for(state, state.active.sha256):
+                on_trial = trial is not None and a.sha256 == trial.sha256
+                models.append(pb.ModelInfo(
+                    name=a.name, sha256=a.sha256, format=ADAPTER_FORMAT,
+                    size_bytes=a.size_bytes, base_sha256=a.base_sha256, on_trial=on_trial,
+                    state="loaded" if loaded is not None else "stored",
+                    active=on_trial or (trial is None and a.name == state.adapter_default)))
         return pb.ListModelsResponse(models=models)
 
     def Generate(self, request: pb.GenerateRequest, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
             stream = self.core.generate_request(
-                generation_request(request, self.stream_interval_s), request.sha256)
+                generation_request(request, self.stream_interval_s), request.sha256,
+                request.adapter if request.HasField("adapter") else None)
             for kind, value in stream:
                 if not context.is_active():
                     stream.close()  # client cancelled: stop the runtime, record "cancelled"
@@ -333,7 +361,8 @@ def unsigned_grant(fields: LoadFields) -> LoadGrant:
     record = ModelRecord.from_dict({
         "sha256": fields.sha256, "name": fields.name, "variant": fields.variant,
         "format": fields.format, "n_ctx": fields.n_ctx, "size_bytes": fields.size_bytes})
-    return LoadGrant(record, fields.memory_bytes, fields.trial, fields.trial_seconds, "", 0)
+    return LoadGrant(record, fields.memory_bytes, fields.trial, fields.trial_seconds, "", 0,
+                     fields.base_sha256)
 
 
 # What the certificate-free local listener serves apps on the device: generation and

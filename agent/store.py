@@ -6,8 +6,9 @@ Layout under the data dir::
     store/incoming/<sha256>        a finished upload, not yet verified
     store/blobs/<sha256>           verified bytes; the name is the content hash
     store/state.json               desired state: the active and previous model records,
-                                   whether the active one is still on trial, and the highest
-                                   manifest version accepted (agent.manifest_check)
+                                   whether the active one is still on trial, the highest
+                                   manifest version accepted (agent.manifest_check), and the
+                                   LoRA adapters held for those models (agent.adapters)
     store/verified.json            fingerprint of each blob when it was last hashed
     store/quarantine/<sha256>      bytes that no longer hash to their name (+ <sha256>.json)
 
@@ -77,6 +78,22 @@ class ModelRecord:
 
 
 @dataclass(frozen=True)
+class AdapterRecord:
+    """A LoRA adapter the store holds for a base model (by the base's sha256)."""
+
+    sha256: str
+    name: str
+    base_sha256: str
+    size_bytes: int
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AdapterRecord:
+        return cls(sha256=check_sha256(str(data["sha256"])), name=str(data["name"]),
+                   base_sha256=check_sha256(str(data["base_sha256"])),
+                   size_bytes=int(data.get("size_bytes", 0)))
+
+
+@dataclass(frozen=True)
 class StoreState:
     active: ModelRecord | None = None
     previous: ModelRecord | None = None
@@ -89,12 +106,20 @@ class StoreState:
     # the highest signed manifest version accepted: a load must carry a greater one, so a
     # captured manifest cannot be played again, here or after a restart
     manifest_seq: int = 0
+    # LoRA adapters: the committed ones, the one a request that names none runs with ("" =
+    # the base alone), and the one on trial (it is the default until committed or given up)
+    adapters: tuple[AdapterRecord, ...] = ()
+    adapter_default: str = ""
+    adapter_trial: AdapterRecord | None = None
 
     @property
     def pinned(self) -> set[str]:
-        """The blobs the store must keep: active, previous (for rollback) and staged."""
+        """The blobs the store must keep: active, previous (for rollback), staged, and the
+        adapters held."""
+        adapters = {a.sha256 for a in self.adapters} | (
+            {self.adapter_trial.sha256} if self.adapter_trial else set())
         return {r.sha256 for r in (self.active, self.previous) if r} | (
-            {self.staged} if self.staged else set())
+            {self.staged} if self.staged else set()) | adapters
 
 
 class ModelStore:
@@ -269,6 +294,10 @@ class ModelStore:
             reverted_cause=_cause(data.get("reverted_cause", 0)),
             staged=str(data.get("staged", "")),
             manifest_seq=int(data.get("manifest_seq", 0)),
+            adapters=tuple(AdapterRecord.from_dict(a) for a in data.get("adapters", [])),
+            adapter_default=str(data.get("adapter_default", "")),
+            adapter_trial=(AdapterRecord.from_dict(data["adapter_trial"])
+                           if data.get("adapter_trial") else None),
         )
 
     def write_state(self, state: StoreState) -> None:
@@ -282,6 +311,9 @@ class ModelStore:
             "reverted_cause": int(state.reverted_cause),
             "staged": state.staged,
             "manifest_seq": state.manifest_seq,
+            "adapters": [asdict(a) for a in state.adapters],
+            "adapter_default": state.adapter_default,
+            "adapter_trial": asdict(state.adapter_trial) if state.adapter_trial else None,
         }
         tmp = self.state_path.with_suffix(".tmp")
         with tmp.open("w") as fh:
@@ -310,6 +342,7 @@ class ModelStore:
         new = replace(old, active=record, previous=previous, trial=trial,
                       trial_until=trial_until if trial else 0.0,
                       staged="" if old.staged == record.sha256 else old.staged)
+        new = _adapters_for_models(new)
         failpoints.hit("activate.before_state")
         self.write_state(new)
         failpoints.hit("activate.after_state")
@@ -348,6 +381,7 @@ class ModelStore:
         new = replace(old, active=old.previous, previous=None, trial=False, trial_until=0.0,
                       reverted=old.active.sha256, reverted_reason=reason,
                       reverted_cause=cause)
+        new = _adapters_for_models(new)
         self.write_state(new)
         return new
 
@@ -383,6 +417,19 @@ class ModelStore:
             if now - part.stat().st_mtime > STALE_UPLOAD_S:
                 part.unlink(missing_ok=True)
         return removed
+
+
+def _adapters_for_models(state: StoreState) -> StoreState:
+    """Adapters are kept for the active and previous models only; the default and a trial
+    belong to the active model."""
+    bases = {r.sha256 for r in (state.active, state.previous) if r}
+    active = state.active.sha256 if state.active else ""
+    kept = tuple(a for a in state.adapters if a.base_sha256 in bases)
+    default = next((a.name for a in kept
+                    if a.name == state.adapter_default and a.base_sha256 == active), "")
+    trial = state.adapter_trial
+    return replace(state, adapters=kept, adapter_default=default,
+                   adapter_trial=trial if trial and trial.base_sha256 == active else None)
 
 
 def _cause(value: object) -> RevertCause:

@@ -7,8 +7,9 @@ Unloading is a process exit, so memory is really returned to the device.
 Pipe protocol, agent -> worker: ``("generate", GenerationRequest)``, ``("call", op, args)``,
 ``("stop",)``. Worker -> agent: ``("ready", load_seconds)`` or ``("error", message)`` once after
 start; per generation ``("text", piece)``..., then ``("done", stats_dict)``,
-``("invalid", message, kind)`` (bad request, e.g. a prompt longer than the context; ``kind``
-names the InvalidRequest class) or ``("error", message)`` (the runtime raised).
+``("invalid", message, kind)`` (a refusal: a bad request, e.g. a prompt longer than the
+context, or an adapter that is not loaded or not for this base; ``kind`` names the class)
+or ``("error", message)`` (the runtime raised).
 
 Token path: a fast model makes hundreds of tokens a second, and one pipe message, one gRPC or
 HTTP message and one client wake-up per token cost the device more CPU than the tokens are
@@ -32,22 +33,28 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import (
+    AdapterMismatch,
+    AgentError,
     ContextLengthExceeded,
     GenerationFailed,
     InvalidRequest,
     NotForThisMachine,
+    NotFound,
     WorkerFailed,
 )
 from agent.runtimes.base import GenerationRequest, GenerationStats
 
 _CTX = mp.get_context("spawn")
 LOAD_TIMEOUT_S = 300.0
-# InvalidRequest kinds that cross the pipe by name
-_INVALID = {cls.__name__: cls for cls in (InvalidRequest, ContextLengthExceeded)}
+# Refusals that cross the pipe by class name (a bad request, an adapter that is not loaded
+# or does not fit the base); any other exception in the runtime is a failure
+_REFUSALS: dict[str, type[AgentError]] = {
+    cls.__name__: cls for cls in (InvalidRequest, ContextLengthExceeded, NotFound,
+                                  NotForThisMachine, AdapterMismatch)}
 
 
-def _invalid(message: str, kind: str = "InvalidRequest") -> InvalidRequest:
-    return _INVALID.get(kind, InvalidRequest)(message)
+def _invalid(message: str, kind: str = "InvalidRequest") -> AgentError:
+    return _REFUSALS.get(kind, InvalidRequest)(message)
 
 
 def _open_runtime(fmt: str, path: Path, n_ctx: int, n_threads: int) -> Any:
@@ -90,7 +97,7 @@ def _worker_main(
         if msg[0] == "call":
             try:
                 conn.send(("result", _call(runtime, msg[1], msg[2])))
-            except InvalidRequest as exc:
+            except AgentError as exc:
                 conn.send(("invalid", str(exc), type(exc).__name__))
             except Exception as exc:
                 conn.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -141,7 +148,7 @@ def _run_generation(conn: Connection, runtime: Any, request: GenerationRequest,
         if rest:
             conn.send(("text", rest))
         conn.send(("done", asdict(stats)))
-    except InvalidRequest as exc:
+    except AgentError as exc:
         conn.send(("invalid", str(exc), type(exc).__name__))
     except Exception as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))

@@ -116,6 +116,57 @@ def write_tiny_llama_f16(path: Path, spec: TinyLlamaSpec = TinyLlamaSpec()) -> N
     os.replace(tmp, path)
 
 
+# The projections a tiny LoRA adapts, as PEFT's target_modules usually name them
+# (q_proj, v_proj, up_proj, down_proj), in llama.cpp's tensor names.
+LORA_TARGETS = ("attn_q", "attn_v", "ffn_up", "ffn_down")
+
+
+@dataclass(frozen=True)
+class TinyLoraSpec:
+    rank: int = 8
+    alpha: float = 16.0
+    seed: int = 4321
+    scale: float = 0.1  # standard deviation of the A and B matrices' entries
+    architecture: str = "llama"  # the base architecture the header declares
+
+
+def write_tiny_lora(path: Path, base: TinyLlamaSpec = TinyLlamaSpec(),
+                    spec: TinyLoraSpec = TinyLoraSpec()) -> None:
+    """Write a GGUF LoRA adapter for the tiny llama at ``path`` (atomically), laid out as
+    llama.cpp's ``convert_lora_to_gguf.py`` writes one: ``general.type = adapter``,
+    ``adapter.type = lora``, ``adapter.lora.alpha``, and per adapted weight
+    ``<tensor>.weight.lora_a`` (rank x n_in) and ``.lora_b`` (n_out x rank), F32, non-zero."""
+    import gguf
+
+    rng = np.random.default_rng(spec.seed)
+    head_dim = base.n_embd // base.n_head
+    kv_dim = base.n_head_kv * head_dim
+    shapes = {  # (n_out, n_in) of the base weight, numpy order
+        "attn_q": (base.n_embd, base.n_embd),
+        "attn_v": (kv_dim, base.n_embd),
+        "ffn_up": (base.n_ff, base.n_embd),
+        "ffn_down": (base.n_embd, base.n_ff),
+    }
+    tmp = path.with_suffix(".tmp")
+    writer = gguf.GGUFWriter(str(tmp), spec.architecture)
+    writer.add_string(gguf.Keys.General.TYPE, gguf.GGUFType.ADAPTER)
+    writer.add_name("tiny-llama-lora")
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, spec.alpha)
+    for i in range(base.n_layer):
+        for target in LORA_TARGETS:
+            n_out, n_in = shapes[target]
+            a = (rng.standard_normal((spec.rank, n_in)) * spec.scale).astype(np.float32)
+            b = (rng.standard_normal((n_out, spec.rank)) * spec.scale).astype(np.float32)
+            writer.add_tensor(f"blk.{i}.{target}.weight.lora_a", a)
+            writer.add_tensor(f"blk.{i}.{target}.weight.lora_b", b)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def native_stderr_to(log: Path) -> Iterator[None]:
     """llama.cpp prints per-tensor progress on fd 2; send it to ``log`` instead."""

@@ -21,6 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from agent.adapters import held_for
+from agent.adapters import resolve as resolve_name
 from agent.core import AgentCore
 from agent.errors import InvalidRequest, NoActiveModel, NotFound
 from agent.openai_http import schema
@@ -60,8 +62,9 @@ class EventStream(StreamingResponse):
 
 
 class OpenAIEndpoint:
-    """Routes of one agent. ``resolve`` is where a model name picks what serves it: today the
-    one active model under its catalog name."""
+    """Routes of one agent. ``resolve`` is where a model name picks what serves it: the one
+    active model under its catalog name (with the adapter deployed on it, if any), or
+    ``MODEL+ADAPTER`` for one of the LoRA adapters it holds (``MODEL+`` for the base alone)."""
 
     def __init__(self, core: AgentCore, stream_interval_s: float) -> None:
         self.core = core
@@ -72,6 +75,22 @@ class OpenAIEndpoint:
     def served(self) -> list[ModelRecord]:
         loaded = self.core.loaded()
         return [loaded.record] if loaded and loaded.record.format == "gguf" else []
+
+    def served_names(self) -> list[tuple[ModelRecord, str]]:
+        """Each text model and adapter by the name a request gives: MODEL, MODEL+ADAPTER."""
+        state = self.core.store.read_state()
+        return [(r, name) for r in self.served()
+                for name in (r.name, *(f"{r.name}+{a.name}" for a in held_for(state, r.sha256)))]
+
+    def resolve_adapter(self, name: str) -> tuple[ModelRecord, str | None]:
+        """The model and the adapter (None: the deployed one; "": none) ``name`` asks for."""
+        base, plus, adapter = name.partition("+")
+        record = self.resolve(base)
+        if not plus:
+            return record, None
+        if adapter:
+            resolve_name(self.core.store.read_state(), adapter)  # NotFound names what it holds
+        return record, adapter
 
     def resolve(self, name: str) -> ModelRecord:
         """Raises NoActiveModel (503), NotFound (404) or InvalidRequest (not a text model)."""
@@ -99,12 +118,14 @@ class OpenAIEndpoint:
 
     async def list_models(self, request: Request) -> Response:
         return JSONResponse({"object": "list",
-                             "data": [self.model_object(r) for r in self.served()]})
+                             "data": [{**self.model_object(r), "id": name}
+                                      for r, name in self.served_names()]})
 
     async def get_model(self, request: Request) -> Response:
         name = request.path_params["model"]
         try:
-            return JSONResponse(self.model_object(self.resolve(name)))
+            record, _adapter = self.resolve_adapter(name)
+            return JSONResponse({**self.model_object(record), "id": name})
         except (NoActiveModel, NotFound, InvalidRequest):
             raise ApiError(404, f"the model {name!r} does not exist on this device",
                            INVALID, "model_not_found", "model") from None
@@ -127,7 +148,7 @@ class OpenAIEndpoint:
         parse = schema.parse_chat if chat else schema.parse_completion
         parsed = parse(body, self.stream_interval_s)
         try:
-            record = self.resolve(parsed.model)
+            record, adapter = self.resolve_adapter(parsed.model)
         except (NoActiveModel, NotFound, InvalidRequest) as exc:
             api = ApiError.from_agent_error(exc)
             api.param = "model" if api.status != 503 else None
@@ -135,8 +156,8 @@ class OpenAIEndpoint:
         loop = asyncio.get_running_loop()
         channel = TokenChannel(loop)
         loop.run_in_executor(self.executor, produce, self.core, parsed.generation,
-                             record.sha256, channel)
-        responder = schema.Responder(model=record.name, chat=chat)
+                             record.sha256, channel, adapter)
+        responder = schema.Responder(model=parsed.model, chat=chat)
         gone = asyncio.ensure_future(_disconnected(request))
         streaming = False
         try:

@@ -64,12 +64,13 @@ class TokenChannel:
 
 
 def produce(core: AgentCore, request: GenerationRequest, sha256: str,
-            channel: TokenChannel) -> None:
-    """Run one generation into ``channel`` (in a worker thread); always ends with "end"."""
+            channel: TokenChannel, adapter: str | None = None) -> None:
+    """Run one generation into ``channel`` (in a worker thread); always ends with "end".
+    ``adapter``: the LoRA adapter by name (None: the deployed one, "": the base alone)."""
     try:
         if channel.closed.is_set():
             return  # the client left while the request waited for a thread
-        stream = core.generate_request(request, sha256)
+        stream = core.generate_request(request, sha256, adapter)
         try:
             for event in stream:
                 if channel.closed.is_set():

@@ -24,6 +24,7 @@ class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_KIND_NOT_ON_TRIAL: _ClassVar[ErrorKind]
     ERROR_KIND_BLOB_CORRUPT: _ClassVar[ErrorKind]
     ERROR_KIND_MANIFEST_STALE: _ClassVar[ErrorKind]
+    ERROR_KIND_ADAPTER_MISMATCH: _ClassVar[ErrorKind]
 
 class RevertCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -46,6 +47,7 @@ ERROR_KIND_WORKER_FAILED: ErrorKind
 ERROR_KIND_NOT_ON_TRIAL: ErrorKind
 ERROR_KIND_BLOB_CORRUPT: ErrorKind
 ERROR_KIND_MANIFEST_STALE: ErrorKind
+ERROR_KIND_ADAPTER_MISMATCH: ErrorKind
 REVERT_CAUSE_UNSPECIFIED: RevertCause
 REVERT_CAUSE_RESTART: RevertCause
 REVERT_CAUSE_CRASH: RevertCause
@@ -219,7 +221,7 @@ class ScrubStatus(_message.Message):
     def __init__(self, rate_mb_s: _Optional[float] = ..., last_pass_finished_at: _Optional[float] = ..., bytes_hashed: _Optional[int] = ..., blobs_checked: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "variant", "sha256", "format", "size_bytes", "state", "active", "n_ctx", "worker_pid", "on_trial")
+    __slots__ = ("name", "variant", "sha256", "format", "size_bytes", "state", "active", "n_ctx", "worker_pid", "on_trial", "base_sha256")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +232,7 @@ class ModelInfo(_message.Message):
     N_CTX_FIELD_NUMBER: _ClassVar[int]
     WORKER_PID_FIELD_NUMBER: _ClassVar[int]
     ON_TRIAL_FIELD_NUMBER: _ClassVar[int]
+    BASE_SHA256_FIELD_NUMBER: _ClassVar[int]
     name: str
     variant: str
     sha256: str
@@ -240,10 +243,11 @@ class ModelInfo(_message.Message):
     n_ctx: int
     worker_pid: int
     on_trial: bool
-    def __init__(self, name: _Optional[str] = ..., variant: _Optional[str] = ..., sha256: _Optional[str] = ..., format: _Optional[str] = ..., size_bytes: _Optional[int] = ..., state: _Optional[str] = ..., active: _Optional[bool] = ..., n_ctx: _Optional[int] = ..., worker_pid: _Optional[int] = ..., on_trial: _Optional[bool] = ...) -> None: ...
+    base_sha256: str
+    def __init__(self, name: _Optional[str] = ..., variant: _Optional[str] = ..., sha256: _Optional[str] = ..., format: _Optional[str] = ..., size_bytes: _Optional[int] = ..., state: _Optional[str] = ..., active: _Optional[bool] = ..., n_ctx: _Optional[int] = ..., worker_pid: _Optional[int] = ..., on_trial: _Optional[bool] = ..., base_sha256: _Optional[str] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
-    __slots__ = ("sha256", "name", "variant", "format", "n_ctx", "size_bytes", "estimated_memory_bytes", "manifest", "manifest_signature", "trial", "trial_seconds")
+    __slots__ = ("sha256", "name", "variant", "format", "n_ctx", "size_bytes", "estimated_memory_bytes", "manifest", "manifest_signature", "trial", "trial_seconds", "base_sha256")
     SHA256_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
@@ -255,6 +259,7 @@ class LoadModelRequest(_message.Message):
     MANIFEST_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     TRIAL_FIELD_NUMBER: _ClassVar[int]
     TRIAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BASE_SHA256_FIELD_NUMBER: _ClassVar[int]
     sha256: str
     name: str
     variant: str
@@ -266,7 +271,8 @@ class LoadModelRequest(_message.Message):
     manifest_signature: bytes
     trial: bool
     trial_seconds: int
-    def __init__(self, sha256: _Optional[str] = ..., name: _Optional[str] = ..., variant: _Optional[str] = ..., format: _Optional[str] = ..., n_ctx: _Optional[int] = ..., size_bytes: _Optional[int] = ..., estimated_memory_bytes: _Optional[int] = ..., manifest: _Optional[bytes] = ..., manifest_signature: _Optional[bytes] = ..., trial: _Optional[bool] = ..., trial_seconds: _Optional[int] = ...) -> None: ...
+    base_sha256: str
+    def __init__(self, sha256: _Optional[str] = ..., name: _Optional[str] = ..., variant: _Optional[str] = ..., format: _Optional[str] = ..., n_ctx: _Optional[int] = ..., size_bytes: _Optional[int] = ..., estimated_memory_bytes: _Optional[int] = ..., manifest: _Optional[bytes] = ..., manifest_signature: _Optional[bytes] = ..., trial: _Optional[bool] = ..., trial_seconds: _Optional[int] = ..., base_sha256: _Optional[str] = ...) -> None: ...
 
 class LoadModelResponse(_message.Message):
     __slots__ = ("model", "load_seconds", "previous_sha256", "swap_strategy")
@@ -373,7 +379,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("prompt", "max_tokens", "temperature", "sha256", "top_p", "stop", "seed")
+    __slots__ = ("prompt", "max_tokens", "temperature", "sha256", "top_p", "stop", "seed", "adapter")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
@@ -381,6 +387,7 @@ class GenerateRequest(_message.Message):
     TOP_P_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     max_tokens: int
     temperature: float
@@ -388,7 +395,8 @@ class GenerateRequest(_message.Message):
     top_p: float
     stop: _containers.RepeatedScalarFieldContainer[str]
     seed: int
-    def __init__(self, prompt: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., sha256: _Optional[str] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ...) -> None: ...
+    adapter: str
+    def __init__(self, prompt: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., sha256: _Optional[str] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., adapter: _Optional[str] = ...) -> None: ...
 
 class GenerateSummary(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "ttft_ms", "total_ms", "decode_tokens_per_s", "prefill_tokens_per_s", "finish_reason", "sha256", "energy_j", "joules_per_token", "energy_meter")

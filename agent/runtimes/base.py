@@ -37,6 +37,7 @@ class GenerationRequest:
     the worker; otherwise ``prompt`` is used as is. ``max_tokens`` 0 means "until the context
     is full". ``seed`` None draws a fresh random seed. ``stream_interval_s``: pieces produced
     within this interval of the last one sent travel together (0 sends every token alone).
+    ``adapter``: which loaded LoRA adapter the generation runs with.
     """
 
     prompt: str = ""
@@ -47,6 +48,9 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     stream_interval_s: float = 0.0
+    # the LoRA adapter to apply (its sha256, loaded in the worker; "" = the base alone);
+    # None leaves the runtime as it is
+    adapter: str | None = None
 
     def check(self) -> GenerationRequest:
         """Raises InvalidRequest naming the first bad parameter; returns self."""

@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ContextLengthExceeded
+from agent.errors import ContextLengthExceeded, NotForThisMachine, NotFound
+from agent.lora import check_adapter_fits, read_adapter_header
 from agent.runtimes.base import DEFAULT_TOP_P, GenerationRequest, GenerationStats
 from agent.runtimes.chat import ChatTemplate
 from agent.runtimes.stops import StopScanner
@@ -35,6 +36,10 @@ class LlamaRuntime:
         self._pieces: dict[int, bytes] = {}
         self._is_eog = self._end_of_generation()
         self._eog: dict[int, bool] = {}
+        # LoRA adapters loaded on this base, by key (the adapter blob's sha256), and the one
+        # the context applies now ("" = the base alone)
+        self._adapters: dict[str, Any] = {}
+        self._active_adapter = ""
 
     def chat_template(self) -> ChatTemplate:
         if self._chat is None:
@@ -58,6 +63,66 @@ class LlamaRuntime:
         eos = llm.token_eos()
         return lambda token: token == eos
 
+    # -- LoRA adapters --------------------------------------------------------------------
+    def load_adapter(self, key: str, path: str) -> dict[str, Any]:
+        """Load a GGUF LoRA adapter on top of this base (the base stays as it is); its
+        header's architecture must be the base's (AdapterMismatch otherwise)."""
+        import llama_cpp
+
+        if key in self._adapters:
+            return {"seconds": 0.0, "already": True}
+        header = read_adapter_header(Path(path))
+        check_adapter_fits(header, str(self._llm.metadata.get("general.architecture", "")))
+        started = time.perf_counter()
+        adapter = llama_cpp.llama_adapter_lora_init(self._llm._model.model, path.encode())
+        if not adapter:
+            raise NotForThisMachine(
+                f"llama.cpp refused the adapter {Path(path).name} for this base (its tensors "
+                "do not match the base's names or shapes)")
+        self._adapters[key] = adapter
+        return {"seconds": time.perf_counter() - started, "already": False,
+                "alpha": header.alpha}
+
+    def use_adapter(self, key: str, scale: float = 1.0) -> float:
+        """Apply the loaded adapter ``key`` ("" = none) to the context: no reload, and the
+        cached prompt state is dropped (it was computed with the other weights). Returns the
+        seconds the switch took."""
+        import ctypes
+
+        import llama_cpp
+
+        if key == self._active_adapter:
+            return 0.0
+        if key and key not in self._adapters:
+            raise NotFound(f"adapter {key[:12]} is not loaded on this model")
+        started = time.perf_counter()
+        ctx = self._llm._ctx.ctx
+        if key:
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._adapters[key])
+            scales = (ctypes.c_float * 1)(scale)
+            rc = llama_cpp.llama_set_adapters_lora(ctx, adapters, 1, scales)
+        else:
+            rc = llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
+        if rc != 0:
+            raise NotForThisMachine(f"llama.cpp could not apply adapter {key[:12]} (code {rc})")
+        # the cached prompt state (KV) was computed with the previous weights
+        self._llm.reset()  # type: ignore[no-untyped-call]
+        self._active_adapter = key
+        return time.perf_counter() - started
+
+    def drop_adapter(self, key: str) -> None:
+        """Free a loaded adapter (taken off the context first if it is applied)."""
+        import llama_cpp
+
+        if key not in self._adapters:
+            return
+        if key == self._active_adapter:
+            self.use_adapter("")
+        llama_cpp.llama_adapter_lora_free(self._adapters.pop(key))
+
+    def adapters(self) -> dict[str, Any]:
+        return {"loaded": sorted(self._adapters), "active": self._active_adapter}
+
     def generate(
         self,
         request: GenerationRequest,
@@ -66,6 +131,8 @@ class LlamaRuntime:
     ) -> Iterator[str]:
         llm = self._llm
         stops = request.stop
+        if request.adapter is not None:
+            self.use_adapter(request.adapter)
         if request.messages:
             chat = self.chat_template().render(request.messages)
             # special=True: the template's control tokens (<|im_start|>...) are tokens, not text

@@ -47,6 +47,8 @@ KIND_HINTS = {
     ErrorKind.MANIFEST_REJECTED: "the device refused the signed load order (the message names "
     "the check); `fleet pki status` shows the signing key, `fleet pki push` gives the device "
     "the current one",
+    ErrorKind.ADAPTER_MISMATCH: "the adapter was made for another base model; "
+    "`fleet adapter list` shows each adapter's base",
     ErrorKind.MANIFEST_STALE: "the device accepted a newer load order than this controller's "
     "counter (its database restored from a backup, or another controller): if that is "
     "expected, `fleet device resync-version NAME` moves the counter past the device's mark "
@@ -235,16 +237,18 @@ class GrpcAgentClient:
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
     def stream(self, prompt: str, max_tokens: int = 16, temperature: float = 0.0,
-               timeout: float = 120.0) -> GenerationStream:
+               timeout: float = 120.0, adapter: str | None = None) -> GenerationStream:
+        """``adapter``: a LoRA adapter by name (None: the device's deployed one, "": the
+        base alone)."""
         request = pb.GenerateRequest(prompt=prompt, max_tokens=max_tokens,
-                                     temperature=temperature)
+                                     temperature=temperature, adapter=adapter)
         return GenerationStream(self, self._stub.Generate(request, timeout=timeout))
 
-    def generate(self, prompt: str, max_tokens: int = 16, temperature: float = 0.0
-                 ) -> GenerationResult:
+    def generate(self, prompt: str, max_tokens: int = 16, temperature: float = 0.0,
+                 adapter: str | None = None) -> GenerationResult:
         pieces = []
         summary = pb.GenerateSummary()
-        for event in self.stream(prompt, max_tokens, temperature):
+        for event in self.stream(prompt, max_tokens, temperature, adapter=adapter):
             if event.HasField("summary"):
                 summary = event.summary
             else:

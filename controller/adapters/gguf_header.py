@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from controller.core.lora import GgufHeader
 from controller.core.models import Architecture
 from controller.errors import ArtifactError
 
@@ -61,3 +62,20 @@ def read_architecture(path: Path) -> Architecture:
         n_vocab=n_vocab,
         params=params,
     )
+
+
+def read_header(path: Path) -> GgufHeader:
+    """Metadata scalars and strings (arrays left out) and every tensor's shape (ggml order)."""
+    import gguf
+
+    reader = _reader(path)
+    meta: dict[str, str | float] = {}
+    for key, field in reader.fields.items():
+        if not field.types or field.types[0] == gguf.GGUFValueType.ARRAY:
+            continue
+        if field.types[0] == gguf.GGUFValueType.STRING:
+            meta[key] = bytes(field.parts[-1]).decode(errors="replace")
+        else:
+            meta[key] = float(field.parts[field.data[0]][0])
+    shapes = {t.name: tuple(int(n) for n in t.shape) for t in reader.tensors}
+    return GgufHeader(meta, shapes)

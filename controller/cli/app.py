@@ -13,6 +13,7 @@ from typer.exceptions import TyperException
 
 from controller import settings
 from controller.cli import (
+    adapter_cmd,
     dashboard_cmd,
     db_cmd,
     device,
@@ -44,6 +45,7 @@ app = typer.Typer(
 app.add_typer(device.app, name="device")
 app.add_typer(group.app, name="group")
 app.add_typer(model.app, name="model")
+app.add_typer(adapter_cmd.app, name="adapter")
 app.add_typer(profile.app, name="profile")
 app.add_typer(lab_cmd.app, name="lab")
 app.add_typer(db_cmd.app, name="db")

@@ -62,6 +62,21 @@ def test_a_genuine_manifest_grants_its_signed_values_and_raises_the_mark(
     assert ModelStore(tmp_path / "store").read_state().manifest_seq == 7  # on disk
 
 
+def test_an_adapter_grant_carries_its_signed_base(gate: ManifestGate, sign: Signer) -> None:
+    fields = _fields(format="lora", base_sha256="cd" * 32, n_ctx=0)
+    grant = gate.admit(fields, *sign(format="lora", base_sha256="cd" * 32, n_ctx=0))
+    assert grant.base_sha256 == "cd" * 32 and grant.record.format == "lora"
+
+
+def test_a_model_manifest_without_base_reads_as_before(gate: ManifestGate,
+                                                       key: ed25519.Ed25519PrivateKey) -> None:
+    manifest = {**asdict(_fields()), "runtime": {}, "v": 2, "device": "kiosk-1",
+                "rollout": "r1", "seq": 3, "issued_at": NOW - 5, "expires_at": NOW + 600}
+    del manifest["base_sha256"]  # signed by a controller from before adapters
+    body = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    assert gate.admit(_fields(), body, key.sign(body)).base_sha256 == ""
+
+
 @pytest.mark.parametrize(("changes", "request_changes", "check"), [
     ({}, {}, None),
     ({"device": "kiosk-2"}, {}, "device"),
@@ -74,6 +89,9 @@ def test_a_genuine_manifest_grants_its_signed_values_and_raises_the_mark(
     ({}, {"trial": False}, "trial"),
     ({}, {"trial_seconds": 0}, "trial_seconds"),
     ({}, {"variant": "f16"}, "variant"),
+    # a LoRA adapter's base is signed: neither side may add, drop or change it
+    ({"base_sha256": "cd" * 32}, {}, "base_sha256"),
+    ({}, {"base_sha256": "cd" * 32}, "base_sha256"),
     ({"n_ctx": 512.0}, {}, "n_ctx"),  # a float is not the int the request carries
     ({"runtime": {"threads": 64}}, {}, "runtime"),
     ({"seq": 0}, {}, "version"),
