@@ -157,7 +157,7 @@ class GetStoreRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStoreResponse(_message.Message):
-    __slots__ = ("blobs", "incoming_dir", "disk_free_bytes", "active_sha256", "previous_sha256", "active_on_trial", "reverted_sha256", "reverted_reason", "staged_sha256", "quarantined", "reclaimable_bytes", "scrub", "trial_seconds_left", "reverted_cause", "manifest_seq")
+    __slots__ = ("blobs", "incoming_dir", "disk_free_bytes", "active_sha256", "previous_sha256", "active_on_trial", "reverted_sha256", "reverted_reason", "staged_sha256", "quarantined", "reclaimable_bytes", "scrub", "trial_seconds_left", "reverted_cause", "manifest_seq", "slots", "memory_budget_bytes")
     BLOBS_FIELD_NUMBER: _ClassVar[int]
     INCOMING_DIR_FIELD_NUMBER: _ClassVar[int]
     DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +173,8 @@ class GetStoreResponse(_message.Message):
     TRIAL_SECONDS_LEFT_FIELD_NUMBER: _ClassVar[int]
     REVERTED_CAUSE_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
     blobs: _containers.RepeatedScalarFieldContainer[str]
     incoming_dir: str
     disk_free_bytes: int
@@ -188,7 +190,39 @@ class GetStoreResponse(_message.Message):
     trial_seconds_left: float
     reverted_cause: RevertCause
     manifest_seq: int
-    def __init__(self, blobs: _Optional[_Iterable[str]] = ..., incoming_dir: _Optional[str] = ..., disk_free_bytes: _Optional[int] = ..., active_sha256: _Optional[str] = ..., previous_sha256: _Optional[str] = ..., active_on_trial: _Optional[bool] = ..., reverted_sha256: _Optional[str] = ..., reverted_reason: _Optional[str] = ..., staged_sha256: _Optional[str] = ..., quarantined: _Optional[_Iterable[_Union[QuarantinedBlob, _Mapping]]] = ..., reclaimable_bytes: _Optional[int] = ..., scrub: _Optional[_Union[ScrubStatus, _Mapping]] = ..., trial_seconds_left: _Optional[float] = ..., reverted_cause: _Optional[_Union[RevertCause, str]] = ..., manifest_seq: _Optional[int] = ...) -> None: ...
+    slots: _containers.RepeatedCompositeFieldContainer[ModelSlot]
+    memory_budget_bytes: int
+    def __init__(self, blobs: _Optional[_Iterable[str]] = ..., incoming_dir: _Optional[str] = ..., disk_free_bytes: _Optional[int] = ..., active_sha256: _Optional[str] = ..., previous_sha256: _Optional[str] = ..., active_on_trial: _Optional[bool] = ..., reverted_sha256: _Optional[str] = ..., reverted_reason: _Optional[str] = ..., staged_sha256: _Optional[str] = ..., quarantined: _Optional[_Iterable[_Union[QuarantinedBlob, _Mapping]]] = ..., reclaimable_bytes: _Optional[int] = ..., scrub: _Optional[_Union[ScrubStatus, _Mapping]] = ..., trial_seconds_left: _Optional[float] = ..., reverted_cause: _Optional[_Union[RevertCause, str]] = ..., manifest_seq: _Optional[int] = ..., slots: _Optional[_Iterable[_Union[ModelSlot, _Mapping]]] = ..., memory_budget_bytes: _Optional[int] = ...) -> None: ...
+
+class ModelSlot(_message.Message):
+    __slots__ = ("name", "active_sha256", "previous_sha256", "on_trial", "trial_seconds_left", "aliases", "pinned", "resident", "memory_bytes", "last_used_at", "reverted_sha256", "reverted_reason", "reverted_cause")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ON_TRIAL_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_SECONDS_LEFT_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_AT_FIELD_NUMBER: _ClassVar[int]
+    REVERTED_SHA256_FIELD_NUMBER: _ClassVar[int]
+    REVERTED_REASON_FIELD_NUMBER: _ClassVar[int]
+    REVERTED_CAUSE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    active_sha256: str
+    previous_sha256: str
+    on_trial: bool
+    trial_seconds_left: float
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    pinned: bool
+    resident: bool
+    memory_bytes: int
+    last_used_at: float
+    reverted_sha256: str
+    reverted_reason: str
+    reverted_cause: RevertCause
+    def __init__(self, name: _Optional[str] = ..., active_sha256: _Optional[str] = ..., previous_sha256: _Optional[str] = ..., on_trial: _Optional[bool] = ..., trial_seconds_left: _Optional[float] = ..., aliases: _Optional[_Iterable[str]] = ..., pinned: _Optional[bool] = ..., resident: _Optional[bool] = ..., memory_bytes: _Optional[int] = ..., last_used_at: _Optional[float] = ..., reverted_sha256: _Optional[str] = ..., reverted_reason: _Optional[str] = ..., reverted_cause: _Optional[_Union[RevertCause, str]] = ...) -> None: ...
 
 class QuarantinedBlob(_message.Message):
     __slots__ = ("sha256", "actual_sha256", "reason", "found_by", "quarantined_at", "size_bytes", "bytes_kept")
@@ -221,7 +255,7 @@ class ScrubStatus(_message.Message):
     def __init__(self, rate_mb_s: _Optional[float] = ..., last_pass_finished_at: _Optional[float] = ..., bytes_hashed: _Optional[int] = ..., blobs_checked: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "variant", "sha256", "format", "size_bytes", "state", "active", "n_ctx", "worker_pid", "on_trial", "base_sha256")
+    __slots__ = ("name", "variant", "sha256", "format", "size_bytes", "state", "active", "n_ctx", "worker_pid", "on_trial", "base_sha256", "aliases", "pinned", "resident", "last_used_at", "memory_bytes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -233,6 +267,11 @@ class ModelInfo(_message.Message):
     WORKER_PID_FIELD_NUMBER: _ClassVar[int]
     ON_TRIAL_FIELD_NUMBER: _ClassVar[int]
     BASE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_AT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     variant: str
     sha256: str
@@ -244,10 +283,15 @@ class ModelInfo(_message.Message):
     worker_pid: int
     on_trial: bool
     base_sha256: str
-    def __init__(self, name: _Optional[str] = ..., variant: _Optional[str] = ..., sha256: _Optional[str] = ..., format: _Optional[str] = ..., size_bytes: _Optional[int] = ..., state: _Optional[str] = ..., active: _Optional[bool] = ..., n_ctx: _Optional[int] = ..., worker_pid: _Optional[int] = ..., on_trial: _Optional[bool] = ..., base_sha256: _Optional[str] = ...) -> None: ...
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    pinned: bool
+    resident: bool
+    last_used_at: float
+    memory_bytes: int
+    def __init__(self, name: _Optional[str] = ..., variant: _Optional[str] = ..., sha256: _Optional[str] = ..., format: _Optional[str] = ..., size_bytes: _Optional[int] = ..., state: _Optional[str] = ..., active: _Optional[bool] = ..., n_ctx: _Optional[int] = ..., worker_pid: _Optional[int] = ..., on_trial: _Optional[bool] = ..., base_sha256: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., pinned: _Optional[bool] = ..., resident: _Optional[bool] = ..., last_used_at: _Optional[float] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
-    __slots__ = ("sha256", "name", "variant", "format", "n_ctx", "size_bytes", "estimated_memory_bytes", "manifest", "manifest_signature", "trial", "trial_seconds", "base_sha256")
+    __slots__ = ("sha256", "name", "variant", "format", "n_ctx", "size_bytes", "estimated_memory_bytes", "manifest", "manifest_signature", "trial", "trial_seconds", "base_sha256", "aliases", "replace", "pinned")
     SHA256_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
@@ -260,6 +304,9 @@ class LoadModelRequest(_message.Message):
     TRIAL_FIELD_NUMBER: _ClassVar[int]
     TRIAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BASE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
     sha256: str
     name: str
     variant: str
@@ -272,19 +319,24 @@ class LoadModelRequest(_message.Message):
     trial: bool
     trial_seconds: int
     base_sha256: str
-    def __init__(self, sha256: _Optional[str] = ..., name: _Optional[str] = ..., variant: _Optional[str] = ..., format: _Optional[str] = ..., n_ctx: _Optional[int] = ..., size_bytes: _Optional[int] = ..., estimated_memory_bytes: _Optional[int] = ..., manifest: _Optional[bytes] = ..., manifest_signature: _Optional[bytes] = ..., trial: _Optional[bool] = ..., trial_seconds: _Optional[int] = ..., base_sha256: _Optional[str] = ...) -> None: ...
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    replace: bool
+    pinned: bool
+    def __init__(self, sha256: _Optional[str] = ..., name: _Optional[str] = ..., variant: _Optional[str] = ..., format: _Optional[str] = ..., n_ctx: _Optional[int] = ..., size_bytes: _Optional[int] = ..., estimated_memory_bytes: _Optional[int] = ..., manifest: _Optional[bytes] = ..., manifest_signature: _Optional[bytes] = ..., trial: _Optional[bool] = ..., trial_seconds: _Optional[int] = ..., base_sha256: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., replace: _Optional[bool] = ..., pinned: _Optional[bool] = ...) -> None: ...
 
 class LoadModelResponse(_message.Message):
-    __slots__ = ("model", "load_seconds", "previous_sha256", "swap_strategy")
+    __slots__ = ("model", "load_seconds", "previous_sha256", "swap_strategy", "evicted")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_SHA256_FIELD_NUMBER: _ClassVar[int]
     SWAP_STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    EVICTED_FIELD_NUMBER: _ClassVar[int]
     model: ModelInfo
     load_seconds: float
     previous_sha256: str
     swap_strategy: str
-    def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., load_seconds: _Optional[float] = ..., previous_sha256: _Optional[str] = ..., swap_strategy: _Optional[str] = ...) -> None: ...
+    evicted: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., load_seconds: _Optional[float] = ..., previous_sha256: _Optional[str] = ..., swap_strategy: _Optional[str] = ..., evicted: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StageModelRequest(_message.Message):
     __slots__ = ("sha256",)
@@ -379,7 +431,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("prompt", "max_tokens", "temperature", "sha256", "top_p", "stop", "seed", "adapter")
+    __slots__ = ("prompt", "max_tokens", "temperature", "sha256", "top_p", "stop", "seed", "adapter", "model")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
@@ -388,6 +440,7 @@ class GenerateRequest(_message.Message):
     STOP_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     max_tokens: int
     temperature: float
@@ -396,10 +449,11 @@ class GenerateRequest(_message.Message):
     stop: _containers.RepeatedScalarFieldContainer[str]
     seed: int
     adapter: str
-    def __init__(self, prompt: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., sha256: _Optional[str] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., adapter: _Optional[str] = ...) -> None: ...
+    model: str
+    def __init__(self, prompt: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., sha256: _Optional[str] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., adapter: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class GenerateSummary(_message.Message):
-    __slots__ = ("prompt_tokens", "completion_tokens", "ttft_ms", "total_ms", "decode_tokens_per_s", "prefill_tokens_per_s", "finish_reason", "sha256", "energy_j", "joules_per_token", "energy_meter")
+    __slots__ = ("prompt_tokens", "completion_tokens", "ttft_ms", "total_ms", "decode_tokens_per_s", "prefill_tokens_per_s", "finish_reason", "sha256", "energy_j", "joules_per_token", "energy_meter", "load_wait_ms", "model")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TTFT_MS_FIELD_NUMBER: _ClassVar[int]
@@ -411,6 +465,8 @@ class GenerateSummary(_message.Message):
     ENERGY_J_FIELD_NUMBER: _ClassVar[int]
     JOULES_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ENERGY_METER_FIELD_NUMBER: _ClassVar[int]
+    LOAD_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     completion_tokens: int
     ttft_ms: float
@@ -422,7 +478,9 @@ class GenerateSummary(_message.Message):
     energy_j: float
     joules_per_token: float
     energy_meter: str
-    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., ttft_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., prefill_tokens_per_s: _Optional[float] = ..., finish_reason: _Optional[str] = ..., sha256: _Optional[str] = ..., energy_j: _Optional[float] = ..., joules_per_token: _Optional[float] = ..., energy_meter: _Optional[str] = ...) -> None: ...
+    load_wait_ms: float
+    model: str
+    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., ttft_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., prefill_tokens_per_s: _Optional[float] = ..., finish_reason: _Optional[str] = ..., sha256: _Optional[str] = ..., energy_j: _Optional[float] = ..., joules_per_token: _Optional[float] = ..., energy_meter: _Optional[str] = ..., load_wait_ms: _Optional[float] = ..., model: _Optional[str] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("text", "summary")
@@ -433,7 +491,7 @@ class GenerateResponse(_message.Message):
     def __init__(self, text: _Optional[str] = ..., summary: _Optional[_Union[GenerateSummary, _Mapping]] = ...) -> None: ...
 
 class RequestRecord(_message.Message):
-    __slots__ = ("seq", "timestamp", "sha256", "variant", "ttft_ms", "total_ms", "prompt_tokens", "completion_tokens", "decode_tokens_per_s", "outcome", "energy_j", "joules_per_token", "energy_meter", "peak_rss_bytes", "prefill_tokens_per_s")
+    __slots__ = ("seq", "timestamp", "sha256", "variant", "ttft_ms", "total_ms", "prompt_tokens", "completion_tokens", "decode_tokens_per_s", "outcome", "energy_j", "joules_per_token", "energy_meter", "peak_rss_bytes", "prefill_tokens_per_s", "model", "adapter", "load_wait_ms")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -449,6 +507,9 @@ class RequestRecord(_message.Message):
     ENERGY_METER_FIELD_NUMBER: _ClassVar[int]
     PEAK_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
     PREFILL_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    LOAD_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     timestamp: float
     sha256: str
@@ -464,7 +525,10 @@ class RequestRecord(_message.Message):
     energy_meter: str
     peak_rss_bytes: int
     prefill_tokens_per_s: float
-    def __init__(self, seq: _Optional[int] = ..., timestamp: _Optional[float] = ..., sha256: _Optional[str] = ..., variant: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., decode_tokens_per_s: _Optional[float] = ..., outcome: _Optional[str] = ..., energy_j: _Optional[float] = ..., joules_per_token: _Optional[float] = ..., energy_meter: _Optional[str] = ..., peak_rss_bytes: _Optional[int] = ..., prefill_tokens_per_s: _Optional[float] = ...) -> None: ...
+    model: str
+    adapter: str
+    load_wait_ms: float
+    def __init__(self, seq: _Optional[int] = ..., timestamp: _Optional[float] = ..., sha256: _Optional[str] = ..., variant: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., decode_tokens_per_s: _Optional[float] = ..., outcome: _Optional[str] = ..., energy_j: _Optional[float] = ..., joules_per_token: _Optional[float] = ..., energy_meter: _Optional[str] = ..., peak_rss_bytes: _Optional[int] = ..., prefill_tokens_per_s: _Optional[float] = ..., model: _Optional[str] = ..., adapter: _Optional[str] = ..., load_wait_ms: _Optional[float] = ...) -> None: ...
 
 class DeviceSample(_message.Message):
     __slots__ = ("timestamp", "cpu_percent", "ram_used_bytes", "worker_crashes", "ram_total_bytes", "temperatures_c", "power_w", "energy_meter", "energy_measured", "energy_j_total", "requests_total", "seq", "interval_s", "energy_j", "throttled", "throttle_reasons", "cpu_freq_mhz", "cpu_max_freq_mhz", "active_sha256", "active_on_trial")
