@@ -200,6 +200,7 @@ class AgentCore(Inference):
                 else "stop-then-load"
             self.last_evicted = plan.evict
             self._resident[name] = Loaded(record, worker, need, name)
+            self._last_used[name] = time.time()  # a model just loaded is not the LRU one
             if activate:
                 until = time.time() + trial_seconds if trial and trial_seconds > 0 else 0.0
                 self.store.activate(record, trial=trial, trial_until=until, aliases=aliases,

@@ -30,9 +30,10 @@ class Inference(SlotRecovery):
     limits: AgentLimits
     energy: EnergyTracker
 
-    def resolve(self, model: str = "", sha256: str = "") -> Slot:
-        """The serving slot a request means. Raises NoActiveModel (nothing is served, or
-        not those bytes) or NotFound (no such name or alias)."""
+    def resolve(self, model: str = "", sha256: str = "", fmt: str = "gguf") -> Slot:
+        """The serving slot a request means (naming none: the default one, of format
+        ``fmt`` if there is one). Raises NoActiveModel (nothing is served, or not those
+        bytes) or NotFound (no such name or alias)."""
         state = self.store.read_state()
         if not state.serving():
             raise NoActiveModel("no model is loaded; deploy one first")
@@ -46,7 +47,7 @@ class Inference(SlotRecovery):
             if slot is None or not slot.serving:
                 raise NoActiveModel(f"the model {sha256[:12]} is not loaded")
         else:
-            slot = state.default()
+            slot = state.default(fmt) or state.default()
             assert slot is not None
         assert slot.active is not None
         if sha256 and slot.active.sha256 != sha256:
@@ -79,6 +80,10 @@ class Inference(SlotRecovery):
         self.limits.check_prompt(request.prompt, *(m.content for m in request.messages))
         request.check()
         slot = self.resolve(model, sha256)
+        if slot.active is not None and slot.active.format != "gguf":
+            raise InvalidRequest(f"{slot.name!r} is an {slot.active.format.upper()} model: "
+                                 "it serves tensor inference (Open Inference Protocol), not "
+                                 "text")
         with self.serving(slot.name):
             current, waited = self.ensure_resident(slot)
             record = current.record

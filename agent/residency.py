@@ -178,6 +178,7 @@ class SlotRuntime:
         loaded = Loaded(record, self._start_worker(record, path),
                         slot.memory_bytes or default_estimate(record), slot.name)
         self._resident[slot.name] = loaded
+        self._last_used.setdefault(slot.name, time.time())
         self._notify()
         return loaded
 

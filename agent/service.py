@@ -168,7 +168,9 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             trial_seconds_left=self.core.trial_seconds_left(),
             reverted_cause=state.reverted_cause.value,  # type: ignore[arg-type]
             manifest_seq=state.manifest_seq,
-            slots=[slot_message(self.core, s) for s in state.slots],
+            # slots held back by a load with replace on trial are not listed: they come
+            # back if it is given up
+            slots=[slot_message(self.core, s) for s in state.slots if not s.replaced_by],
             memory_budget_bytes=max(0, self.core.memory_budget()),
         )
 

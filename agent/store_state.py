@@ -143,12 +143,14 @@ class StoreState:
         return next((s for s in self.serving() if s.name == name), None) or next(
             (s for s in self.serving() if name in s.aliases), None)
 
-    def default(self) -> Slot | None:
-        """What a request naming no model gets: the alias "default", else the slot of the
-        most recent load, else any."""
-        serving = self.serving()
-        return (self.named("default") or next((s for s in serving if s.name == self.current),
-                                               None) or (serving[-1] if serving else None))
+    def default(self, fmt: str = "") -> Slot | None:
+        """What a request naming no model gets (among models of format ``fmt`` when given):
+        the alias "default", else the most recently loaded model."""
+        serving = [s for s in self.serving()
+                   if s.active is not None and (not fmt or s.active.format == fmt)]
+        return next((s for s in serving if "default" in s.aliases), None) or next(
+            (s for s in serving if s.name == self.current), None) or (
+            serving[-1] if serving else None)
 
     def with_slot(self, slot: Slot) -> StoreState:
         kept = tuple(s if s.name != slot.name else slot for s in self.slots)

@@ -107,7 +107,7 @@ class OpenAIEndpoint:
         if not state.serving():
             raise NoActiveModel("no model is loaded on this device; deploy one "
                                 "(fleet deploy MODEL --group G)")
-        slot = state.named(name) if name else state.default()
+        slot = state.named(name) if name else state.default("gguf")
         if slot is None or slot.active is None:
             served = ", ".join(n for _r, n in self.served_names()) or "no text model"
             raise NotFound(f"the model {name!r} does not exist on this device; it serves: "
