@@ -19,12 +19,11 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
+import tritonclient.grpc as triton
 
 from agent.contract import sha256_file
 from agent.rpc import agent_pb2 as pb
 from agent.rpc import agent_pb2_grpc as pb_grpc
-from agent.rpc import grpc_service_pb2 as oip
-from agent.rpc import grpc_service_pb2_grpc as oip_grpc
 from tests.agent_process import AgentProcess
 from tests.openai_agent import curl, free_port
 
@@ -41,7 +40,9 @@ class Agent:
         self.models = models
         self.channel = grpc.insecure_channel(f"127.0.0.1:{process.port}")
         self.stub = pb_grpc.AgentServiceStub(self.channel)
-        self.oip = oip_grpc.GRPCInferenceServiceStub(self.channel)
+        # the Open Inference Protocol, with the real tritonclient (it registers the OIP
+        # messages itself: importing the agent's stubs here too would clash)
+        self.oip = triton.InferenceServerClient(url=f"127.0.0.1:{process.port}")
 
     def path(self, variant: str) -> Path:
         if variant == "fp32":
@@ -71,11 +72,10 @@ class Agent:
         return "".join(text), summary
 
     def infer(self, name: str, x: np.ndarray) -> np.ndarray:
-        request = oip.ModelInferRequest(model_name=name, raw_input_contents=[x.tobytes()])
-        request.inputs.add(name="input", datatype="FP32", shape=list(x.shape))
-        response = self.oip.ModelInfer(request, timeout=60)
-        return np.frombuffer(response.raw_output_contents[0], dtype=np.float32).reshape(
-            tuple(response.outputs[0].shape))
+        tensor = triton.InferInput("input", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        got: np.ndarray = self.oip.infer(name, [tensor]).as_numpy("output")
+        return got
 
     def slots(self) -> dict[str, pb.ModelSlot]:
         return {s.name: s for s in self.stub.GetStore(pb.GetStoreRequest(), timeout=30).slots}
@@ -91,6 +91,7 @@ class Agent:
         return (self.process.data_dir.parent / f"{self.process.data_dir.name}.log").read_text()
 
     def close(self) -> None:
+        self.oip.close()
         self.channel.close()
 
 
@@ -121,7 +122,7 @@ def test_an_llm_and_an_onnx_classifier_serve_side_by_side(start: Any, model_cach
                                                           ) -> None:
     agent = start()
     agent.load("tiny-llama", "q4_k_m")
-    loaded = agent.load("tiny-mlp", "fp32")
+    loaded = agent.load("tiny-mlp", "fp32", aliases=["classifier"])
     assert loaded.swap_strategy == "hand-over" and not loaded.evicted
     assert agent.resident() == {"tiny-llama", "tiny-mlp"}
     text, summary = agent.generate()  # no model named: the text model, not the classifier
@@ -130,6 +131,8 @@ def test_an_llm_and_an_onnx_classifier_serve_side_by_side(start: Any, model_cach
     local = ort.InferenceSession(str(agent.path("fp32")), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(agent.infer("tiny-mlp", x), local.run(None, {"input": x})[0],
                                rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(agent.infer("classifier", x), agent.infer("tiny-mlp", x))
+    assert agent.oip.is_model_ready("classifier") and not agent.oip.is_model_ready("tiny-llama")
     assert agent.generate("tiny-llama")[0] == text  # both still answer, neither reloaded
     code, details = _code(lambda: agent.generate("tiny-mlp"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "tensor inference" in details
