@@ -53,7 +53,9 @@ def request(signed: dict[str, Any], body: bytes, signature: bytes,
         sha256=sent["sha256"], name=sent["name"], variant=sent["variant"],
         format=sent["format"], n_ctx=sent["n_ctx"], size_bytes=sent["size_bytes"],
         estimated_memory_bytes=sent["memory_bytes"], trial=sent["trial"],
-        trial_seconds=sent["trial_seconds"], manifest=body, manifest_signature=signature)
+        trial_seconds=sent["trial_seconds"], manifest=body, manifest_signature=signature,
+        aliases=sent.get("aliases", []), replace=sent.get("replace", False),
+        pinned=sent.get("pinned", False))
 
 
 @dataclass(frozen=True)

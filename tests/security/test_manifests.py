@@ -116,6 +116,31 @@ def test_the_memory_guard_uses_the_signed_estimate(pair: Fleet, model_cache: Pat
     assert device_state(pair, "lab-1") == replace(before, manifest_seq=json.loads(body)["seq"])
 
 
+def test_aliases_replace_and_pinned_are_acted_on_only_as_signed(pair: Fleet,
+                                                                model_cache: Path) -> None:
+    q2, q4 = gguf(model_cache, "q2_k"), gguf(model_cache, "q4_k_m")
+    stage(pair, "lab-1", q2)
+    first = fields(q2, "q2_k", aliases=["assistant"], pinned=True)
+    _load(pair, "lab-1", request(first, *manifest_signer(pair, "lab-1")(first)))
+    stage(pair, "lab-1", q4)
+    before = device_state(pair, "lab-1")
+    # a genuine order for a second model beside it, sent with replace (stop the other
+    # model), another alias, or unpinned: each refused, naming the field
+    beside = fields(q4, "q4_k_m", name="tiny-chat")
+    for change, check in (({"replace": True}, "replace"), ({"aliases": ["assistant"]},
+                                                             "aliases"),
+                          ({"pinned": True}, "pinned")):
+        body, signature = manifest_signer(pair, "lab-1")(beside)
+        refused = _refused(pair, "lab-1", request(beside, body, signature, **change))
+        assert f"refused ({check})" in refused.message
+    after = device_state(pair, "lab-1")
+    assert (after.active, after.models) == (before.active, before.models)
+    with pair.client(pair.inventory.get_device("lab-1")) as client:
+        slots = {s.name: s for s in client.get_store().slots}
+    assert list(slots) == ["tiny-llama"] and slots["tiny-llama"].pinned
+    assert list(slots["tiny-llama"].aliases) == ["assistant"]
+
+
 def test_a_manifest_signed_by_another_key_is_refused(pair: Fleet, model_cache: Path,
                                                      tmp_path: Path) -> None:
     q2 = gguf(model_cache, "q2_k")

@@ -77,6 +77,29 @@ def test_a_model_manifest_without_base_reads_as_before(gate: ManifestGate,
     assert gate.admit(_fields(), body, key.sign(body)).base_sha256 == ""
 
 
+def test_signed_aliases_replace_and_pinned_are_granted(gate: ManifestGate,
+                                                      sign: Signer) -> None:
+    fields = _fields(aliases=("default", "assistant"), replace=True, pinned=True)
+    grant = gate.admit(fields, *sign(aliases=["assistant", "default"], replace=True,
+                                     pinned=True))
+    assert (grant.aliases, grant.replace, grant.pinned) == (("assistant", "default"), True,
+                                                            True)
+
+
+def test_a_manifest_without_slot_keys_reads_as_none(gate: ManifestGate,
+                                                    key: ed25519.Ed25519PrivateKey) -> None:
+    manifest = {**asdict(_fields()), "runtime": {}, "v": 2, "device": "kiosk-1",
+                "rollout": "r1", "seq": 3, "issued_at": NOW - 5, "expires_at": NOW + 600}
+    for field in ("aliases", "replace", "pinned"):  # a controller from before slots
+        del manifest[field]
+    body = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    grant = gate.admit(_fields(), body, key.sign(body))
+    assert (grant.aliases, grant.replace, grant.pinned) == ((), False, False)
+    with pytest.raises(ManifestRejected) as info:  # a request may not add them unsigned
+        gate.admit(_fields(pinned=True), body, key.sign(body))
+    assert info.value.check == "pinned"
+
+
 @pytest.mark.parametrize(("changes", "request_changes", "check"), [
     ({}, {}, None),
     ({"device": "kiosk-2"}, {}, "device"),
@@ -94,6 +117,15 @@ def test_a_model_manifest_without_base_reads_as_before(gate: ManifestGate,
     ({}, {"base_sha256": "cd" * 32}, "base_sha256"),
     ({"n_ctx": 512.0}, {}, "n_ctx"),  # a float is not the int the request carries
     ({"runtime": {"threads": 64}}, {}, "runtime"),
+    # several models per device: aliases (a sorted list), replace and pinned are signed too
+    ({"aliases": ["assistant"]}, {}, "aliases"),
+    ({}, {"aliases": ("assistant",)}, "aliases"),
+    ({"aliases": ["b", "a"]}, {"aliases": ("a", "b")}, "aliases"),
+    ({"aliases": "assistant"}, {"aliases": ("assistant",)}, "aliases"),
+    ({"replace": True}, {}, "replace"),
+    ({}, {"replace": True}, "replace"),
+    ({}, {"pinned": True}, "pinned"),
+    ({"pinned": 1}, {"pinned": True}, "pinned"),
     ({"seq": 0}, {}, "version"),
     ({"seq": True}, {}, "version"),
 ])
