@@ -28,6 +28,11 @@ MIN_TPS = typer.Option(0.0, "--min-tps", help="Minimum decode tokens/s: predicte
 MAX_TTFT = typer.Option(0.0, "--max-ttft", help="Maximum TTFT in ms (0: none): predicted when "
                         "planning; deploy also gates on the device's measurement.")
 PROMPT = typer.Option(128, "--prompt-tokens", help="Prompt length TTFT is predicted for.")
+ALIAS = typer.Option(None, "--alias", help="Another name requests may use for the model, e.g. "
+                     "assistant (repeatable; moved here from the model that held it).")
+PIN = typer.Option(False, "--pin", help="Never unload the model to make room for another.")
+REPLACE = typer.Option(False, "--replace", help="Run the model instead of every other model "
+                       "on the device (default: beside them, in the memory they leave).")
 SITE_SUBNET = typer.Option(None, "--site-subnet", help="Devices without the site label whose "
                            "address is in this subnet form a site (repeatable), e.g. "
                            "10.2.0.0/24.")
@@ -216,6 +221,7 @@ def register(app: typer.Typer) -> None:
         max_ttft: float = MAX_TTFT,
         prompt_tokens: int = PROMPT,
         prefer: str = PREFER,
+        replace: bool = REPLACE,
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Show which variant each device would get, and why every other lost."""
@@ -226,7 +232,7 @@ def register(app: typer.Typer) -> None:
         spec = models.ensure_model(f, model)
         devices = select_devices(f, group, device, label)
         request = build_request(spec, context, min_tps, max_ttft, prompt_tokens, prefer)
-        plans = planning.plan(f, spec, devices, request)
+        plans = planning.plan(f, spec, devices, request, replace=replace)
         if as_json:
             print_json({"version": 1, "plans": [plan_dict(p) for p in plans]})
         else:
@@ -287,6 +293,9 @@ def register(app: typer.Typer) -> None:
         site_subnet: list[str] = SITE_SUBNET,
         peer_fanout: int = typer.Option(1, "--peer-fanout", help="Devices that read from one "
                                         "device of a site (1: a pipelined chain)."),
+        alias: list[str] = ALIAS,
+        replace: bool = REPLACE,
+        pin: bool = PIN,
         accept_new: bool = typer.Option(False, "--accept-new",
                                         help="Trust unknown SSH host keys on first use "
                                         "(never a changed one)."),
@@ -316,7 +325,8 @@ def register(app: typer.Typer) -> None:
                 wave_min_requests=wave_min_requests, progress=bars.upload,
                 peers=not no_peers, site_label=site_label,
                 site_subnets=tuple(site_subnet or ()), peer_degree=peer_fanout,
-                peer_progress=bars.peer)
+                peer_progress=bars.peer, aliases=tuple(alias or ()), replace=replace,
+                pinned=pin)
             printer = step_printer(not as_json)
 
             def on_job(job: DeviceJob) -> None:
