@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 
 from agent.rpc import agent_pb2 as pb
 from controller.adapters.agent_client import GrpcAgentClient
+from controller.adapters.device_models_db import SqlDeviceModels
 from controller.adapters.tables import Device
 from controller.adapters.telemetry_db import SqlTelemetry
+from controller.core.device_models import DeviceModel
 from controller.core.telemetry import device_state
 from controller.core.telemetry_records import (
     CONTACT_TIMEOUT_S,
@@ -53,7 +55,8 @@ def _request(r: pb.RequestRecord) -> RequestIn:
     return RequestIn(r.seq, r.timestamp, r.sha256, r.variant, r.ttft_ms, r.total_ms,
                      r.prompt_tokens, r.completion_tokens, r.decode_tokens_per_s,
                      r.prefill_tokens_per_s, r.outcome or "ok", r.energy_j,
-                     r.energy_meter or "none", r.peak_rss_bytes)
+                     r.energy_meter or "none", r.peak_rss_bytes, r.model, r.adapter,
+                     r.load_wait_ms)
 
 
 def _sample(s: pb.DeviceSample) -> SampleIn:
@@ -118,11 +121,17 @@ def _contact(client: GrpcAgentClient, device: Device, cursors: Cursors, started:
     known = cursors.active
     active: ModelSeen | None
     previous: ModelSeen | None
-    if known is not None and live.active_sha256 and live.active_sha256 == known.sha256:
+    same = bool(known is not None and live.active_sha256
+                and live.active_sha256 == known.sha256)
+    # every model it runs, when they may have changed: another model, requests served (the
+    # least-recently-used may have been unloaded or loaded on demand), an agent restarted
+    listed = (client.list_models(timeout=left())
+              if not same or requests or epoch != cursors.epoch else None)
+    if same:
         # the same model as last time: its names are known, the trial flag came live
         active, previous, on_trial = known, cursors.previous, live.active_on_trial
     else:
-        models = client.list_models(timeout=left())
+        models = listed or []
         info = next((m for m in models if m.active), None)
         before = next((m for m in models if not m.active), None)
         active, previous = _model(info), _model(before)
@@ -140,7 +149,15 @@ def _contact(client: GrpcAgentClient, device: Device, cursors: Cursors, started:
                   live.power_w or None, live.energy_meter, live.cpu_percent,
                   live.ram_used_bytes, live.ram_total_bytes, max(temps.values(), default=None),
                   state, drift),
-        complete)
+        complete, None if listed is None else _device_models(listed))
+
+
+def _device_models(listed: list[pb.ModelInfo]) -> tuple[DeviceModel, ...]:
+    """The active models of a ListModels answer (one per slot on an agent of several)."""
+    return tuple(sorted((DeviceModel(m.name, m.variant, m.sha256, tuple(sorted(m.aliases)),
+                                     m.pinned, m.resident or m.worker_pid > 0, m.on_trial,
+                                     m.memory_bytes, m.last_used_at)
+                         for m in listed if m.active), key=lambda m: m.name))
 
 
 @dataclass
@@ -164,6 +181,7 @@ class Collector:
                  | None = None) -> None:
         self.fleet = fleet
         self.store = SqlTelemetry(fleet.inventory.engine)
+        self.models = SqlDeviceModels(fleet.inventory.engine)
         self.timeout_s = timeout_s
         self.on_stored = on_stored
         self._jobs: queue.Queue[tuple[Device, Cursors] | None] = queue.Queue()
@@ -257,6 +275,8 @@ class Collector:
         if not results:
             return 0
         stored = self.store.store(results)
+        self.models.store((r.device, list(r.models)) for r in results
+                          if isinstance(r, Fetched) and r.models is not None)
         with self._lock:
             now = time.monotonic()
             for r in results:

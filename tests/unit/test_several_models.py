@@ -245,3 +245,17 @@ def test_a_model_already_active_is_reloaded_only_to_move_an_alias() -> None:
     job = _run(device, Placement(("assistant",)))
     assert job.step is Step.COMMITTED and device.orders[0].placement == Placement(
         ("assistant",))
+
+
+# -- the set of models the controller keeps per device -----------------------------------------
+def test_a_commit_beside_moves_aliases_and_replace_leaves_one() -> None:
+    from controller.core.device_models import DeviceModel, committed, describe, rolled_back
+    clf = DeviceModel("clf", "f32", "c", ("assistant", "classify"))
+    old = DeviceModel("m", "q8", "b")
+    new = DeviceModel("m", "q4", "a", ("assistant",), pinned=True, resident=True)
+    after = committed([clf, old], new, replace_others=False)
+    assert after == [DeviceModel("clf", "f32", "c", ("classify",)), new]
+    assert committed([clf, old], new, replace_others=True) == [new]
+    assert rolled_back(after, "m", old) == [after[0], old]
+    assert rolled_back(after, "m", None) == [after[0]]
+    assert describe(new) == "m q4 (assistant, pinned, resident)"
