@@ -159,6 +159,7 @@ def render_status(f: Fleet, group: str | None, as_json: bool,
                   exit_unreachable: bool = True) -> None:
     """The status table (or JSON); then, with ``exit_unreachable``, exit 4 when a device is
     unreachable (`fleet status`; the dashboard's plain fallback only shows it)."""
+    from controller.cli.render_models import model_dict, models_table
     from controller.services import observing
 
     if labels:
@@ -178,10 +179,12 @@ def render_status(f: Fleet, group: str | None, as_json: bool,
                      "energy_meter": r.energy_meter, "cpu_percent": r.cpu_percent,
                      "max_temp_c": r.max_temp_c, "throttled": r.throttled,
                      "worker_crashes": r.worker_crashes, "error": r.error,
-                     "seen_ago_s": None if r.seen_ago_s is None else round(r.seen_ago_s, 1)}
+                     "seen_ago_s": None if r.seen_ago_s is None else round(r.seen_ago_s, 1),
+                     "models": [model_dict(m) for m in r.models]}
                     for r in rows]})
     else:
         _status_table(rows)
+        models_table(rows)
     away = [r for r in rows if r.state == "unreachable"]
     if away and exit_unreachable:  # after the output: scripts and cron jobs read exit 4
         raise DevicesUnreachable(
@@ -201,7 +204,9 @@ def _status_table(rows: list[observing.DeviceStatus]) -> None:
         colour = STATE_COLOURS.get(r.state, "red")
         state = f"[{colour}]{r.state}[/]" + (f" {esc(r.error)}" if r.error else "")
         table.add_row(r.device.name, ",".join(r.device.group_names), state,
-                      esc(r.active_model or "-"), esc(r.active_variant or "-"), str(r.requests),
+                      esc(r.active_model or "-") + (f" +{len(r.models) - 1}" if len(r.models)
+                                                    > 1 else ""),
+                      esc(r.active_variant or "-"), str(r.requests),
                       num(r.last_ttft_ms), num(r.last_latency_ms), num(r.last_tokens_per_s),
                       num(r.joules_per_token, "{:.3f}"), esc(r.energy_meter or "-"),
                       str(r.worker_crashes), _ago(r.seen_ago_s))
