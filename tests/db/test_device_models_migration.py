@@ -5,10 +5,8 @@ exactly what the upgrade added."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from controller.adapters import schema
@@ -23,14 +21,6 @@ from controller.services.ports import Artifact, DeviceJob, ModelView, Rollout
 
 REQUEST_COLUMNS = {"model", "adapter", "load_wait_ms"}
 GIB = 2**30
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fleet.db'}"
-    else:
-        yield request.getfixturevalue("pg_url")
 
 
 def _tables(engine: sa.Engine) -> set[str]:
