@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from agent.emulation import MIB
 from agent.errors import AdapterMismatch, InsufficientMemory, NotFound, WorkerFailed
 from agent.runtimes.base import GenerationRequest
-from agent.store import AdapterRecord, ModelStore, StoreState
+from agent.store import AdapterRecord, ModelStore, Slot
 
 if TYPE_CHECKING:
     from agent.workers import Worker
@@ -45,7 +45,7 @@ def adapter_memory_bytes(size_bytes: int) -> int:
     return size_bytes + ADAPTER_OVERHEAD_BYTES
 
 
-def held_for(state: StoreState, base_sha256: str) -> list[AdapterRecord]:
+def held_for(state: Slot, base_sha256: str) -> list[AdapterRecord]:
     """The adapters the store holds for a base: committed ones, then the one on trial."""
     held = [a for a in state.adapters if a.base_sha256 == base_sha256]
     if state.adapter_trial and state.adapter_trial.base_sha256 == base_sha256:
@@ -53,7 +53,7 @@ def held_for(state: StoreState, base_sha256: str) -> list[AdapterRecord]:
     return held
 
 
-def resolve(state: StoreState, name: str | None) -> str:
+def resolve(state: Slot, name: str | None) -> str:
     """The sha256 of the adapter a request runs with ("" = the base alone)."""
     trial = state.adapter_trial
     if name is None:
@@ -73,11 +73,11 @@ def resolve(state: StoreState, name: str | None) -> str:
                    + (f"; it holds {', '.join(known)}" if known else "; it holds none"))
 
 
-def with_trial(state: StoreState, record: AdapterRecord) -> StoreState:
+def with_trial(state: Slot, record: AdapterRecord) -> Slot:
     return replace(state, adapter_trial=record)
 
 
-def committed(state: StoreState, record: AdapterRecord) -> StoreState:
+def committed(state: Slot, record: AdapterRecord) -> Slot:
     """``record`` becomes the default adapter (replacing one of the same name)."""
     kept = tuple(a for a in state.adapters if a.name != record.name)
     trial = state.adapter_trial
@@ -101,7 +101,7 @@ class AdapterManager:
                 f"adapter {record.name} is for the model {record.base_sha256[:12]}; the loaded "
                 f"model is {base_sha256[:12] or 'none'}: deploy its base first")
         path = self._store.verify_staged(record.sha256, "load")
-        state = self._store.read_state()
+        state = self._store.slot_of(base_sha256)
         others = sum(adapter_memory_bytes(a.size_bytes) for a in held_for(state, base_sha256)
                      if a.sha256 != record.sha256)
         need = adapter_memory_bytes(record.size_bytes)
@@ -118,8 +118,8 @@ class AdapterManager:
             worker.call("drop_adapter", record.sha256)
             raise
         seconds = time.perf_counter() - started
-        state = self._store.read_state()  # as it is now (the scrubber may have moved it)
-        self._store.write_state(with_trial(state, record) if trial else committed(state, record))
+        state = self._store.slot_of(base_sha256)  # as it is now (the scrubber may have moved it)
+        self._store.write_slot(with_trial(state, record) if trial else committed(state, record))
         self._unload_unheld(worker, base_sha256)
         log.info("adapter %s (%s) loaded on %s in %.3f s%s", record.name, record.sha256[:12],
                  base_sha256[:12], seconds, " (on trial)" if trial else "")
@@ -128,7 +128,7 @@ class AdapterManager:
     def attach(self, worker: Worker, base_sha256: str) -> None:
         """A new worker of ``base_sha256`` gets the adapters held for it (a restart, a
         rollback, a crash); one that no longer loads is logged and left out."""
-        for record in held_for(self._store.read_state(), base_sha256):
+        for record in held_for(self._store.slot_of(base_sha256), base_sha256):
             try:
                 path = self._store.trusted_blob(record.sha256, "restore")
                 worker.call("load_adapter", record.sha256, str(path))
@@ -137,39 +137,50 @@ class AdapterManager:
                           exc)
 
     def on_trial(self, sha256: str) -> bool:
-        trial = self._store.read_state().adapter_trial
-        return trial is not None and trial.sha256 == sha256
+        return self._trial_slot(sha256) is not None
+
+    def _trial_slot(self, sha256: str) -> Slot | None:
+        return next((s for s in self._store.read_state().slots
+                     if s.adapter_trial and s.adapter_trial.sha256 == sha256), None)
 
     def commit(self, sha256: str, worker: Worker | None) -> None:
-        state = self._store.read_state()
-        assert state.adapter_trial is not None and state.adapter_trial.sha256 == sha256
-        self._store.write_state(committed(state, state.adapter_trial))
+        state = self._trial_slot(sha256)
+        assert state is not None and state.adapter_trial is not None
+        self._store.write_slot(committed(state, state.adapter_trial))
         if worker is not None:
             self._unload_unheld(worker, state.adapter_trial.base_sha256)
 
-    def give_up(self, reason: str, worker: Worker | None) -> AdapterRecord | None:
-        """Give up the adapter on trial (if any); the previous default serves again."""
-        state = self._store.read_state()
+    def give_up(self, reason: str, worker: Worker | None, base_sha256: str | None = None
+                ) -> AdapterRecord | None:
+        """Give up the adapter on trial on ``base_sha256`` (None: on any base) if there is
+        one; the previous default serves again."""
+        if base_sha256 is None:
+            for slot in self._store.read_state().slots:
+                if slot.active and slot.adapter_trial:
+                    self.give_up(reason, worker, slot.active.sha256)
+            return None
+        state = self._store.slot_of(base_sha256)
         trial = state.adapter_trial
         if trial is None:
             return None
         log.warning("giving up adapter %s (%s): %s", trial.name, trial.sha256[:12], reason)
-        self._store.write_state(replace(state, adapter_trial=None))
+        self._store.write_slot(replace(state, adapter_trial=None))
         if worker is not None:
             self._unload_unheld(worker, trial.base_sha256)
         return trial
 
-    def request(self, request: GenerationRequest, name: str | None) -> GenerationRequest:
+    def request(self, request: GenerationRequest, name: str | None, base_sha256: str
+                ) -> GenerationRequest:
         """The request with the adapter it runs with resolved to a loaded one's sha256."""
-        return replace(request, adapter=resolve(self._store.read_state(), name))
+        return replace(request, adapter=resolve(self._store.slot_of(base_sha256), name))
 
     def bytes_for(self, base_sha256: str) -> int:
         return sum(adapter_memory_bytes(a.size_bytes)
-                   for a in held_for(self._store.read_state(), base_sha256))
+                   for a in held_for(self._store.slot_of(base_sha256), base_sha256))
 
     def _unload_unheld(self, worker: Worker, base_sha256: str) -> None:
         """Free, in the worker, adapters the store no longer holds (replaced, given up)."""
-        held = {a.sha256 for a in held_for(self._store.read_state(), base_sha256)}
+        held = {a.sha256 for a in held_for(self._store.slot_of(base_sha256), base_sha256)}
         try:
             for sha in worker.call("adapters")["loaded"]:
                 if sha not in held:

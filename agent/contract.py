@@ -94,6 +94,10 @@ class Capability(str, enum.Enum):
     # LoadModel(format "lora", base_sha256): a LoRA adapter on the loaded base, no reload;
     # Generate(adapter) and OpenAI model names MODEL+ADAPTER pick one per request
     LORA_ADAPTERS = "lora-adapters"
+    # several models per device: one slot per model name beside the others (LoadModel
+    # aliases/replace/pinned, GetStore.slots), least-recently-used unloading, loads on demand,
+    # Generate(model) by name or alias
+    MULTI_MODEL = "multi-model"
 
 
 # What this agent offers.

@@ -1,65 +1,57 @@
-"""The agent's behaviour, free of gRPC: store, workers, memory guard, telemetry.
+"""The agent's behaviour, free of gRPC: store, slots of models, memory guard, telemetry.
 
-``agent.service`` translates between protobuf and this class and nothing else.
+``agent.service`` translates between protobuf and this class and nothing else. The class is
+layered by responsibility: ``agent.residency`` (which models are loaded, memory, on-demand
+loads), ``agent.recovery`` (trial give-up, crash restart, corruption, the watcher),
+``agent.inference`` (requests by model name), and here the orders of the controller (load,
+commit, abort, unload, stage) and the restore after a restart.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import re
 import threading
 import time
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from agent import failpoints, preflight
-from agent.adapters import AdapterManager
 from agent.bandwidth import Bandwidth
-from agent.benchmark import BenchResult, run_benchmark
-from agent.contract import RUNTIME_OVERHEAD_BYTES, RevertCause
-from agent.emulation import MIB, DeviceView
+from agent.contract import RevertCause
+from agent.emulation import DeviceView
 from agent.energy import EnergyTracker
 from agent.errors import (
+    AdapterMismatch,
     BlobCorrupt,
     InsufficientMemory,
     InvalidRequest,
     NoActiveModel,
-    NotForThisMachine,
     NotFound,
     NotOnTrial,
     WorkerFailed,
 )
+from agent.inference import Inference
 from agent.limits import AgentLimits
-from agent.probe import HostFacts, parse_meminfo
-from agent.runtimes.base import GenerationRequest, GenerationStats
+from agent.probe import HostFacts
+from agent.recovery import WATCH_INTERVAL_S
+from agent.residency import Loaded, default_estimate
+from agent.runtimes.base import GenerationRequest
 from agent.scrub import Scrubber
-from agent.store import AdapterRecord, ModelRecord, ModelStore, StoreState, check_sha256
-from agent.telemetry import AgentCounters, DeviceMonitor, TelemetryBuffer
+from agent.store import AdapterRecord, ModelRecord, check_sha256
+from agent.telemetry import AgentCounters, DeviceMonitor
 from agent.workers import Worker
+
+__all__ = ["AgentCore", "Loaded", "default_estimate"]
 
 log = logging.getLogger("edgefleet.agent")
 
 SMOKE_PROMPT = "Hello"
-# how often an idle agent checks that its runtime worker lives; 0 disables the watcher (then
-# only the next request notices a crash)
-WATCH_INTERVAL_S = float(os.environ.get("FLEET_AGENT_WATCH_S", "1.0"))
+_ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 
-@dataclass
-class Loaded:
-    record: ModelRecord
-    worker: Worker
-    estimated_bytes: int
-
-
-def default_estimate(record: ModelRecord) -> int:
-    """Used when the controller sent no estimate: weights + 20 % + runtime overhead."""
-    return int(record.size_bytes * 1.2) + RUNTIME_OVERHEAD_BYTES
-
-
-class AgentCore:
+class AgentCore(Inference):
     def __init__(
         self,
         data_dir: Path,
@@ -67,54 +59,22 @@ class AgentCore:
         host: HostFacts,
         on_model_change: Callable[[bool], None] = lambda ready: None,
     ) -> None:
-        self.data_dir = data_dir
-        self.view = view
-        self.host = host
-        self.store = ModelStore(data_dir / "store")
-        self.telemetry = TelemetryBuffer(data_dir / "requests.jsonl")
+        super().__init__(data_dir, view, host, on_model_change)
         # An emulated (lab) device never reads the host's meters, which measure the whole
         # machine: it estimates from its profile's power figures instead.
         self.energy = EnergyTracker(idle_w=view.idle_w, load_w=view.load_w,
                                     use_meters=not view.emulated)
         self.energy.start()
         self.monitor = DeviceMonitor(data_dir, self.energy, self._counters)
-        self._on_model_change = on_model_change
-        self._lock = threading.RLock()
-        self._loaded: Loaded | None = None
         self.bandwidth: Bandwidth | None = None  # the host's measured read bandwidth
-        self.last_swap_strategy = ""
         self.limits = AgentLimits()  # prompt size (agent.limits); set by the server
         self._stopping = threading.Event()
         self.scrubber = Scrubber(self.store, self._after_corruption)
-        self.adapters = AdapterManager(self.store, self.memory_budget)
         if WATCH_INTERVAL_S > 0:
             threading.Thread(target=self._watch_workers, name="worker-watch",
                              daemon=True).start()
         self.monitor.start()  # device samples, kept for the controller like requests
         self.scrubber.start()
-
-    @property
-    def state_lock(self) -> threading.RLock:
-        """Held while the agent changes what runs (and the store's state with it)."""
-        return self._lock
-
-    # -- memory ---------------------------------------------------------------------------
-    def memory_budget(self) -> int:
-        """Bytes this agent may use for models right now."""
-        if self.view.emulated:
-            return self.view.ram_total_bytes - self.view.reserve_bytes
-        try:
-            available = parse_meminfo(Path("/proc/meminfo").read_text())["MemAvailable"]
-        except (OSError, KeyError):
-            available = self.host.ram_available_bytes
-        loaded = self._loaded
-        in_use = loaded.estimated_bytes + self.adapters.bytes_for(loaded.record.sha256) \
-            if loaded else 0
-        return available + in_use - self.view.reserve_bytes
-
-    def disk_free(self) -> int:
-        """Free bytes at the store (within an emulated device's disk size)."""
-        return preflight.disk_free(self.store, self.view)
 
     def check_fit(self, sha256: str, size_bytes: int, estimated_bytes: int,
                   reclaim: bool = False) -> dict[str, Any]:
@@ -135,76 +95,92 @@ class AgentCore:
 
     # -- lifecycle ------------------------------------------------------------------------
     def restore(self) -> None:
-        """After a restart, bring back the desired model with no controller involved. A model
-        still on trial is given up: the previous one (or none) comes back instead. A model
-        whose stored bytes changed since they were verified is quarantined and the previous
-        one comes back (checked the same way)."""
+        """After a restart, bring back the desired models with no controller involved: pinned
+        ones first, then the most recently used, as memory allows (the rest load on their
+        next request). A model still on trial is given up: its slot's previous one (or none)
+        comes back instead. A model whose stored bytes changed since they were verified is
+        quarantined and its slot's previous one comes back (checked the same way)."""
         self.adapters.give_up("the agent restarted while it was on trial", None)
-        state = self.store.read_state()
-        if state.trial and state.active:
-            log.warning("restarted while %s was on trial: going back to %s",
-                        state.active.sha256[:12],
-                        state.previous.sha256[:12] if state.previous else "no model")
-            state = self.store.give_up_trial("the agent restarted while it was on trial",
+        with self._lock:
+            for slot in self.store.read_state().slots:
+                if slot.trial and slot.active:
+                    log.warning("restarted while %s was on trial in %s: going back to %s",
+                                slot.active.sha256[:12], slot.name,
+                                slot.previous.sha256[:12] if slot.previous else "no model")
+                    self.store.give_up_trial(slot.name,
+                                             "the agent restarted while it was on trial",
                                              RevertCause.RESTART)
+            order = sorted(self.store.read_state().serving(),
+                           key=lambda s: (not s.pinned, -self.last_used(s.name)))
+            for slot in order:
+                self._restore_slot(slot.name)
+
+    def _restore_slot(self, name: str) -> None:
         for _ in range(2):  # the active model, then its predecessor if it was corrupt
-            record = state.active
-            if record is None:
+            slot = self.store.read_state().slot(name)
+            if slot is None or slot.active is None:
                 return
             try:
-                self.load(record, estimated_bytes=0, smoke_test=False, activate=False,
-                          found_by="restore")
-                log.info("restored model %s (%s)", record.name, record.variant)
+                self._bring_up(slot, "restore", may_evict=False)
+                log.info("restored model %s (%s)", name, slot.active.variant)
+                return
+            except InsufficientMemory as exc:
+                log.info("%s not restored now (%s): it loads on its next request", name, exc)
                 return
             except BlobCorrupt:
-                state = self.store.read_state()  # the store moved the previous one up
+                continue  # the store moved the previous one up
             except Exception as exc:
-                log.error("could not restore %s: %s", record.sha256[:12], exc)
+                log.error("could not restore %s: %s", slot.active.sha256[:12], exc)
                 break
-        if state.previous is None:
+        slot = self.store.read_state().slot(name)
+        if slot is None or slot.previous is None:
             return
         try:
             # the active model cannot load: falling back makes the previous one the desired
             # state
-            self.load(state.previous, estimated_bytes=0, smoke_test=False, found_by="restore")
-            log.info("restored previous model %s (%s)", state.previous.name,
-                     state.previous.variant)
+            self.load(slot.previous, estimated_bytes=0, smoke_test=False, found_by="restore",
+                      pinned=slot.pinned)
+            log.info("restored previous model %s (%s)", name, slot.previous.variant)
         except Exception as exc:
-            log.error("could not restore %s: %s", state.previous.sha256[:12], exc)
+            log.error("could not restore %s: %s", slot.previous.sha256[:12], exc)
 
     def load(self, record: ModelRecord, estimated_bytes: int, smoke_test: bool = True,
              activate: bool = True, trial: bool = False, trial_seconds: float = 0.0,
-             found_by: str = "load") -> float:
-        """Verify, load beside (or instead of) the current model, smoke-test, activate (on
-        trial until ``commit`` when ``trial``; given up by itself after ``trial_seconds``
-        without a commit, when set).
+             found_by: str = "load", aliases: tuple[str, ...] | None = None,
+             replace: bool = False, pinned: bool = False) -> float:
+        """Verify, load in the slot of the record's name beside the other models (and beside
+        or instead of the slot's current one), smoke-test, activate (on trial until
+        ``commit`` when ``trial``; given up by itself after ``trial_seconds`` without a
+        commit, when set). ``replace`` stops every other model (they come back if this load
+        fails or its trial is given up). Least-recently-used models are unloaded to make room
+        (``last_evicted``).
 
-        Returns load seconds. On any failure the previously active model stays active.
+        Returns load seconds. On any failure what served before serves again.
         Raises ``BlobCorrupt`` (quarantined) when the bytes do not hash to their name,
-        ``NotForThisMachine`` when the runtime refuses bytes that do.
+        ``NotForThisMachine`` when the runtime refuses bytes that do, ``InsufficientMemory``
+        naming what holds the memory.
         """
         check_sha256(record.sha256)
+        self._check_aliases(record.name, aliases or ())
         try:
             path = self.store.verify_staged(record.sha256, found_by)
         except BlobCorrupt:
             self._after_corruption(record.sha256)  # in case those bytes are serving now
             raise
         need = estimated_bytes or default_estimate(record)
+        name = record.name
         with self._lock:
-            budget = self.memory_budget()
-            current = self._loaded
-            used = current.estimated_bytes if current else 0
-            if need > budget:
-                raise InsufficientMemory(
-                    f"model needs ~{need / MIB:.0f} MiB, budget is {budget / MIB:.0f} MiB "
-                    f"(RAM {self.view.ram_total_bytes / MIB:.0f} MiB less reserve "
-                    f"{self.view.reserve_bytes / MIB:.0f} MiB)"
-                )
-            hand_over = need + used <= budget  # enough room to load beside the old one
-            if current and not hand_over:
+            stopped = [self._stop(n, "stopped: a load replaces every model")
+                       for n in list(self._resident) if replace and n != name]
+            current = self._resident.get(name)
+            try:
+                plan = self._make_room(need, name)
+            except Exception:
+                self._bring_back([s for s in stopped if s])
+                raise
+            if current and not plan.hand_over:
                 log.info("tight memory: stopping %s before loading", current.record.sha256[:12])
-                current.worker.stop()
-                self._loaded = None
+                self._stop(name, "stopped before its new model loads")
             try:
                 worker = self._start_worker(record, path)
                 failpoints.hit("load.after_worker")
@@ -215,33 +191,74 @@ class AgentCore:
                     worker.stop()
                     raise
             except Exception:
-                if current and not hand_over:
-                    self._reload(current.record, current.estimated_bytes)
+                self._bring_back([s for s in (current, *stopped)
+                                  if s and s.slot not in self._resident])
                 raise
-            if current and hand_over:
+            if current and plan.hand_over:
                 current.worker.stop()
-            self.last_swap_strategy = "hand-over" if hand_over or not current else "stop-then-load"
-            self._loaded = Loaded(record, worker, need)
+            self.last_swap_strategy = "hand-over" if plan.hand_over or not current \
+                else "stop-then-load"
+            self.last_evicted = plan.evict
+            self._resident[name] = Loaded(record, worker, need, name)
             if activate:
                 until = time.time() + trial_seconds if trial and trial_seconds > 0 else 0.0
-                self.store.activate(record, trial=trial, trial_until=until)
-            self._on_model_change(True)
+                self.store.activate(record, trial=trial, trial_until=until, aliases=aliases,
+                                    pinned=pinned, memory_bytes=estimated_bytes,
+                                    replace_others=replace)
+            self._notify()
             return worker.load_seconds
 
+    def _check_aliases(self, name: str, aliases: tuple[str, ...]) -> None:
+        state = self.store.read_state()
+        for alias in aliases:
+            if not _ALIAS.fullmatch(alias) or alias == name:
+                raise InvalidRequest(f"alias {alias!r} is not a valid name for {name!r} "
+                                     "(letters, digits, . _ : -; not the model's own name)")
+            if state.slot(alias) is not None and alias != name:
+                raise InvalidRequest(f"alias {alias!r} is the name of another model on this "
+                                     "device; pick another alias")
+
+    def _bring_back(self, stopped: list[Loaded]) -> None:
+        """Restart models stopped for a load that failed (their memory is free again)."""
+        for loaded in stopped:
+            try:
+                path = self.store.trusted_blob(loaded.record.sha256, "restore")
+                self._resident[loaded.slot] = Loaded(
+                    loaded.record, self._start_worker(loaded.record, path),
+                    loaded.estimated_bytes, loaded.slot)
+            except Exception as exc:
+                log.error("could not reload %s after a failed load: %s (it loads on its next "
+                          "request)", loaded.slot, exc)
+        self._notify()
+
     def load_adapter(self, record: AdapterRecord, trial: bool = False) -> float:
-        """Load a LoRA adapter on the loaded base (``agent.adapters``); returns seconds."""
+        """Load a LoRA adapter on its base (resident, or loaded on demand) in the base's slot
+        (``agent.adapters``); returns seconds."""
         check_sha256(record.sha256)
         with self._lock:
-            current = self._loaded
-            if current is None or current.record.format != "gguf":
+            state = self.store.read_state()
+            slot = state.slot_of(record.base_sha256)
+            bases = [s.active for s in state.serving() if s.active and s.active.format == "gguf"]
+            if not bases:
                 raise NoActiveModel("no language model is loaded to apply the adapter on; "
                                     "deploy its base first")
+            if slot is None or not slot.serving or slot.active is None or \
+                    slot.active.format != "gguf":
+                raise AdapterMismatch(
+                    f"adapter {record.name} is for the model {record.base_sha256[:12]}; the "
+                    "loaded models are " + ", ".join(f"{b.name} ({b.sha256[:12]})"
+                                                     for b in bases)
+                    + ": deploy its base first")
+            current, _ = self.ensure_resident(slot)
+            self._adapter_slot = slot.name
             try:
                 return self.adapters.load(current.worker, current.record.sha256,
                                           current.estimated_bytes, record, trial)
             except WorkerFailed:
                 self._restart_after_crash(current)
                 raise
+            finally:
+                self._adapter_slot = ""
 
     def stage(self, sha256: str) -> int:
         """Verify an uploaded blob and keep it for a later load; returns its size."""
@@ -249,272 +266,66 @@ class AgentCore:
             return self.store.stage(check_sha256(sha256))
 
     def commit(self, sha256: str) -> None:
-        """End the trial of the active model (or of the adapter on trial)."""
+        """End the trial of an active model (or of an adapter on trial)."""
         with self._lock:
             if self.adapters.on_trial(check_sha256(sha256)):
-                loaded = self._loaded
+                slot = next(s for s in self.store.read_state().slots
+                            if s.adapter_trial and s.adapter_trial.sha256 == sha256)
+                loaded = self._resident.get(slot.name)
                 self.adapters.commit(sha256, loaded.worker if loaded else None)
                 return
             self.store.commit(sha256)
 
     def abort_trial(self, sha256: str, reason: str) -> ModelRecord | None:
-        """Give up the model on trial and go back to the previous one (or none); returns
-        the model active afterwards."""
+        """Give up the model on trial and go back to its slot's previous one (or none);
+        returns the model active in that slot afterwards."""
         check_sha256(sha256)
         with self._lock:
             state = self.store.read_state()
-            if self.adapters.on_trial(sha256):
-                loaded = self._loaded
-                self.adapters.give_up(reason or "aborted by the controller",
-                                      loaded.worker if loaded else None)
-                return state.active
-            if not state.trial or state.active is None or state.active.sha256 != sha256:
+            for slot in state.slots:
+                if slot.adapter_trial and slot.adapter_trial.sha256 == sha256:
+                    loaded = self._resident.get(slot.name)
+                    self.adapters.give_up(reason or "aborted by the controller",
+                                          loaded.worker if loaded else None,
+                                          slot.adapter_trial.base_sha256)
+                    return slot.active
+            held = state.slot_of(sha256)
+            if held is None or not held.trial:
                 raise NotOnTrial(f"model {sha256[:12]} is not on trial here")
-            return self._give_up(state, reason or "aborted by the controller",
-                                 RevertCause.ABORTED).active
-
-    def _give_up(self, state: StoreState, reason: str, cause: RevertCause) -> StoreState:
-        """Stop the model on trial, record it given up, bring the previous one back."""
-        assert state.active is not None
-        log.warning("giving up %s (%s): going back to %s", state.active.sha256[:12], reason,
-                    state.previous.sha256[:12] if state.previous else "no model")
-        current = self._loaded
-        if current is not None:
-            current.worker.stop()
-            self._loaded = None
-            self._on_model_change(False)
-        state = self.store.give_up_trial(reason, cause)
-        if state.active is not None:
-            self._reload(state.active, default_estimate(state.active))
-            if self._loaded:
-                self._on_model_change(True)
-        return state
-
-    def trial_seconds_left(self) -> float:
-        state = self.store.read_state()
-        if not state.trial or not state.trial_until:
-            return 0.0
-        return max(0.0, state.trial_until - time.time())
-
-    def _start_worker(self, record: ModelRecord, path: Path) -> Worker:
-        """A worker on ``path``; when the runtime refuses the file, the bytes are hashed again
-        so that a file corrupted at rest is reported as such (``BlobCorrupt``, quarantined),
-        not as a file this device cannot run."""
-        try:
-            worker = Worker(record.format, path, record.n_ctx or 512, self.view.cores)
-            if record.format == "gguf":
-                self.adapters.attach(worker, record.sha256)
-            return worker
-        except NotForThisMachine as exc:
-            try:
-                self.store.recheck(record.sha256, "load")
-            except NotFound:
-                raise exc from None
-            raise NotForThisMachine(f"{exc} (its bytes were verified: sha256 matches)") from exc
-
-    def _reload(self, record: ModelRecord, estimated_bytes: int) -> None:
-        try:
-            path = self.store.trusted_blob(record.sha256, "restore")
-            worker = self._start_worker(record, path)
-            self._loaded = Loaded(record, worker, estimated_bytes)
-        except Exception as exc:
-            log.error("could not reload previous model: %s", exc)
-            self._on_model_change(False)
+            after = self._give_up(held.name, reason or "aborted by the controller",
+                                  RevertCause.ABORTED).slot(held.name)
+            return after.active if after else None
 
     def unload(self, sha256: str = "") -> None:
+        """Stop a model and deactivate its slot (every model when ``sha256`` is empty)."""
         with self._lock:
-            current = self._loaded
-            if current is None or (sha256 and current.record.sha256 != sha256):
+            if not sha256:
+                for name in list(self._resident):
+                    self._stop(name, "unloaded")
+                self.store.deactivate()
+                self._notify()
+                return
+            slot = self.store.read_state().slot_of(sha256)
+            if slot is None:
                 raise NoActiveModel("that model is not loaded")
-            current.worker.stop()
-            self._loaded = None
-            self.store.deactivate()
-            self._on_model_change(False)
-
-    def loaded(self) -> Loaded | None:
-        return self._loaded
+            self._stop(slot.name, "unloaded")
+            self.store.deactivate(slot.name)
+            self._notify()
 
     def _counters(self) -> AgentCounters:
-        loaded = self._loaded
+        slot = self.store.read_state().default()
         return AgentCounters(self.telemetry.worker_crashes, self.telemetry.total,
-                             loaded.record.sha256 if loaded else "")
+                             slot.active.sha256 if slot and slot.active else "")
 
     def shutdown(self) -> None:
         self._stopping.set()
         self.monitor.stop()
         self.scrubber.stop()
         self.energy.stop()
+        self.save_usage()
         with self._lock:
-            if self._loaded:
-                self._loaded.worker.stop()
-                self._loaded = None
-
-    # -- inference ------------------------------------------------------------------------
-    def generate(
-        self, prompt: str, max_tokens: int, temperature: float, sha256: str = ""
-    ) -> Generator[tuple[str, Any], None, None]:
-        return self.generate_request(
-            GenerationRequest(prompt=prompt, max_tokens=max_tokens, temperature=temperature),
-            sha256)
-
-    def generate_request(
-        self, request: GenerationRequest, sha256: str = "", adapter: str | None = None
-    ) -> Generator[tuple[str, Any], None, None]:
-        """Yield ``("text", piece)``... then ``("done", GenerationStats)``; every request,
-        whichever API it came by (gRPC, OpenAI HTTP, benchmark), is recorded in telemetry
-        here. Closing the generator early cancels the generation (outcome "cancelled").
-        ``adapter``: a LoRA adapter by name (None: the deployed one, "": the base alone)."""
-        self.limits.check_prompt(request.prompt, *(m.content for m in request.messages))
-        request.check()
-        current = self._loaded
-        if current is None or (sha256 and current.record.sha256 != sha256):
-            raise NoActiveModel("no model is loaded; deploy one first")
-        if current.record.format == "gguf":
-            request = self.adapters.request(request, adapter)
-        stats: GenerationStats | None = None
-        outcome = "error"
-        joules_at_start = self.energy.joules()
-        stream = current.worker.generate(request)
-        try:
-            for kind, value in stream:
-                if kind == "done":
-                    stats = value
-                    stats.energy_j = self.energy.joules() - joules_at_start
-                    stats.energy_meter = self.energy.meter
-                    outcome = "cancelled" if value.finish_reason == "cancelled" else "ok"
-                yield kind, value
-        except WorkerFailed:
-            self._restart_after_crash(current)
-            raise
-        except GeneratorExit:
-            outcome = "cancelled"
-            stream.close()  # cancels the runtime and drains what is in flight
-            raise
-        finally:
-            if stats is None and outcome == "cancelled":
-                stats = current.worker.cancelled_stats
-            self.telemetry.append_generation(
-                current.record.sha256, current.record.variant, stats or GenerationStats(),
-                outcome, self.energy.meter, current.worker.peak_rss_bytes())
-
-    def benchmark(self, runs: int, max_tokens: int, prompts: list[str]) -> BenchResult:
-        """Run the prompt set ``runs`` times on the active model (agent.benchmark)."""
-        current = self._loaded
-        if current is None:
-            raise NoActiveModel("no model is loaded; deploy one first")
-        return run_benchmark(current.record, current.worker, self.generate, runs, max_tokens,
-                             prompts)
-
-    def verify_output(self, prompt: str, max_tokens: int, sha256: str = "") -> dict[str, Any]:
-        """Greedy tokens and the prompt's mean log-probability on the active language model,
-        and whether every logit was finite (``agent.runtimes.llama_check``)."""
-        current = self._loaded
-        if current is None or (sha256 and current.record.sha256 != sha256):
-            raise NoActiveModel("no model is loaded; deploy one first")
-        if current.record.format != "gguf":
-            raise InvalidRequest("VerifyOutput checks language models (GGUF)")
-        self.limits.check_prompt(prompt)
-        result = self._call(current, "verify_output", prompt, max_tokens)
-        return {**result, "sha256": current.record.sha256}
-
-    def infer(self, name: str, inputs: dict[str, Any], outputs: list[str]) -> dict[str, Any]:
-        """Tensor inference on the active ONNX model named ``name``."""
-        return self._call(self._onnx(name), "infer", inputs, outputs)
-
-    def model_metadata(self, name: str) -> dict[str, Any]:
-        meta: dict[str, Any] = self._onnx(name).worker.call("metadata")
-        return meta
-
-    def _onnx(self, name: str) -> Loaded:
-        current = self._loaded
-        if current is None or current.record.name != name or current.record.format != "onnx":
-            raise NotFound(f"no ONNX model named {name!r} is loaded")
-        return current
-
-    def _call(self, current: Loaded, method: str, *args: Any) -> dict[str, Any]:
-        """``method`` on the worker of ``current``; a worker that died is restarted."""
-        try:
-            result: dict[str, Any] = current.worker.call(method, *args)
-        except WorkerFailed:
-            self._restart_after_crash(current)
-            raise
-        return result
-
-    def _watch_workers(self) -> None:
-        """Notice a dead runtime worker while nobody asks (an OOM kill at night), so the model
-        is back, or a model on trial given up, before the next request; and give up a model
-        whose trial deadline passed without a commit."""
-        while not self._stopping.wait(WATCH_INTERVAL_S):
-            current = self._loaded
-            if current is not None and not current.worker.alive:
-                self._restart_after_crash(current)
-            self._expire_trial()
-            self._check_pinned()
-
-    def _expire_trial(self) -> None:
-        with self._lock:
-            state = self.store.read_state()
-            if state.trial and state.trial_until and time.time() >= state.trial_until:
-                self._give_up(state, "its trial deadline passed without a commit",
-                              RevertCause.DEADLINE)
-
-    def _check_pinned(self) -> None:
-        """A cheap stat of the active, previous and staged blobs against their fingerprints;
-        one that changed is hashed again, and quarantined if its bytes changed."""
-        for sha in sorted(self.store.read_state().pinned):
-            path = self.store.blobs_dir / sha
-            try:
-                if not path.is_file() or self.store.ledger.trusted(sha, path):
-                    continue
-                self.store.recheck(sha, "watch", stop=self._stopping.is_set)
-            except BlobCorrupt:
-                self._after_corruption(sha)
-            except (OSError, NotFound, InterruptedError):
-                continue  # replaced or collected meanwhile
-
-    def _after_corruption(self, sha256: str) -> None:
-        """The store quarantined ``sha256`` (and moved its state on): if that model is the one
-        running, its corrupt bytes stop serving and the state's new active model (the
-        previous one, or none) is loaded."""
-        with self._lock:
-            current = self._loaded
-            if current is None or current.record.sha256 != sha256:
-                return
-            log.error("the running model's bytes (%s) are corrupt: stopping it", sha256[:12])
-            current.worker.stop()
-            self._loaded = None
-            self._on_model_change(False)
-            state = self.store.read_state()
-            if state.active is not None:
-                self._reload(state.active, default_estimate(state.active))
-                if self._loaded:
-                    self._on_model_change(True)
-
-    def _restart_after_crash(self, crashed: Loaded) -> None:
-        """Once per crashed worker, whoever noticed first (a request or the watcher)."""
-        with self._lock:
-            if self._loaded is not crashed:
-                return  # already handled, or the model was swapped or unloaded meanwhile
-            self.telemetry.worker_crashes += 1
-            self._loaded = None
-            self._on_model_change(False)
-            self.adapters.give_up("the runtime worker crashed while it was on trial", None)
-            state = self.store.read_state()
-            if state.trial and state.active and state.active.sha256 == crashed.record.sha256:
-                log.error("runtime worker for %s crashed on trial; going back to %s",
-                          crashed.record.sha256[:12],
-                          state.previous.sha256[:12] if state.previous else "no model")
-                state = self.store.give_up_trial("its runtime worker crashed while on trial",
-                                                 RevertCause.CRASH)
-                if state.active is None:
-                    return
-                self._reload(state.active, default_estimate(state.active))
-            else:
-                log.error("runtime worker for %s crashed; restarting it",
-                          crashed.record.sha256[:12])
-                self._reload(crashed.record, crashed.estimated_bytes)
-            if self._loaded:
-                self._on_model_change(True)
+            for name in list(self._resident):
+                self._stop(name, "the agent stops")
 
 
 def _smoke(worker: Worker, fmt: str) -> None:

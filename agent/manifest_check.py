@@ -12,6 +12,12 @@ A manifest is canonical JSON signed (ed25519) by the controller's signing key::
     n_ctx, memory_bytes, trial, trial_seconds, runtime  how to run it
     base_sha256    format "lora" only: the base model the adapter applies on (absent or ""
                    for a model, so a model's manifest reads as before)
+    aliases        sorted list of the names the model takes beside its own (absent: none)
+    replace        true: every other model on the device is stopped (absent: false)
+    pinned         true: never unloaded to make room for another model (absent: false)
+
+Absent keys read as none/false, so a manifest of a controller before several models per
+device reads as before; a request that sends any of them needs them signed.
 
 The agent acts only on signed values: each request field it would use must equal the
 manifest's (a request that differs is refused, naming the field), the memory guard uses the
@@ -58,6 +64,9 @@ class LoadFields:
     trial: bool
     trial_seconds: int
     base_sha256: str = ""  # format "lora": the base the adapter applies on
+    aliases: tuple[str, ...] = ()
+    replace: bool = False
+    pinned: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,9 @@ class LoadGrant:
     rollout: str
     seq: int
     base_sha256: str = ""  # format "lora": the base the adapter applies on
+    aliases: tuple[str, ...] = ()  # sorted
+    replace: bool = False
+    pinned: bool = False
 
 
 def _when(seconds: float) -> str:
@@ -147,7 +159,7 @@ class ManifestGate:
             self._store.raise_manifest_mark(seq)
         return LoadGrant(granted.record, granted.memory_bytes, granted.trial,
                          granted.trial_seconds, str(data.get("rollout", "")), seq,
-                         granted.base_sha256)
+                         granted.base_sha256, granted.aliases, granted.replace, granted.pinned)
 
     def _check_expiry(self, data: dict[str, Any]) -> None:
         issued, expires = _seconds(data.get("issued_at")), _seconds(data.get("expires_at"))
@@ -184,8 +196,24 @@ class ManifestGate:
             raise ManifestRejected(
                 f"refused (base_sha256): the request's base {request.base_sha256[:12]!r} "
                 f"differs from the signed manifest's {str(base)[:12]!r}", check="base_sha256")
+        aliases = data.get("aliases", [])
+        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases) \
+                or aliases != sorted(set(aliases)):
+            raise ManifestRejected("refused (aliases): the signed aliases are not a sorted "
+                                   "list of names", check="aliases")
+        if aliases != sorted(set(request.aliases)):
+            raise ManifestRejected(
+                f"refused (aliases): the request's aliases {sorted(request.aliases)!r} differ "
+                f"from the signed manifest's {aliases!r}", check="aliases")
+        for field in ("replace", "pinned"):
+            signed, sent = data.get(field, False), getattr(request, field)
+            if signed is not sent:  # both bools, equal
+                raise ManifestRejected(
+                    f"refused ({field}): the request's {field} {sent!r} differs from the "
+                    f"signed manifest's {signed!r}", check=field)
         record = ModelRecord.from_dict({
             "sha256": data["sha256"], "name": data["name"], "variant": data["variant"],
             "format": data["format"], "n_ctx": data["n_ctx"], "size_bytes": data["size_bytes"]})
         return LoadGrant(record, int(data["memory_bytes"]), bool(data["trial"]),
-                         int(data["trial_seconds"]), "", 0, str(base))
+                         int(data["trial_seconds"]), "", 0, str(base), tuple(aliases),
+                         bool(data.get("replace", False)), bool(data.get("pinned", False)))

@@ -68,13 +68,17 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         return oip.ServerLiveResponse(live=True)
 
     def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return oip.ServerReadyResponse(ready=self.core.loaded() is not None)
+        return oip.ServerReadyResponse(ready=bool(self.core.store.read_state().serving()))
 
     def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:
-        loaded = self.core.loaded()
-        ready = (loaded is not None and loaded.record.name == request.name
-                 and loaded.record.format == "onnx" and loaded.worker.alive)
-        return oip.ModelReadyResponse(ready=ready)
+        """An active ONNX model of that name (or alias) is ready: loaded, or loaded on
+        demand by its next request."""
+        try:
+            slot = self.core.onnx_slot(request.name)
+        except AgentError:
+            return oip.ModelReadyResponse(ready=False)
+        loaded = self.core.loaded(slot.name)
+        return oip.ModelReadyResponse(ready=loaded is None or loaded.worker.alive)
 
     def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
         return oip.ServerMetadataResponse(name="edgefleet-agent", version=__version__,
@@ -85,10 +89,10 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             meta = self.core.model_metadata(request.name)
         except AgentError as exc:
             return _abort(context, exc)
-        loaded = self.core.loaded()
+        slot = self.core.onnx_slot(request.name)
         tensor = oip.ModelMetadataResponse.TensorMetadata
         return oip.ModelMetadataResponse(
-            name=request.name, versions=[loaded.record.variant] if loaded else [],
+            name=request.name, versions=[slot.active.variant] if slot.active else [],
             platform="onnxruntime_onnx",
             inputs=[tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"])
                     for t in meta["inputs"]],

@@ -82,8 +82,7 @@ class Scrubber:
     def scrub_pass(self) -> list[str]:
         """Hash every blob once (pinned ones first); returns the ones found corrupt."""
         state = self.store.read_state()
-        pinned = [r.sha256 for r in (state.active, state.previous) if r] + (
-            [state.staged] if state.staged else [])
+        pinned = sorted(state.pinned)
         order = pinned + [sha for sha in self.store.blobs() if sha not in pinned]
         corrupt = []
         rate = self.rate_mb_s * 1e6 if self.rate_mb_s > 0 else 0.0

@@ -15,7 +15,7 @@ from agent import __version__
 from agent.adapters import FORMAT as ADAPTER_FORMAT
 from agent.adapters import held_for
 from agent.contract import AGENT_CAPABILITIES, CONTRACT_VERSION, ERROR_DETAIL_KEY
-from agent.core import AgentCore
+from agent.core import AgentCore, default_estimate
 from agent.errors import (
     AgentError,
     BlobCorrupt,
@@ -36,7 +36,7 @@ from agent.probe import disk_usage
 from agent.rpc import agent_pb2 as pb
 from agent.rpc import agent_pb2_grpc as pb_grpc
 from agent.runtimes.base import GenerationRequest
-from agent.store import AdapterRecord, ModelRecord, check_sha256
+from agent.store import AdapterRecord, ModelRecord, Slot, check_sha256
 from agent.telemetry import DeviceSampler
 
 log = logging.getLogger("edgefleet.agent")
@@ -68,12 +68,28 @@ def _abort(context: grpc.ServicerContext, exc: AgentError) -> Any:
 
 def _model_info(record: ModelRecord, active: bool, state: str,
                 worker_pid: int = 0, on_trial: bool = False,
-                base_sha256: str = "") -> pb.ModelInfo:
+                base_sha256: str = "", **slot: Any) -> pb.ModelInfo:
     return pb.ModelInfo(
         name=record.name, variant=record.variant, sha256=record.sha256, format=record.format,
         size_bytes=record.size_bytes, state=state, active=active, n_ctx=record.n_ctx,
-        worker_pid=worker_pid, on_trial=on_trial, base_sha256=base_sha256,
+        worker_pid=worker_pid, on_trial=on_trial, base_sha256=base_sha256, **slot,
     )
+
+
+def slot_message(core: AgentCore, slot: Slot) -> pb.ModelSlot:
+    loaded = core.loaded(slot.name)
+    resident = loaded is not None and slot.active is not None and \
+        loaded.record.sha256 == slot.active.sha256
+    return pb.ModelSlot(
+        name=slot.name, active_sha256=slot.active.sha256 if slot.active else "",
+        previous_sha256=slot.previous.sha256 if slot.previous else "",
+        on_trial=slot.trial, trial_seconds_left=core.trial_seconds_left(slot.name),
+        aliases=list(slot.aliases), pinned=slot.pinned, resident=resident,
+        memory_bytes=core.memory_of(loaded) if loaded and resident else (
+            slot.memory_bytes or (default_estimate(slot.active) if slot.active else 0)),
+        last_used_at=core.last_used(slot.name), reverted_sha256=slot.reverted,
+        reverted_reason=slot.reverted_reason,
+        reverted_cause=slot.reverted_cause.value)  # type: ignore[arg-type]
 
 
 def generation_request(request: pb.GenerateRequest, stream_interval_s: float
@@ -152,6 +168,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             trial_seconds_left=self.core.trial_seconds_left(),
             reverted_cause=state.reverted_cause.value,  # type: ignore[arg-type]
             manifest_seq=state.manifest_seq,
+            slots=[slot_message(self.core, s) for s in state.slots],
+            memory_budget_bytes=max(0, self.core.memory_budget()),
         )
 
     def CheckFit(self, request: pb.CheckFitRequest, context: grpc.ServicerContext) -> Any:
@@ -167,7 +185,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             sha256=request.sha256, size_bytes=request.size_bytes, name=request.name,
             variant=request.variant, format=request.format or "gguf", n_ctx=request.n_ctx,
             memory_bytes=request.estimated_memory_bytes, trial=request.trial,
-            trial_seconds=request.trial_seconds, base_sha256=request.base_sha256)
+            trial_seconds=request.trial_seconds, base_sha256=request.base_sha256,
+            aliases=tuple(request.aliases), replace=request.replace, pinned=request.pinned)
         try:
             if self.manifests is not None:
                 grant = self.manifests.admit(fields, request.manifest,
@@ -179,16 +198,24 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             record = grant.record
             if record.format == ADAPTER_FORMAT:
                 return self._load_adapter(grant)
-            before = self.core.store.read_state().active
+            slot = self.core.store.read_state().slot(record.name)
+            before = slot.active if slot else None
             seconds = self.core.load(record, grant.memory_bytes, trial=grant.trial,
-                                     trial_seconds=grant.trial_seconds)
+                                     trial_seconds=grant.trial_seconds,
+                                     aliases=grant.aliases or None, replace=grant.replace,
+                                     pinned=grant.pinned)
         except AgentError as exc:
             return _abort(context, exc)
+        loaded = self.core.loaded(record.name)
         return pb.LoadModelResponse(
-            model=_model_info(record, True, "active", on_trial=grant.trial),
+            model=_model_info(record, True, "active", loaded.worker.pid if loaded else 0,
+                              on_trial=grant.trial, aliases=sorted(grant.aliases),
+                              pinned=grant.pinned, resident=loaded is not None,
+                              memory_bytes=self.core.memory_of(loaded) if loaded else 0),
             load_seconds=seconds,
             previous_sha256=before.sha256 if before and before.sha256 != record.sha256 else "",
             swap_strategy=self.core.last_swap_strategy,
+            evicted=list(self.core.last_evicted),
         )
 
     def _load_adapter(self, grant: LoadGrant) -> pb.LoadModelResponse:
@@ -223,7 +250,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             restored = self.core.abort_trial(request.sha256, request.reason)
         except AgentError as exc:
             return _abort(context, exc)
-        loaded = self.core.loaded()
+        loaded = self.core.loaded(restored.name) if restored else None
         return pb.AbortTrialResponse(restored=_model_info(
             restored, True, "loaded" if loaded else "stored",
             loaded.worker.pid if loaded else 0) if restored else None)
@@ -236,33 +263,38 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         return pb.UnloadModelResponse()
 
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> Any:
-        state = self.core.store.read_state()
-        loaded = self.core.loaded()
+        """Every slot's active model (with its aliases, pinned, resident, last use and
+        memory), its previous one, and the adapters held for the active one."""
         models = []
-        for record in (state.active, state.previous):
-            if record is None:
+        for slot in self.core.store.read_state().slots:
+            info = slot_message(self.core, slot)
+            loaded = self.core.loaded(slot.name)
+            if slot.active is not None:
+                models.append(_model_info(
+                    slot.active, slot.serving, "loaded" if info.resident else "stored",
+                    loaded.worker.pid if loaded and info.resident else 0,
+                    on_trial=slot.trial, aliases=list(slot.aliases), pinned=slot.pinned,
+                    resident=info.resident, last_used_at=info.last_used_at,
+                    memory_bytes=info.memory_bytes))
+            if slot.previous is not None:
+                models.append(_model_info(slot.previous, False, "stored"))
+            if slot.active is None:
                 continue
-            is_loaded = loaded is not None and loaded.record.sha256 == record.sha256
-            active = state.active is not None and record.sha256 == state.active.sha256
-            models.append(_model_info(record, active, "loaded" if is_loaded else "stored",
-                                      loaded.worker.pid if is_loaded and loaded else 0,
-                                      on_trial=active and state.trial))
-        if state.active is not None:  # the adapters held for the active model
-            trial = state.adapter_trial
-            for a in held_for(state, state.active.sha256):
+            trial = slot.adapter_trial
+            for a in held_for(slot, slot.active.sha256):
                 on_trial = trial is not None and a.sha256 == trial.sha256
                 models.append(pb.ModelInfo(
                     name=a.name, sha256=a.sha256, format=ADAPTER_FORMAT,
                     size_bytes=a.size_bytes, base_sha256=a.base_sha256, on_trial=on_trial,
-                    state="loaded" if loaded is not None else "stored",
-                    active=on_trial or (trial is None and a.name == state.adapter_default)))
+                    state="loaded" if info.resident else "stored",
+                    active=on_trial or (trial is None and a.name == slot.adapter_default)))
         return pb.ListModelsResponse(models=models)
 
     def Generate(self, request: pb.GenerateRequest, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
             stream = self.core.generate_request(
                 generation_request(request, self.stream_interval_s), request.sha256,
-                request.adapter if request.HasField("adapter") else None)
+                request.adapter if request.HasField("adapter") else None, request.model)
             for kind, value in stream:
                 if not context.is_active():
                     stream.close()  # client cancelled: stop the runtime, record "cancelled"
@@ -270,7 +302,6 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 if kind == "text":
                     yield pb.GenerateResponse(text=value)
                 else:
-                    loaded = self.core.loaded()
                     yield pb.GenerateResponse(
                         summary=pb.GenerateSummary(
                             prompt_tokens=value.prompt_tokens,
@@ -279,7 +310,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                             decode_tokens_per_s=value.decode_tokens_per_s,
                             prefill_tokens_per_s=value.prefill_tokens_per_s,
                             finish_reason=value.finish_reason,
-                            sha256=loaded.record.sha256 if loaded else "",
+                            sha256=value.sha256, model=value.model,
+                            load_wait_ms=value.load_wait_s * 1000,
                             energy_j=value.energy_j,
                             joules_per_token=value.joules_per_token,
                             energy_meter=value.energy_meter,
@@ -362,7 +394,8 @@ def unsigned_grant(fields: LoadFields) -> LoadGrant:
         "sha256": fields.sha256, "name": fields.name, "variant": fields.variant,
         "format": fields.format, "n_ctx": fields.n_ctx, "size_bytes": fields.size_bytes})
     return LoadGrant(record, fields.memory_bytes, fields.trial, fields.trial_seconds, "", 0,
-                     fields.base_sha256)
+                     fields.base_sha256, tuple(sorted(set(fields.aliases))), fields.replace,
+                     fields.pinned)
 
 
 # What the certificate-free local listener serves apps on the device: generation and

@@ -5,10 +5,11 @@ Layout under the data dir::
     store/incoming/<sha256>.part   an upload in progress (the controller writes here over SFTP)
     store/incoming/<sha256>        a finished upload, not yet verified
     store/blobs/<sha256>           verified bytes; the name is the content hash
-    store/state.json               desired state: the active and previous model records,
-                                   whether the active one is still on trial, the highest
-                                   manifest version accepted (agent.manifest_check), and the
-                                   LoRA adapters held for those models (agent.adapters)
+    store/state.json               desired state (agent.store_state): one slot per model
+                                   name with its active and previous model records, whether
+                                   the active one is on trial, its aliases, and the LoRA
+                                   adapters held for those models (agent.adapters); the
+                                   highest manifest version accepted (agent.manifest_check)
     store/verified.json            fingerprint of each blob when it was last hashed
     store/quarantine/<sha256>      bytes that no longer hash to their name (+ <sha256>.json)
 
@@ -28,14 +29,22 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from agent import failpoints
+from agent import failpoints, store_state
 from agent.contract import RevertCause
-from agent.errors import BlobCorrupt, ChecksumMismatch, InvalidRequest, NotFound
+from agent.errors import BlobCorrupt, ChecksumMismatch, NotFound
 from agent.integrity import BlobLedger, Fingerprint, QuarantineRecord, allocated_bytes, hash_file
+from agent.store_state import (
+    AdapterRecord,
+    ModelRecord,
+    Slot,
+    StoreState,
+    check_sha256,
+)
+
+__all__ = ["AdapterRecord", "ModelRecord", "ModelStore", "Slot", "StoreState", "check_sha256"]
 
 log = logging.getLogger("edgefleet.agent")
 
@@ -46,80 +55,6 @@ STALE_UPLOAD_S = 7 * 24 * 3600.0  # an interrupted upload is kept a week for res
 # deploy's upload in progress is younger)
 IDLE_UPLOAD_S = 600.0
 CHUNK = 1 << 20
-
-
-def check_sha256(value: str) -> str:
-    if not _SHA256.fullmatch(value):
-        raise InvalidRequest(f"not a sha256 hex digest: {value[:80]!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class ModelRecord:
-    """What the store remembers about a model it can activate."""
-
-    sha256: str
-    name: str
-    variant: str
-    format: str
-    n_ctx: int
-    size_bytes: int
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelRecord:
-        return cls(
-            sha256=check_sha256(str(data["sha256"])),
-            name=str(data.get("name", "")),
-            variant=str(data.get("variant", "")),
-            format=str(data.get("format", "gguf")),
-            n_ctx=int(data.get("n_ctx", 0)),
-            size_bytes=int(data.get("size_bytes", 0)),
-        )
-
-
-@dataclass(frozen=True)
-class AdapterRecord:
-    """A LoRA adapter the store holds for a base model (by the base's sha256)."""
-
-    sha256: str
-    name: str
-    base_sha256: str
-    size_bytes: int
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AdapterRecord:
-        return cls(sha256=check_sha256(str(data["sha256"])), name=str(data["name"]),
-                   base_sha256=check_sha256(str(data["base_sha256"])),
-                   size_bytes=int(data.get("size_bytes", 0)))
-
-
-@dataclass(frozen=True)
-class StoreState:
-    active: ModelRecord | None = None
-    previous: ModelRecord | None = None
-    trial: bool = False  # the active model awaits CommitModel; a restart goes back
-    trial_until: float = 0.0  # wall-clock time the trial is given up at (0: no deadline)
-    reverted: str = ""  # sha256 of the last model on trial that was given up
-    reverted_reason: str = ""
-    reverted_cause: RevertCause = RevertCause.UNSPECIFIED
-    staged: str = ""  # sha256 verified ahead of activation (pre-pull), kept from GC
-    # the highest signed manifest version accepted: a load must carry a greater one, so a
-    # captured manifest cannot be played again, here or after a restart
-    manifest_seq: int = 0
-    # LoRA adapters: the committed ones, the one a request that names none runs with ("" =
-    # the base alone), and the one on trial (it is the default until committed or given up)
-    adapters: tuple[AdapterRecord, ...] = ()
-    adapter_default: str = ""
-    adapter_trial: AdapterRecord | None = None
-
-    @property
-    def pinned(self) -> set[str]:
-        """The blobs the store must keep: active, previous (for rollback), staged, and the
-        adapters held."""
-        adapters = {a.sha256 for a in self.adapters} | (
-            {self.adapter_trial.sha256} if self.adapter_trial else set())
-        return {r.sha256 for r in (self.active, self.previous) if r} | (
-            {self.staged} if self.staged else set()) | adapters
 
 
 class ModelStore:
@@ -231,14 +166,7 @@ class ModelStore:
         record = self.ledger.quarantine(sha256, self.blobs_dir / sha256, actual, reason,
                                         found_by)
         old = self.read_state()
-        new = old
-        if old.active and old.active.sha256 == sha256:
-            new = replace(old, active=old.previous, previous=None, trial=False,
-                          reverted=sha256, reverted_reason=reason)
-        elif old.previous and old.previous.sha256 == sha256:
-            new = replace(old, previous=None)
-        if new.staged == sha256:
-            new = replace(new, staged="")
+        new = store_state.quarantined(old, sha256, reason)
         if new != old:
             self.write_state(new)
         return record
@@ -282,75 +210,46 @@ class ModelStore:
             data = json.loads(self.state_path.read_text())
         except FileNotFoundError:
             return StoreState()
-        active = data.get("active")
-        previous = data.get("previous")
-        return StoreState(
-            active=ModelRecord.from_dict(active) if active else None,
-            previous=ModelRecord.from_dict(previous) if previous else None,
-            trial=bool(data.get("trial", False)) and bool(active),
-            trial_until=float(data.get("trial_until", 0.0)),
-            reverted=str(data.get("reverted", "")),
-            reverted_reason=str(data.get("reverted_reason", "")),
-            reverted_cause=_cause(data.get("reverted_cause", 0)),
-            staged=str(data.get("staged", "")),
-            manifest_seq=int(data.get("manifest_seq", 0)),
-            adapters=tuple(AdapterRecord.from_dict(a) for a in data.get("adapters", [])),
-            adapter_default=str(data.get("adapter_default", "")),
-            adapter_trial=(AdapterRecord.from_dict(data["adapter_trial"])
-                           if data.get("adapter_trial") else None),
-        )
+        return store_state.from_json(data)
 
     def write_state(self, state: StoreState) -> None:
-        data = {
-            "active": asdict(state.active) if state.active else None,
-            "previous": asdict(state.previous) if state.previous else None,
-            "trial": state.trial,
-            "trial_until": state.trial_until,
-            "reverted": state.reverted,
-            "reverted_reason": state.reverted_reason,
-            "reverted_cause": int(state.reverted_cause),
-            "staged": state.staged,
-            "manifest_seq": state.manifest_seq,
-            "adapters": [asdict(a) for a in state.adapters],
-            "adapter_default": state.adapter_default,
-            "adapter_trial": asdict(state.adapter_trial) if state.adapter_trial else None,
-        }
         tmp = self.state_path.with_suffix(".tmp")
         with tmp.open("w") as fh:
-            json.dump(data, fh, indent=2)
+            json.dump(store_state.to_json(state), fh, indent=2)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.state_path)
         _fsync_dir(self.root)
 
-    def activate(self, record: ModelRecord, trial: bool = False,
-                 trial_until: float = 0.0) -> StoreState:
-        """Make ``record`` active; the old active becomes previous (kept for rollback).
+    def slot_of(self, sha256: str) -> Slot:
+        """The slot whose active model is ``sha256`` (an empty one when none is)."""
+        return self.read_state().slot_of(sha256) or Slot("")
+
+    def write_slot(self, slot: Slot) -> None:
+        """Replace one slot in the state (the adapters' changes)."""
+        state = self.read_state()
+        if state.slot(slot.name) is not None:
+            self.write_state(state.with_slot(slot))
+
+    def activate(self, record: ModelRecord, trial: bool = False, trial_until: float = 0.0,
+                 aliases: tuple[str, ...] | None = None, pinned: bool = False,
+                 memory_bytes: int = 0, replace_others: bool = False) -> StoreState:
+        """Make ``record`` its slot's active model; the slot's old active one becomes its
+        previous (kept for rollback); see ``store_state.activate``.
 
         With ``trial`` the record stays on trial until ``commit`` (given up at ``trial_until``
-        if set). Re-activating the model that is on trial keeps it on trial unless ``trial``
-        is false.
+        if set).
         """
         old = self.read_state()
-        previous = old.previous
-        if old.active and old.active.sha256 != record.sha256:
-            previous = old.active
-            if old.trial:  # an unconfirmed model never becomes the rollback target
-                previous = old.previous
-        if previous and previous.sha256 == record.sha256:
-            previous = None
-        new = replace(old, active=record, previous=previous, trial=trial,
-                      trial_until=trial_until if trial else 0.0,
-                      staged="" if old.staged == record.sha256 else old.staged)
-        new = _adapters_for_models(new)
+        new = store_state.activate(old, record, trial, trial_until, aliases, pinned,
+                                   memory_bytes, replace_others)
         failpoints.hit("activate.before_state")
         self.write_state(new)
         failpoints.hit("activate.after_state")
-        # Only the model that just fell out of the rollback slot is deleted; blobs staged
-        # ahead of activation (pre-pulled or awaiting a retry) stay until collect_garbage.
-        for dropped in (old.previous, old.active):
-            if dropped and dropped.sha256 not in new.pinned:
-                (self.blobs_dir / dropped.sha256).unlink(missing_ok=True)
+        # Only models that just fell out of a rollback slot (or a dropped slot) are deleted;
+        # blobs staged ahead of activation stay until collect_garbage.
+        for dropped in sorted(old.pinned - new.pinned - {old.staged}):
+            (self.blobs_dir / dropped).unlink(missing_ok=True)
         self.collect_garbage(new, min_age_s=STALE_BLOB_S)
         self.ledger.prune(set(self.blobs()))
         return new
@@ -360,28 +259,23 @@ class ModelStore:
         staging another unpins the first, which garbage collection may then take)."""
         blob = self.verify_staged(sha256, "stage")
         old = self.read_state()
-        active = old.active.sha256 if old.active else ""
-        if old.staged != sha256 and sha256 != active:
+        if old.staged != sha256 and old.slot_of(sha256) is None:
             self.write_state(replace(old, staged=sha256))
         return blob.stat().st_size
 
     def commit(self, sha256: str) -> None:
-        """End the trial of the active model."""
+        """End the trial of the active model ``sha256`` (in its slot)."""
         old = self.read_state()
-        if old.active is None or old.active.sha256 != sha256:
-            raise NotFound(f"model {sha256[:12]} is not the active model")
-        if old.trial:
-            self.write_state(replace(old, trial=False, trial_until=0.0))
+        slot = old.slot_of(sha256)
+        if slot is None:
+            raise NotFound(f"model {sha256[:12]} is not an active model")
+        if slot.trial:
+            self.write_state(store_state.commit(old, slot.name))
 
-    def give_up_trial(self, reason: str, cause: RevertCause) -> StoreState:
-        """Record that the model on trial was given up; the previous model becomes active
-        (or none). Returns the new state."""
-        old = self.read_state()
-        assert old.trial and old.active is not None
-        new = replace(old, active=old.previous, previous=None, trial=False, trial_until=0.0,
-                      reverted=old.active.sha256, reverted_reason=reason,
-                      reverted_cause=cause)
-        new = _adapters_for_models(new)
+    def give_up_trial(self, name: str, reason: str, cause: RevertCause) -> StoreState:
+        """Record that the model on trial in slot ``name`` was given up; the slot's previous
+        model becomes active (or none). Returns the new state."""
+        new = store_state.give_up(self.read_state(), name, reason, cause)
         self.write_state(new)
         return new
 
@@ -391,10 +285,9 @@ class ModelStore:
         if seq > old.manifest_seq:
             self.write_state(replace(old, manifest_seq=seq))
 
-    def deactivate(self) -> None:
-        old = self.read_state()
-        self.write_state(replace(old, active=None, previous=old.active or old.previous,
-                                 trial=False, trial_until=0.0))
+    def deactivate(self, name: str = "") -> None:
+        """Stop serving slot ``name`` (every slot when empty)."""
+        self.write_state(store_state.deactivate(self.read_state(), name))
 
     def collect_garbage(self, state: StoreState, keep_extra: int = 0,
                         min_age_s: float = 0.0) -> list[str]:
@@ -417,26 +310,6 @@ class ModelStore:
             if now - part.stat().st_mtime > STALE_UPLOAD_S:
                 part.unlink(missing_ok=True)
         return removed
-
-
-def _adapters_for_models(state: StoreState) -> StoreState:
-    """Adapters are kept for the active and previous models only; the default and a trial
-    belong to the active model."""
-    bases = {r.sha256 for r in (state.active, state.previous) if r}
-    active = state.active.sha256 if state.active else ""
-    kept = tuple(a for a in state.adapters if a.base_sha256 in bases)
-    default = next((a.name for a in kept
-                    if a.name == state.adapter_default and a.base_sha256 == active), "")
-    trial = state.adapter_trial
-    return replace(state, adapters=kept, adapter_default=default,
-                   adapter_trial=trial if trial and trial.base_sha256 == active else None)
-
-
-def _cause(value: object) -> RevertCause:
-    try:
-        return RevertCause(int(value))  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        return RevertCause.UNSPECIFIED
 
 
 def _fsync_dir(path: Path) -> None:

@@ -55,6 +55,9 @@ class RequestRecord:
     energy_meter: str = ""
     peak_rss_bytes: int = 0
     prefill_tokens_per_s: float = 0.0
+    model: str = ""  # the model name that served it (several models per device)
+    adapter: str = ""  # the LoRA adapter applied ("": the base alone)
+    load_wait_ms: float = 0.0  # waited for an on-demand load first (0: it was resident)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +88,8 @@ class _Sequenced(Protocol):
 
 
 R = TypeVar("R", bound=_Sequenced)
-_INTERNED = ("sha256", "variant", "outcome", "energy_meter", "active_sha256")
+_INTERNED = ("sha256", "variant", "outcome", "energy_meter", "active_sha256", "model",
+             "adapter")
 
 
 class SeqLog(Generic[R]):
@@ -190,14 +194,16 @@ class TelemetryBuffer(SeqLog[RequestRecord]):
         self.worker_crashes = 0
 
     def append_generation(self, sha256: str, variant: str, s: GenerationStats, outcome: str,
-                          energy_meter: str, peak_rss_bytes: int) -> RequestRecord:
+                          energy_meter: str, peak_rss_bytes: int, model: str = "",
+                          adapter: str = "", load_wait_ms: float = 0.0) -> RequestRecord:
         """One request's record from its generation stats (whichever API it came by)."""
         return self.append(
             sha256=sha256, variant=variant, ttft_ms=s.ttft_s * 1000, total_ms=s.total_s * 1000,
             prompt_tokens=s.prompt_tokens, completion_tokens=s.completion_tokens,
             decode_tokens_per_s=s.decode_tokens_per_s, outcome=outcome, energy_j=s.energy_j,
             joules_per_token=s.joules_per_token, energy_meter=energy_meter,
-            peak_rss_bytes=peak_rss_bytes, prefill_tokens_per_s=s.prefill_tokens_per_s)
+            peak_rss_bytes=peak_rss_bytes, prefill_tokens_per_s=s.prefill_tokens_per_s,
+            model=model, adapter=adapter, load_wait_ms=load_wait_ms)
 
 
 class DeviceSampler:

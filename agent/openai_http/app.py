@@ -29,7 +29,7 @@ from agent.openai_http import schema
 from agent.openai_http.errors import INVALID, ApiError
 from agent.openai_http.streaming import Event, TokenChannel, produce
 from agent.runtimes.base import GenerationStats
-from agent.store import ModelRecord
+from agent.store import ModelRecord, Slot
 
 MAX_BODY_BYTES = 8 << 20
 GENERATION_THREADS = 8  # generations queue on the model's worker; these only wait there
@@ -62,9 +62,11 @@ class EventStream(StreamingResponse):
 
 
 class OpenAIEndpoint:
-    """Routes of one agent. ``resolve`` is where a model name picks what serves it: the one
-    active model under its catalog name (with the adapter deployed on it, if any), or
-    ``MODEL+ADAPTER`` for one of the LoRA adapters it holds (``MODEL+`` for the base alone)."""
+    """Routes of one agent. ``resolve`` is where a model name picks what serves it: a model
+    by its name or one of its aliases (with the adapter deployed on it, if any), or
+    ``MODEL+ADAPTER`` for one of the LoRA adapters its slot holds (``MODEL+`` for the base
+    alone). A model not resident loads on demand; the wait is in ``timings.load_wait_ms`` and,
+    on a response that is not streamed, the ``X-Edgefleet-Load-Wait-Ms`` header."""
 
     def __init__(self, core: AgentCore, stream_interval_s: float) -> None:
         self.core = core
@@ -72,40 +74,48 @@ class OpenAIEndpoint:
         self.executor = ThreadPoolExecutor(GENERATION_THREADS, thread_name_prefix="openai-gen")
 
     # -- models ---------------------------------------------------------------------------
-    def served(self) -> list[ModelRecord]:
-        loaded = self.core.loaded()
-        return [loaded.record] if loaded and loaded.record.format == "gguf" else []
+    def served(self) -> list[Slot]:
+        """The slots of text models that requests may reach."""
+        return [s for s in self.core.store.read_state().serving()
+                if s.active is not None and s.active.format == "gguf"]
 
     def served_names(self) -> list[tuple[ModelRecord, str]]:
-        """Each text model and adapter by the name a request gives: MODEL, MODEL+ADAPTER."""
-        state = self.core.store.read_state()
-        return [(r, name) for r in self.served()
-                for name in (r.name, *(f"{r.name}+{a.name}" for a in held_for(state, r.sha256)))]
+        """Each text model by every name a request may give: MODEL, each ALIAS,
+        MODEL+ADAPTER."""
+        out = []
+        for slot in self.served():
+            record = slot.active
+            assert record is not None
+            out += [(record, name) for name in (
+                record.name, *slot.aliases,
+                *(f"{record.name}+{a.name}" for a in held_for(slot, record.sha256)))]
+        return out
 
-    def resolve_adapter(self, name: str) -> tuple[ModelRecord, str | None]:
-        """The model and the adapter (None: the deployed one; "": none) ``name`` asks for."""
+    def resolve_adapter(self, name: str) -> tuple[Slot, str | None]:
+        """The slot and the adapter (None: the deployed one; "": none) ``name`` asks for."""
         base, plus, adapter = name.partition("+")
-        record = self.resolve(base)
+        slot = self.resolve(base)
         if not plus:
-            return record, None
+            return slot, None
         if adapter:
-            resolve_name(self.core.store.read_state(), adapter)  # NotFound names what it holds
-        return record, adapter
+            resolve_name(slot, adapter)  # NotFound names what it holds
+        return slot, adapter
 
-    def resolve(self, name: str) -> ModelRecord:
+    def resolve(self, name: str) -> Slot:
         """Raises NoActiveModel (503), NotFound (404) or InvalidRequest (not a text model)."""
-        loaded = self.core.loaded()
-        if loaded is None:
+        state = self.core.store.read_state()
+        if not state.serving():
             raise NoActiveModel("no model is loaded on this device; deploy one "
                                 "(fleet deploy MODEL --group G)")
-        if loaded.record.name != name:
-            served = ", ".join(r.name for r in self.served()) or "no text model"
+        slot = state.named(name) if name else state.default()
+        if slot is None or slot.active is None:
+            served = ", ".join(n for _r, n in self.served_names()) or "no text model"
             raise NotFound(f"the model {name!r} does not exist on this device; it serves: "
                            f"{served} (GET /v1/models lists them)")
-        if loaded.record.format != "gguf":
-            raise InvalidRequest(f"{name!r} is an {loaded.record.format.upper()} model: it "
+        if slot.active.format != "gguf":
+            raise InvalidRequest(f"{name!r} is an {slot.active.format.upper()} model: it "
                                  "serves tensor inference (Open Inference Protocol), not text")
-        return loaded.record
+        return slot
 
     def model_object(self, record: ModelRecord) -> dict[str, Any]:
         try:
@@ -124,8 +134,9 @@ class OpenAIEndpoint:
     async def get_model(self, request: Request) -> Response:
         name = request.path_params["model"]
         try:
-            record, _adapter = self.resolve_adapter(name)
-            return JSONResponse({**self.model_object(record), "id": name})
+            slot, _adapter = self.resolve_adapter(name)
+            assert slot.active is not None
+            return JSONResponse({**self.model_object(slot.active), "id": name})
         except (NoActiveModel, NotFound, InvalidRequest):
             raise ApiError(404, f"the model {name!r} does not exist on this device",
                            INVALID, "model_not_found", "model") from None
@@ -134,7 +145,7 @@ class OpenAIEndpoint:
         served = self.served()
         if not served:
             raise ApiError.from_agent_error(NoActiveModel("no text model is loaded"))
-        return JSONResponse({"status": "ok", "models": [r.name for r in served]})
+        return JSONResponse({"status": "ok", "models": [s.name for s in served]})
 
     # -- generation -----------------------------------------------------------------------
     async def chat_completions(self, request: Request) -> Response:
@@ -148,7 +159,8 @@ class OpenAIEndpoint:
         parse = schema.parse_chat if chat else schema.parse_completion
         parsed = parse(body, self.stream_interval_s)
         try:
-            record, adapter = self.resolve_adapter(parsed.model)
+            slot, adapter = self.resolve_adapter(parsed.model)
+            assert slot.active is not None
         except (NoActiveModel, NotFound, InvalidRequest) as exc:
             api = ApiError.from_agent_error(exc)
             api.param = "model" if api.status != 503 else None
@@ -156,7 +168,7 @@ class OpenAIEndpoint:
         loop = asyncio.get_running_loop()
         channel = TokenChannel(loop)
         loop.run_in_executor(self.executor, produce, self.core, parsed.generation,
-                             record.sha256, channel, adapter)
+                             slot.active.sha256, channel, adapter)
         responder = schema.Responder(model=parsed.model, chat=chat)
         gone = asyncio.ensure_future(_disconnected(request))
         streaming = False
@@ -252,7 +264,10 @@ async def _collect(events: list[Event], channel: TokenChannel, gone: asyncio.Fut
             elif kind == "error":
                 return error_response(value)
             elif kind == "end":
-                return JSONResponse(responder.completion("".join(text), stats))
+                headers = {"X-Edgefleet-Model": stats.model,
+                           "X-Edgefleet-Load-Wait-Ms": f"{stats.load_wait_s * 1000:.1f}"}
+                return JSONResponse(responder.completion("".join(text), stats),
+                                    headers=headers)
         got = await _take_unless_gone(channel, gone)
         if got is None:
             return Response(status_code=499)

@@ -184,7 +184,9 @@ def timings(stats: GenerationStats) -> dict[str, Any]:
             "decode_tokens_per_s": round(stats.decode_tokens_per_s, 2),
             "energy_j": round(stats.energy_j, 6),
             "joules_per_token": round(stats.joules_per_token, 6),
-            "energy_meter": stats.energy_meter}
+            "energy_meter": stats.energy_meter,
+            # waited for the model to load on demand first (several models per device)
+            "load_wait_ms": round(stats.load_wait_s * 1000, 3)}
 
 
 def finish_reason(stats: GenerationStats) -> str:

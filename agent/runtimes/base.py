@@ -82,6 +82,11 @@ class GenerationStats:
     finish_reason: str = ""
     energy_j: float = 0.0  # filled in by the agent from its energy meter
     energy_meter: str = ""
+    # filled in by the agent: the model that served it and how long the request waited for
+    # it to load on demand (several models per device; 0 when it was resident)
+    model: str = ""
+    sha256: str = ""
+    load_wait_s: float = 0.0
 
     @property
     def joules_per_token(self) -> float:
