@@ -75,8 +75,8 @@ def skew_problem(skew_s: float | None) -> str:
 
 # An agent that holds several models, each in the slot of its name (GetStore.slots), takes
 # aliases, "replace" and "pinned" in its signed manifest and unloads unpinned models
-# least-recently-used (agent.contract.Capability.MULTI_MODEL)
-MULTI_MODEL = "multi-model"
+# least-recently-used
+MULTI_MODEL = Capability.MULTI_MODEL.value
 
 
 def holds_several(agent: AgentVersion) -> bool:

@@ -40,7 +40,8 @@ OTHER = SlotView("clf", active="c" * 64, memory_bytes=40 * MIB, resident=True,
                  aliases=("classify",))
 MULTI = AgentVersion("0.3.0", 2, frozenset({*(c.value for c in AGENT_CAPABILITIES),
                                             MULTI_MODEL}), 0.0)
-SINGLE = AgentVersion("0.2.0", 2, frozenset(c.value for c in AGENT_CAPABILITIES), 0.0)
+SINGLE = AgentVersion("0.2.0", 2, frozenset(c.value for c in AGENT_CAPABILITIES
+                                            if c.value != MULTI_MODEL), 0.0)
 
 
 # -- the memory budget beside the models a device keeps ----------------------------------------
