@@ -132,7 +132,12 @@ def _contact(client: GrpcAgentClient, device: Device, cursors: Cursors, started:
         active, previous, on_trial = known, cursors.previous, live.active_on_trial
     else:
         models = listed or []
-        info = next((m for m in models if m.active), None)
+        # of several active models, the one the fleet deployed last, else the agent's most
+        # recent load: another model running beside it is no drift
+        actives = [m for m in models if m.active]
+        info = next((m for m in actives if m.sha256 == device.sha256), None) or next(
+            (m for m in actives if m.sha256 == live.active_sha256), None) or next(
+            iter(actives), None)
         before = next((m for m in models if not m.active), None)
         active, previous = _model(info), _model(before)
         on_trial = bool(info and info.on_trial)

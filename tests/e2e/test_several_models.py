@@ -56,6 +56,7 @@ def _status_models(cli: Cli) -> list[dict[str, object]]:
     result = cli("status", "--json")
     assert result.code == 0, result.err
     [device] = json.loads(result.out)["devices"]
+    assert device["state"] == "deployed", device  # a model beside it is no drift
     return list(device["models"])
 
 
