@@ -85,6 +85,7 @@ class DeviceRun:
         # what the agent is told of the placement (None: an agent of one model, which
         # replaces); known once its capabilities are
         self._placement: Placement | None = None
+        self._replaced = ""  # an agent of one model replaced what it ran: said in the outcome
 
     def run(self) -> DeviceJob:
         job = self.job
@@ -174,6 +175,12 @@ class DeviceRun:
         if refused and not self.settings.stage_only:
             return self._move(Step.FAILED, refused, hint)
         self._placement = told
+        if told is None and not self.settings.placement.replace and whole.active not in (
+                "", art.sha256):
+            # what the operator did not ask for, said in the outcome (the plan assumed beside)
+            self._replaced = ("; it replaced the model the device ran: its agent holds one "
+                              f"model at a time (`fleet device upgrade {job.device}` lets it "
+                              "run several)")
         if job.site and not compat.can_share_blobs(agent):
             self.settings.without_peers(job.device, f"{agent.describe()} cannot share blobs "
                                         f"with its peers: `fleet device upgrade {job.device}` "
@@ -289,7 +296,8 @@ class DeviceRun:
         link.commit(art.sha256)
         return self._move(Step.COMMITTED, ("confirmed the model an earlier deploy left on "
                                            "trial; " if confirming else "") + job.choice
-                          + (f"; {measured}" if measured else "") + self._note)
+                          + (f"; {measured}" if measured else "") + self._note
+                          + self._replaced)
 
     def _give_up(self, link: DeviceLink, why: str) -> Step:
         art = self.job.artifact

@@ -234,6 +234,8 @@ def test_an_agent_of_one_model_replaces_and_says_so() -> None:
     assert job.step is Step.COMMITTED
     assert any("in place of its model (its agent holds one model at a time)" in r
                for r in REASONS), REASONS
+    assert "it replaced the model the device ran" in job.reason
+    assert "fleet device upgrade d1" in job.reason
     assert device.active is not None and device.active.sha256 == NEW.sha256
 
 
