@@ -45,6 +45,7 @@ MAX_PAGES = 10  # per contact: a device with a big backlog is caught up over a f
 DEFAULT_TIMEOUT_S = CONTACT_TIMEOUT_S  # the whole contact with one device
 BACKOFF_MAX_S = 60.0
 BATCH = 200  # contacts per write transaction
+MODELS_EVERY_S = 30.0  # a busy device's models (resident, last used) read at most this often
 
 
 def _model(info: pb.ModelInfo | None) -> ModelSeen | None:
@@ -68,21 +69,22 @@ def _sample(s: pb.DeviceSample) -> SampleIn:
 
 def fetch(fleet: Fleet, device: Device, cursors: Cursors,
           timeout_s: float = DEFAULT_TIMEOUT_S,
-          client: GrpcAgentClient | None = None) -> Fetched | Unreached:
+          client: GrpcAgentClient | None = None,
+          models_due: bool = True) -> Fetched | Unreached:
     """One contact with one agent; never raises for the device's sake. ``client``: a kept
     connection to reuse (the caller closes it); else one is opened and closed here."""
     started = time.monotonic()
     try:
         if client is not None:
-            return _contact(client, device, cursors, started, timeout_s)
+            return _contact(client, device, cursors, started, timeout_s, models_due)
         with fleet.client(device, timeout_s=timeout_s) as own:
-            return _contact(own, device, cursors, started, timeout_s)
+            return _contact(own, device, cursors, started, timeout_s, models_due)
     except FleetError as exc:
         return Unreached(device.name, time.time(), time.monotonic() - started, exc.message)
 
 
 def _contact(client: GrpcAgentClient, device: Device, cursors: Cursors, started: float,
-             timeout_s: float) -> Fetched:
+             timeout_s: float, models_due: bool = True) -> Fetched:
     deadline = started + timeout_s
 
     def left() -> float:
@@ -123,10 +125,10 @@ def _contact(client: GrpcAgentClient, device: Device, cursors: Cursors, started:
     previous: ModelSeen | None
     same = bool(known is not None and live.active_sha256
                 and live.active_sha256 == known.sha256)
-    # every model it runs, when they may have changed: another model, requests served (the
-    # least-recently-used may have been unloaded or loaded on demand), an agent restarted
+    # every model it runs, when they may have changed: another model, an agent restarted, or
+    # (at most every MODELS_EVERY_S) requests served: a model unloaded or loaded on demand
     listed = (client.list_models(timeout=left())
-              if not same or requests or epoch != cursors.epoch else None)
+              if not same or epoch != cursors.epoch or (requests and models_due) else None)
     if same:
         # the same model as last time: its names are known, the trial flag came live
         active, previous, on_trial = known, cursors.previous, live.active_on_trial
@@ -196,6 +198,7 @@ class Collector:
         self.in_flight: set[str] = set()
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
+        self._models_at: dict[str, float] = {}  # when each device's models were last read
         self._clients: dict[str, tuple[tuple[str, int, bool], GrpcAgentClient]] = {}
         for i in range(max(1, concurrency)):
             threading.Thread(target=self._work, name=f"collect-{i}", daemon=True).start()
@@ -207,8 +210,12 @@ class Collector:
                 return
             device, cursors = job
             try:
+                due = time.monotonic() - self._models_at.get(device.name, -1e9) >= (
+                    MODELS_EVERY_S)
                 result = fetch(self.fleet, device, cursors, self.timeout_s,
-                               self._client(device))
+                               self._client(device), due)
+                if isinstance(result, Fetched) and result.models is not None:
+                    self._models_at[device.name] = time.monotonic()
             except Exception as exc:  # a bug must not kill the worker; the device shows it
                 result = Unreached(device.name, time.time(), 0.0,
                                    f"collector error: {type(exc).__name__}: {exc}")

@@ -262,3 +262,54 @@ def test_a_commit_beside_moves_aliases_and_replace_leaves_one() -> None:
     assert rolled_back(after, "m", old) == [after[0], old]
     assert rolled_back(after, "m", None) == [after[0]]
     assert describe(new) == "m q4 (assistant, pinned, resident)"
+
+
+# -- the collector reads every model a device runs -----------------------------------------
+class _Agent:
+    """GetTelemetry and ListModels of an agent running tiny-llama and a classifier beside it;
+    ``records`` new requests since the cursor."""
+
+    def __init__(self, records: int) -> None:
+        self.records = records
+        self.listed = 0
+
+    def telemetry_since(self, after: int, after_s: int, limit: int, timeout: float
+                        ) -> pb.GetTelemetryResponse:
+        recs = [pb.RequestRecord(seq=after + i + 1, sha256="a" * 64, model="assistant",
+                                 load_wait_ms=12.5) for i in range(self.records)]
+        return pb.GetTelemetryResponse(
+            records=recs, epoch="e1", sample_epoch="s1", last_seq=after + self.records,
+            sample=pb.DeviceSample(active_sha256="a" * 64))
+
+    def list_models(self, timeout: float | None = None) -> list[pb.ModelInfo]:
+        self.listed += 1
+        return [pb.ModelInfo(name="tiny-llama", variant="q4", sha256="a" * 64, active=True,
+                             aliases=["assistant"], resident=True, memory_bytes=10),
+                pb.ModelInfo(name="clf", variant="f32", sha256="c" * 64, active=True,
+                             pinned=True, last_used_at=5.0),
+                pb.ModelInfo(name="tiny-llama", variant="q8", sha256="b" * 64)]
+
+
+def test_the_collector_reads_every_model_when_they_may_have_changed() -> None:
+    import time as clock
+
+    from controller.adapters.tables import Device
+    from controller.core.telemetry_records import Cursors, ModelSeen
+    from controller.services.collecting import _contact
+    device = Device(name="k1", host="h", model="clf", variant="f32", sha256="c" * 64)
+    known = Cursors("e1", 3, "s1", 0, ModelSeen("a" * 64, "tiny-llama", "q4"))
+    idle, busy = _Agent(0), _Agent(2)
+    got = _contact(idle, device, known, clock.monotonic(), 5.0)  # type: ignore[arg-type]
+    assert idle.listed == 0 and got.models is None  # nothing changed: not asked
+    got = _contact(busy, device, known, clock.monotonic(), 5.0)  # type: ignore[arg-type]
+    assert busy.listed == 1 and got.models is not None
+    assert [(m.name, m.aliases, m.pinned, m.resident) for m in got.models] == [
+        ("clf", (), True, False), ("tiny-llama", ("assistant",), False, True)]
+    assert [(r.model, r.load_wait_ms) for r in got.requests] == [("assistant", 12.5)] * 2
+    _contact(busy, device, known, clock.monotonic(), 5.0, models_due=False)  # type: ignore[arg-type]
+    assert busy.listed == 1  # requests, but read less than MODELS_EVERY_S ago
+    first = _contact(idle, device, Cursors(), clock.monotonic(), 5.0)  # type: ignore[arg-type]
+    assert idle.listed == 1 and first.models is not None
+    # of two active models, the one the fleet deployed (clf) decides: deployed, not drifted
+    assert first.live.active is not None and first.live.active.name == "clf"
+    assert first.live.state == "deployed"
