@@ -293,8 +293,8 @@ def _none_reason(assessed: Sequence[Candidate], ctx: int, usable: int,
                 f"{smallest.variant.name} needs {_mib(smallest.memory.total)} at ctx {ctx}, "
                 f"{_mib(usable)} is left of {_mib(usable + kept)} usable once "
                 f"{', '.join(f'{name} ({_mib(n)})' for name, n in held)} stay (short by "
-                f"{_mib(short)}); deploy with --replace to run it instead of them, or remove "
-                f"one ({biggest} holds the most)")
+                f"{_mib(short)}); deploy with --replace to run it instead of them ({biggest} "
+                "holds the most)")
     if short > 0:
         return (f"nothing fits: smallest variant {smallest.variant.name} needs "
                 f"{_mib(smallest.memory.total)} at ctx {ctx}, device has "
