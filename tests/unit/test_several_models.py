@@ -313,3 +313,13 @@ def test_the_collector_reads_every_model_when_they_may_have_changed() -> None:
     # of two active models, the one the fleet deployed (clf) decides: deployed, not drifted
     assert first.live.active is not None and first.live.active.name == "clf"
     assert first.live.state == "deployed"
+
+
+def test_stage_only_takes_no_placement() -> None:
+    from controller.services.deploying import DeployOptions, check_options
+    for options in (DeployOptions(stage_only=True, aliases=("assistant",)),
+                    DeployOptions(stage_only=True, replace=True),
+                    DeployOptions(stage_only=True, pinned=True)):
+        with pytest.raises(UsageError, match="--stage-only activates nothing"):
+            check_options(options)
+    check_options(DeployOptions(aliases=("assistant",), replace=True, pinned=True))
