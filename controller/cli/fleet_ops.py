@@ -364,6 +364,8 @@ def register(app: typer.Typer) -> None:
         device: list[str] = DEVICE,
         label: list[str] = LABEL,
         max_tokens: int = typer.Option(16, "--max-tokens"),
+        model: str = typer.Option("", "--model", help="A model name or alias, on devices "
+                                  "that run several (default: each device's default model)."),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Generate on each device through its agent, with timing."""
@@ -373,7 +375,7 @@ def register(app: typer.Typer) -> None:
 
         f = fleet(ctx)
         chosen = select_devices(f, group, device, label)
-        results = observing.generate(f, chosen, prompt, max_tokens)
+        results = observing.generate(f, chosen, prompt, max_tokens, model=model)
         if as_json:
             print_json({"version": 1, "results": [{"device": r.device, "error": r.error or None,
                          "text": r.result.text if r.result else None,

@@ -191,11 +191,13 @@ class GenerateOutcome:
 
 
 def generate(fleet: Fleet, devices: list[Device], prompt: str, max_tokens: int,
-             temperature: float = 0.0) -> list[GenerateOutcome]:
+             temperature: float = 0.0, model: str = "") -> list[GenerateOutcome]:
+    """``model``: a model name or alias on devices of several models ("": each one's
+    default model)."""
     def one(device: Device) -> GenerateOutcome:
         try:
             with fleet.client(device) as client:
-                result = client.generate(prompt, max_tokens, temperature)
+                result = client.generate(prompt, max_tokens, temperature, model=model)
         except FleetError as exc:
             return GenerateOutcome(device.name, None, exc.message, exc.hint,
                                    isinstance(exc, Unreachable))

@@ -75,6 +75,10 @@ def test_two_models_beside_an_alias_repointed_then_replace(
 
     _deploy(cli, "tiny-llama", "--prefer", "speed", "--alias", "assistant")
     assert list(_slots(fleet)["tiny-llama"].aliases) == ["assistant"]
+    said = cli("generate", "The edge", "--group", "lab", "--model", "assistant", "--json")
+    assert said.code == 0, said.err
+    [answer] = json.loads(said.out)["results"]
+    assert answer["completion_tokens"] > 0 and answer["text"]
     _deploy(cli, "tiny-mlp", "--alias", "assistant", "--pin")  # repointed
     slots = _slots(fleet)
     assert list(slots["tiny-mlp"].aliases) == ["assistant"] and slots["tiny-mlp"].pinned
