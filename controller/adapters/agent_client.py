@@ -208,9 +208,10 @@ class GrpcAgentClient:
         request = pb.BenchmarkRequest(runs=runs, max_tokens=max_tokens)
         return self._call(self._stub.Benchmark, request, timeout)
 
-    def verify_output(self, prompt: str, max_tokens: int,
-                      timeout: float = 300.0) -> pb.VerifyOutputResponse:
-        request = pb.VerifyOutputRequest(prompt=prompt, max_tokens=max_tokens)
+    def verify_output(self, prompt: str, max_tokens: int, timeout: float = 300.0,
+                      sha256: str = "") -> pb.VerifyOutputResponse:
+        """``sha256``: the model to check ("": the active one)."""
+        request = pb.VerifyOutputRequest(prompt=prompt, max_tokens=max_tokens, sha256=sha256)
         return self._call(self._stub.VerifyOutput, request, timeout)
 
     def agent_serving(self) -> bool:
@@ -237,18 +238,20 @@ class GrpcAgentClient:
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
     def stream(self, prompt: str, max_tokens: int = 16, temperature: float = 0.0,
-               timeout: float = 120.0, adapter: str | None = None) -> GenerationStream:
+               timeout: float = 120.0, adapter: str | None = None,
+               model: str = "") -> GenerationStream:
         """``adapter``: a LoRA adapter by name (None: the device's deployed one, "": the
-        base alone)."""
+        base alone); ``model``: a model name or alias ("": the device's default model)."""
         request = pb.GenerateRequest(prompt=prompt, max_tokens=max_tokens,
-                                     temperature=temperature, adapter=adapter)
+                                     temperature=temperature, adapter=adapter, model=model)
         return GenerationStream(self, self._stub.Generate(request, timeout=timeout))
 
     def generate(self, prompt: str, max_tokens: int = 16, temperature: float = 0.0,
-                 adapter: str | None = None) -> GenerationResult:
+                 adapter: str | None = None, model: str = "") -> GenerationResult:
         pieces = []
         summary = pb.GenerateSummary()
-        for event in self.stream(prompt, max_tokens, temperature, adapter=adapter):
+        for event in self.stream(prompt, max_tokens, temperature, adapter=adapter,
+                                 model=model):
             if event.HasField("summary"):
                 summary = event.summary
             else:

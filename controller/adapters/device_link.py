@@ -28,6 +28,7 @@ from controller.services.ports import (
     LoadOrder,
     ModelView,
     PeerOrder,
+    SlotView,
     StoreView,
     Summary,
     Uploaded,
@@ -41,13 +42,24 @@ Uploader = Callable[[GrpcAgentClient, Artifact, pb.CheckFitResponse, str, int, b
 PeerProgress = Callable[[str, str, int, int], None]
 
 
+def slot_view(s: pb.ModelSlot) -> SlotView:
+    return SlotView(
+        name=s.name, active=s.active_sha256, previous=s.previous_sha256, on_trial=s.on_trial,
+        trial_seconds_left=s.trial_seconds_left, aliases=tuple(sorted(s.aliases)),
+        pinned=s.pinned, resident=s.resident, memory_bytes=s.memory_bytes,
+        last_used_at=s.last_used_at, reverted=s.reverted_sha256,
+        reverted_reason=s.reverted_reason, reverted_cause=RevertCause(s.reverted_cause))
+
+
 def store_view(s: pb.GetStoreResponse) -> StoreView:
     return StoreView(
         active=s.active_sha256, previous=s.previous_sha256, on_trial=s.active_on_trial,
         trial_seconds_left=s.trial_seconds_left, staged=s.staged_sha256,
         blobs=frozenset(s.blobs), incoming_dir=s.incoming_dir,
         disk_free_bytes=s.disk_free_bytes, reverted=s.reverted_sha256,
-        reverted_reason=s.reverted_reason, reverted_cause=RevertCause(s.reverted_cause))
+        reverted_reason=s.reverted_reason, reverted_cause=RevertCause(s.reverted_cause),
+        slots=tuple(slot_view(slot) for slot in s.slots),
+        memory_budget_bytes=s.memory_budget_bytes)
 
 
 def agent_version(answer: pb.GetVersionResponse | None, sent: float,
@@ -68,18 +80,34 @@ def fit_view(f: pb.CheckFitResponse) -> FitView:
                    f.reclaimed_bytes)
 
 
-def load_request(order: LoadOrder, sign: Signer) -> pb.LoadModelRequest:
+def manifest_fields(order: LoadOrder) -> dict[str, Any]:
+    """What the manifest of a load order says. The placement keys ("aliases", sorted,
+    "replace", "pinned") go only to an agent of several models: an older agent checks the
+    fields it knows and would ignore them, so it gets today's manifest (and replaces)."""
     art = order.artifact
-    manifest, signature = sign({
+    fields: dict[str, Any] = {
         "sha256": art.sha256, "size_bytes": art.size_bytes, "name": art.model,
         "variant": art.variant, "format": art.format, "trial": order.trial,
         "trial_seconds": order.trial_seconds, "n_ctx": order.n_ctx,
-        "memory_bytes": order.memory_bytes, "runtime": {}})
-    return pb.LoadModelRequest(
+        "memory_bytes": order.memory_bytes, "runtime": {}}
+    if order.placement is not None:
+        fields |= {"aliases": sorted(order.placement.aliases),
+                   "replace": order.placement.replace, "pinned": order.placement.pinned}
+    return fields
+
+
+def load_request(order: LoadOrder, sign: Signer) -> pb.LoadModelRequest:
+    art, placement = order.artifact, order.placement
+    manifest, signature = sign(manifest_fields(order))
+    request = pb.LoadModelRequest(
         sha256=art.sha256, name=art.model, variant=art.variant, format=art.format,
         n_ctx=order.n_ctx, size_bytes=art.size_bytes,
         estimated_memory_bytes=order.memory_bytes, manifest=manifest,
         manifest_signature=signature, trial=order.trial, trial_seconds=order.trial_seconds)
+    if placement is not None:
+        request.aliases.extend(sorted(placement.aliases))
+        request.replace, request.pinned = placement.replace, placement.pinned
+    return request
 
 
 def peer_grant(order: PeerOrder, sign: Signer) -> ppb.PeerGrant:
@@ -174,15 +202,15 @@ class GrpcDeviceLink:
     def model_serving(self) -> bool:
         return self.client.model_serving()
 
-    def generate(self, prompt: str, max_tokens: int) -> Generation:
-        result = self.client.generate(prompt, max_tokens)
+    def generate(self, prompt: str, max_tokens: int, model: str = "") -> Generation:
+        result = self.client.generate(prompt, max_tokens, model=model)
         s = result.summary
         return Generation(result.text, Summary(
             s.prompt_tokens, s.completion_tokens, s.ttft_ms, s.decode_tokens_per_s,
             s.joules_per_token, s.energy_meter, s.finish_reason))
 
-    def verify_output(self, prompt: str, max_tokens: int) -> OutputSample:
-        r = self.client.verify_output(prompt, max_tokens)
+    def verify_output(self, prompt: str, max_tokens: int, sha256: str = "") -> OutputSample:
+        r = self.client.verify_output(prompt, max_tokens, sha256=sha256)
         return OutputSample(finite=r.logits_finite, prompt_tokens=r.prompt_tokens,
                             mean_logprob=r.prompt_mean_logprob, tokens=tuple(r.tokens),
                             margins=tuple(r.margins), text=r.text, problem=r.problem)

@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from controller.adapters import device_models_db
 from controller.adapters.inventory import SqlInventory
 from controller.adapters.tables import (
     Device,
@@ -25,6 +26,7 @@ from controller.adapters.tables import (
     RolloutEvent,
     RolloutRow,
 )
+from controller.core.device_models import DeviceModel, committed, rolled_back
 from controller.core.steps import FINAL, Step
 from controller.errors import UsageError
 from controller.liveness import driver_alive
@@ -176,6 +178,30 @@ class SqlRolloutLog:
             device.sha256 = model.sha256 if model else ""
         device.last_seen = _now()
         s.add(device)
+        self._device_models(s, job, restored, rollout)
+
+    def _device_models(self, s: Session, job: DeviceJob, restored: ModelView | None,
+                       rollout: str) -> None:
+        """The device's set of models (controller.core.device_models) as this step left it;
+        the collector corrects it from the agent's own word at its next contact."""
+        art = job.artifact
+        if art is None:
+            return
+        conn = s.connection()
+        models = device_models_db.read(conn, [job.device]).get(job.device, [])
+        if job.step is Step.COMMITTED:
+            row = s.get(RolloutRow, rollout)
+            policy = json.loads(row.policy_json) if row is not None else {}
+            new = DeviceModel(art.model, art.variant, art.sha256,
+                              tuple(sorted(policy.get("aliases") or ())),
+                              bool(policy.get("pinned")), True, False, job.memory_bytes)
+            models = committed(models, new, bool(policy.get("replace")))
+        else:
+            back = (DeviceModel(restored.name or art.model, restored.variant, restored.sha256,
+                                resident=True)
+                    if restored is not None and restored.sha256 else None)
+            models = rolled_back(models, art.model, back)
+        device_models_db.write(conn, [(job.device, models)])
 
     def progress(self, rollout: str, device: str, done: int) -> None:
         """How far the upload under way has got (what the rollout view shows live)."""

@@ -97,6 +97,24 @@ class ModelArtifact(SQLModel, table=True):
     created_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
 
 
+class DeviceModelRow(SQLModel, table=True):
+    """One active model on a device (several per device: controller.core.device_models),
+    kept by the collector (what the agent reports) and by rollouts (what they committed)."""
+
+    __tablename__ = "device_model"
+    device: str = Field(primary_key=True)
+    name: str = Field(primary_key=True)  # the model's name (its slot on the device)
+    variant: str = ""
+    sha256: str = ""
+    aliases_json: str = "[]"  # sorted
+    pinned: bool = False
+    resident: bool = False  # loaded in a worker now (else loads on its next request)
+    on_trial: bool = False
+    memory_bytes: int = Field(default=0, sa_type=BigInteger)
+    last_used_at: datetime | None = Field(default=None, sa_type=UTC_TIMESTAMP)
+    updated_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
+
+
 class RolloutRow(SQLModel, table=True):
     """One `fleet deploy` run: its policy and where it stands (controller.services.ports
     .Rollout is what services see)."""
@@ -268,6 +286,11 @@ class RequestRow(SQLModel, table=True):
     energy_j: float
     meter: str
     peak_rss_bytes: int = Field(sa_type=BIG)
+    # several models per device (0007_device_models): the name that served it, the LoRA
+    # adapter applied ("": the base alone), the wait for an on-demand load (0: resident)
+    model: str = ""
+    adapter: str = ""
+    load_wait_ms: float = 0.0
 
 
 class SampleRow(SQLModel, table=True):

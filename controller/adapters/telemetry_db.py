@@ -360,7 +360,8 @@ def _request_row(device: str, epoch_no: int, r: RequestIn, ids: dict[str, int]
             "model_id": ids.get(r.sha256, 0), "ttft_ms": r.ttft_ms, "total_ms": r.total_ms,
             "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
             "decode_tps": r.decode_tps, "prefill_tps": r.prefill_tps, "outcome": r.outcome,
-            "energy_j": r.energy_j, "meter": r.meter, "peak_rss_bytes": r.peak_rss_bytes}
+            "energy_j": r.energy_j, "meter": r.meter, "peak_rss_bytes": r.peak_rss_bytes,
+            "model": r.model, "adapter": r.adapter, "load_wait_ms": r.load_wait_ms}
 
 
 def _sample_row(device: str, epoch_no: int, s: SampleIn, ids: dict[str, int]

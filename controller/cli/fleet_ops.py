@@ -28,6 +28,11 @@ MIN_TPS = typer.Option(0.0, "--min-tps", help="Minimum decode tokens/s: predicte
 MAX_TTFT = typer.Option(0.0, "--max-ttft", help="Maximum TTFT in ms (0: none): predicted when "
                         "planning; deploy also gates on the device's measurement.")
 PROMPT = typer.Option(128, "--prompt-tokens", help="Prompt length TTFT is predicted for.")
+ALIAS = typer.Option(None, "--alias", help="Another name requests may use for the model, e.g. "
+                     "assistant (repeatable; moved here from the model that held it).")
+PIN = typer.Option(False, "--pin", help="Never unload the model to make room for another.")
+REPLACE = typer.Option(False, "--replace", help="Run the model instead of every other model "
+                       "on the device (default: beside them, in the memory they leave).")
 SITE_SUBNET = typer.Option(None, "--site-subnet", help="Devices without the site label whose "
                            "address is in this subnet form a site (repeatable), e.g. "
                            "10.2.0.0/24.")
@@ -154,6 +159,7 @@ def render_status(f: Fleet, group: str | None, as_json: bool,
                   exit_unreachable: bool = True) -> None:
     """The status table (or JSON); then, with ``exit_unreachable``, exit 4 when a device is
     unreachable (`fleet status`; the dashboard's plain fallback only shows it)."""
+    from controller.cli.render_models import model_dict, models_table
     from controller.services import observing
 
     if labels:
@@ -173,10 +179,12 @@ def render_status(f: Fleet, group: str | None, as_json: bool,
                      "energy_meter": r.energy_meter, "cpu_percent": r.cpu_percent,
                      "max_temp_c": r.max_temp_c, "throttled": r.throttled,
                      "worker_crashes": r.worker_crashes, "error": r.error,
-                     "seen_ago_s": None if r.seen_ago_s is None else round(r.seen_ago_s, 1)}
+                     "seen_ago_s": None if r.seen_ago_s is None else round(r.seen_ago_s, 1),
+                     "models": [model_dict(m) for m in r.models]}
                     for r in rows]})
     else:
         _status_table(rows)
+        models_table(rows)
     away = [r for r in rows if r.state == "unreachable"]
     if away and exit_unreachable:  # after the output: scripts and cron jobs read exit 4
         raise DevicesUnreachable(
@@ -196,7 +204,9 @@ def _status_table(rows: list[observing.DeviceStatus]) -> None:
         colour = STATE_COLOURS.get(r.state, "red")
         state = f"[{colour}]{r.state}[/]" + (f" {esc(r.error)}" if r.error else "")
         table.add_row(r.device.name, ",".join(r.device.group_names), state,
-                      esc(r.active_model or "-"), esc(r.active_variant or "-"), str(r.requests),
+                      esc(r.active_model or "-") + (f" +{len(r.models) - 1}" if len(r.models)
+                                                    > 1 else ""),
+                      esc(r.active_variant or "-"), str(r.requests),
                       num(r.last_ttft_ms), num(r.last_latency_ms), num(r.last_tokens_per_s),
                       num(r.joules_per_token, "{:.3f}"), esc(r.energy_meter or "-"),
                       str(r.worker_crashes), _ago(r.seen_ago_s))
@@ -216,6 +226,7 @@ def register(app: typer.Typer) -> None:
         max_ttft: float = MAX_TTFT,
         prompt_tokens: int = PROMPT,
         prefer: str = PREFER,
+        replace: bool = REPLACE,
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Show which variant each device would get, and why every other lost."""
@@ -226,7 +237,7 @@ def register(app: typer.Typer) -> None:
         spec = models.ensure_model(f, model)
         devices = select_devices(f, group, device, label)
         request = build_request(spec, context, min_tps, max_ttft, prompt_tokens, prefer)
-        plans = planning.plan(f, spec, devices, request)
+        plans = planning.plan(f, spec, devices, request, replace=replace)
         if as_json:
             print_json({"version": 1, "plans": [plan_dict(p) for p in plans]})
         else:
@@ -287,6 +298,9 @@ def register(app: typer.Typer) -> None:
         site_subnet: list[str] = SITE_SUBNET,
         peer_fanout: int = typer.Option(1, "--peer-fanout", help="Devices that read from one "
                                         "device of a site (1: a pipelined chain)."),
+        alias: list[str] = ALIAS,
+        replace: bool = REPLACE,
+        pin: bool = PIN,
         accept_new: bool = typer.Option(False, "--accept-new",
                                         help="Trust unknown SSH host keys on first use "
                                         "(never a changed one)."),
@@ -316,7 +330,8 @@ def register(app: typer.Typer) -> None:
                 wave_min_requests=wave_min_requests, progress=bars.upload,
                 peers=not no_peers, site_label=site_label,
                 site_subnets=tuple(site_subnet or ()), peer_degree=peer_fanout,
-                peer_progress=bars.peer)
+                peer_progress=bars.peer, aliases=tuple(alias or ()), replace=replace,
+                pinned=pin)
             printer = step_printer(not as_json)
 
             def on_job(job: DeviceJob) -> None:
@@ -349,6 +364,8 @@ def register(app: typer.Typer) -> None:
         device: list[str] = DEVICE,
         label: list[str] = LABEL,
         max_tokens: int = typer.Option(16, "--max-tokens"),
+        model: str = typer.Option("", "--model", help="A model name or alias, on devices "
+                                  "that run several (default: each device's default model)."),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Generate on each device through its agent, with timing."""
@@ -358,7 +375,7 @@ def register(app: typer.Typer) -> None:
 
         f = fleet(ctx)
         chosen = select_devices(f, group, device, label)
-        results = observing.generate(f, chosen, prompt, max_tokens)
+        results = observing.generate(f, chosen, prompt, max_tokens, model=model)
         if as_json:
             print_json({"version": 1, "results": [{"device": r.device, "error": r.error or None,
                          "text": r.result.text if r.result else None,

@@ -71,3 +71,15 @@ def skew_problem(skew_s: float | None) -> str:
         return ""
     return (f"clock {'ahead' if skew_s > 0 else 'behind'} by {abs(skew_s):.0f} s "
             f"(more than {MAX_CLOCK_SKEW_S:.0f} s)")
+
+
+# An agent that holds several models, each in the slot of its name (GetStore.slots), takes
+# aliases, "replace" and "pinned" in its signed manifest and unloads unpinned models
+# least-recently-used
+MULTI_MODEL = Capability.MULTI_MODEL.value
+
+
+def holds_several(agent: AgentVersion) -> bool:
+    """Whether the agent keeps a new model beside the others; an agent without it holds one
+    model at a time, so a deploy there replaces what it runs."""
+    return MULTI_MODEL in agent.capabilities

@@ -53,7 +53,7 @@ class Candidate(NamedTuple):
 def _say(c: Candidate, item: tuple[Any, ...]) -> str:
     kind = item[0]
     if kind == "fits":
-        return f"fits: {_mib(item[1])} of {_mib(item[2])} usable"
+        return f"fits: {_mib(item[1])} of {_mib(item[2])} usable{_beside(item[3:])}"
     if kind == "ctx":
         return f"context {item[1]} > the model's {item[2]}"
     if kind == "runtime":
@@ -61,8 +61,11 @@ def _say(c: Candidate, item: tuple[Any, ...]) -> str:
     if kind == "ep":
         return f"needs {item[1]}, device has {', '.join(item[2]) or 'none'}"
     if kind == "mem":
-        return (f"needs {_mib(item[1])} > {_mib(item[2])} usable "
-                f"(RAM {_mib(item[3])} - reserve {_mib(item[4])})")
+        held = item[5] if len(item) > 5 else ()
+        return (f"needs {_mib(item[1])} > {_mib(item[2])} usable{_beside((held,))} "
+                f"(RAM {_mib(item[3])} - reserve {_mib(item[4])}"
+                + (f" - {_mib(sum(b for _, b in held))} of the models it keeps)" if held
+                   else ")"))
     if kind == "disk":
         return (f"file {_mib(item[1])} + {_mib(DISK_MARGIN_BYTES)} margin > "
                 f"{_mib(item[2])} free disk (the current model is kept for rollback)")
@@ -72,6 +75,14 @@ def _say(c: Candidate, item: tuple[Any, ...]) -> str:
         return (f"predicted TTFT {item[1]:.0f} ms > allowed {item[2]:g} ms "
                 f"for {item[3]} prompt tokens")
     return _lost(c, item[1][0], item[2])
+
+
+def _beside(rest: tuple[Any, ...]) -> str:
+    """" beside a (12 MiB), b (40 MiB)": the models a device keeps while this one loads."""
+    held = rest[0] if rest else ()
+    if not held:
+        return ""
+    return " beside " + ", ".join(f"{name} ({_mib(n)})" for name, n in held)
 
 
 def _lost(c: Candidate, winner: Candidate, prefer: str) -> str:
@@ -135,6 +146,15 @@ class Request:
     prefer: str = "quality"  # quality | max-quality | speed | energy
     disk_free_bytes: int | None = None  # None: unknown, not checked; 0 is a full disk
     blobs_held: frozenset[str] = frozenset()  # sha256 of files the device already holds
+    # the models the device keeps beside the new one, (name, memory bytes): the new model
+    # gets what they leave of the device's usable memory (several models per device)
+    resident: tuple[tuple[str, int], ...] = ()
+
+    def usable(self, profile: Profile) -> int:
+        """The memory the new model may use on a device of ``profile``."""
+        if not self.resident:
+            return profile.usable_bytes
+        return max(0, profile.usable_bytes - sum(n for _, n in self.resident))
 
 
 @dataclass(frozen=True)
@@ -200,7 +220,7 @@ def _assess_all(model: ModelSpec, profile: Profile, req: Request,
     """Every variant on one device; a fleet plan runs this for every device and variant, so
     the device's numbers are held in locals. A variant that fits is explained as losing to
     ``box[0]``, filled in once the winner is known."""
-    usable = profile.usable_bytes
+    usable, held = req.usable(profile), req.resident
     ctx_problem: tuple[tuple[Any, ...], ...] = (
         (("ctx", req.ctx, model.arch.n_ctx_train),) if req.ctx > model.arch.n_ctx_train else ())
     runtimes, eps = profile.runtimes, profile.execution_providers
@@ -214,7 +234,7 @@ def _assess_all(model: ModelSpec, profile: Profile, req: Request,
         ram, reserve = profile.ram_bytes, profile.reserve_bytes
         return [new(Candidate, (v, f.memory, tps, jpt, True, lost, ttft)) if f.total <= usable
                 else new(Candidate, (v, f.memory, tps, jpt, False,
-                                     (("mem", f.total, usable, ram, reserve),), ttft))
+                                     (("mem", f.total, usable, ram, reserve, held),), ttft))
                 for v, f, (tps, jpt, ttft) in zip(model.variants, costs, speeds, strict=True)]
     out = []
     for variant, f, (tps, jpt, ttft) in zip(model.variants, costs, speeds, strict=True):
@@ -225,7 +245,8 @@ def _assess_all(model: ModelSpec, profile: Profile, req: Request,
             if variant.execution_provider and variant.execution_provider not in eps:
                 problems += (("ep", variant.execution_provider, eps),)
         if f.total > usable:
-            problems += (("mem", f.total, usable, profile.ram_bytes, profile.reserve_bytes),)
+            problems += (("mem", f.total, usable, profile.ram_bytes, profile.reserve_bytes,
+                          held),)
         if disk_free is not None and variant.size_bytes + DISK_MARGIN_BYTES > disk_free and not (
                 variant.sha256 and variant.sha256 in held_blobs):
             problems += (("disk", variant.size_bytes, disk_free),)
@@ -254,15 +275,26 @@ def _decide(fitting: list[Candidate], profile: Profile,
     return next(c for c in fitting if c is won), rule, note
 
 
-def _won_reason(winner: Candidate, rule: str, note: str, usable: int) -> str:
+def _won_reason(winner: Candidate, rule: str, note: str, usable: int,
+                held: tuple[tuple[str, int], ...] = ()) -> str:
     return (f"{winner.variant.name}: {rule} that fits "
-            f"({_mib(winner.memory.total)} of {_mib(usable)} usable, "
+            f"({_mib(winner.memory.total)} of {_mib(usable)} usable{_beside((held,))}, "
             f"~{winner.tokens_per_s:.1f} tok/s predicted){note}")
 
 
-def _none_reason(assessed: Sequence[Candidate], ctx: int, usable: int) -> str:
+def _none_reason(assessed: Sequence[Candidate], ctx: int, usable: int,
+                 held: tuple[tuple[str, int], ...] = ()) -> str:
     smallest = min(assessed, key=lambda c: c.memory.total)
     short = smallest.memory.total - usable
+    if short > 0 and held:
+        kept = sum(n for _, n in held)
+        biggest = max(held, key=lambda h: h[1])[0]
+        return (f"nothing fits beside the models it keeps: smallest variant "
+                f"{smallest.variant.name} needs {_mib(smallest.memory.total)} at ctx {ctx}, "
+                f"{_mib(usable)} is left of {_mib(usable + kept)} usable once "
+                f"{', '.join(f'{name} ({_mib(n)})' for name, n in held)} stay (short by "
+                f"{_mib(short)}); deploy with --replace to run it instead of them ({biggest} "
+                "holds the most)")
     if short > 0:
         return (f"nothing fits: smallest variant {smallest.variant.name} needs "
                 f"{_mib(smallest.memory.total)} at ctx {ctx}, device has "
@@ -281,7 +313,7 @@ def choose_many(model: ModelSpec, devices: Sequence[tuple[str, Profile]],
     fixed = variant_costs(model, req)
     cache: dict[tuple[Any, ...], _Speeds] = {}
     if (req.ctx > model.arch.n_ctx_train or req.disk_free_bytes is not None
-            or req.min_tokens_per_s
+            or req.resident or req.min_tokens_per_s
             or req.max_ttft_ms):
         return [choose(model, profile, req, name, fixed, cache) for name, profile in devices]
     totals = sorted(fixed[v.name].total for v in model.variants)
@@ -348,14 +380,14 @@ def _choose(model: ModelSpec, profile: Profile, req: Request, device: str,
             key, _speeds(model, profile, req, fixed))
     box: list[Candidate] = []
     assessed = _assess_all(model, profile, req, fixed, box, speeds)
-    usable = profile.usable_bytes
+    usable, held = req.usable(profile), req.resident
     fitting = [c for c in assessed if c[4]]
     if not fitting:
         return Choice(device, profile, req.ctx, None, tuple(assessed),
-                      _none_reason(assessed, req.ctx, usable)), "", ""
+                      _none_reason(assessed, req.ctx, usable, held)), "", ""
     won, rule, note = _decide(fitting, profile, req.prefer)
-    winner = won._replace(why=(("fits", won.memory.total, usable),))
+    winner = won._replace(why=(("fits", won.memory.total, usable, held),))
     box.append(winner)
     explained = (winner, *(c for c in assessed if c is not won))
     return Choice(device, profile, req.ctx, winner, explained,
-                  _won_reason(winner, rule, note, usable)), rule, note
+                  _won_reason(winner, rule, note, usable, held)), rule, note

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from controller.core.device_models import DeviceModel
+
 CONTACT_TIMEOUT_S = 5.0  # the default for the whole contact with one device
 
 
@@ -23,6 +25,9 @@ class RequestIn:
     energy_j: float
     meter: str
     peak_rss_bytes: int
+    model: str = ""  # the model name that served it (several models per device)
+    adapter: str = ""  # the LoRA adapter applied ("": the base alone)
+    load_wait_ms: float = 0.0  # waited for an on-demand load first
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,8 @@ class Fetched:
     sample_every_s: float
     live: LiveState
     complete: bool = True  # False: more was waiting than one contact may read
+    # every active model it runs (controller.core.device_models); None: not read this time
+    models: tuple[DeviceModel, ...] | None = None
 
 
 @dataclass(frozen=True)

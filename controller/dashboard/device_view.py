@@ -12,6 +12,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Sparkline, Static
 
 from controller.core.alerts import Alert
+from controller.core.device_models import DeviceModel, describe
 from controller.dashboard.widgets import SEVERITY_STYLE, STATE_STYLE, safe
 from controller.errors import FleetError
 from controller.services.context import Fleet
@@ -38,6 +39,16 @@ def _num(v: float | None, fmt: str = "{:.1f}") -> str:
 def _last(values: list[float]) -> str:
     real = [v for v in values if v]
     return f"{real[-1]:.1f}" if real else "-"
+
+
+def _models(models: list[DeviceModel]) -> str:
+    """Every model the device runs, one line each (nothing for a device of no model)."""
+    if not models:
+        return ""
+    return f"\n[b]models[/b] {len(models)}" + "".join(
+        f"\n  {safe(describe(m))}"
+        + (f", {m.memory_bytes / 2**20:,.0f} MiB" if m.memory_bytes else "")
+        + (f", used {ago(m.last_used_at)} ago" if m.last_used_at else "") for m in models)
 
 
 class DeviceScreen(Screen[None]):
@@ -134,7 +145,8 @@ class DeviceScreen(Screen[None]):
                 f"{safe(rollout.reason)}"
                 if rollout else "none")
         self.query_one("#device-store", Static).update(
-            f"[b]hardware[/b] {hw}\n[b]store[/b] {store}\n[b]last rollout[/b] {last}")
+            f"[b]hardware[/b] {hw}\n[b]store[/b] {store}\n[b]last rollout[/b] {last}"
+            + _models(d.models))
         table = self.query_one("#device-recent", DataTable)
         table.clear()
         for r in d.recent:

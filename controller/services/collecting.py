@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 
 from agent.rpc import agent_pb2 as pb
 from controller.adapters.agent_client import GrpcAgentClient
+from controller.adapters.device_models_db import SqlDeviceModels
 from controller.adapters.tables import Device
 from controller.adapters.telemetry_db import SqlTelemetry
+from controller.core.device_models import DeviceModel
 from controller.core.telemetry import device_state
 from controller.core.telemetry_records import (
     CONTACT_TIMEOUT_S,
@@ -43,6 +45,7 @@ MAX_PAGES = 10  # per contact: a device with a big backlog is caught up over a f
 DEFAULT_TIMEOUT_S = CONTACT_TIMEOUT_S  # the whole contact with one device
 BACKOFF_MAX_S = 60.0
 BATCH = 200  # contacts per write transaction
+MODELS_EVERY_S = 30.0  # a busy device's models (resident, last used) read at most this often
 
 
 def _model(info: pb.ModelInfo | None) -> ModelSeen | None:
@@ -53,7 +56,8 @@ def _request(r: pb.RequestRecord) -> RequestIn:
     return RequestIn(r.seq, r.timestamp, r.sha256, r.variant, r.ttft_ms, r.total_ms,
                      r.prompt_tokens, r.completion_tokens, r.decode_tokens_per_s,
                      r.prefill_tokens_per_s, r.outcome or "ok", r.energy_j,
-                     r.energy_meter or "none", r.peak_rss_bytes)
+                     r.energy_meter or "none", r.peak_rss_bytes, r.model, r.adapter,
+                     r.load_wait_ms)
 
 
 def _sample(s: pb.DeviceSample) -> SampleIn:
@@ -65,21 +69,22 @@ def _sample(s: pb.DeviceSample) -> SampleIn:
 
 def fetch(fleet: Fleet, device: Device, cursors: Cursors,
           timeout_s: float = DEFAULT_TIMEOUT_S,
-          client: GrpcAgentClient | None = None) -> Fetched | Unreached:
+          client: GrpcAgentClient | None = None,
+          models_due: bool = True) -> Fetched | Unreached:
     """One contact with one agent; never raises for the device's sake. ``client``: a kept
     connection to reuse (the caller closes it); else one is opened and closed here."""
     started = time.monotonic()
     try:
         if client is not None:
-            return _contact(client, device, cursors, started, timeout_s)
+            return _contact(client, device, cursors, started, timeout_s, models_due)
         with fleet.client(device, timeout_s=timeout_s) as own:
-            return _contact(own, device, cursors, started, timeout_s)
+            return _contact(own, device, cursors, started, timeout_s, models_due)
     except FleetError as exc:
         return Unreached(device.name, time.time(), time.monotonic() - started, exc.message)
 
 
 def _contact(client: GrpcAgentClient, device: Device, cursors: Cursors, started: float,
-             timeout_s: float) -> Fetched:
+             timeout_s: float, models_due: bool = True) -> Fetched:
     deadline = started + timeout_s
 
     def left() -> float:
@@ -118,12 +123,23 @@ def _contact(client: GrpcAgentClient, device: Device, cursors: Cursors, started:
     known = cursors.active
     active: ModelSeen | None
     previous: ModelSeen | None
-    if known is not None and live.active_sha256 and live.active_sha256 == known.sha256:
+    same = bool(known is not None and live.active_sha256
+                and live.active_sha256 == known.sha256)
+    # every model it runs, when they may have changed: another model, an agent restarted, or
+    # (at most every MODELS_EVERY_S) requests served: a model unloaded or loaded on demand
+    listed = (client.list_models(timeout=left())
+              if not same or epoch != cursors.epoch or (requests and models_due) else None)
+    if same:
         # the same model as last time: its names are known, the trial flag came live
         active, previous, on_trial = known, cursors.previous, live.active_on_trial
     else:
-        models = client.list_models(timeout=left())
-        info = next((m for m in models if m.active), None)
+        models = listed or []
+        # of several active models, the one the fleet deployed last, else the agent's most
+        # recent load: another model running beside it is no drift
+        actives = [m for m in models if m.active]
+        info = next((m for m in actives if m.sha256 == device.sha256), None) or next(
+            (m for m in actives if m.sha256 == live.active_sha256), None) or next(
+            iter(actives), None)
         before = next((m for m in models if not m.active), None)
         active, previous = _model(info), _model(before)
         on_trial = bool(info and info.on_trial)
@@ -140,7 +156,15 @@ def _contact(client: GrpcAgentClient, device: Device, cursors: Cursors, started:
                   live.power_w or None, live.energy_meter, live.cpu_percent,
                   live.ram_used_bytes, live.ram_total_bytes, max(temps.values(), default=None),
                   state, drift),
-        complete)
+        complete, None if listed is None else _device_models(listed))
+
+
+def _device_models(listed: list[pb.ModelInfo]) -> tuple[DeviceModel, ...]:
+    """The active models of a ListModels answer (one per slot on an agent of several)."""
+    return tuple(sorted((DeviceModel(m.name, m.variant, m.sha256, tuple(sorted(m.aliases)),
+                                     m.pinned, m.resident or m.worker_pid > 0, m.on_trial,
+                                     m.memory_bytes, m.last_used_at)
+                         for m in listed if m.active), key=lambda m: m.name))
 
 
 @dataclass
@@ -164,6 +188,7 @@ class Collector:
                  | None = None) -> None:
         self.fleet = fleet
         self.store = SqlTelemetry(fleet.inventory.engine)
+        self.models = SqlDeviceModels(fleet.inventory.engine)
         self.timeout_s = timeout_s
         self.on_stored = on_stored
         self._jobs: queue.Queue[tuple[Device, Cursors] | None] = queue.Queue()
@@ -173,6 +198,7 @@ class Collector:
         self.in_flight: set[str] = set()
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
+        self._models_at: dict[str, float] = {}  # when each device's models were last read
         self._clients: dict[str, tuple[tuple[str, int, bool], GrpcAgentClient]] = {}
         for i in range(max(1, concurrency)):
             threading.Thread(target=self._work, name=f"collect-{i}", daemon=True).start()
@@ -184,8 +210,12 @@ class Collector:
                 return
             device, cursors = job
             try:
+                due = time.monotonic() - self._models_at.get(device.name, -1e9) >= (
+                    MODELS_EVERY_S)
                 result = fetch(self.fleet, device, cursors, self.timeout_s,
-                               self._client(device))
+                               self._client(device), due)
+                if isinstance(result, Fetched) and result.models is not None:
+                    self._models_at[device.name] = time.monotonic()
             except Exception as exc:  # a bug must not kill the worker; the device shows it
                 result = Unreached(device.name, time.time(), 0.0,
                                    f"collector error: {type(exc).__name__}: {exc}")
@@ -257,6 +287,8 @@ class Collector:
         if not results:
             return 0
         stored = self.store.store(results)
+        self.models.store((r.device, list(r.models)) for r in results
+                          if isinstance(r, Fetched) and r.models is not None)
         with self._lock:
             now = time.monotonic()
             for r in results:

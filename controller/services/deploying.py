@@ -31,6 +31,7 @@ from controller.services.context import Fleet
 from controller.services.health_gate import reference_for
 from controller.services.links import UploadOptions, link_factory
 from controller.services.peer_sites import assign_sites, check_peer_options, site_routes
+from controller.services.placement import check_aliases
 from controller.services.planning import DevicePlan, plan
 from controller.services.ports import Artifact, DeviceJob, DevicesBusy, Rollout
 from controller.services.rollout_runner import Policy, Runner
@@ -65,6 +66,10 @@ class DeployOptions:
     # (device, peer, verified bytes, total) of a fetch from peers
     peer_progress: Callable[[str, str, int, int], None] = (
         lambda device, source, done, total: None)
+    # several models per device (controller.services.placement)
+    aliases: tuple[str, ...] = ()  # names the model also answers to (moved from others)
+    replace: bool = False  # instead of every other model, not beside them
+    pinned: bool = False  # never unloaded to make room for another model
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,10 @@ def check_options(options: DeployOptions) -> None:
         raise UsageError(f"--waves entry {exc} is neither a count nor a percentage (1-100 %)",
                          hint="e.g. --waves 1,10%,50%,100%") from None
     check_peer_options(options)
+    if options.stage_only and (options.aliases or options.replace or options.pinned):
+        raise UsageError("--stage-only activates nothing: --alias, --replace and --pin apply "
+                         "when the model is loaded", hint="give them to the deploy that "
+                         "activates it")
     if options.wave_pause_s < 0 or options.wait_s < 0:
         raise UsageError("--wave-pause and --wait must be 0 or more", hint="e.g. --wait 30m")
     if (options.wave_max_p95_ttft_ms < 0 or not 0 <= options.wave_max_error_rate <= 1
@@ -164,7 +173,9 @@ def policy_of(model: ModelSpec, request: Request, options: DeployOptions) -> Pol
                           "limit_bytes_per_s": options.limit_bytes_per_s,
                           "streams": options.streams},
                   peers={"enabled": options.peers, "degree": options.peer_degree,
-                         "label": options.site_label, "subnets": list(options.site_subnets)})
+                         "label": options.site_label, "subnets": list(options.site_subnets)},
+                  aliases=check_aliases(model.name, options.aliases), replace=options.replace,
+                  pinned=options.pinned)
 
 
 def upload_options(policy: Policy, progress: Callable[[str, int, int], None],
@@ -181,7 +192,8 @@ def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Reque
            on_job: Callable[[DeviceJob], None] = lambda job: None) -> DeployReport:
     options = options or DeployOptions()
     check_options(options)
-    plans = plan(fleet, model, devices, request)
+    check_aliases(model.name, options.aliases)
+    plans = plan(fleet, model, devices, request, replace=options.replace)
     needed = {p.choice.chosen.variant.name for p in plans if p.choice and p.choice.chosen}
     spec_by_name = {v.name: v for v in model.variants}
     # Hash every file to be sent before any device is touched: a corrupt source stops here.

@@ -31,6 +31,7 @@ from controller.errors import (
     Unreachable,
     UploadRefused,
 )
+from controller.services import placement
 from controller.services.health_gate import health_check
 from controller.services.peer_step import fetch_from_peers, sending
 from controller.services.ports import (
@@ -40,6 +41,7 @@ from controller.services.ports import (
     LinkFactory,
     LoadOrder,
     ModelView,
+    Placement,
     Route,
 )
 
@@ -62,6 +64,8 @@ class RunSettings:
     route: Callable[[DeviceJob], Route] = lambda job: Route()
     # (device, why): its agent cannot share blobs, keep it out of its site's plan
     without_peers: Callable[[str, str], None] = lambda device, why: None
+    # beside the other models or instead of them, aliases, pinned (controller.services.placement)
+    placement: Placement = field(default_factory=Placement)
 
 
 class DeviceRun:
@@ -78,6 +82,10 @@ class DeviceRun:
         self._note = ""  # how the upload went when it had to be resumed, for the outcome
         self._route: Route | None = None
         self._peers_ok = True  # false once bytes from peers arrived corrupt in this turn
+        # what the agent is told of the placement (None: an agent of one model, which
+        # replaces); known once its capabilities are
+        self._placement: Placement | None = None
+        self._replaced = ""  # an agent of one model replaced what it ran: said in the outcome
 
     def run(self) -> DeviceJob:
         job = self.job
@@ -143,11 +151,15 @@ class DeviceRun:
         """Where the device stands, whatever the log last said."""
         job, art = self.job, self.job.artifact
         assert art is not None
-        store = link.store()
+        whole = link.store()
+        # on an agent of several models: the slot of this model's name (its own active,
+        # previous, trial and revert), whatever else the device runs
+        store = whole.for_model(art.model)
         resumed = job.step in (Step.LOADING, Step.ON_TRIAL, Step.CHECKING)
+        asked = self.settings.placement if whole.slots else None
         # active and committed counts only when the device confirms its copy is intact (its
         # fingerprint, or a fresh hash); a corrupt one is quarantined there and sent again
-        if store.active == art.sha256 and not store.on_trial and link.check_fit(
+        if placement.settled(whole, art.model, art.sha256, asked) and link.check_fit(
                 art.sha256, art.size_bytes, job.memory_bytes).already_held:
             if resumed:
                 return self._move(Step.COMMITTED, "committed (found committed on the device "
@@ -159,6 +171,16 @@ class DeviceRun:
         lacking = compat.missing(agent, compat.needed(self.settings.stage_only))
         if lacking:
             return self._move(Step.FAILED, *compat.upgrade_needed(job.device, agent, lacking))
+        told, refused, hint = placement.for_agent(job.device, agent, self.settings.placement)
+        if refused and not self.settings.stage_only:
+            return self._move(Step.FAILED, refused, hint)
+        self._placement = told
+        if told is None and not self.settings.placement.replace and whole.active not in (
+                "", art.sha256):
+            # what the operator did not ask for, said in the outcome (the plan assumed beside)
+            self._replaced = ("; it replaced the model the device ran: its agent holds one "
+                              f"model at a time (`fleet device upgrade {job.device}` lets it "
+                              "run several)")
         if job.site and not compat.can_share_blobs(agent):
             self.settings.without_peers(job.device, f"{agent.describe()} cannot share blobs "
                                         f"with its peers: `fleet device upgrade {job.device}` "
@@ -240,7 +262,8 @@ class DeviceRun:
         assert art is not None
         try:
             link.load(LoadOrder(art, job.n_ctx, job.memory_bytes, trial=True,
-                                trial_seconds=self.settings.trial_seconds))
+                                trial_seconds=self.settings.trial_seconds,
+                                placement=self._placement))
         except AgentRefused as exc:
             if exc.kind in MODEL_REFUSALS:
                 return self._move(Step.FAILED, "could not load it, kept its current model: "
@@ -251,8 +274,10 @@ class DeviceRun:
                 return self._move(Step.UPLOADING, f"the device's copy is unusable "
                                   f"({exc.detail}); sending it again")
             raise
-        return self._move(Step.ON_TRIAL, f"loaded on trial (given up by the device unless "
-                          f"committed within {self.settings.trial_seconds} s)")
+        where = (placement.describe(self._placement) if self._placement else
+                 "in place of its model (its agent holds one model at a time)")
+        return self._move(Step.ON_TRIAL, f"loaded on trial {where} (given up by the device "
+                          f"unless committed within {self.settings.trial_seconds} s)")
 
     def _on_trial(self, link: DeviceLink) -> Step:
         return self._move(Step.CHECKING, "health check")
@@ -263,14 +288,16 @@ class DeviceRun:
         if self.settings.abort_requested():
             return self._give_up(link, "the rollout was aborted by the operator")
         problem, measured = health_check(link, self.settings.language_model,
-                                         self.settings.gates, self.settings.reference(art))
+                                         self.settings.gates, self.settings.reference(art),
+                                         model=art.model, sha256=art.sha256)
         if problem:
             return self._give_up(link, f"health check failed: {problem}")
         confirming = job.reason.startswith("confirming")
         link.commit(art.sha256)
         return self._move(Step.COMMITTED, ("confirmed the model an earlier deploy left on "
                                            "trial; " if confirming else "") + job.choice
-                          + (f"; {measured}" if measured else "") + self._note)
+                          + (f"; {measured}" if measured else "") + self._note
+                          + self._replaced)
 
     def _give_up(self, link: DeviceLink, why: str) -> Step:
         art = self.job.artifact
@@ -282,7 +309,8 @@ class DeviceRun:
         except AgentRefused as exc:
             if exc.kind is not ErrorKind.NOT_ON_TRIAL:
                 raise
-            store = link.store()  # it had given the model up by itself already
+            # it had given the model up by itself already
+            store = link.store().for_model(art.model)
             restored = None
             what = f"the device had already given it up ({store.reverted_reason})"
         return self._move(Step.ROLLED_BACK, f"{why}; {what}", restored=restored)

@@ -12,9 +12,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from controller.adapters.device_models_db import SqlDeviceModels
 from controller.adapters.tables import Device, RolloutDevice
 from controller.adapters.telemetry_db import LIVE, REQ, REQ_ROLL, SAMPLE_ROLL
 from controller.adapters.telemetry_read import SqlTelemetryReader
+from controller.core.device_models import DeviceModel
 from controller.core.sketch import Sketch
 from controller.core.telemetry import HOUR, MINUTE, ratio_off
 from controller.services import monitor_settings, predictions
@@ -102,6 +104,7 @@ class DeviceDetail:
     measured_ttft_ms: float | None = None
     prediction_source: str = ""
     last_rollout: RolloutDevice | None = None
+    models: list[DeviceModel] = field(default_factory=list)  # every active model it runs
 
     @property
     def tps_off(self) -> float | None:
@@ -153,6 +156,7 @@ def device_detail(fleet: Fleet, name: str, now: float | None = None) -> DeviceDe
                                  r.ttft_ms, r.decode_tps, r.completion_tokens, r.energy_j,
                                  r.meter) for r in reader.recent_requests(name, 12)]
     detail.hardware = _hardware(device)
+    detail.models = SqlDeviceModels(fleet.inventory.engine).of([name]).get(name, [])
     live = detail.live
     if live is not None and live.active_model:
         found = predictions.lookup(fleet, {name: device},

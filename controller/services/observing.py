@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from controller.adapters import device_models_db
 from controller.adapters.tables import Device, DeviceLive, GroupMembership, GroupParent
+from controller.core.device_models import DeviceModel
 from controller.core.telemetry import device_state
 from controller.errors import FleetError, Unreachable
 from controller.services.context import Fleet
@@ -82,6 +84,8 @@ class DeviceStatus:
     throttled: bool = False
     on_trial: bool = False
     previous_variant: str = ""
+    # every active model it runs (several per device), as last collected or deployed
+    models: tuple[DeviceModel, ...] = ()
 
 
 def refresh(fleet: Fleet, devices: list[Device], wait_s: float,
@@ -138,6 +142,8 @@ def read(fleet: Fleet, devices: list[Device] | None) -> list[DeviceStatus]:
         for child, parent in conn.execute(sa.select(PARENT.c.group_name,
                                                     PARENT.c.parent_name)):
             parents.setdefault(child, []).append(parent)
+        models = device_models_db.read(conn, None if wanted is None or len(wanted) > 500
+                                       else sorted(wanted))
     for r in rows:
         values = r._mapping
         direct = groups.get(r.name, [])
@@ -146,7 +152,8 @@ def read(fleet: Fleet, devices: list[Device] | None) -> list[DeviceStatus]:
         if values["live_last_attempt_ts"] is None:
             out.append(DeviceStatus(d, False, d.variant, d.model, 0, r.last_ttft_ms,
                                     r.last_latency_ms, r.last_tokens_per_s, 0,
-                                    "not collected yet", state="unknown"))
+                                    "not collected yet", state="unknown",
+                                    models=tuple(models.get(r.name, ()))))
             continue
         state = values["live_state"]
         ok_ts = values["live_last_ok_ts"]
@@ -164,7 +171,8 @@ def read(fleet: Fleet, devices: list[Device] | None) -> list[DeviceStatus]:
             max_temp_c=values["live_max_temp_c"], state=state,
             seen_ago_s=None if ok_ts is None else now - ok_ts,
             throttled=bool(values["live_throttled"]), on_trial=bool(values["live_on_trial"]),
-            previous_variant=values["live_previous_variant"]))
+            previous_variant=values["live_previous_variant"],
+            models=tuple(models.get(r.name, ()))))
     return out
 
 
@@ -183,11 +191,13 @@ class GenerateOutcome:
 
 
 def generate(fleet: Fleet, devices: list[Device], prompt: str, max_tokens: int,
-             temperature: float = 0.0) -> list[GenerateOutcome]:
+             temperature: float = 0.0, model: str = "") -> list[GenerateOutcome]:
+    """``model``: a model name or alias on devices of several models ("": each one's
+    default model)."""
     def one(device: Device) -> GenerateOutcome:
         try:
             with fleet.client(device) as client:
-                result = client.generate(prompt, max_tokens, temperature)
+                result = client.generate(prompt, max_tokens, temperature, model=model)
         except FleetError as exc:
             return GenerateOutcome(device.name, None, exc.message, exc.hint,
                                    isinstance(exc, Unreachable))

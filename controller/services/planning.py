@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 
 from google.protobuf.json_format import MessageToDict
 
@@ -36,6 +37,8 @@ class ProfileLookup:
     # the disk it has for a new one (free plus what its store may free); None when unknown
     held: frozenset[str] = frozenset()
     disk_free_bytes: int | None = None
+    # the active models of an agent that holds several: (name, memory bytes its guard counts)
+    models: tuple[tuple[str, int], ...] = ()
 
 
 def device_profile(fleet: Fleet, device: Device) -> ProfileLookup:
@@ -48,7 +51,9 @@ def device_profile(fleet: Fleet, device: Device) -> ProfileLookup:
         return ProfileLookup(fleet.declared_profile(device), "declared", exc)
     return ProfileLookup(profile_from_probe(fleet, device, probed), "probed", None,
                          json.dumps(MessageToDict(probed)), frozenset(store.blobs),
-                         store.disk_free_bytes + store.reclaimable_bytes)
+                         store.disk_free_bytes + store.reclaimable_bytes,
+                         tuple((s.name, s.memory_bytes) for s in store.slots
+                               if s.active_sha256))
 
 
 def with_local_hashes(fleet: Fleet, model: ModelSpec) -> ModelSpec:
@@ -57,8 +62,8 @@ def with_local_hashes(fleet: Fleet, model: ModelSpec) -> ModelSpec:
     variants = []
     for v in model.variants:
         art = fleet.artifacts.local(model, v)
-        variants.append(replace(v, sha256=v.sha256 or (art.sha256 if art else "")))
-    return replace(model, variants=tuple(variants))
+        variants.append(dc_replace(v, sha256=v.sha256 or (art.sha256 if art else "")))
+    return dc_replace(model, variants=tuple(variants))
 
 
 def _measured(fleet: Fleet, device: Device, model: ModelSpec) -> dict[str, float]:
@@ -72,8 +77,17 @@ def _measured(fleet: Fleet, device: Device, model: ModelSpec) -> dict[str, float
     return out
 
 
-def plan(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Request
-         ) -> list[DevicePlan]:
+def kept_beside(models: tuple[tuple[str, int], ...], model: str, replace: bool
+                ) -> tuple[tuple[str, int], ...]:
+    """The models a device keeps while ``model`` loads: every other active one, unless the
+    deploy replaces them (a new variant of ``model`` takes its own slot's place)."""
+    return () if replace else tuple(m for m in models if m[0] != model)
+
+
+def plan(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Request,
+         replace: bool = False) -> list[DevicePlan]:
+    """``replace``: the model is to run instead of the device's other models, so it may
+    use all its memory; else beside them, in what they leave."""
     ctx = request.ctx
     if ctx <= 0 or ctx > model.arch.n_ctx_train:
         raise UsageError(f"--ctx {ctx} is outside 1..{model.arch.n_ctx_train} for {model.name}",
@@ -89,7 +103,9 @@ def plan(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Request
         if found.profile is None:
             return DevicePlan(device, None, found.source, found.error)
         # a held file costs no disk; 0 free is a full disk, not an unknown one
-        req = replace(request, disk_free_bytes=found.disk_free_bytes, blobs_held=found.held)
+        req = dc_replace(request, disk_free_bytes=found.disk_free_bytes,
+                         blobs_held=found.held,
+                         resident=kept_beside(found.models, model.name, replace))
         return DevicePlan(device, choose(hashed, found.profile, req, device.name),
                           found.source, found.error, found.probed_json,
                           _measured(fleet, device, model), found.held)

@@ -13,7 +13,7 @@ resumable), ``AgentRefused`` with an ``ErrorKind`` (the agent said no, and why).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -25,8 +25,29 @@ from controller.core.steps import Step
 
 
 @dataclass(frozen=True)
+class SlotView:
+    """One model name's place on a device that holds several models (GetStore.slots)."""
+
+    name: str
+    active: str = ""
+    previous: str = ""
+    on_trial: bool = False
+    trial_seconds_left: float = 0.0
+    aliases: tuple[str, ...] = ()
+    pinned: bool = False
+    resident: bool = False
+    memory_bytes: int = 0
+    last_used_at: float = 0.0
+    reverted: str = ""
+    reverted_reason: str = ""
+    reverted_cause: RevertCause = RevertCause.UNSPECIFIED
+
+
+@dataclass(frozen=True)
 class StoreView:
-    """What a device's store holds (GetStore)."""
+    """What a device's store holds (GetStore). An agent that holds several models reports
+    one slot per model name; the single fields describe its most recent load (what an
+    older agent, without slots, reports of its one model)."""
 
     active: str = ""
     previous: str = ""
@@ -39,6 +60,24 @@ class StoreView:
     reverted: str = ""
     reverted_reason: str = ""
     reverted_cause: RevertCause = RevertCause.UNSPECIFIED
+    slots: tuple[SlotView, ...] = ()
+    memory_budget_bytes: int = 0
+
+    def for_model(self, name: str) -> StoreView:
+        """The store as the rollout of model ``name`` sees it: active, previous, trial and
+        revert of that model's slot when the agent reports slots (an empty slot when the
+        model is not there yet), else the single fields (an agent of one model)."""
+        if not self.slots:
+            return self
+        slot = next((s for s in self.slots if s.name == name), SlotView(name))
+        return replace(self, active=slot.active, previous=slot.previous,
+                       on_trial=slot.on_trial, trial_seconds_left=slot.trial_seconds_left,
+                       reverted=slot.reverted, reverted_reason=slot.reverted_reason,
+                       reverted_cause=slot.reverted_cause)
+
+    def others(self, name: str) -> tuple[SlotView, ...]:
+        """The active models other than ``name`` (those a deploy beside it keeps)."""
+        return tuple(s for s in self.slots if s.name != name and s.active)
 
 
 @dataclass(frozen=True)
@@ -112,6 +151,18 @@ class LoadOrder:
     memory_bytes: int
     trial: bool = True
     trial_seconds: int = 0
+    placement: Placement | None = None  # None: an agent of one model (today's manifest)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a model goes on an agent that holds several ("multi-model"): beside the others
+    (its own slot) or instead of them (``replace``), the aliases it takes, pinned or not.
+    Signed in the manifest as "aliases" (sorted), "replace", "pinned"."""
+
+    aliases: tuple[str, ...] = ()
+    replace: bool = False
+    pinned: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,8 +230,10 @@ class DeviceLink(Protocol):
     def commit(self, sha256: str) -> None: ...
     def abort_trial(self, sha256: str, reason: str) -> ModelView | None: ...
     def model_serving(self) -> bool: ...
-    def generate(self, prompt: str, max_tokens: int) -> Generation: ...
-    def verify_output(self, prompt: str, max_tokens: int) -> OutputSample: ...
+    def generate(self, prompt: str, max_tokens: int, model: str = "") -> Generation: ...
+    # ``model``: a name or alias on an agent of several models ("": its default model)
+    def verify_output(self, prompt: str, max_tokens: int, sha256: str = "") -> OutputSample: ...
+    # ``sha256``: the model to check ("": the active one)
     def close(self) -> None: ...
 
 

@@ -41,6 +41,7 @@ from controller.services.ports import (
     DeviceJob,
     LinkFactory,
     ModelView,
+    Placement,
     Rollout,
     RolloutLog,
     Route,
@@ -72,6 +73,16 @@ class Policy:
     upload: dict[str, float] = field(default_factory=dict)  # retries, backoff, bwlimit, streams
     # sites seed each other (controller.core.fanout): enabled, degree, label, subnets
     peers: dict[str, Any] = field(default_factory=dict)
+    # several models per device (controller.services.placement): beside the others unless
+    # ``replace``; the aliases it takes; pinned. A rollout recorded before these existed
+    # reads as beside, no aliases, not pinned.
+    aliases: tuple[str, ...] = ()
+    replace: bool = False
+    pinned: bool = False
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(tuple(self.aliases), self.replace, self.pinned)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,7 +92,8 @@ class Policy:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         gates = Gates(**known.pop("gates", {}))
         wave_gates = WaveGates(**known.pop("wave_gates", {}))
-        return cls(**known, gates=gates, wave_gates=wave_gates)
+        aliases = tuple(str(a) for a in known.pop("aliases", ()))
+        return cls(**known, gates=gates, wave_gates=wave_gates, aliases=aliases)
 
 
 class Runner:
@@ -232,7 +244,8 @@ class Runner:
                                reference=self.reference,
                                route=self.routes.route if self.routes else lambda j: Route(),
                                without_peers=(self.routes.exclude if self.routes
-                                              else lambda device, why: None))
+                                              else lambda device, why: None),
+                               placement=self.policy.placement)
         if self.routes is None:
             return DeviceRun(self.rollout.id, job, self.connect, self._record, settings).run()
         self.routes.started(job.device)  # its site's later devices may read from it now

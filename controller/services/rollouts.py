@@ -122,7 +122,7 @@ def _give_up(connect: LinkFactory, job: DeviceJob) -> None:
     try:
         link = connect(job.device)
         with contextlib.closing(link):
-            store = link.store()
+            store = link.store().for_model(art.model)  # its model's slot, on a device of several
             if store.active == art.sha256 and store.on_trial:
                 restored = link.abort_trial(art.sha256, "the rollout was aborted by the "
                                             "operator")

@@ -51,8 +51,10 @@ def test_a_model_that_cannot_load_stops_at_its_canary(cli: Cli, lab: Callable[..
     added = cli("model", "add", "broken-llama", str(broken))
     assert added.code == 0, added.err
 
-    # (at ctx 512: its header's extra block makes it need more than the default context allows)
-    result = cli("deploy", "broken-llama", "--group", "lab", "--ctx", "512", "--json")
+    # (at ctx 512: its header's extra block makes it need more than the default context allows;
+    # --replace: it is to run instead of tiny-llama, not in the memory tiny-llama leaves)
+    result = cli("deploy", "broken-llama", "--group", "lab", "--ctx", "512", "--replace",
+                 "--json")
     assert result.code == 1
     assert "halted: 1 of 3 devices failed, 2 not done" in result.err
     outcomes = _outcomes(result)
@@ -82,7 +84,7 @@ def test_a_model_that_cannot_load_stops_at_its_canary(cli: Cli, lab: Callable[..
 
     # without the guard rails every device tries it, and every one keeps its model
     anyway = cli("deploy", "broken-llama", "--group", "lab", "--ctx", "512", "--canary", "0",
-                 "--max-failures", "0", "--json")
+                 "--max-failures", "0", "--replace", "--json")
     assert anyway.code == 1
     assert {o["status"] for o in _outcomes(anyway).values()} == {"failed"}
     assert all(o["model_failed"] for o in _outcomes(anyway).values())

@@ -185,14 +185,14 @@ class FakeDevice:
         self._call("model_serving")
         return self.serving and self.active is not None
 
-    def generate(self, prompt: str, max_tokens: int) -> Generation:
+    def generate(self, prompt: str, max_tokens: int, model: str = "") -> Generation:
         self._call("generate")
         return Generation("x" * self.tokens, Summary(
             prompt_tokens=4, completion_tokens=self.tokens, ttft_ms=10.0,
             decode_tokens_per_s=100.0, energy_meter="estimated", joules_per_token=0.1,
             finish_reason="length"))
 
-    def verify_output(self, prompt: str, max_tokens: int) -> OutputSample:
+    def verify_output(self, prompt: str, max_tokens: int, sha256: str = "") -> OutputSample:
         self._call("verify_output")
         return OutputSample(finite=self.finite, prompt_tokens=4, mean_logprob=-2.0,
                             tokens=(1, 2, 3), margins=(1.0, 1.0, 1.0),

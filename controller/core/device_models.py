@@ -1,0 +1,52 @@
+"""Every model a device runs (several per device): what the controller keeps of each, and how a
+committed deploy or a rollback changes the set. Pure.
+
+An agent that holds several models has one slot per model name; a model deployed beside the
+others takes its name's slot (a new variant of the same model replaces the old one there),
+takes the aliases it was given from whichever model held them, and with ``replace`` is the
+only model left. An agent of one model always ends with the one model it loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class DeviceModel:
+    name: str
+    variant: str = ""
+    sha256: str = ""
+    aliases: tuple[str, ...] = ()  # sorted
+    pinned: bool = False
+    resident: bool = False  # loaded in a worker now (else it loads on its next request)
+    on_trial: bool = False
+    memory_bytes: int = 0  # what the agent's memory guard counts for it
+    last_used_at: float = 0.0  # unix seconds of its last request (0: none known)
+
+
+def committed(models: list[DeviceModel], new: DeviceModel, replace_others: bool
+              ) -> list[DeviceModel]:
+    """The device's models once ``new`` is committed: beside the others (its aliases moved
+    to it), or alone with ``replace_others``; sorted by name."""
+    if replace_others:
+        return [new]
+    taken = set(new.aliases)
+    kept = [replace(m, aliases=tuple(a for a in m.aliases if a not in taken))
+            for m in models if m.name != new.name]
+    return sorted([*kept, new], key=lambda m: m.name)
+
+
+def rolled_back(models: list[DeviceModel], name: str, restored: DeviceModel | None
+                ) -> list[DeviceModel]:
+    """The device's models once the model on trial in ``name``'s slot was given up:
+    ``restored`` back in the slot, or the slot empty."""
+    kept = [m for m in models if m.name != name]
+    return sorted([*kept, *([restored] if restored else [])], key=lambda m: m.name)
+
+
+def describe(m: DeviceModel) -> str:
+    """"tiny-llama q4_k_m (assistant, pinned, resident)": one model, for a terminal."""
+    notes = [*m.aliases, *(["pinned"] if m.pinned else []),
+             "resident" if m.resident else "unloaded", *(["on trial"] if m.on_trial else [])]
+    return f"{m.name} {m.variant}".strip() + f" ({', '.join(notes)})"
