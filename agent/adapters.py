@@ -91,11 +91,15 @@ class AdapterManager:
     def __init__(self, store: ModelStore, budget: Callable[[], int]) -> None:
         self._store = store
         self._budget = budget
+        # the wall-clock time the adapter on trial is given up at (0: none); in memory only,
+        # as a restart gives the trial up anyway
+        self._trial_until = 0.0
 
     def load(self, worker: Worker, base_sha256: str, base_bytes: int, record: AdapterRecord,
-             trial: bool) -> float:
+             trial: bool, trial_seconds: int = 0) -> float:
         """Verify the adapter's bytes, load it in the base's worker, smoke-test a generation
-        with it, record it (on trial, or as the default). Returns the load seconds."""
+        with it, record it (on trial, given up after ``trial_seconds`` unless committed, or
+        as the default). Returns the load seconds."""
         if record.base_sha256 != base_sha256:
             raise AdapterMismatch(
                 f"adapter {record.name} is for the model {record.base_sha256[:12]}; the loaded "
@@ -120,6 +124,7 @@ class AdapterManager:
         seconds = time.perf_counter() - started
         state = self._store.read_state()  # as it is now (the scrubber may have moved it)
         self._store.write_state(with_trial(state, record) if trial else committed(state, record))
+        self._trial_until = time.time() + trial_seconds if trial and trial_seconds > 0 else 0.0
         self._unload_unheld(worker, base_sha256)
         log.info("adapter %s (%s) loaded on %s in %.3f s%s", record.name, record.sha256[:12],
                  base_sha256[:12], seconds, " (on trial)" if trial else "")
@@ -143,6 +148,7 @@ class AdapterManager:
     def commit(self, sha256: str, worker: Worker | None) -> None:
         state = self._store.read_state()
         assert state.adapter_trial is not None and state.adapter_trial.sha256 == sha256
+        self._trial_until = 0.0
         self._store.write_state(committed(state, state.adapter_trial))
         if worker is not None:
             self._unload_unheld(worker, state.adapter_trial.base_sha256)
@@ -151,6 +157,7 @@ class AdapterManager:
         """Give up the adapter on trial (if any); the previous default serves again."""
         state = self._store.read_state()
         trial = state.adapter_trial
+        self._trial_until = 0.0
         if trial is None:
             return None
         log.warning("giving up adapter %s (%s): %s", trial.name, trial.sha256[:12], reason)
@@ -158,6 +165,13 @@ class AdapterManager:
         if worker is not None:
             self._unload_unheld(worker, trial.base_sha256)
         return trial
+
+    def expire(self, worker: Worker | None) -> AdapterRecord | None:
+        """Give up the adapter on trial when its deadline passed without a commit."""
+        if not self._trial_until or time.time() < self._trial_until:
+            return None
+        self._trial_until = 0.0
+        return self.give_up("its trial deadline passed without a commit", worker)
 
     def request(self, request: GenerationRequest, name: str | None) -> GenerationRequest:
         """The request with the adapter it runs with resolved to a loaded one's sha256."""

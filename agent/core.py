@@ -228,7 +228,8 @@ class AgentCore:
             self._on_model_change(True)
             return worker.load_seconds
 
-    def load_adapter(self, record: AdapterRecord, trial: bool = False) -> float:
+    def load_adapter(self, record: AdapterRecord, trial: bool = False,
+                     trial_seconds: int = 0) -> float:
         """Load a LoRA adapter on the loaded base (``agent.adapters``); returns seconds."""
         check_sha256(record.sha256)
         with self._lock:
@@ -238,7 +239,8 @@ class AgentCore:
                                     "deploy its base first")
             try:
                 return self.adapters.load(current.worker, current.record.sha256,
-                                          current.estimated_bytes, record, trial)
+                                          current.estimated_bytes, record, trial,
+                                          trial_seconds)
             except WorkerFailed:
                 self._restart_after_crash(current)
                 raise
@@ -449,6 +451,8 @@ class AgentCore:
             if current is not None and not current.worker.alive:
                 self._restart_after_crash(current)
             self._expire_trial()
+            with self._lock:  # an adapter's trial deadline (agent.adapters)
+                self.adapters.expire(self._loaded.worker if self._loaded else None)
             self._check_pinned()
 
     def _expire_trial(self) -> None:

@@ -21,6 +21,7 @@ from controller.core.compat import AgentVersion
 from controller.core.output_check import OutputSample
 from controller.errors import AgentRefused
 from controller.services.ports import (
+    AdapterView,
     Artifact,
     Fetched,
     FitView,
@@ -70,16 +71,30 @@ def fit_view(f: pb.CheckFitResponse) -> FitView:
 
 def load_request(order: LoadOrder, sign: Signer) -> pb.LoadModelRequest:
     art = order.artifact
-    manifest, signature = sign({
-        "sha256": art.sha256, "size_bytes": art.size_bytes, "name": art.model,
+    name = art.adapter or art.model  # an adapter is loaded under its own name
+    fields: dict[str, Any] = {
+        "sha256": art.sha256, "size_bytes": art.size_bytes, "name": name,
         "variant": art.variant, "format": art.format, "trial": order.trial,
         "trial_seconds": order.trial_seconds, "n_ctx": order.n_ctx,
-        "memory_bytes": order.memory_bytes, "runtime": {}})
+        "memory_bytes": order.memory_bytes, "runtime": {}}
+    if art.base_sha256:  # signed: the agent applies the adapter on this base only
+        fields["base_sha256"] = art.base_sha256
+    manifest, signature = sign(fields)
     return pb.LoadModelRequest(
-        sha256=art.sha256, name=art.model, variant=art.variant, format=art.format,
+        sha256=art.sha256, name=name, variant=art.variant, format=art.format,
         n_ctx=order.n_ctx, size_bytes=art.size_bytes,
         estimated_memory_bytes=order.memory_bytes, manifest=manifest,
-        manifest_signature=signature, trial=order.trial, trial_seconds=order.trial_seconds)
+        manifest_signature=signature, trial=order.trial, trial_seconds=order.trial_seconds,
+        base_sha256=art.base_sha256)
+
+
+def adapter_view(models: list[pb.ModelInfo]) -> AdapterView:
+    """The adapters ListModels names for the active model (format "lora")."""
+    held = [m for m in models if m.format == "lora"]
+    trial = next((m.sha256 for m in held if m.on_trial), "")
+    default = next((m.sha256 for m in held if m.active and not m.on_trial), "")
+    return AdapterView(default=default, trial=trial,
+                       names=tuple((m.name, m.sha256) for m in held))
 
 
 def peer_grant(order: PeerOrder, sign: Signer) -> ppb.PeerGrant:
@@ -158,6 +173,9 @@ class GrpcDeviceLink:
 
     def stage(self, sha256: str) -> int:
         return self.client.stage_model(sha256)
+
+    def adapters(self) -> AdapterView:
+        return adapter_view(self.client.list_models())
 
     def load(self, order: LoadOrder) -> None:
         self.client.load_model(load_request(order, self._sign))

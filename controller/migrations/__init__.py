@@ -5,4 +5,4 @@
 loading the migration scripts on every command.
 """
 
-HEAD = "0006_fanout"
+HEAD = "0007_adapter_rollouts"

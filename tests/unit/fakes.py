@@ -12,6 +12,7 @@ from controller.core.compat import AgentVersion
 from controller.core.output_check import OutputSample
 from controller.errors import AgentRefused, TransferInterrupted, Unreachable
 from controller.services.ports import (
+    AdapterView,
     Artifact,
     DeviceJob,
     DevicesBusy,
@@ -144,6 +145,9 @@ class FakeDevice:
         self.partial.pop(sha256, None)
         self.blobs.add(sha256)
         return 1
+
+    def adapters(self) -> AdapterView:
+        return AdapterView()  # adapter rollouts run against real agents (tests/e2e)
 
     def load(self, order: LoadOrder) -> None:
         art = order.artifact

@@ -1,0 +1,39 @@
+"""LoRA adapters through the rollout machine (``fleet deploy MODEL --adapter NAME``): each
+device's part names the base its adapter applies on (``rollout_device.base_sha256``, the
+device's active variant when planned), and a device records the adapter it serves by default
+(``device.adapter``, ``device.adapter_sha256``) for `fleet status`.
+
+Revision ID: 0007_adapter_rollouts
+Revises: 0006_fanout
+Create Date: 2026-11-29
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007_adapter_rollouts"
+down_revision = "0006_fanout"
+branch_labels = None
+depends_on = None
+
+COLUMNS = {
+    "rollout_device": ("base_sha256",),
+    "device": ("adapter", "adapter_sha256"),
+}
+
+
+def upgrade() -> None:
+    for table, names in COLUMNS.items():
+        with op.batch_alter_table(table) as batch:
+            for name in names:
+                batch.add_column(sa.Column(name, sa.String(), nullable=False,
+                                           server_default=sa.text("''")))
+
+
+def downgrade() -> None:
+    for table, names in COLUMNS.items():
+        with op.batch_alter_table(table) as batch:
+            for name in reversed(names):
+                batch.drop_column(name)
