@@ -25,15 +25,15 @@ COLUMNS = {
 
 
 def upgrade() -> None:
+    # plain ADD/DROP COLUMN (SQLite 3.35+ has both): a batch copy of ``device`` would drop
+    # the table the group memberships refer to
     for table, names in COLUMNS.items():
-        with op.batch_alter_table(table) as batch:
-            for name in names:
-                batch.add_column(sa.Column(name, sa.String(), nullable=False,
+        for name in names:
+            op.add_column(table, sa.Column(name, sa.String(), nullable=False,
                                            server_default=sa.text("''")))
 
 
 def downgrade() -> None:
     for table, names in COLUMNS.items():
-        with op.batch_alter_table(table) as batch:
-            for name in reversed(names):
-                batch.drop_column(name)
+        for name in reversed(names):
+            op.drop_column(table, name)
