@@ -61,6 +61,7 @@ class FakeDevice:
     sequential: list[bool] = field(default_factory=list)  # each upload: in order for peers?
     fetch_orders: list[PeerOrder] = field(default_factory=list)
     fleet: FakeFleet | None = None  # the devices it can fetch from (set by FakeFleet)
+    held_adapters: AdapterView = field(default_factory=AdapterView)  # for its active model
 
     def _call(self, method: str) -> None:
         self.calls.append(method)
@@ -147,7 +148,8 @@ class FakeDevice:
         return 1
 
     def adapters(self) -> AdapterView:
-        return AdapterView()  # adapter rollouts run against real agents (tests/e2e)
+        self._call("adapters")
+        return self.held_adapters  # whole adapter rollouts run against real agents (tests/e2e)
 
     def load(self, order: LoadOrder) -> None:
         art = order.artifact
