@@ -91,11 +91,15 @@ class AdapterManager:
     def __init__(self, store: ModelStore, budget: Callable[[], int]) -> None:
         self._store = store
         self._budget = budget
+        # base sha256 -> the wall-clock time its adapter on trial is given up at; in memory
+        # only, as a restart gives the trial up anyway
+        self._trial_until: dict[str, float] = {}
 
     def load(self, worker: Worker, base_sha256: str, base_bytes: int, record: AdapterRecord,
-             trial: bool) -> float:
+             trial: bool, trial_seconds: int = 0) -> float:
         """Verify the adapter's bytes, load it in the base's worker, smoke-test a generation
-        with it, record it (on trial, or as the default). Returns the load seconds."""
+        with it, record it (on trial, given up after ``trial_seconds`` unless committed, or
+        as the default). Returns the load seconds."""
         if record.base_sha256 != base_sha256:
             raise AdapterMismatch(
                 f"adapter {record.name} is for the model {record.base_sha256[:12]}; the loaded "
@@ -120,6 +124,9 @@ class AdapterManager:
         seconds = time.perf_counter() - started
         state = self._store.slot_of(base_sha256)  # as it is now (the scrubber may have moved it)
         self._store.write_slot(with_trial(state, record) if trial else committed(state, record))
+        self._trial_until.pop(base_sha256, None)
+        if trial and trial_seconds > 0:
+            self._trial_until[base_sha256] = time.time() + trial_seconds
         self._unload_unheld(worker, base_sha256)
         log.info("adapter %s (%s) loaded on %s in %.3f s%s", record.name, record.sha256[:12],
                  base_sha256[:12], seconds, " (on trial)" if trial else "")
@@ -147,6 +154,7 @@ class AdapterManager:
         state = self._trial_slot(sha256)
         assert state is not None and state.adapter_trial is not None
         self._store.write_slot(committed(state, state.adapter_trial))
+        self._trial_until.pop(state.adapter_trial.base_sha256, None)
         if worker is not None:
             self._unload_unheld(worker, state.adapter_trial.base_sha256)
 
@@ -161,6 +169,7 @@ class AdapterManager:
             return None
         state = self._store.slot_of(base_sha256)
         trial = state.adapter_trial
+        self._trial_until.pop(base_sha256, None)
         if trial is None:
             return None
         log.warning("giving up adapter %s (%s): %s", trial.name, trial.sha256[:12], reason)
@@ -168,6 +177,11 @@ class AdapterManager:
         if worker is not None:
             self._unload_unheld(worker, trial.base_sha256)
         return trial
+
+    def overdue(self) -> list[str]:
+        """The bases whose adapter on trial passed its deadline without a commit."""
+        now = time.time()
+        return [base for base, until in self._trial_until.items() if now >= until]
 
     def request(self, request: GenerationRequest, name: str | None, base_sha256: str
                 ) -> GenerationRequest:

@@ -232,9 +232,11 @@ class AgentCore(Inference):
                           "request)", loaded.slot, exc)
         self._notify()
 
-    def load_adapter(self, record: AdapterRecord, trial: bool = False) -> float:
+    def load_adapter(self, record: AdapterRecord, trial: bool = False,
+                     trial_seconds: int = 0) -> float:
         """Load a LoRA adapter on its base (resident, or loaded on demand) in the base's slot
-        (``agent.adapters``); returns seconds."""
+        (``agent.adapters``), given up after ``trial_seconds`` on trial unless committed;
+        returns seconds."""
         check_sha256(record.sha256)
         with self._lock:
             state = self.store.read_state()
@@ -254,7 +256,8 @@ class AgentCore(Inference):
             self._adapter_slot = slot.name
             try:
                 return self.adapters.load(current.worker, current.record.sha256,
-                                          current.estimated_bytes, record, trial)
+                                          current.estimated_bytes, record, trial,
+                                          trial_seconds)
             except WorkerFailed:
                 self._restart_after_crash(current)
                 raise

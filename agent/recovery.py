@@ -58,6 +58,15 @@ class SlotRecovery(SlotRuntime):
                     self._give_up(slot.name, "its trial deadline passed without a commit",
                                   RevertCause.DEADLINE)
 
+    def _expire_adapter_trials(self) -> None:
+        """Give up an adapter whose trial deadline passed without a commit (agent.adapters)."""
+        with self._lock:
+            for base in self.adapters.overdue():
+                slot = self.store.read_state().slot_of(base)
+                loaded = self._resident.get(slot.name) if slot else None
+                self.adapters.give_up("its trial deadline passed without a commit",
+                                      loaded.worker if loaded else None, base)
+
     def trial_seconds_left(self, name: str | None = None) -> float:
         state = self.store.read_state()
         slot = state.focus if name is None else state.slot(name)
@@ -119,6 +128,7 @@ class SlotRecovery(SlotRuntime):
                 if not loaded.worker.alive:
                     self._restart_after_crash(loaded)
             self._expire_trials()
+            self._expire_adapter_trials()
             self._check_pinned()
             if time.monotonic() - saved > USAGE_SAVE_S:
                 self.save_usage()

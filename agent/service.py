@@ -227,7 +227,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             raise InvalidRequest("an adapter load needs base_sha256 (the model it applies on)")
         adapter = AdapterRecord(record.sha256, record.name, check_sha256(grant.base_sha256),
                                 record.size_bytes)
-        seconds = self.core.load_adapter(adapter, trial=grant.trial)
+        seconds = self.core.load_adapter(adapter, trial=grant.trial,
+                                         trial_seconds=grant.trial_seconds)
         return pb.LoadModelResponse(
             model=_model_info(record, True, "loaded", on_trial=grant.trial,
                               base_sha256=adapter.base_sha256),

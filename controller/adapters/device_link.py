@@ -21,6 +21,7 @@ from controller.core.compat import AgentVersion
 from controller.core.output_check import OutputSample
 from controller.errors import AgentRefused
 from controller.services.ports import (
+    AdapterView,
     Artifact,
     Fetched,
     FitView,
@@ -85,11 +86,14 @@ def manifest_fields(order: LoadOrder) -> dict[str, Any]:
     "replace", "pinned") go only to an agent of several models: an older agent checks the
     fields it knows and would ignore them, so it gets today's manifest (and replaces)."""
     art = order.artifact
+    name = art.adapter or art.model  # an adapter is loaded under its own name
     fields: dict[str, Any] = {
-        "sha256": art.sha256, "size_bytes": art.size_bytes, "name": art.model,
+        "sha256": art.sha256, "size_bytes": art.size_bytes, "name": name,
         "variant": art.variant, "format": art.format, "trial": order.trial,
         "trial_seconds": order.trial_seconds, "n_ctx": order.n_ctx,
         "memory_bytes": order.memory_bytes, "runtime": {}}
+    if art.base_sha256:  # signed: the agent applies the adapter on this base only
+        fields["base_sha256"] = art.base_sha256
     if order.placement is not None:
         fields |= {"aliases": sorted(order.placement.aliases),
                    "replace": order.placement.replace, "pinned": order.placement.pinned}
@@ -98,16 +102,29 @@ def manifest_fields(order: LoadOrder) -> dict[str, Any]:
 
 def load_request(order: LoadOrder, sign: Signer) -> pb.LoadModelRequest:
     art, placement = order.artifact, order.placement
-    manifest, signature = sign(manifest_fields(order))
+    fields = manifest_fields(order)
+    manifest, signature = sign(fields)
     request = pb.LoadModelRequest(
-        sha256=art.sha256, name=art.model, variant=art.variant, format=art.format,
+        sha256=art.sha256, name=fields["name"], variant=art.variant, format=art.format,
         n_ctx=order.n_ctx, size_bytes=art.size_bytes,
         estimated_memory_bytes=order.memory_bytes, manifest=manifest,
-        manifest_signature=signature, trial=order.trial, trial_seconds=order.trial_seconds)
+        manifest_signature=signature, trial=order.trial, trial_seconds=order.trial_seconds,
+        base_sha256=art.base_sha256)
     if placement is not None:
         request.aliases.extend(sorted(placement.aliases))
         request.replace, request.pinned = placement.replace, placement.pinned
     return request
+
+
+def adapter_view(models: list[pb.ModelInfo], base_sha256: str = "") -> AdapterView:
+    """The adapters ListModels names (format "lora"), of the base ``base_sha256`` when given
+    (a device of several models holds adapters per base)."""
+    held = [m for m in models if m.format == "lora"
+            and (not base_sha256 or not m.base_sha256 or m.base_sha256 == base_sha256)]
+    trial = next((m.sha256 for m in held if m.on_trial), "")
+    default = next((m.sha256 for m in held if m.active and not m.on_trial), "")
+    return AdapterView(default=default, trial=trial,
+                       names=tuple((m.name, m.sha256) for m in held))
 
 
 def peer_grant(order: PeerOrder, sign: Signer) -> ppb.PeerGrant:
@@ -186,6 +203,9 @@ class GrpcDeviceLink:
 
     def stage(self, sha256: str) -> int:
         return self.client.stage_model(sha256)
+
+    def adapters(self, base_sha256: str = "") -> AdapterView:
+        return adapter_view(self.client.list_models(), base_sha256)
 
     def load(self, order: LoadOrder) -> None:
         self.client.load_model(load_request(order, self._sign))

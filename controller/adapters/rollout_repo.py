@@ -162,7 +162,15 @@ class SqlRolloutLog:
     def _device_state(self, s: Session, device: Device, job: DeviceJob,
                       restored: ModelView | None, rollout: str) -> None:
         art = job.artifact
+        if art is not None and art.base_sha256:  # an adapter: the base model stays as it is
+            if job.step is Step.COMMITTED:
+                device.adapter, device.adapter_sha256 = art.adapter, art.sha256
+            device.last_seen = _now()  # rolled back: the adapter it had serves again
+            s.add(device)
+            return
         if job.step is Step.COMMITTED and art is not None:
+            if device.sha256 != art.sha256:  # adapters are held per base: a new one has none
+                device.adapter, device.adapter_sha256 = "", ""
             device.state, device.model, device.variant, device.sha256 = (
                 "deployed", art.model, art.variant, art.sha256)
         else:
@@ -360,12 +368,13 @@ def _device_row(rollout: str, job: DeviceJob) -> RolloutDevice:
         predicted_json=json.dumps(job.predicted),
         finished_at=_now() if job.step in FINAL else None, site=job.site,
         bytes_from_peers=job.bytes_from_peers,
-        peer_bytes_json=json.dumps(job.peer_bytes, sort_keys=True))
+        peer_bytes_json=json.dumps(job.peer_bytes, sort_keys=True),
+        base_sha256=art.base_sha256 if art else "")
 
 
 def _job(model: str, d: RolloutDevice) -> DeviceJob:
-    art = (Artifact(model, d.variant, d.format, d.sha256, d.size_bytes, d.path)
-           if d.sha256 else None)
+    art = (Artifact(model, d.variant, d.format, d.sha256, d.size_bytes, d.path,
+                    d.base_sha256) if d.sha256 else None)
     return DeviceJob(device=d.device, position=d.position, wave=d.wave, step=Step(d.step),
                      artifact=art, n_ctx=d.n_ctx, memory_bytes=d.memory_bytes,
                      choice=d.choice, reason=d.reason, hint=d.hint, bytes_sent=d.bytes_sent,

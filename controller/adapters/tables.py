@@ -66,6 +66,9 @@ class Device(SQLModel, table=True):
     proxy_jump: str = ""  # [user@]host[:port] of a bastion (or from ~/.ssh/config)
     tls: bool = False  # enrolled: the agent requires the fleet's client certificate
     decode_efficiency: float | None = None  # calibrated share of bandwidth reached in decode
+    # the LoRA adapter it serves by default on its model (0008_adapter_rollouts); "" for none
+    adapter: str = ""
+    adapter_sha256: str = ""
     created_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
     # the groups the device is directly in (loaded with it); ancestors are GroupParent's
     # (stated as SQLAlchemy's relationship(): SQLModel cannot read the postponed annotation)
@@ -169,6 +172,8 @@ class RolloutDevice(SQLModel, table=True):
     site: str = ""
     bytes_from_peers: int = Field(default=0, sa_type=BigInteger)
     peer_bytes_json: str = "{}"  # {"lab-2": 41943040, ...}
+    # format "lora" (0008_adapter_rollouts): the base the adapter applies on on this device
+    base_sha256: str = ""
 
 
 class RolloutEvent(SQLModel, table=True):

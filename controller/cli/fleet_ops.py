@@ -171,6 +171,7 @@ def render_status(f: Fleet, group: str | None, as_json: bool,
         print_json({"version": 1, "devices": [
                     {"device": r.device.name, "groups": r.device.group_names,
                      "online": r.online, "state": r.state, "model": r.active_model,
+                     "adapter": r.device.adapter or None,
                      "variant": r.active_variant, "on_trial": r.on_trial,
                      "requests": r.requests,
                      "last_ttft_ms": r.last_ttft_ms, "last_latency_ms": r.last_latency_ms,
@@ -204,8 +205,9 @@ def _status_table(rows: list[observing.DeviceStatus]) -> None:
         colour = STATE_COLOURS.get(r.state, "red")
         state = f"[{colour}]{r.state}[/]" + (f" {esc(r.error)}" if r.error else "")
         table.add_row(r.device.name, ",".join(r.device.group_names), state,
-                      esc(r.active_model or "-") + (f" +{len(r.models) - 1}" if len(r.models)
-                                                    > 1 else ""),
+                      esc((r.active_model or "-") + (f"+{r.device.adapter}" if
+                                                      r.device.adapter else ""))
+                      + (f" +{len(r.models) - 1}" if len(r.models) > 1 else ""),
                       esc(r.active_variant or "-"), str(r.requests),
                       num(r.last_ttft_ms), num(r.last_latency_ms), num(r.last_tokens_per_s),
                       num(r.joules_per_token, "{:.3f}"), esc(r.energy_meter or "-"),
@@ -305,6 +307,9 @@ def register(app: typer.Typer) -> None:
                                         help="Trust unknown SSH host keys on first use "
                                         "(never a changed one)."),
         as_json: bool = typer.Option(False, "--json"),
+        adapter: str = typer.Option("", "--adapter", help="Deploy this LoRA adapter of MODEL "
+                                    "(`fleet adapter add`) where MODEL is active, on the "
+                                    "variant each device runs; MODEL is not sent again."),
     ) -> None:
         """Pick a variant per device, push it, verify and load it on trial, health-check,
         commit or roll back; the rollout is recorded as it goes (`fleet rollouts`)."""
@@ -338,6 +343,11 @@ def register(app: typer.Typer) -> None:
                 bars.job(job)
                 printer(job)
 
+            if adapter:  # the same rollout, for a LoRA adapter on the active base
+                from controller.cli.adapter_cmd import deploy_adapter
+
+                deploy_adapter(f, spec, adapter, devices, request, options, on_job, as_json)
+                return
             report = deploying.deploy(f, spec, devices, request, options, on_job=on_job)
         finish_report(report, as_json, spec.name)
 

@@ -5,4 +5,4 @@
 loading the migration scripts on every command.
 """
 
-HEAD = "0007_device_models"
+HEAD = "0008_adapter_rollouts"

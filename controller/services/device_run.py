@@ -31,7 +31,7 @@ from controller.errors import (
     Unreachable,
     UploadRefused,
 )
-from controller.services import placement
+from controller.services import adapter_step, placement
 from controller.services.health_gate import health_check
 from controller.services.peer_step import fetch_from_peers, sending
 from controller.services.ports import (
@@ -151,6 +151,12 @@ class DeviceRun:
         """Where the device stands, whatever the log last said."""
         job, art = self.job, self.job.artifact
         assert art is not None
+        if art.base_sha256:  # a LoRA adapter on the device's base
+            at = adapter_step.reconcile(link, job, self.settings.stage_only)
+            if at.moved:
+                return self._move(at.step, at.reason, at.hint)
+            job.reason = at.reason or job.reason
+            return at.step
         whole = link.store()
         # on an agent of several models: the slot of this model's name (its own active,
         # previous, trial and revert), whatever else the device runs
@@ -305,12 +311,15 @@ class DeviceRun:
         try:
             restored = link.abort_trial(art.sha256, why)
             back = f"{restored.variant}" if restored else "no model"
-            what = f"the device went back to {back}"
+            what = (adapter_step.serving_after_abort(link) if art.base_sha256
+                    else f"the device went back to {back}")
         except AgentRefused as exc:
             if exc.kind is not ErrorKind.NOT_ON_TRIAL:
                 raise
             # it had given the model up by itself already
             store = link.store().for_model(art.model)
             restored = None
-            what = f"the device had already given it up ({store.reverted_reason})"
+            what = ("the device had already given it up (its trial deadline or a restart)"
+                    if art.base_sha256 else
+                    f"the device had already given it up ({store.reverted_reason})")
         return self._move(Step.ROLLED_BACK, f"{why}; {what}", restored=restored)

@@ -55,6 +55,7 @@ class DeviceRef:
     variant: str
     labels_json: str = "{}"
     within: frozenset[str] = frozenset()  # its groups and every group they are nested in
+    adapter: str = ""  # the LoRA adapter it serves by default ("" for none)
 
     @property
     def labels(self) -> dict[str, str]:
@@ -107,7 +108,7 @@ def refresh(fleet: Fleet, devices: list[Device], wait_s: float,
 
 
 _DEVICE_COLUMNS = ("name", "profile", "model", "variant", "labels_json",
-                   "last_ttft_ms", "last_latency_ms", "last_tokens_per_s")
+                   "last_ttft_ms", "last_latency_ms", "last_tokens_per_s", "adapter")
 _LIVE_COLUMNS = ("last_attempt_ts", "last_ok_ts", "state", "reachable", "active_variant",
                  "active_model", "requests_total", "worker_crashes", "last_error", "power_w",
                  "last_joules_per_token", "energy_meter", "cpu_percent", "max_temp_c",
@@ -148,7 +149,7 @@ def read(fleet: Fleet, devices: list[Device] | None) -> list[DeviceStatus]:
         values = r._mapping
         direct = groups.get(r.name, [])
         d = DeviceRef(r.name, direct, r.profile, r.model, r.variant, r.labels_json,
-                      _ancestors(direct, parents))
+                      _ancestors(direct, parents), r.adapter)
         if values["live_last_attempt_ts"] is None:
             out.append(DeviceStatus(d, False, d.variant, d.model, 0, r.last_ttft_ms,
                                     r.last_latency_ms, r.last_tokens_per_s, 0,

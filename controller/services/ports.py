@@ -140,6 +140,22 @@ class Artifact:
     sha256: str
     size_bytes: int
     path: str  # on the controller
+    # format "lora": the base the adapter applies on (model is then "BASE+ADAPTER")
+    base_sha256: str = ""
+
+    @property
+    def adapter(self) -> str:
+        """The adapter's name for format "lora" ("" for a model)."""
+        return self.model.partition("+")[2] if self.base_sha256 else ""
+
+
+@dataclass(frozen=True)
+class AdapterView:
+    """The LoRA adapters a device holds for its active model (ListModels, format "lora")."""
+
+    default: str = ""  # sha256 of the adapter requests run with when they name none
+    trial: str = ""  # sha256 of the adapter on trial
+    names: tuple[tuple[str, str], ...] = ()  # (name, sha256) of every adapter held
 
 
 @dataclass(frozen=True)
@@ -226,6 +242,8 @@ class DeviceLink(Protocol):
     # raises Unreachable when the device itself goes away; a fetch no peer could finish
     # returns complete=False (the device keeps its verified prefix)
     def stage(self, sha256: str) -> int: ...
+    # the LoRA adapters held (for the base ``base_sha256`` when given)
+    def adapters(self, base_sha256: str = "") -> AdapterView: ...
     def load(self, order: LoadOrder) -> None: ...
     def commit(self, sha256: str) -> None: ...
     def abort_trial(self, sha256: str, reason: str) -> ModelView | None: ...

@@ -61,8 +61,13 @@ def _check_files(jobs: list[DeviceJob]) -> None:
         if not path.is_file() or sha256_file(path) != art.sha256:
             raise ArtifactError(f"{art.model} {art.variant} at {path} is missing or changed "
                                 "since the rollout started; refusing to send it",
-                                hint=f"restore it (`fleet model build {art.model}` or "
-                                "`fleet model import`), or abort the rollout")
+                                hint=("abort the rollout and run `fleet deploy "
+                                      f"{art.model.partition('+')[0]} --adapter {art.adapter}`"
+                                      " again (`fleet adapter add --replace` keeps one file "
+                                      "per name)"
+                                      if art.base_sha256 else
+                                      f"restore it (`fleet model build {art.model}` or "
+                                      "`fleet model import`), or abort the rollout"))
         checked.add(art.sha256)
 
 

@@ -12,6 +12,7 @@ from controller.core.compat import AgentVersion
 from controller.core.output_check import OutputSample
 from controller.errors import AgentRefused, TransferInterrupted, Unreachable
 from controller.services.ports import (
+    AdapterView,
     Artifact,
     DeviceJob,
     DevicesBusy,
@@ -60,6 +61,7 @@ class FakeDevice:
     sequential: list[bool] = field(default_factory=list)  # each upload: in order for peers?
     fetch_orders: list[PeerOrder] = field(default_factory=list)
     fleet: FakeFleet | None = None  # the devices it can fetch from (set by FakeFleet)
+    held_adapters: AdapterView = field(default_factory=AdapterView)  # for its active model
 
     def _call(self, method: str) -> None:
         self.calls.append(method)
@@ -144,6 +146,10 @@ class FakeDevice:
         self.partial.pop(sha256, None)
         self.blobs.add(sha256)
         return 1
+
+    def adapters(self, base_sha256: str = "") -> AdapterView:
+        self._call("adapters")
+        return self.held_adapters  # whole adapter rollouts run against real agents (tests/e2e)
 
     def load(self, order: LoadOrder) -> None:
         art = order.artifact

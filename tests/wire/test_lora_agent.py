@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,28 @@ def test_a_mismatching_adapter_is_refused_and_the_base_keeps_serving(
         c.generate(PROMPT, 4, adapter="nope")
     assert refused.value.kind is ErrorKind.NOT_FOUND
     assert _text(agent) == plain and _adapters(agent) == []
+
+
+def test_an_adapter_trial_ends_at_its_deadline(
+        agent: AgentProcess, ladder: dict[str, Path], files: dict[str, Path]) -> None:
+    """LoadModel.trial_seconds holds for an adapter as for a model: uncommitted by then, the
+    agent gives it up by itself and the previous default serves again."""
+    base = _with_base(agent, ladder["q8_0"])
+    with agent.client() as c:
+        c.load_model(_adapter_request(agent, files["faq"], "faq", base))  # the default
+    faq = _text(agent)
+    request = _adapter_request(agent, files["kiosk"], "kiosk", base, trial=True)
+    request.trial_seconds = 2
+    with agent.client() as c:
+        c.load_model(request)
+    assert _adapters(agent) == [("faq", False, False), ("kiosk", True, True)]
+    kiosk = _text(agent)
+    assert kiosk != faq
+    deadline = time.monotonic() + 30  # the watch runs every second; bounded wait
+    while _adapters(agent) != [("faq", True, False)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _adapters(agent) == [("faq", True, False)]
+    assert _text(agent) == faq
+    with agent.client() as c, pytest.raises(AgentRefused) as refused:
+        c.commit_model(sha256_file(files["kiosk"]))  # too late: nothing on trial to commit
+    assert refused.value.kind is not ErrorKind.UNSPECIFIED
