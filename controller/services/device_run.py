@@ -295,7 +295,11 @@ class DeviceRun:
             return self._give_up(link, "the rollout was aborted by the operator")
         problem, measured = health_check(link, self.settings.language_model,
                                          self.settings.gates, self.settings.reference(art),
-                                         model=art.model, sha256=art.sha256)
+                                         # an adapter is checked through its base (its
+                                         # generations run with the adapter on trial)
+                                         model=art.model.partition("+")[0] if art.base_sha256
+                                         else art.model,
+                                         sha256=art.base_sha256 or art.sha256)
         if problem:
             return self._give_up(link, f"health check failed: {problem}")
         confirming = job.reason.startswith("confirming")
