@@ -5,7 +5,8 @@
 # through its agent, a second rollout with a speed limit the lab cannot meet (its canary is
 # measured, rolled back, the rest halt), an app's OpenAI API request on a device, the
 # telemetry the collector gathered (per variant, with the selector's predictions), a rollout
-# whose controller is killed half-way and is resumed from the database, the rollout log, the
+# whose controller is killed half-way and is resumed from the database, a LoRA adapter rolled
+# out on top of the base, a second model beside the first with an alias, the rollout log, the
 # alerts, then the dashboard (or a summary with --no-dashboard / without a TTY).
 #   ./dev.sh demo [--no-dashboard] [--keep-lab]
 set -euo pipefail
@@ -88,6 +89,46 @@ step "fleet rollouts resume $killed   (each device is asked where it stands; the
 "$FLEET" rollouts resume "$killed"
 step "fleet rollouts show $killed --events"
 "$FLEET" rollouts show "$killed" --events
+adapter="$FLEET_HOME/kiosk-faq.gguf"
+"$PY" -c 'import sys; from pathlib import Path; from controller.testmodels import write_tiny_lora; write_tiny_lora(Path(sys.argv[1]))' "$adapter"
+step "fleet adapter add kiosk-faq --base tiny-llama kiosk-faq.gguf
+    (a few-MB LoRA adapter, as llama.cpp's convert_lora_to_gguf.py writes one: its
+    architecture and every adapted tensor's shape checked against the base)"
+"$FLEET" adapter add kiosk-faq "$adapter" --base tiny-llama
+step "fleet deploy tiny-llama --adapter kiosk-faq --group lab
+    (the adapter only: each device applies it on the tiny-llama variant it runs, without
+    reloading it; canary, trial, health gate and rollback as for a model; a device with no
+    memory for it beside its base is skipped with the figures)"
+rc=0
+"$FLEET" deploy tiny-llama --adapter kiosk-faq --group lab || rc=$?
+[ "$rc" -le 1 ] || { echo "demo: the adapter deploy exited $rc" >&2; exit 1; }
+"$FLEET" model build tiny-mlp >/dev/null
+step "fleet deploy tiny-mlp --group lab --alias classifier
+    (a second model beside the first, not instead: each device plans it in the memory
+    tiny-llama leaves; where nothing fits beside it the reason says so, with --replace as
+    the way out)"
+rc=0
+"$FLEET" deploy tiny-mlp --group lab --alias classifier || rc=$?
+[ "$rc" -le 1 ] || { echo "demo: the second model's deploy exited $rc" >&2; exit 1; }
+step "fleet status   (every model on each device: MODEL +N, and one line per model)"
+"$FLEET" status || true
+# the OpenAI endpoint of a device that took the adapter (lab-1, a 2 GB board, may have no room)
+openai=$("$FLEET" status --json --no-collect | "$PY" -c '
+import json, subprocess, sys
+with_adapter = [d["device"] for d in json.load(sys.stdin)["devices"] if d.get("adapter")]
+lab = json.loads(subprocess.run([sys.argv[1], "lab", "status", "--json"], check=True,
+                                capture_output=True, text=True).stdout)["devices"]
+print(next((d["openai"] for d in lab if d["name"] in with_adapter), lab[0]["openai"]))' "$FLEET")
+if command -v curl >/dev/null 2>&1; then
+  step "curl $openai/models; then tiny-llama+ (the base alone) and tiny-llama (with the
+    deployed adapter) on the same prompt: the app picks a model and adapter by name"
+  curl -sS "$openai/models" | "$PY" -c 'import json,sys; print([m["id"] for m in json.load(sys.stdin)["data"]])'
+  for model in "tiny-llama+" "tiny-llama"; do
+    curl -sS "$openai/completions" -H 'Content-Type: application/json' \
+      -d "{\"model\": \"$model\", \"prompt\": \"The edge device\", \"max_tokens\": 8, \"temperature\": 0}" \
+      | "$PY" -c 'import json,sys; r=json.load(sys.stdin); print(sys.argv[1].ljust(12), repr(r["choices"][0]["text"]))' "$model"
+  done
+fi
 step "fleet alerts   (unreachable devices, crash loops, throttling, drift, SLO breaches, gaps,
     predictions off by more than 30 %)"
 "$FLEET" collect >/dev/null || true
