@@ -24,6 +24,7 @@ from _agent_bench import (
     agent_with_model,
     build_model,
     client_sample,
+    load_now,
     measure_runs,
     report,
     stream_interval,
@@ -44,10 +45,11 @@ def main() -> None:
     extra: tuple[str, ...] = ()
     if args.stream_interval_ms is not None:
         extra = ("--stream-interval-ms", str(args.stream_interval_ms))
+    load_at_start = load_now()
     with tempfile.TemporaryDirectory() as tmp:
         model = build_model(Path(tmp), args.variant)
-        with agent_with_model(model, args.variant, extra) as port, \
-                GrpcAgentClient("bench", "127.0.0.1", port, 300) as client:
+        with agent_with_model(model, args.variant, extra) as agent, \
+                GrpcAgentClient("bench", "127.0.0.1", agent.port, 300) as client:
 
             def through_agent(tokens: int) -> Sample:
                 start = time.perf_counter()
@@ -61,11 +63,11 @@ def main() -> None:
                     first = first or last
                 return client_sample(start, first, last, completion)
 
-            runs = measure_runs(model, through_agent, args.tokens, args.reps, args.runs)
+            runs = measure_runs(model, agent, through_agent, args.tokens, args.reps, args.runs)
     interval = stream_interval(args.stream_interval_ms)
     report(f"agent_overhead: tiny-llama {args.variant}, {args.tokens} tokens, {THREADS} "
            f"thread, {args.reps} pairs per run (medians), stream interval {interval}; "
-           "gRPC Generate measured at the client", "agent gRPC", runs)
+           "gRPC Generate measured at the client", "agent gRPC", runs, load_at_start)
 
 
 if __name__ == "__main__":

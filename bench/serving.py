@@ -29,6 +29,7 @@ from _agent_bench import (
     agent_with_model,
     build_model,
     client_sample,
+    load_now,
     measure_runs,
     report,
     stream_interval,
@@ -105,16 +106,18 @@ def main() -> None:
     extra: tuple[str, ...] = ("--openai-listen", f"127.0.0.1:{port}")
     if args.stream_interval_ms is not None:
         extra += ("--stream-interval-ms", str(args.stream_interval_ms))
+    load_at_start = load_now()
     with tempfile.TemporaryDirectory() as tmp:
         model = build_model(Path(tmp), args.variant)
-        with agent_with_model(model, args.variant, extra):
+        with agent_with_model(model, args.variant, extra) as agent:
             reader = openai_reader if args.client == "openai" else http_reader
             through_endpoint = reader(port)
-            runs = measure_runs(model, through_endpoint, args.tokens, args.reps, args.runs)
+            runs = measure_runs(model, agent, through_endpoint, args.tokens, args.reps, args.runs)
     interval = stream_interval(args.stream_interval_ms)
     report(f"serving: tiny-llama {args.variant}, {args.tokens} tokens, {THREADS} thread, "
            f"{args.reps} pairs per run (medians), stream interval {interval}; streamed "
-           f"/v1/completions measured at the client ({args.client})", "OpenAI endpoint", runs)
+           f"/v1/completions measured at the client ({args.client})", "OpenAI endpoint", runs,
+           load_at_start)
 
 
 if __name__ == "__main__":
