@@ -15,6 +15,7 @@ agent path costs even when other work makes the ratios noisy.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing as mp
 import os
 import statistics
 import subprocess
@@ -189,10 +190,41 @@ class CpuMeter:
         return sample, Cpu(w, a, c)
 
 
-def _direct_with_cpu(llm: Any, tokens: int) -> tuple[Sample, Cpu]:
-    before = time.thread_time()  # llama.cpp runs one thread: the caller's
-    sample = direct(llm, tokens)
-    return sample, Cpu(worker=(time.thread_time() - before) * 1000)
+def _direct_main(conn: Any, model: str) -> None:
+    llm = open_direct(Path(model))
+    conn.send("ready")
+    while tokens := conn.recv():
+        before = time.thread_time()  # llama.cpp runs one thread here: this one
+        sample = direct(llm, tokens)
+        conn.send((sample, (time.thread_time() - before) * 1000))
+    llm.close()
+
+
+class DirectProcess:
+    """llama-cpp-python called directly in a process of its own, as an app would: not in the
+    bench's process, whose gRPC and HTTP clients' threads would share its GIL and CPU."""
+
+    def __init__(self, model: Path) -> None:
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_direct_main, args=(child, str(model)), daemon=True)
+        self._proc.start()
+        child.close()
+        if self._conn.recv() != "ready":
+            raise RuntimeError("the direct llama-cpp-python process did not start")
+
+    def __call__(self, tokens: int) -> tuple[Sample, Cpu]:
+        self._conn.send(tokens)
+        sample, cpu_ms = self._conn.recv()
+        return sample, Cpu(worker=cpu_ms)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send(0)
+        self._proc.join(timeout=30)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
 
 
 def _median_cpu(cpus: list[Cpu]) -> Cpu:
@@ -201,11 +233,11 @@ def _median_cpu(cpus: list[Cpu]) -> Cpu:
                statistics.median(c.client for c in cpus))
 
 
-def run_pairs(llm: Any, through_agent: Callable[[int], Sample], meter: CpuMeter, tokens: int,
-              reps: int) -> RunResult:
+def run_pairs(baseline: DirectProcess, through_agent: Callable[[int], Sample], meter: CpuMeter,
+              tokens: int, reps: int) -> RunResult:
     direct_runs, agent_runs = [], []
     for _ in range(reps):
-        direct_runs.append(_direct_with_cpu(llm, tokens))
+        direct_runs.append(baseline(tokens))
         agent_runs.append(meter.measure(lambda: through_agent(tokens)))
     return RunResult(
         Sample(statistics.median(s.decode_tps for s, _ in direct_runs),
@@ -220,13 +252,13 @@ def run_pairs(llm: Any, through_agent: Callable[[int], Sample], meter: CpuMeter,
 def measure_runs(model: Path, agent: RunningAgent, through_agent: Callable[[int], Sample],
                  tokens: int, reps: int, runs: int) -> list[RunResult]:
     """``runs`` runs of ``reps`` direct/agent pairs on ``model``, after one warm-up pair."""
-    llm = open_direct(model)
+    baseline = DirectProcess(model)
     meter = CpuMeter(agent.pid)
     try:
-        run_pairs(llm, through_agent, meter, 8, 1)  # warm both up
-        return [run_pairs(llm, through_agent, meter, tokens, reps) for _ in range(runs)]
+        run_pairs(baseline, through_agent, meter, 8, 1)  # warm both up
+        return [run_pairs(baseline, through_agent, meter, tokens, reps) for _ in range(runs)]
     finally:
-        llm.close()
+        baseline.close()
 
 
 def stream_interval(ms: float | None) -> str:
