@@ -1,6 +1,7 @@
 """Decode tokens/s through the agent's gRPC Generate vs llama-cpp-python called directly,
-same model, same process run, same threads, same tokens (greedy). Prints each run's ratio
-(target >= 0.97), the spread over runs, and the TTFT overhead in ms.
+same model, same invocation, same threads, same tokens (greedy), alternating. Prints each
+run's ratio (target >= 0.97), the spread over runs and over every pair, the TTFT overhead in
+ms, the load average and the CPU each process spent per request (bench/_agent_bench.py).
 
 The tiny test model decodes hundreds of tokens/s, so per-token overhead (a pipe message and
 a gRPC message per token) weighs far more here than on a real 1-4B model at 5-40 tokens/s:

@@ -1,7 +1,8 @@
 """Decode tokens/s and TTFT through the agent's OpenAI-compatible endpoint (streamed
 /v1/completions read by the real `openai` client) vs llama-cpp-python called directly: same
-model, same process run, same threads, same tokens (greedy). Prints each run's ratio (target
->= 0.97), the spread over runs and the TTFT overhead.
+model, same invocation, same threads, same tokens (greedy), alternating. Prints each run's
+ratio (target >= 0.97), the spread over runs and over every pair, the TTFT overhead, the load
+average and the CPU each process spent per request (bench/_agent_bench.py).
 
 The tiny model decodes hundreds of tokens/s, the worst case for per-token overhead (see
 bench/agent_overhead.py). ``--stream-interval-ms 0`` sends every token as its own event.

@@ -261,8 +261,9 @@ async def _collect(events: list[Event], channel: TokenChannel, gone: asyncio.Fut
 
 async def _stream(events: list[Event], channel: TokenChannel, responder: schema.Responder,
                   include_usage: bool) -> AsyncIterator[bytes]:
-    """One write per batch of events that were ready together: the text that piled up as one
-    chunk and, at the end, the finishing chunk, the usage and ``[DONE]`` in the same write."""
+    """One write per batch of events that were ready together: the text that piled up goes
+    out as one chunk at once; the finishing chunk and the usage wait for the end (it follows
+    within the telemetry record's time) so that they leave with ``[DONE]`` in one write."""
     out: list[bytes] = []
     if responder.chat:
         out.append(sse(responder.chunk(first=True, include_usage=include_usage)))
@@ -282,7 +283,7 @@ async def _stream(events: list[Event], channel: TokenChannel, responder: schema.
             elif kind == "end":
                 yield b"".join(out) + DONE
                 return
-        if out:
+        if text:
             yield b"".join(out)
             out.clear()
         events = await channel.take()

@@ -48,6 +48,30 @@ def test_sse_writer_sends_one_write_per_batch_of_ready_events() -> None:
     assert done == "[DONE]"
 
 
+def test_the_end_of_a_stream_is_one_write_even_when_it_comes_in_two_batches() -> None:
+    from agent.openai_http.app import _stream
+
+    stats = GenerationStats(prompt_tokens=3, completion_tokens=1, finish_reason="stop")
+
+    async def scenario() -> list[bytes]:
+        channel = TokenChannel(asyncio.get_running_loop())
+        responder = schema.Responder(model="tiny-llama", chat=False)
+        body = _stream([("text", "a")], channel, responder, include_usage=False)
+        writes = [await body.__anext__()]
+        channel.put(("done", stats))  # the worker's summary...
+        later = asyncio.ensure_future(body.__anext__())
+        await asyncio.sleep(0.01)
+        assert not later.done()  # ...waits for the end rather than going out alone
+        channel.put(("end", None))
+        writes.append(await later)
+        return writes + [chunk async for chunk in body]
+
+    first, end = asyncio.run(scenario())
+    assert [e["choices"][0]["text"] for e in _events(first)] == ["a"]
+    finish, done = _events(end)
+    assert finish["choices"][0]["finish_reason"] == "stop" and done == "[DONE]"
+
+
 def test_chat_stream_sends_the_role_with_the_first_text() -> None:
     from agent.openai_http.app import _stream
 
