@@ -262,8 +262,9 @@ async def _collect(events: list[Event], channel: TokenChannel, gone: asyncio.Fut
 async def _stream(events: list[Event], channel: TokenChannel, responder: schema.Responder,
                   include_usage: bool) -> AsyncIterator[bytes]:
     """One write per batch of events that were ready together: the text that piled up goes
-    out as one chunk at once; the finishing chunk and the usage wait for the end (it follows
-    within the telemetry record's time) so that they leave with ``[DONE]`` in one write."""
+    out as one chunk at once (with the finishing chunk and usage if they came with it); a
+    batch without text waits for the end (it follows within the telemetry record's time),
+    so that the finishing chunk and usage leave with ``[DONE]`` in one write."""
     out: list[bytes] = []
     if responder.chat:
         out.append(sse(responder.chunk(first=True, include_usage=include_usage)))
