@@ -171,6 +171,12 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+def worker_pid(agent_pid: int) -> int:
+    """The agent's runtime worker: the child that has spent the most CPU (multiprocessing's
+    resource tracker is a child too)."""
+    return max(_children(agent_pid), key=_schedstat_ns, default=0)
+
+
 class CpuMeter:
     """CPU per request of the agent path's three processes: the agent's runtime worker(s)
     (its children), the agent itself and this process (the client)."""
@@ -212,6 +218,10 @@ class DirectProcess:
         child.close()
         if self._conn.recv() != "ready":
             raise RuntimeError("the direct llama-cpp-python process did not start")
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid or 0
 
     def __call__(self, tokens: int) -> tuple[Sample, Cpu]:
         self._conn.send(tokens)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from _agent_bench import (
@@ -31,6 +32,26 @@ from _agent_bench import (
     stream_interval,
 )
 
+from controller.adapters.agent_client import GrpcAgentClient
+
+
+def grpc_reader(client: GrpcAgentClient) -> Callable[[int], Sample]:
+    """gRPC ``Generate`` streamed, timed where the app sees the text."""
+
+    def through_agent(tokens: int) -> Sample:
+        start = time.perf_counter()
+        first = last = 0.0
+        completion = 0
+        for event in client.stream(PROMPT, tokens):
+            if event.HasField("summary"):
+                completion = event.summary.completion_tokens
+                continue
+            last = time.perf_counter()
+            first = first or last
+        return client_sample(start, first, last, completion)
+
+    return through_agent
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -41,7 +62,6 @@ def main() -> None:
     parser.add_argument("--stream-interval-ms", type=float, default=None,
                         help="the agent's --stream-interval-ms (default: the agent's)")
     args = parser.parse_args()
-    from controller.adapters.agent_client import GrpcAgentClient
 
     extra: tuple[str, ...] = ()
     if args.stream_interval_ms is not None:
@@ -52,18 +72,7 @@ def main() -> None:
         with agent_with_model(model, args.variant, extra) as agent, \
                 GrpcAgentClient("bench", "127.0.0.1", agent.port, 300) as client:
 
-            def through_agent(tokens: int) -> Sample:
-                start = time.perf_counter()
-                first = last = 0.0
-                completion = 0
-                for event in client.stream(PROMPT, tokens):
-                    if event.HasField("summary"):
-                        completion = event.summary.completion_tokens
-                        continue
-                    last = time.perf_counter()
-                    first = first or last
-                return client_sample(start, first, last, completion)
-
+            through_agent = grpc_reader(client)
             runs = measure_runs(model, agent, through_agent, args.tokens, args.reps, args.runs)
     interval = stream_interval(args.stream_interval_ms)
     report(f"agent_overhead: tiny-llama {args.variant}, {args.tokens} tokens, {THREADS} "

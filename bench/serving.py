@@ -37,7 +37,7 @@ from _agent_bench import (
 )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--client", choices=("openai", "http"), default="openai")
     args = parser.parse_args()
 
-    port = _free_port()
+    port = free_port()
     extra: tuple[str, ...] = ("--openai-listen", f"127.0.0.1:{port}")
     if args.stream_interval_ms is not None:
         extra += ("--stream-interval-ms", str(args.stream_interval_ms))
