@@ -14,6 +14,7 @@ agent path costs even when other work makes the ratios noisy.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import multiprocessing as mp
 import os
@@ -128,12 +129,16 @@ def open_direct(model: Path) -> Any:
 
 def direct(llm: Any, tokens: int) -> Sample:
     """llama-cpp-python's own token loop, greedy, as the agent's runtime drives it (with the
-    same sampling settings); the prompt's tokenization counts in TTFT, as in the agent."""
+    same sampling settings); the prompt's tokenization counts in TTFT, as in the agent. Each
+    token is made text (its bytes, UTF-8 decoded across token boundaries) as an app reading
+    llama-cpp-python must, and as the agent's runtime does: the same work on both sides."""
     start = time.perf_counter()
     ids = llm.tokenize(PROMPT.encode(), add_bos=True)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     first = 0.0
     n = 0
-    for _token in llm.generate(ids, temp=0.0, top_k=40, top_p=0.95, reset=True):
+    for token in llm.generate(ids, temp=0.0, top_k=40, top_p=0.95, reset=True):
+        decoder.decode(llm.detokenize([token]))
         now = time.perf_counter()
         if n == 0:
             first = now - start
