@@ -1,17 +1,22 @@
 """Shared by the token-path benchmarks: the tiny model, a real agent process with it loaded,
 the llama-cpp-python baseline, and the spread over runs.
 
-A "run" is ``reps`` direct/agent pairs, alternated so both see the same machine state; its
-result is the median of each side and their ratio, and the ratio of each side's best pair
-(as ``timeit`` advises: slower repeats are other processes interfering, which on a shared
-machine hits the three processes of the agent path more often than the one of the direct
-path). Several runs in one invocation show the spread (min/median/max), since one run on a
-shared 2-core machine says little.
+A "pair" is one direct request and one through the agent, back to back, so both see the same
+machine state; a "run" is ``reps`` pairs, its result the median of each side and their ratio.
+Several runs in one invocation show the spread (min/median/max) of the runs' ratios and of
+every pair's ratio, since one run on a shared machine says little.
+
+On Linux each pair also counts the CPU each process spent (``/proc/*/schedstat``): the direct
+loop's thread, and on the agent side the runtime worker, the agent process and the client.
+Unlike the rates, CPU per request barely moves with the machine's load, so it shows what the
+agent path costs even when other work makes the ratios noisy.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import multiprocessing as mp
 import os
 import statistics
 import subprocess
@@ -37,14 +42,35 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class Cpu:
+    """CPU milliseconds one request cost each process (0 where unknown)."""
+
+    worker: float = 0.0  # the runtime worker (direct: the thread running llama.cpp)
+    agent: float = 0.0
+    client: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.worker + self.agent + self.client
+
+
+@dataclass(frozen=True)
 class RunResult:
     direct: Sample  # medians of the run
     agent: Sample
-    best_ratio: float  # the agent's best decode rate over the direct path's best
+    pair_ratios: list[float]  # each pair's agent decode rate over the direct one's
+    direct_cpu: Cpu  # medians of the run
+    agent_cpu: Cpu
 
     @property
     def ratio(self) -> float:
         return self.agent.decode_tps / self.direct.decode_tps
+
+
+@dataclass(frozen=True)
+class RunningAgent:
+    port: int  # gRPC
+    pid: int
 
 
 def build_model(d: Path, variant: str) -> Path:
@@ -59,8 +85,8 @@ def build_model(d: Path, variant: str) -> Path:
 
 @contextlib.contextmanager
 def agent_with_model(model: Path, variant: str, extra: tuple[str, ...] = ()
-                     ) -> Iterator[int]:
-    """A real `fleet-agent serve` with ``model`` loaded; yields its gRPC port."""
+                     ) -> Iterator[RunningAgent]:
+    """A real `fleet-agent serve` with ``model`` loaded."""
     from agent.contract import sha256_file
     from agent.rpc import agent_pb2 as pb
     from controller.adapters.agent_client import GrpcAgentClient
@@ -88,7 +114,7 @@ def agent_with_model(model: Path, variant: str, extra: tuple[str, ...] = ()
                 client.load_model(pb.LoadModelRequest(
                     sha256=sha, name="tiny-llama", variant=variant, format="gguf",
                     n_ctx=512, size_bytes=model.stat().st_size))
-            yield port
+            yield RunningAgent(port, agent.pid)
         finally:
             agent.terminate()
             agent.wait(timeout=30)
@@ -102,12 +128,17 @@ def open_direct(model: Path) -> Any:
 
 
 def direct(llm: Any, tokens: int) -> Sample:
-    """llama-cpp-python's own token loop, greedy, as the agent's runtime drives it."""
-    ids = llm.tokenize(PROMPT.encode(), add_bos=True)
+    """llama-cpp-python's own token loop, greedy, as the agent's runtime drives it (with the
+    same sampling settings); the prompt's tokenization counts in TTFT, as in the agent. Each
+    token is made text (its bytes, UTF-8 decoded across token boundaries) as an app reading
+    llama-cpp-python must, and as the agent's runtime does: the same work on both sides."""
     start = time.perf_counter()
+    ids = llm.tokenize(PROMPT.encode(), add_bos=True)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     first = 0.0
     n = 0
-    for _token in llm.generate(ids, temp=0.0, top_k=40, top_p=0.95, reset=True):
+    for token in llm.generate(ids, temp=0.0, top_k=40, top_p=0.95, reset=True):
+        decoder.decode(llm.detokenize([token]))
         now = time.perf_counter()
         if n == 0:
             first = now - start
@@ -124,29 +155,125 @@ def client_sample(start: float, first: float, last: float, tokens: int) -> Sampl
     return Sample((tokens - 1) / (last - first), (first - start) * 1000)
 
 
-def run_pairs(llm: Any, through_agent: Callable[[int], Sample], tokens: int, reps: int
-              ) -> RunResult:
+def _schedstat_ns(pid: int | str) -> int:
+    """CPU nanoseconds of every thread of ``pid`` (Linux; 0 elsewhere or once it is gone)."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+    except OSError:
+        return 0
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids += [int(k) for k in f.read().split()]
+    return kids
+
+
+def worker_pid(agent_pid: int) -> int:
+    """The agent's runtime worker: the child that has spent the most CPU (multiprocessing's
+    resource tracker is a child too)."""
+    return max(_children(agent_pid), key=_schedstat_ns, default=0)
+
+
+class CpuMeter:
+    """CPU per request of the agent path's three processes: the agent's runtime worker(s)
+    (its children), the agent itself and this process (the client)."""
+
+    def __init__(self, agent_pid: int) -> None:
+        self.agent_pid = agent_pid
+
+    def _now(self) -> tuple[int, int, int]:
+        workers = sum(_schedstat_ns(k) for k in _children(self.agent_pid))
+        return workers, _schedstat_ns(self.agent_pid), _schedstat_ns(os.getpid())
+
+    def measure(self, call: Callable[[], Sample]) -> tuple[Sample, Cpu]:
+        before = self._now()
+        sample = call()
+        after = self._now()
+        w, a, c = ((y - x) / 1e6 for x, y in zip(before, after, strict=True))
+        return sample, Cpu(w, a, c)
+
+
+def _direct_main(conn: Any, model: str) -> None:
+    llm = open_direct(Path(model))
+    conn.send("ready")
+    while tokens := conn.recv():
+        before = time.thread_time()  # llama.cpp runs one thread here: this one
+        sample = direct(llm, tokens)
+        conn.send((sample, (time.thread_time() - before) * 1000))
+    llm.close()
+
+
+class DirectProcess:
+    """llama-cpp-python called directly in a process of its own, as an app would: not in the
+    bench's process, whose gRPC and HTTP clients' threads would share its GIL and CPU."""
+
+    def __init__(self, model: Path) -> None:
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_direct_main, args=(child, str(model)), daemon=True)
+        self._proc.start()
+        child.close()
+        if self._conn.recv() != "ready":
+            raise RuntimeError("the direct llama-cpp-python process did not start")
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid or 0
+
+    def __call__(self, tokens: int) -> tuple[Sample, Cpu]:
+        self._conn.send(tokens)
+        sample, cpu_ms = self._conn.recv()
+        return sample, Cpu(worker=cpu_ms)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send(0)
+        self._proc.join(timeout=30)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
+
+
+def _median_cpu(cpus: list[Cpu]) -> Cpu:
+    return Cpu(statistics.median(c.worker for c in cpus),
+               statistics.median(c.agent for c in cpus),
+               statistics.median(c.client for c in cpus))
+
+
+def run_pairs(baseline: DirectProcess, through_agent: Callable[[int], Sample], meter: CpuMeter,
+              tokens: int, reps: int) -> RunResult:
     direct_runs, agent_runs = [], []
     for _ in range(reps):
-        direct_runs.append(direct(llm, tokens))
-        agent_runs.append(through_agent(tokens))
+        direct_runs.append(baseline(tokens))
+        agent_runs.append(meter.measure(lambda: through_agent(tokens)))
     return RunResult(
-        Sample(statistics.median(s.decode_tps for s in direct_runs),
-               statistics.median(s.ttft_ms for s in direct_runs)),
-        Sample(statistics.median(s.decode_tps for s in agent_runs),
-               statistics.median(s.ttft_ms for s in agent_runs)),
-        max(s.decode_tps for s in agent_runs) / max(s.decode_tps for s in direct_runs))
+        Sample(statistics.median(s.decode_tps for s, _ in direct_runs),
+               statistics.median(s.ttft_ms for s, _ in direct_runs)),
+        Sample(statistics.median(s.decode_tps for s, _ in agent_runs),
+               statistics.median(s.ttft_ms for s, _ in agent_runs)),
+        [a.decode_tps / d.decode_tps
+         for (a, _), (d, _) in zip(agent_runs, direct_runs, strict=True)],
+        _median_cpu([c for _, c in direct_runs]), _median_cpu([c for _, c in agent_runs]))
 
 
-def measure_runs(model: Path, through_agent: Callable[[int], Sample], tokens: int, reps: int,
-                 runs: int) -> list[RunResult]:
+def measure_runs(model: Path, agent: RunningAgent, through_agent: Callable[[int], Sample],
+                 tokens: int, reps: int, runs: int) -> list[RunResult]:
     """``runs`` runs of ``reps`` direct/agent pairs on ``model``, after one warm-up pair."""
-    llm = open_direct(model)
+    baseline = DirectProcess(model)
+    meter = CpuMeter(agent.pid)
     try:
-        run_pairs(llm, through_agent, 8, 1)  # warm both up
-        return [run_pairs(llm, through_agent, tokens, reps) for _ in range(runs)]
+        run_pairs(baseline, through_agent, meter, 8, 1)  # warm both up
+        return [run_pairs(baseline, through_agent, meter, tokens, reps) for _ in range(runs)]
     finally:
-        llm.close()
+        baseline.close()
 
 
 def stream_interval(ms: float | None) -> str:
@@ -158,16 +285,29 @@ def _spread(values: list[float], fmt: str) -> str:
     return (f"min {v[0]:{fmt}}, median {statistics.median(v):{fmt}}, max {v[-1]:{fmt}}")
 
 
-def report(title: str, label: str, runs: list[RunResult]) -> None:
-    load = os.getloadavg()[0]
-    print(f"{title}; load average {load:.2f} at the end")
+def load_now() -> str:
+    """The load average over 1, 5 and 15 minutes."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def report(title: str, label: str, runs: list[RunResult], load_at_start: str) -> None:
+    print(f"{title}\n  load average (1/5/15 min) {load_at_start} at the start, {load_now()} at the"
+          f" end, on {os.cpu_count()} CPUs")
     for i, r in enumerate(runs, 1):
         print(f"  run {i}: direct {r.direct.decode_tps:7.1f} tok/s, TTFT {r.direct.ttft_ms:5.1f}"
               f" ms | {label} {r.agent.decode_tps:7.1f} tok/s, TTFT {r.agent.ttft_ms:5.1f} ms"
-              f" | ratio {r.ratio:.3f} (best pairs {r.best_ratio:.3f})")
-    print(f"  ratio of medians over {len(runs)} runs: "
+              f" | ratio {r.ratio:.3f} (pairs {_spread(r.pair_ratios, '.3f')})")
+    pairs = [x for r in runs for x in r.pair_ratios]
+    print(f"  decode ratio, median of each run, over {len(runs)} runs: "
           f"{_spread([r.ratio for r in runs], '.3f')} (target >= 0.97)")
-    print(f"  ratio of best pairs over {len(runs)} runs: "
-          f"{_spread([r.best_ratio for r in runs], '.3f')}")
+    print(f"  decode ratio of each of the {len(pairs)} pairs: {_spread(pairs, '.3f')}")
     print("  TTFT overhead: "
-          f"{_spread([r.agent.ttft_ms - r.direct.ttft_ms for r in runs], '+.1f')} ms")
+          f"{_spread([r.agent.ttft_ms - r.direct.ttft_ms for r in runs], '+.1f')} ms; "
+          "TTFT ratio (direct/agent): "
+          f"{_spread([r.direct.ttft_ms / r.agent.ttft_ms for r in runs], '.2f')}")
+    if runs[0].agent_cpu.total > 0:
+        d = statistics.median(r.direct_cpu.worker for r in runs)
+        w, a, c = (statistics.median(getattr(r.agent_cpu, k) for r in runs)
+                   for k in ("worker", "agent", "client"))
+        print(f"  CPU ms per request (medians): direct {d:.1f} | worker {w:.1f} + agent {a:.1f}"
+              f" + client {c:.1f} = {w + a + c:.1f} ({(w + a + c) / d - 1:+.1%} over direct)")

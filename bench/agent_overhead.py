@@ -1,6 +1,7 @@
 """Decode tokens/s through the agent's gRPC Generate vs llama-cpp-python called directly,
-same model, same process run, same threads, same tokens (greedy). Prints each run's ratio
-(target >= 0.97), the spread over runs, and the TTFT overhead in ms.
+same model, same invocation, same threads, same tokens (greedy), alternating. Prints each
+run's ratio (target >= 0.97), the spread over runs and over every pair, the TTFT overhead in
+ms, the load average and the CPU each process spent per request (bench/_agent_bench.py).
 
 The tiny test model decodes hundreds of tokens/s, so per-token overhead (a pipe message and
 a gRPC message per token) weighs far more here than on a real 1-4B model at 5-40 tokens/s:
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from _agent_bench import (
@@ -24,10 +26,31 @@ from _agent_bench import (
     agent_with_model,
     build_model,
     client_sample,
+    load_now,
     measure_runs,
     report,
     stream_interval,
 )
+
+from controller.adapters.agent_client import GrpcAgentClient
+
+
+def grpc_reader(client: GrpcAgentClient) -> Callable[[int], Sample]:
+    """gRPC ``Generate`` streamed, timed where the app sees the text."""
+
+    def through_agent(tokens: int) -> Sample:
+        start = time.perf_counter()
+        first = last = 0.0
+        completion = 0
+        for event in client.stream(PROMPT, tokens):
+            if event.HasField("summary"):
+                completion = event.summary.completion_tokens
+                continue
+            last = time.perf_counter()
+            first = first or last
+        return client_sample(start, first, last, completion)
+
+    return through_agent
 
 
 def main() -> None:
@@ -39,33 +62,22 @@ def main() -> None:
     parser.add_argument("--stream-interval-ms", type=float, default=None,
                         help="the agent's --stream-interval-ms (default: the agent's)")
     args = parser.parse_args()
-    from controller.adapters.agent_client import GrpcAgentClient
 
     extra: tuple[str, ...] = ()
     if args.stream_interval_ms is not None:
         extra = ("--stream-interval-ms", str(args.stream_interval_ms))
+    load_at_start = load_now()
     with tempfile.TemporaryDirectory() as tmp:
         model = build_model(Path(tmp), args.variant)
-        with agent_with_model(model, args.variant, extra) as port, \
-                GrpcAgentClient("bench", "127.0.0.1", port, 300) as client:
+        with agent_with_model(model, args.variant, extra) as agent, \
+                GrpcAgentClient("bench", "127.0.0.1", agent.port, 300) as client:
 
-            def through_agent(tokens: int) -> Sample:
-                start = time.perf_counter()
-                first = last = 0.0
-                completion = 0
-                for event in client.stream(PROMPT, tokens):
-                    if event.HasField("summary"):
-                        completion = event.summary.completion_tokens
-                        continue
-                    last = time.perf_counter()
-                    first = first or last
-                return client_sample(start, first, last, completion)
-
-            runs = measure_runs(model, through_agent, args.tokens, args.reps, args.runs)
+            through_agent = grpc_reader(client)
+            runs = measure_runs(model, agent, through_agent, args.tokens, args.reps, args.runs)
     interval = stream_interval(args.stream_interval_ms)
     report(f"agent_overhead: tiny-llama {args.variant}, {args.tokens} tokens, {THREADS} "
            f"thread, {args.reps} pairs per run (medians), stream interval {interval}; "
-           "gRPC Generate measured at the client", "agent gRPC", runs)
+           "gRPC Generate measured at the client", "agent gRPC", runs, load_at_start)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Decode tokens/s and TTFT through the agent's OpenAI-compatible endpoint (streamed
 /v1/completions read by the real `openai` client) vs llama-cpp-python called directly: same
-model, same process run, same threads, same tokens (greedy). Prints each run's ratio (target
->= 0.97), the spread over runs and the TTFT overhead.
+model, same invocation, same threads, same tokens (greedy), alternating. Prints each run's
+ratio (target >= 0.97), the spread over runs and over every pair, the TTFT overhead, the load
+average and the CPU each process spent per request (bench/_agent_bench.py).
 
 The tiny model decodes hundreds of tokens/s, the worst case for per-token overhead (see
 bench/agent_overhead.py). ``--stream-interval-ms 0`` sends every token as its own event.
@@ -29,13 +30,14 @@ from _agent_bench import (
     agent_with_model,
     build_model,
     client_sample,
+    load_now,
     measure_runs,
     report,
     stream_interval,
 )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -101,20 +103,22 @@ def main() -> None:
     parser.add_argument("--client", choices=("openai", "http"), default="openai")
     args = parser.parse_args()
 
-    port = _free_port()
+    port = free_port()
     extra: tuple[str, ...] = ("--openai-listen", f"127.0.0.1:{port}")
     if args.stream_interval_ms is not None:
         extra += ("--stream-interval-ms", str(args.stream_interval_ms))
+    load_at_start = load_now()
     with tempfile.TemporaryDirectory() as tmp:
         model = build_model(Path(tmp), args.variant)
-        with agent_with_model(model, args.variant, extra):
+        with agent_with_model(model, args.variant, extra) as agent:
             reader = openai_reader if args.client == "openai" else http_reader
             through_endpoint = reader(port)
-            runs = measure_runs(model, through_endpoint, args.tokens, args.reps, args.runs)
+            runs = measure_runs(model, agent, through_endpoint, args.tokens, args.reps, args.runs)
     interval = stream_interval(args.stream_interval_ms)
     report(f"serving: tiny-llama {args.variant}, {args.tokens} tokens, {THREADS} thread, "
            f"{args.reps} pairs per run (medians), stream interval {interval}; streamed "
-           f"/v1/completions measured at the client ({args.client})", "OpenAI endpoint", runs)
+           f"/v1/completions measured at the client ({args.client})", "OpenAI endpoint", runs,
+           load_at_start)
 
 
 if __name__ == "__main__":

@@ -276,22 +276,30 @@ async def _collect(events: list[Event], channel: TokenChannel, gone: asyncio.Fut
 
 async def _stream(events: list[Event], channel: TokenChannel, responder: schema.Responder,
                   include_usage: bool) -> AsyncIterator[bytes]:
+    """One write per batch of events that were ready together: the text that piled up goes
+    out as one chunk at once (with the finishing chunk and usage if they came with it); a
+    batch without text waits for the end (it follows within the telemetry record's time),
+    so that the finishing chunk and usage leave with ``[DONE]`` in one write."""
+    out: list[bytes] = []
     if responder.chat:
-        yield sse(responder.chunk(first=True, include_usage=include_usage))
+        out.append(sse(responder.chunk(first=True, include_usage=include_usage)))
     while True:
         text = "".join(v for k, v in events if k == "text")
         if text:
-            yield sse(responder.chunk(text, include_usage=include_usage))
+            out.append(sse(responder.chunk(text, include_usage=include_usage)))
         for kind, value in events:
             if kind == "done":
-                yield sse(responder.chunk(finish=schema.finish_reason(value),
-                                          include_usage=include_usage, stats=value))
+                out.append(sse(responder.chunk(finish=schema.finish_reason(value),
+                                               include_usage=include_usage, stats=value)))
                 if include_usage:
-                    yield sse(responder.usage_chunk(value))
+                    out.append(sse(responder.usage_chunk(value)))
             elif kind == "error":
-                yield sse(value.body())
+                yield b"".join(out) + sse(value.body())
                 return
             elif kind == "end":
-                yield DONE
+                yield b"".join(out) + DONE
                 return
+        if text:
+            yield b"".join(out)
+            out.clear()
         events = await channel.take()

@@ -1,0 +1,101 @@
+"""The token path's coalescing: what piled up goes out in one pipe read and one HTTP write."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing as mp
+from typing import Any
+
+from agent.openai_http import schema
+from agent.openai_http.streaming import TokenChannel
+from agent.runtimes.base import GenerationStats
+
+
+def _events(raw: bytes) -> list[Any]:
+    """The SSE events in one write, ``[DONE]`` as the string."""
+    out: list[Any] = []
+    for block in raw.decode().split("\n\n"):
+        if block:
+            assert block.startswith("data: ")
+            data = block[len("data: "):]
+            out.append(data if data == "[DONE]" else json.loads(data))
+    return out
+
+
+def test_sse_writer_sends_one_write_per_batch_of_ready_events() -> None:
+    from agent.openai_http.app import _stream
+
+    stats = GenerationStats(prompt_tokens=3, completion_tokens=3, finish_reason="length")
+
+    async def scenario() -> list[bytes]:
+        channel = TokenChannel(asyncio.get_running_loop())
+        responder = schema.Responder(model="tiny-llama", chat=False)
+        writes = []
+        body = _stream([("text", "a")], channel, responder, include_usage=True)
+        writes.append(await body.__anext__())  # the first token alone, as soon as it is there
+        for event in (("text", "b"), ("text", "c"), ("done", stats), ("end", None)):
+            channel.put(event)  # all of these were ready before the writer looked again
+        writes += [chunk async for chunk in body]
+        return writes
+
+    first, rest = asyncio.run(scenario())
+    assert [e["choices"][0]["text"] for e in _events(first)] == ["a"]
+    text, finish, usage, done = _events(rest)
+    assert text["choices"][0]["text"] == "bc"  # joined: one chunk, not one per token
+    assert finish["choices"][0]["finish_reason"] == "length" and "timings" in finish
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 3
+    assert done == "[DONE]"
+
+
+def test_the_end_of_a_stream_is_one_write_even_when_it_comes_in_two_batches() -> None:
+    from agent.openai_http.app import _stream
+
+    stats = GenerationStats(prompt_tokens=3, completion_tokens=1, finish_reason="stop")
+
+    async def scenario() -> list[bytes]:
+        channel = TokenChannel(asyncio.get_running_loop())
+        responder = schema.Responder(model="tiny-llama", chat=False)
+        body = _stream([("text", "a")], channel, responder, include_usage=False)
+        writes = [await body.__anext__()]
+        channel.put(("done", stats))  # the worker's summary...
+        later = asyncio.ensure_future(body.__anext__())
+        await asyncio.sleep(0.01)
+        assert not later.done()  # ...waits for the end rather than going out alone
+        channel.put(("end", None))
+        writes.append(await later)
+        return writes + [chunk async for chunk in body]
+
+    first, end = asyncio.run(scenario())
+    assert [e["choices"][0]["text"] for e in _events(first)] == ["a"]
+    finish, done = _events(end)
+    assert finish["choices"][0]["finish_reason"] == "stop" and done == "[DONE]"
+
+
+def test_chat_stream_sends_the_role_with_the_first_text() -> None:
+    from agent.openai_http.app import _stream
+
+    async def scenario() -> bytes:
+        channel = TokenChannel(asyncio.get_running_loop())
+        responder = schema.Responder(model="tiny-llama", chat=True)
+        body = _stream([("text", "hi")], channel, responder, include_usage=False)
+        return await body.__anext__()
+
+    role, text = _events(asyncio.run(scenario()))
+    assert role["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert text["choices"][0]["delta"] == {"content": "hi"}
+
+
+def test_ready_check_sees_messages_and_the_end_of_the_pipe() -> None:
+    from agent.workers import _ReadyCheck
+
+    reader, writer = mp.get_context("spawn").Pipe(duplex=False)
+    ready = _ReadyCheck(reader)
+    assert not ready()
+    writer.send(("text", "a"))
+    assert ready()
+    assert reader.recv() == ("text", "a")
+    assert not ready()
+    writer.close()  # the worker died: the reader must look, and find EOF
+    assert ready()
+    reader.close()
