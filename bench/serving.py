@@ -9,7 +9,11 @@ bench/agent_overhead.py). ``--stream-interval-ms 0`` sends every token as its ow
 ``--client http`` reads the stream with the standard library instead of the `openai` SDK,
 which separates the endpoint's cost from the SDK's (pydantic objects per chunk).
 
+Then, unless ``--no-adapter-swap``, the LoRA adapter swap on a loaded base against a full
+model reload (bench/adapter_swap.py, run as part of this bench).
+
 Usage: python bench/serving.py [--tokens 256] [--reps 5] [--runs 5] [--client openai|http]
+                               [--no-adapter-swap]
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import argparse
 import http.client
 import json
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -101,6 +107,8 @@ def main() -> None:
     parser.add_argument("--stream-interval-ms", type=float, default=None,
                         help="the agent's --stream-interval-ms (default: the agent's)")
     parser.add_argument("--client", choices=("openai", "http"), default="openai")
+    parser.add_argument("--no-adapter-swap", action="store_true",
+                        help="skip the adapter swap vs full reload measurement")
     args = parser.parse_args()
 
     port = free_port()
@@ -119,6 +127,11 @@ def main() -> None:
            f"{args.reps} pairs per run (medians), stream interval {interval}; streamed "
            f"/v1/completions measured at the client ({args.client})", "OpenAI endpoint", runs,
            load_at_start)
+    if not args.no_adapter_swap:
+        print(flush=True)
+        swap = Path(__file__).resolve().parent / "adapter_swap.py"
+        subprocess.run([sys.executable, str(swap), "--reloads", "3", "--swaps", "30"],
+                       check=True)
 
 
 if __name__ == "__main__":
