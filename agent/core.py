@@ -282,7 +282,8 @@ class AgentCore(Inference):
 
     def abort_trial(self, sha256: str, reason: str) -> ModelRecord | None:
         """Give up the model on trial and go back to its slot's previous one (or none);
-        returns the model active in that slot afterwards."""
+        returns the model active in that slot afterwards (for a slot left empty: the model
+        serving by default, or None)."""
         check_sha256(sha256)
         with self._lock:
             state = self.store.read_state()
@@ -296,9 +297,14 @@ class AgentCore(Inference):
             held = state.slot_of(sha256)
             if held is None or not held.trial:
                 raise NotOnTrial(f"model {sha256[:12]} is not on trial here")
-            after = self._give_up(held.name, reason or "aborted by the controller",
-                                  RevertCause.ABORTED).slot(held.name)
-            return after.active if after else None
+            state = self._give_up(held.name, reason or "aborted by the controller",
+                                  RevertCause.ABORTED)
+            after = state.slot(held.name)
+            if after is not None and after.active is not None:
+                return after.active
+            # a new model given up: what serves by default now (with replace, the models it
+            # held back are back), as an agent of one model answers
+            return state.legacy.active
 
     def unload(self, sha256: str = "") -> None:
         """Stop a model and deactivate its slot (every model when ``sha256`` is empty)."""

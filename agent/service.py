@@ -154,19 +154,20 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     def GetStore(self, request: pb.GetStoreRequest, context: grpc.ServicerContext) -> Any:
         store = self.core.store
         state = store.read_state()
+        one = state.legacy  # the single-valued fields: what an agent of one model reports
         scrub = self.core.scrubber.status()
         return pb.GetStoreResponse(
             blobs=store.blobs(), incoming_dir=str(store.incoming_dir.resolve()),
             disk_free_bytes=self.core.disk_free(),
-            active_sha256=state.active.sha256 if state.active else "",
-            previous_sha256=state.previous.sha256 if state.previous else "",
-            active_on_trial=state.trial, reverted_sha256=state.reverted,
-            reverted_reason=state.reverted_reason, staged_sha256=state.staged,
+            active_sha256=one.active.sha256 if one.active else "",
+            previous_sha256=one.previous.sha256 if one.previous else "",
+            active_on_trial=one.trial, reverted_sha256=one.reverted,
+            reverted_reason=one.reverted_reason, staged_sha256=state.staged,
             quarantined=[pb.QuarantinedBlob(**asdict(r)) for r in store.ledger.quarantined()],
             reclaimable_bytes=store.reclaimable_bytes(),
             scrub=pb.ScrubStatus(**asdict(scrub)),
-            trial_seconds_left=self.core.trial_seconds_left(),
-            reverted_cause=state.reverted_cause.value,  # type: ignore[arg-type]
+            trial_seconds_left=self.core.trial_seconds_left(one.name or None),
+            reverted_cause=one.reverted_cause.value,  # type: ignore[arg-type]
             manifest_seq=state.manifest_seq,
             # slots held back by a load with replace on trial are not listed: they come
             # back if it is given up

@@ -173,6 +173,22 @@ class StoreState:
         return self.slot(self.current) or EMPTY
 
     @property
+    def legacy(self) -> Slot:
+        """What an agent of one model would report: the current slot, or, when it holds no
+        model (a new model's trial was given up), the model serving by default with that
+        slot's revert, so an older controller sees its model given up and what serves."""
+        focus = self.focus
+        if focus.active is not None:
+            return focus
+        serving = self.default()
+        if serving is None:
+            return focus
+        return replace(serving, reverted=focus.reverted or serving.reverted,
+                       reverted_reason=focus.reverted_reason or serving.reverted_reason,
+                       reverted_cause=focus.reverted_cause if focus.reverted
+                       else serving.reverted_cause)
+
+    @property
     def active(self) -> ModelRecord | None:
         return self.focus.active
 
@@ -376,7 +392,7 @@ def _slot_json(s: Slot) -> dict[str, Any]:
 
 
 def to_json(state: StoreState) -> dict[str, Any]:
-    focus = _slot_json(state.focus)
+    focus = _slot_json(state.legacy)  # what an agent of one model, downgraded to, reads
     del focus["name"]
     return {"version": STATE_VERSION, "current": state.current, "staged": state.staged,
             "manifest_seq": state.manifest_seq,

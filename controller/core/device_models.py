@@ -40,8 +40,13 @@ def committed(models: list[DeviceModel], new: DeviceModel, replace_others: bool
 def rolled_back(models: list[DeviceModel], name: str, restored: DeviceModel | None
                 ) -> list[DeviceModel]:
     """The device's models once the model on trial in ``name``'s slot was given up:
-    ``restored`` back in the slot, or the slot empty."""
-    kept = [m for m in models if m.name != name]
+    ``restored`` back in the slot, or the slot empty. ``restored`` may be another model
+    (a new model given up: the device names what serves by default), whose row it renews."""
+    if restored is not None and any(m.name == restored.name and m.sha256 == restored.sha256
+                                    for m in models if m.name != name):
+        restored = None  # another model, already known as it is: its row stays
+    gone = {name, restored.name} if restored else {name}
+    kept = [m for m in models if m.name not in gone]
     return sorted([*kept, *([restored] if restored else [])], key=lambda m: m.name)
 
 

@@ -21,7 +21,7 @@ def test_a_model_whose_logits_are_nan_is_rolled_back(cli: Cli, lab: Callable[...
     broken = tmp_path / "tiny-nan-f16.gguf"
     write_tiny_llama_f16(broken, TinyLlamaSpec(output_norm=math.nan))  # a bad export
     assert cli("model", "add", "tiny-nan", str(broken)).code == 0
-    result = deploy(cli, "tiny-nan", "--group", "lab", "--ctx", "512")
+    result = deploy(cli, "tiny-nan", "--group", "lab", "--ctx", "512", "--replace")
     assert result.code == 1
     outcome = result.outcomes["lab-1"]
     assert outcome["status"] == "rolled-back", outcome

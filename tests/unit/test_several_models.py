@@ -323,3 +323,17 @@ def test_stage_only_takes_no_placement() -> None:
         with pytest.raises(UsageError, match="--stage-only activates nothing"):
             check_options(options)
     check_options(DeployOptions(aliases=("assistant",), replace=True, pinned=True))
+
+
+def test_a_new_model_given_up_keeps_the_model_serving_by_default() -> None:
+    """AbortTrial of a model new to the device names what serves by default (another
+    model): its row stays as it was, with its aliases and memory, and appears once."""
+    from controller.core.device_models import DeviceModel, rolled_back
+
+    llama = DeviceModel("tiny-llama", "q2_k", "a" * 64, ("assistant",), True, True, False, 90)
+    nan = DeviceModel("tiny-nan", "f16", "b" * 64, (), False, True, True, 200)
+    back = DeviceModel("tiny-llama", "q2_k", "a" * 64, resident=True)
+    assert rolled_back([llama, nan], "tiny-nan", back) == [llama]
+    other = DeviceModel("tiny-llama", "q4_k_m", "c" * 64, resident=True)
+    assert rolled_back([llama, nan], "tiny-nan", other) == [other]
+    assert rolled_back([llama, nan], "tiny-nan", None) == [llama]
