@@ -157,6 +157,8 @@ class SqlRolloutLog:
             device = s.get(Device, job.device)
             if device is not None and job.step in (Step.COMMITTED, Step.ROLLED_BACK):
                 self._device_state(s, device, job, restored, rollout)
+            elif device is not None and job.step is Step.UNCHANGED and job.artifact:
+                self._already_there(s, device, job.artifact)
             s.commit()
 
     def _device_state(self, s: Session, device: Device, job: DeviceJob,
@@ -187,6 +189,19 @@ class SqlRolloutLog:
         device.last_seen = _now()
         s.add(device)
         self._device_models(s, job, restored, rollout)
+
+    @staticmethod
+    def _already_there(s: Session, device: Device, art: Artifact) -> None:
+        """The device already runs what the rollout asked (its agent said so): the fleet
+        deployed it, whatever the row said (a device enrolled again, a database restored)."""
+        if art.base_sha256:
+            device.adapter, device.adapter_sha256 = art.adapter, art.sha256
+        elif device.sha256 != art.sha256:
+            device.adapter, device.adapter_sha256 = "", ""
+            device.state, device.model, device.variant, device.sha256 = (
+                "deployed", art.model, art.variant, art.sha256)
+        device.last_seen = _now()
+        s.add(device)
 
     def _device_models(self, s: Session, job: DeviceJob, restored: ModelView | None,
                        rollout: str) -> None:

@@ -136,11 +136,11 @@ def _contact(client: GrpcAgentClient, device: Device, cursors: Cursors, started:
         models = listed or []
         # of several active models, the one the fleet deployed last, else the agent's most
         # recent load: another model running beside it is no drift
-        actives = [m for m in models if m.active]
+        actives = [m for m in models if m.active and m.format != "lora"]
         info = next((m for m in actives if m.sha256 == device.sha256), None) or next(
             (m for m in actives if m.sha256 == live.active_sha256), None) or next(
             iter(actives), None)
-        before = next((m for m in models if not m.active), None)
+        before = next((m for m in models if not m.active and m.format != "lora"), None)
         active, previous = _model(info), _model(before)
         on_trial = bool(info and info.on_trial)
     state = device_state(True, active.sha256 if active else "", on_trial, device.sha256)
@@ -160,11 +160,13 @@ def _contact(client: GrpcAgentClient, device: Device, cursors: Cursors, started:
 
 
 def _device_models(listed: list[pb.ModelInfo]) -> tuple[DeviceModel, ...]:
-    """The active models of a ListModels answer (one per slot on an agent of several)."""
+    """The active models of a ListModels answer (one per slot on an agent of several); LoRA
+    adapters are not models of their own (the device row names the deployed one)."""
     return tuple(sorted((DeviceModel(m.name, m.variant, m.sha256, tuple(sorted(m.aliases)),
                                      m.pinned, m.resident or m.worker_pid > 0, m.on_trial,
                                      m.memory_bytes, m.last_used_at)
-                         for m in listed if m.active), key=lambda m: m.name))
+                         for m in listed if m.active and m.format != "lora"),
+                        key=lambda m: m.name))
 
 
 @dataclass
