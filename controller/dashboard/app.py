@@ -211,8 +211,9 @@ class FleetDashboard(App[None]):
                 _num(r.last_ttft_ms, "{:.0f}"), _num(r.last_tokens_per_s),
                 _num(r.power_w), _num(r.max_temp_c, "{:.0f}"),
                 _num(r.joules_per_token, "{:.3f}"), badge, ",".join(r.device.group_names),
-                safe(r.active_model or "-") + (f" +{len(r.models) - 1}" if len(r.models) > 1
-                                               else ""), str(r.requests),
+                safe((r.active_model or "-")
+                     + (f"+{r.device.adapter}" if r.device.adapter else ""))
+                + (f" +{len(r.models) - 1}" if len(r.models) > 1 else ""), str(r.requests),
                 "never" if r.seen_ago_s is None else ago(time.time() - r.seen_ago_s))))
         self._fill(table, cells)
         if selected is not None and selected in {r.device.name for r in rows}:

@@ -84,7 +84,7 @@ def matches(row: DeviceStatus, query: str, alert_kinds: set[str]) -> bool:
         elif sep and key == "alert":
             ok = value in alert_kinds
         else:
-            hay = " ".join([d.name, *d.group_names, d.profile, row.active_model,
+            hay = " ".join([d.name, *d.group_names, d.profile, row.active_model, d.adapter,
                             row.active_variant, *[f"{k}={v}" for k, v in d.labels.items()],
                             *[n for m in row.models for n in (m.name, *m.aliases)]])
             ok = word.lower() in hay.lower()

@@ -106,6 +106,7 @@ class DeviceScreen(Screen[None]):
         state = live.state if live is not None else "unknown"
         style = STATE_STYLE.get(state, "red")
         runs = (f"{safe(live.active_model)} {safe(live.active_variant)}"
+                + (f" with adapter {safe(d.device.adapter)}" if d.device.adapter else "")
                 + (" [yellow](on trial)[/]" if live.on_trial else "")) if (
             live is not None and live.active_model) else "no model"
         seen = "never collected" if live is None else f"last contact {ago(live.last_ok_ts)} ago"

@@ -62,3 +62,36 @@ def test_every_model_of_a_device_is_shown(home: Path) -> None:
     assert "models 2" in store
     assert "tiny-llama q8_0 (assistant, pinned, resident), 300 MiB, used 2m ago" in store
     assert "tiny-mlp fp32 (unloaded), 48 MiB" in store
+
+
+def test_the_deployed_adapter_is_shown_and_found(home: Path) -> None:
+    """A device whose base runs a LoRA adapter the fleet deployed: the fleet table reads
+    MODEL+ADAPTER, the filter finds it by the adapter's name, the device view says so."""
+    fleet = Fleet.open()
+    fill(fleet)
+    fleet.inventory.update_device("lab-3", adapter="kiosk-faq", adapter_sha256="f" * 64)
+    seen: dict[str, Any] = {}
+
+    async def drive() -> None:
+        app = make_dashboard(Fleet.open(), refresh_s=0, collect=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _until(pilot, lambda: app.refreshes >= 1, "the first read")
+            devices = app.query_one("#devices", DataTable)
+            rows = [[str(c) for c in devices.get_row_at(i)] for i in range(devices.row_count)]
+            seen["lab-3"] = next(r for r in rows if r[0] == "lab-3")
+            await pilot.press("slash")
+            for ch in "kiosk-faq":
+                await pilot.press(ch)
+            seen["filtered"] = [str(devices.get_row_at(i)[0])
+                                for i in range(devices.row_count)]
+            devices.focus()
+            devices.move_cursor(row=0)
+            await pilot.press("enter")
+            await _until(pilot, lambda: isinstance(app.screen, DeviceScreen)
+                         and app.screen.reads >= 1, "the device view")
+            seen["head"] = str(app.screen.query_one("#device-head", Static).render())
+
+    asyncio.run(drive())
+    assert any(cell.endswith("+kiosk-faq") for cell in seen["lab-3"]), seen["lab-3"]
+    assert seen["filtered"] == ["lab-3"]
+    assert "with adapter kiosk-faq" in seen["head"]
