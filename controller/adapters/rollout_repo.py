@@ -166,15 +166,12 @@ class SqlRolloutLog:
         art = job.artifact
         if art is not None and art.base_sha256:  # an adapter: the base model stays as it is
             if job.step is Step.COMMITTED:
-                device.adapter, device.adapter_sha256 = art.adapter, art.sha256
+                _runs(device, art)
             device.last_seen = _now()  # rolled back: the adapter it had serves again
             s.add(device)
             return
         if job.step is Step.COMMITTED and art is not None:
-            if device.sha256 != art.sha256:  # adapters are held per base: a new one has none
-                device.adapter, device.adapter_sha256 = "", ""
-            device.state, device.model, device.variant, device.sha256 = (
-                "deployed", art.model, art.variant, art.sha256)
+            _runs(device, art)
         else:
             model = restored
             if model is not None and not model.variant and model.sha256:
@@ -194,12 +191,8 @@ class SqlRolloutLog:
     def _already_there(s: Session, device: Device, art: Artifact) -> None:
         """The device already runs what the rollout asked (its agent said so): the fleet
         deployed it, whatever the row said (a device enrolled again, a database restored)."""
-        if art.base_sha256:
-            device.adapter, device.adapter_sha256 = art.adapter, art.sha256
-        elif device.sha256 != art.sha256:
-            device.adapter, device.adapter_sha256 = "", ""
-            device.state, device.model, device.variant, device.sha256 = (
-                "deployed", art.model, art.variant, art.sha256)
+        if art.base_sha256 or device.sha256 != art.sha256:
+            _runs(device, art)
         device.last_seen = _now()
         s.add(device)
 
@@ -349,6 +342,18 @@ class SqlRolloutLog:
         with self._session() as s:
             return list(s.exec(select(RolloutDevice).where(RolloutDevice.rollout == rollout)
                                .order_by(col(RolloutDevice.position))))
+
+
+def _runs(device: Device, art: Artifact) -> None:
+    """The device row once the fleet's ``art`` runs there: an adapter on its base (the base
+    stays as it is), or a model (adapters are held per base: a new model has none)."""
+    if art.base_sha256:
+        device.adapter, device.adapter_sha256 = art.adapter, art.sha256
+        return
+    if device.sha256 != art.sha256:
+        device.adapter, device.adapter_sha256 = "", ""
+    device.state, device.model, device.variant, device.sha256 = (
+        "deployed", art.model, art.variant, art.sha256)
 
 
 def _row(r: Rollout) -> RolloutRow:

@@ -32,7 +32,7 @@ def reconcile(link: DeviceLink, job: DeviceJob, stage_only: bool) -> Standing:
     art = job.artifact
     assert art is not None and art.base_sha256
     resumed = job.step in (Step.LOADING, Step.ON_TRIAL, Step.CHECKING)
-    base = art.model.partition("+")[0]
+    base = art.base_model
     store = link.store().for_model(base)  # the base's slot on a device of several models
     if store.active != art.base_sha256:
         now = f"now runs {store.active[:12]}" if store.active else "runs no model now"

@@ -297,8 +297,7 @@ class DeviceRun:
                                          self.settings.gates, self.settings.reference(art),
                                          # an adapter is checked through its base (its
                                          # generations run with the adapter on trial)
-                                         model=art.model.partition("+")[0] if art.base_sha256
-                                         else art.model,
+                                         model=art.base_model,
                                          sha256=art.base_sha256 or art.sha256)
         if problem:
             return self._give_up(link, f"health check failed: {problem}")

@@ -148,6 +148,11 @@ class Artifact:
         """The adapter's name for format "lora" ("" for a model)."""
         return self.model.partition("+")[2] if self.base_sha256 else ""
 
+    @property
+    def base_model(self) -> str:
+        """The model requests go to: the base's name for format "lora", else the model."""
+        return self.model.partition("+")[0] if self.base_sha256 else self.model
+
 
 @dataclass(frozen=True)
 class AdapterView:
