@@ -4,9 +4,12 @@ flight. Update only after looking at the SVGs: pytest tests/tui --snapshot-updat
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from textual.widgets import DataTable
 
@@ -15,6 +18,19 @@ from controller.services.context import Fleet
 from tests.tui.fleet_data import fill
 
 SIZE = (100, 30)
+
+
+@pytest.fixture(autouse=True)
+def midday(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time at noon, whatever the hour: the fixed fleet's last hour of samples then lies
+    within today, so "gCO2e today" is the same at 00:30 as at 15:00 (a fixed-offset zone;
+    the views show no clock times)."""
+    utc_hour = time.gmtime().tm_hour
+    monkeypatch.setenv("TZ", f"NOON{utc_hour - 12:+d}")  # POSIX: the offset west of UTC
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 def _app(home: Path) -> FleetDashboard:
