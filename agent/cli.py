@@ -3,7 +3,8 @@
     fleet-agent serve --listen HOST:PORT --data-dir DIR --tls-dir DIR [--emulate PROFILE]
         [--port-file F] [--inference-listen ADDR] [--openai-listen ADDR]
         [--stream-interval-ms MS] [--max-concurrent-rpcs N] [--max-message-mib M]
-        [--inference-max-message-mib M] [--max-prompt-kib K] [--insecure]
+        [--inference-max-message-mib M] [--max-prompt-kib K] [--runtime-cpus auto|off|LIST]
+        [--insecure]
     fleet-agent probe [--emulate PROFILE]
 
 argparse, not typer: the agent installs on a device with grpcio, protobuf and a runtime only.
@@ -21,6 +22,7 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
+from agent.cpu_sets import pin_process
 from agent.emulation import emulated_view
 from agent.probe import probe_host
 from agent.profile_files import find_profile_file, read_toml
@@ -46,6 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
                 max_message_bytes=int(args.max_message_mib * MIB),
                 inference_max_message_bytes=int(args.inference_max_message_mib * MIB),
                 max_prompt_bytes=int(args.max_prompt_kib * 1024)),
+            runtime_cpus=args.runtime_cpus,
         )
     except (ConfigError, RuntimeError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -53,6 +56,8 @@ def _serve(args: argparse.Namespace) -> int:
             "check --listen HOST:PORT is free and --data-dir is writable")
         print(f"hint: {hint}", file=sys.stderr)
         return 2
+    # the agent's own threads (gRPC, HTTP, telemetry) off the cores the runtimes decode on
+    pin_process(running.cpu_plan.agent)
     if args.port_file:
         tmp = Path(args.port_file + ".tmp")
         tmp.write_text(f"{running.port}\n")
@@ -108,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
                        "only)")
     serve.add_argument("--threads", type=int, default=0,
                        help="cap on runtime threads (default: the device's cores)")
+    serve.add_argument("--runtime-cpus", default="off",
+                       help="CPUs for the model runtimes: auto (when the runtime uses fewer "
+                       "threads than there are cores, the fastest cores, and the agent's own "
+                       "threads on the others), a list such as 4-7, or off (default "
+                       "%(default)s; docs/agent.md)")
     serve.add_argument("--max-concurrent-rpcs", type=int, default=32,
                        help="calls in progress per gRPC listener; more are refused "
                        "(RESOURCE_EXHAUSTED) (default %(default)d)")

@@ -71,6 +71,8 @@ class SlotRuntime:
         self.adapters = AdapterManager(self.store, self._adapter_budget)
         self.last_swap_strategy = ""
         self.last_evicted: tuple[str, ...] = ()
+        # the CPUs runtime workers run on (agent.cpu_sets); empty: not pinned
+        self.runtime_cpus: frozenset[int] = frozenset()
 
     @property
     def state_lock(self) -> threading.RLock:
@@ -153,7 +155,8 @@ class SlotRuntime:
         so that a file corrupted at rest is reported as such (``BlobCorrupt``, quarantined),
         not as a file this device cannot run."""
         try:
-            worker = Worker(record.format, path, record.n_ctx or 512, self.view.cores)
+            worker = Worker(record.format, path, record.n_ctx or 512, self.view.cores,
+                            self.runtime_cpus)
             if record.format == "gguf":
                 self.adapters.attach(worker, record.sha256)
             return worker

@@ -14,7 +14,8 @@ from agent import bandwidth, failpoints
 from agent.client_auth import ClientCertPolicy
 from agent.contract import MODEL_HEALTH_SERVICE
 from agent.core import AgentCore
-from agent.emulation import MIB, emulated_view, host_view
+from agent.cpu_sets import CpuPlan, available_cpus, cpu_speeds, plan_cpus
+from agent.emulation import MIB, DeviceView, emulated_view, host_view
 from agent.limits import AgentLimits
 from agent.local_address import ListenError, is_local
 from agent.manifest_check import ManifestGate
@@ -64,6 +65,7 @@ class RunningAgent:
     health: health.HealthServicer
     inference_server: grpc.Server | None = None
     openai: OpenAIListener | None = None
+    cpu_plan: CpuPlan = CpuPlan(frozenset(), frozenset(), "off")
 
     def stop(self, grace: float = 2.0) -> None:
         self.health.enter_graceful_shutdown()
@@ -82,6 +84,20 @@ def _add_inference(server: grpc.Server, core: AgentCore) -> None:
         oip_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core), server)
     except ImportError:  # no numpy: no runtime extra installed
         log.warning("numpy is missing: the Open Inference Protocol is not served")
+
+
+def _cpu_plan(wanted: str, view: DeviceView) -> CpuPlan:
+    """Runtime CPUs for ``--runtime-cpus`` (agent.cpu_sets). An emulated device is one of
+    several lab agents sharing this host: ``auto`` pins nothing there."""
+    if wanted == "auto" and view.emulated:
+        return CpuPlan(frozenset(), frozenset(), "not pinned: an emulated device shares the "
+                       "host with other lab agents")
+    cpus = available_cpus()
+    try:
+        return plan_cpus(cpus, cpu_speeds(cpus), view.cores, wanted)
+    except ValueError as exc:
+        raise ConfigError(f"--runtime-cpus {wanted}: {exc}",
+                          hint="use auto, off, or CPUs such as 2-3 (see nproc)") from None
 
 
 def _trust(tls_dir: Path | None, listen: str, insecure: bool) -> TrustStore | None:
@@ -112,7 +128,7 @@ def create_server(
     restore: bool = True, max_threads: int = 0, inference_listen: str = "",
     tls_dir: Path | None = None, openai_listen: str = "",
     stream_interval_s: float = DEFAULT_STREAM_INTERVAL_S, insecure: bool = False,
-    limits: AgentLimits | None = None,
+    limits: AgentLimits | None = None, runtime_cpus: str = "off",
 ) -> RunningAgent:
     """Build and start the agent. ``listen`` may use port 0; the bound port is returned.
 
@@ -121,6 +137,9 @@ def create_server(
     ``stream_interval_s``: streamed text is coalesced within this interval (agent.workers).
     ``tls_dir``: mutual TLS and signed manifests (agent.trust_store); without it the agent
     listens on loopback only unless ``insecure``. ``limits``: agent.limits.
+    ``runtime_cpus``: ``auto``, ``off`` or a CPU list for the runtime workers
+    (agent.cpu_sets); the plan is returned, and the caller pins the agent's own threads (the
+    command does; a test running the agent in its own process does not).
     """
     if not 0.0 <= stream_interval_s <= 1.0:
         raise ConfigError(f"stream interval {stream_interval_s * 1000:g} ms is out of range",
@@ -153,6 +172,9 @@ def create_server(
     core = AgentCore(data_dir, view, host, on_model_change=on_model_change)
     core.bandwidth = measured
     core.limits = limits
+    cpu_plan = _cpu_plan(runtime_cpus, view)
+    core.runtime_cpus = cpu_plan.runtime
+    log.info("CPUs: %s", cpu_plan.reason)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=limits.max_concurrent_rpcs),
         options=[*KEEPALIVE_POLICY, *limits.server_options()],
@@ -221,4 +243,4 @@ def create_server(
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("agent listening on port %d (emulated=%s)", port, view.emulated)
     return RunningAgent(server=server, port=port, core=core, health=health_servicer,
-                        inference_server=inference_server, openai=openai)
+                        inference_server=inference_server, openai=openai, cpu_plan=cpu_plan)

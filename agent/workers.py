@@ -33,6 +33,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from agent.cpu_sets import pin_process
 from agent.errors import (
     AdapterMismatch,
     AgentError,
@@ -79,10 +80,12 @@ def _call(runtime: Any, op: str, args: tuple[Any, ...]) -> Any:
 
 
 def _worker_main(
-    conn: Connection, fmt: str, path: str, n_ctx: int, n_threads: int, cancel: Any
+    conn: Connection, fmt: str, path: str, n_ctx: int, n_threads: int, cancel: Any,
+    cpus: frozenset[int],
 ) -> None:
     started = time.perf_counter()
     try:
+        pin_process(cpus)  # before the runtime starts its threads: they inherit it
         runtime = _open_runtime(fmt, Path(path), n_ctx, n_threads)
     except Exception as exc:  # report any load failure to the agent, then exit
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -175,7 +178,8 @@ class _ReadyCheck:
 class Worker:
     """A model loaded in its own process. One generation at a time."""
 
-    def __init__(self, fmt: str, path: Path, n_ctx: int, n_threads: int) -> None:
+    def __init__(self, fmt: str, path: Path, n_ctx: int, n_threads: int,
+                 cpus: frozenset[int] = frozenset()) -> None:
         self.pid = 0
         self.cancelled_stats: GenerationStats | None = None  # of the last cancelled request
         self._lock = threading.Lock()
@@ -185,7 +189,7 @@ class Worker:
         self._ready = _ReadyCheck(parent)
         self._proc = _CTX.Process(
             target=_worker_main,
-            args=(child, fmt, str(path), n_ctx, n_threads, self._cancel),
+            args=(child, fmt, str(path), n_ctx, n_threads, self._cancel, cpus),
             daemon=True,
             name=f"edgefleet-worker-{path.name[:12]}",
         )

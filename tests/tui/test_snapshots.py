@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from textual.widgets import DataTable
 
 from controller.dashboard.app import FleetDashboard, make_dashboard
