@@ -77,10 +77,13 @@ class AgentCore(Inference):
         self.scrubber.start()
 
     def check_fit(self, sha256: str, size_bytes: int, estimated_bytes: int,
-                  reclaim: bool = False) -> dict[str, Any]:
+                  reclaim: bool = False, name: str = "", replace_others: bool = False
+                  ) -> dict[str, Any]:
         """Preflight (``agent.preflight.check_fit``). A held copy whose fingerprint changed is
         hashed first; a corrupt one is quarantined and, if it was serving, replaced by the
-        previous model, so the answer says "not held" and the blob is sent again."""
+        previous model, so the answer says "not held" and the blob is sent again. With the
+        slot's ``name``, memory is judged against what would stay resident
+        (``agent.eviction``); ``replace_others``: the other slots make way."""
         estimate = estimated_bytes or default_estimate(
             ModelRecord(check_sha256(sha256), "", "", "gguf", 0, size_bytes))
         if (self.store.blobs_dir / sha256).is_file():
@@ -90,8 +93,9 @@ class AgentCore(Inference):
                 self._after_corruption(sha256)
             except (OSError, NotFound):
                 pass
+        staying = [] if not name or replace_others else self.residents()
         return preflight.check_fit(self.store, self.view, self.memory_budget(), sha256,
-                                   size_bytes, estimate, reclaim)
+                                   size_bytes, estimate, reclaim, (name, staying))
 
     # -- lifecycle ------------------------------------------------------------------------
     def restore(self) -> None:

@@ -178,7 +178,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     def CheckFit(self, request: pb.CheckFitRequest, context: grpc.ServicerContext) -> Any:
         try:
             result = self.core.check_fit(request.sha256, request.size_bytes,
-                                         request.estimated_memory_bytes, request.reclaim)
+                                         request.estimated_memory_bytes, request.reclaim,
+                                         request.name, request.replace)
         except AgentError as exc:
             return _abort(context, exc)
         return pb.CheckFitResponse(**result)

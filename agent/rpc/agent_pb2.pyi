@@ -375,16 +375,20 @@ class AbortTrialResponse(_message.Message):
     def __init__(self, restored: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
 
 class CheckFitRequest(_message.Message):
-    __slots__ = ("sha256", "size_bytes", "estimated_memory_bytes", "reclaim")
+    __slots__ = ("sha256", "size_bytes", "estimated_memory_bytes", "reclaim", "name", "replace")
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     RECLAIM_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
     sha256: str
     size_bytes: int
     estimated_memory_bytes: int
     reclaim: bool
-    def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., estimated_memory_bytes: _Optional[int] = ..., reclaim: _Optional[bool] = ...) -> None: ...
+    name: str
+    replace: bool
+    def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., estimated_memory_bytes: _Optional[int] = ..., reclaim: _Optional[bool] = ..., name: _Optional[str] = ..., replace: _Optional[bool] = ...) -> None: ...
 
 class CheckFitResponse(_message.Message):
     __slots__ = ("fits", "already_held", "disk_free_bytes", "disk_needed_bytes", "memory_budget_bytes", "reason", "staged_bytes", "staged_sha256", "reclaimable_bytes", "reclaimed_bytes")

@@ -162,11 +162,15 @@ class GrpcAgentClient:
         return self._call(self._stub.GetStore, pb.GetStoreRequest())
 
     def check_fit(self, sha256: str, size_bytes: int, memory_bytes: int,
-                  reclaim: bool = False) -> pb.CheckFitResponse:
+                  reclaim: bool = False, slot: str = "", replace: bool = False
+                  ) -> pb.CheckFitResponse:
         """``reclaim``: let the store free unused blobs and idle uploads to make room. The
-        agent may hash a held blob whose fingerprint changed, hence the longer deadline."""
+        agent may hash a held blob whose fingerprint changed, hence the longer deadline.
+        ``slot``: the model name it would load into, so that memory is judged against what
+        stays loaded there (``replace``: nothing else does)."""
         request = pb.CheckFitRequest(sha256=sha256, size_bytes=size_bytes,
-                                     estimated_memory_bytes=memory_bytes, reclaim=reclaim)
+                                     estimated_memory_bytes=memory_bytes, reclaim=reclaim,
+                                     name=slot, replace=replace)
         return self._call(self._stub.CheckFit, request, max(self.timeout_s, 300.0))
 
     def load_model(self, request: pb.LoadModelRequest, timeout: float = 600.0) -> Any:

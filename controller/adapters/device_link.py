@@ -173,8 +173,9 @@ class GrpcDeviceLink:
         return store_view(self.client.get_store())
 
     def check_fit(self, sha256: str, size_bytes: int, memory_bytes: int,
-                  reclaim: bool = False) -> FitView:
-        self._fit = self.client.check_fit(sha256, size_bytes, memory_bytes, reclaim=reclaim)
+                  reclaim: bool = False, slot: str = "", replace: bool = False) -> FitView:
+        self._fit = self.client.check_fit(sha256, size_bytes, memory_bytes, reclaim=reclaim,
+                                          slot=slot, replace=replace)
         return fit_view(self._fit)
 
     def upload(self, artifact: Artifact, fit: FitView, incoming_dir: str,

@@ -205,7 +205,10 @@ class DeviceRun:
     def _preflight(self, link: DeviceLink) -> Step:
         art = self.job.artifact
         assert art is not None
-        fit = link.check_fit(art.sha256, art.size_bytes, self.job.memory_bytes, reclaim=True)
+        # memory beside what stays loaded in the model's slot (an adapter goes onto its base)
+        slot = "" if art.format == "lora" else art.model
+        fit = link.check_fit(art.sha256, art.size_bytes, self.job.memory_bytes, reclaim=True,
+                             slot=slot, replace=self.settings.placement.replace)
         if fit.already_held:
             return self._move(Step.STAGED, "already on the device, verified")
         if not fit.fits:

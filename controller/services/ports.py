@@ -238,7 +238,8 @@ class DeviceLink(Protocol):
     def capabilities(self) -> AgentVersion: ...  # GetVersion, or 0.1.0's for an old agent
     def store(self) -> StoreView: ...
     def check_fit(self, sha256: str, size_bytes: int, memory_bytes: int,
-                  reclaim: bool = False) -> FitView: ...
+                  reclaim: bool = False, slot: str = "", replace: bool = False
+                  ) -> FitView: ...  # slot: the model name it loads into (see the proto)
     def upload(self, artifact: Artifact, fit: FitView, incoming_dir: str,
                memory_bytes: int, sequential: bool = False) -> Uploaded: ...
     # raises TransferInterrupted (resumable; .sent acknowledged) or UploadRefused (disk full);

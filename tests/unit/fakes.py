@@ -59,6 +59,7 @@ class FakeDevice:
     agent: AgentVersion = field(default_factory=lambda: AgentVersion(
         "0.2.0", 2, frozenset(c.value for c in AGENT_CAPABILITIES), 0.0))
     sequential: list[bool] = field(default_factory=list)  # each upload: in order for peers?
+    fit_slots: list[tuple[str, bool]] = field(default_factory=list)  # each check_fit's slot
     fetch_orders: list[PeerOrder] = field(default_factory=list)
     fleet: FakeFleet | None = None  # the devices it can fetch from (set by FakeFleet)
     held_adapters: AdapterView = field(default_factory=AdapterView)  # for its active model
@@ -84,8 +85,9 @@ class FakeDevice:
                          reverted_cause=self.reverted_cause)
 
     def check_fit(self, sha256: str, size_bytes: int, memory_bytes: int,
-                  reclaim: bool = False) -> FitView:
+                  reclaim: bool = False, slot: str = "", replace: bool = False) -> FitView:
         self._call("check_fit")
+        self.fit_slots.append((slot, replace))
         return FitView(fits=self.fits, already_held=sha256 in self.blobs,
                        reason="" if self.fits else "disk: needs 10 MiB, 1 MiB free",
                        staged_bytes=self.partial.get(sha256, 0))

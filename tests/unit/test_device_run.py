@@ -13,7 +13,7 @@ from controller.core.gates import Gates
 from controller.core.steps import Step
 from controller.errors import TransferInterrupted, Unreachable
 from controller.services.device_run import DeviceRun, RunSettings
-from controller.services.ports import Artifact, DeviceJob, ModelView
+from controller.services.ports import Artifact, DeviceJob, ModelView, Placement
 from tests.unit.fakes import FakeDevice, FakeFleet, MemoryRolloutLog, refused
 
 NEW = Artifact("m", "q4", "gguf", "a" * 64, 1000, "/models/m-q4.gguf")
@@ -125,6 +125,14 @@ def test_preflight_refusal_sends_nothing() -> None:
     job, _ = _run(device)
     assert job.step is Step.FAILED and "preflight refused" in job.reason
     assert device.sent == 0 and not job.model_failed
+
+
+@pytest.mark.parametrize("replace_others", [False, True])
+def test_preflight_asks_about_memory_in_the_models_slot(replace_others: bool) -> None:
+    """The device judges memory against what stays loaded beside the model's slot."""
+    device = _device()
+    _run(device, placement=Placement(replace=replace_others))
+    assert device.fit_slots[0] == ("m", replace_others)
 
 
 @pytest.mark.parametrize(("tokens", "serving"), [(0, True), (4, False)])

@@ -77,3 +77,21 @@ def test_a_plan_fits_and_never_touches_what_must_stay(case: tuple[int, int, list
     # least recently used first: nothing unloaded was used after something kept
     kept_times = [r.last_used for r in unloadable if r.name not in plan.evict]
     assert all(by_name[n].last_used <= min(kept_times, default=1e9) for n in plan.evict)
+
+
+def test_the_preflight_judges_memory_against_what_stays_loaded() -> None:
+    """CheckFit's memory answer (agent.preflight.memory_refusal) before a byte is sent."""
+    from agent.preflight import memory_refusal
+
+    residents = [_r("a", 600, 1, pinned=True), _r("b", 300, 2, busy=True),
+                 _r("m", 400, 3)]
+    # b is busy now but will have finished when the blob has arrived; m's own memory is
+    # freed by stopping it first
+    assert memory_refusal(900 * MIB, 1500 * MIB, "m", residents) == ""
+    refusal = memory_refusal(1000 * MIB, 1500 * MIB, "m", residents)
+    assert refusal == ("memory: needs ~1,000 MiB beside what stays loaded (budget 1,500 MiB, "
+                       "1,300 MiB in use, held by a (~600 MiB, pinned)): unpin it, or deploy "
+                       "with --replace")
+    assert memory_refusal(1600 * MIB, 1500 * MIB, "m", []) == (
+        "memory: needs ~1,600 MiB, budget 1,500 MiB")
+    assert memory_refusal(1400 * MIB, 1500 * MIB, "", []) == ""  # no slot named: the budget

@@ -223,6 +223,21 @@ def test_a_pinned_model_is_never_unloaded_and_a_refusal_names_it(start: Any) -> 
     agent.generate("tiny-chat")
     third = agent.load("tiny-third", "q2_k", 700)  # the pinned one is older, yet it stays
     assert list(third.evicted) == ["tiny-chat"]
+    # the preflight already says so, before a byte is sent, when it is told the slot
+    big = agent.path("f16")
+
+    def check_fit(**slot: Any) -> pb.CheckFitResponse:
+        answer: pb.CheckFitResponse = agent.stub.CheckFit(pb.CheckFitRequest(
+            sha256=sha256_file(big), size_bytes=big.stat().st_size,
+            estimated_memory_bytes=1000 * MIB, **slot), timeout=60)
+        return answer
+
+    refused = check_fit(name="tiny-big")
+    assert not refused.fits
+    assert "memory: needs ~1,000 MiB beside what stays loaded" in refused.reason
+    assert "held by tiny-llama (~900 MiB, pinned)" in refused.reason
+    assert check_fit(name="tiny-big", replace=True).fits  # the others would make way
+    assert check_fit().fits  # an older controller: the budget alone (1664 MiB)
     code, details = _code(lambda: agent.load("tiny-big", "f16", 1000))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "tiny-llama (~900 MiB, pinned)" in details
