@@ -14,6 +14,7 @@ agent path costs even when other work makes the ratios noisy.
 
 from __future__ import annotations
 
+import argparse
 import codecs
 import contextlib
 import multiprocessing as mp
@@ -71,6 +72,7 @@ class RunResult:
 class RunningAgent:
     port: int  # gRPC
     pid: int
+    cpus: str  # how the agent split the CPUs (its log's "CPUs:" line, agent.cpu_sets)
 
 
 def build_model(d: Path, variant: str) -> Path:
@@ -98,11 +100,13 @@ def agent_with_model(model: Path, variant: str, extra: tuple[str, ...] = ()
         (data / "store" / "incoming").mkdir(parents=True)
         (data / "store" / "incoming" / sha).write_bytes(model.read_bytes())
         port_file = d / "port"
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "serve", "--listen", "127.0.0.1:0",
-             "--data-dir", str(data), "--port-file", str(port_file),
-             "--threads", str(THREADS), *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        log = d / "agent.log"
+        with log.open("wb") as out:
+            agent = subprocess.Popen(
+                [sys.executable, "-m", "agent.cli", "serve", "--listen", "127.0.0.1:0",
+                 "--data-dir", str(data), "--port-file", str(port_file),
+                 "--threads", str(THREADS), *extra],
+                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         try:
             deadline = time.monotonic() + 60
             while not port_file.exists():
@@ -114,7 +118,9 @@ def agent_with_model(model: Path, variant: str, extra: tuple[str, ...] = ()
                 client.load_model(pb.LoadModelRequest(
                     sha256=sha, name="tiny-llama", variant=variant, format="gguf",
                     n_ctx=512, size_bytes=model.stat().st_size))
-            yield RunningAgent(port, agent.pid)
+            cpus = next((line.split("CPUs: ", 1)[1] for line in log.read_text().splitlines()
+                         if "CPUs: " in line), "?")
+            yield RunningAgent(port, agent.pid, cpus)
         finally:
             agent.terminate()
             agent.wait(timeout=30)
@@ -182,6 +188,17 @@ def worker_pid(agent_pid: int) -> int:
     return max(_children(agent_pid), key=_schedstat_ns, default=0)
 
 
+def worker_cpus(agent_pid: int) -> frozenset[int]:
+    """The CPUs the agent's runtime worker may run on (empty where unknown)."""
+    from agent.cpu_sets import parse_cpu_list
+
+    with contextlib.suppress(OSError, StopIteration):
+        status = Path(f"/proc/{worker_pid(agent_pid)}/status").read_text().splitlines()
+        line = next(x for x in status if x.startswith("Cpus_allowed_list:"))
+        return parse_cpu_list(line.split(":", 1)[1])
+    return frozenset()
+
+
 class CpuMeter:
     """CPU per request of the agent path's three processes: the agent's runtime worker(s)
     (its children), the agent itself and this process (the client)."""
@@ -201,7 +218,9 @@ class CpuMeter:
         return sample, Cpu(w, a, c)
 
 
-def _direct_main(conn: Any, model: str) -> None:
+def _direct_main(conn: Any, model: str, cpus: frozenset[int]) -> None:
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     llm = open_direct(Path(model))
     conn.send("ready")
     while tokens := conn.recv():
@@ -215,10 +234,11 @@ class DirectProcess:
     """llama-cpp-python called directly in a process of its own, as an app would: not in the
     bench's process, whose gRPC and HTTP clients' threads would share its GIL and CPU."""
 
-    def __init__(self, model: Path) -> None:
+    def __init__(self, model: Path, cpus: frozenset[int] = frozenset()) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_direct_main, args=(child, str(model)), daemon=True)
+        self._proc = ctx.Process(target=_direct_main, args=(child, str(model), cpus),
+                                 daemon=True)
         self._proc.start()
         child.close()
         if self._conn.recv() != "ready":
@@ -266,8 +286,10 @@ def run_pairs(baseline: DirectProcess, through_agent: Callable[[int], Sample], m
 
 def measure_runs(model: Path, agent: RunningAgent, through_agent: Callable[[int], Sample],
                  tokens: int, reps: int, runs: int) -> list[RunResult]:
-    """``runs`` runs of ``reps`` direct/agent pairs on ``model``, after one warm-up pair."""
-    baseline = DirectProcess(model)
+    """``runs`` runs of ``reps`` direct/agent pairs on ``model``, after one warm-up pair.
+    The baseline runs on the CPUs the agent's runtime worker may use (the same core when the
+    agent pins its runtime: no core is luckier than the other)."""
+    baseline = DirectProcess(model, worker_cpus(agent.pid))
     meter = CpuMeter(agent.pid)
     try:
         run_pairs(baseline, through_agent, meter, 8, 1)  # warm both up
@@ -276,8 +298,32 @@ def measure_runs(model: Path, agent: RunningAgent, through_agent: Callable[[int]
         baseline.close()
 
 
-def stream_interval(ms: float | None) -> str:
-    return "agent default" if ms is None else f"{ms:g} ms"
+def add_agent_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stream-interval-ms", type=float, default=None,
+                        help="the agent's --stream-interval-ms (default: the agent's)")
+    parser.add_argument("--runtime-cpus", default=None,
+                        help="the agent's --runtime-cpus: auto, off or a CPU list (default: "
+                        "the agent's, auto)")
+
+
+def agent_options(args: argparse.Namespace) -> tuple[str, ...]:
+    extra: tuple[str, ...] = ()
+    if args.stream_interval_ms is not None:
+        extra += ("--stream-interval-ms", str(args.stream_interval_ms))
+    if args.runtime_cpus is not None:
+        extra += ("--runtime-cpus", args.runtime_cpus)
+    return extra
+
+
+def agent_setup(args: argparse.Namespace, agent: RunningAgent) -> str:
+    """The agent's settings that shape the token path, for a bench's title."""
+    interval = "agent default" if args.stream_interval_ms is None else (
+        f"{args.stream_interval_ms:g} ms")
+    from agent.cpu_sets import describe
+
+    baseline = describe(worker_cpus(agent.pid)) or "?"
+    return (f"stream interval {interval}; CPUs: {agent.cpus}; the direct baseline on CPUs "
+            f"{baseline}, as the worker")
 
 
 def _spread(values: list[float], fmt: str) -> str:

@@ -9,6 +9,7 @@ this is the worst case. ``--stream-interval-ms 0`` sends every token alone (what
 did before streamed text was coalesced), to compare.
 
 Usage: python bench/agent_overhead.py [--tokens 256] [--reps 5] [--runs 5]
+                                      [--stream-interval-ms MS] [--runtime-cpus auto|off|LIST]
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ from _agent_bench import (
     PROMPT,
     THREADS,
     Sample,
+    add_agent_options,
+    agent_options,
+    agent_setup,
     agent_with_model,
     build_model,
     client_sample,
     load_now,
     measure_runs,
     report,
-    stream_interval,
 )
 
 from controller.adapters.agent_client import GrpcAgentClient
@@ -59,13 +62,10 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="direct/agent pairs per run")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--variant", default="q4_k_m")
-    parser.add_argument("--stream-interval-ms", type=float, default=None,
-                        help="the agent's --stream-interval-ms (default: the agent's)")
+    add_agent_options(parser)
     args = parser.parse_args()
 
-    extra: tuple[str, ...] = ()
-    if args.stream_interval_ms is not None:
-        extra = ("--stream-interval-ms", str(args.stream_interval_ms))
+    extra = agent_options(args)
     load_at_start = load_now()
     with tempfile.TemporaryDirectory() as tmp:
         model = build_model(Path(tmp), args.variant)
@@ -74,10 +74,10 @@ def main() -> None:
 
             through_agent = grpc_reader(client)
             runs = measure_runs(model, agent, through_agent, args.tokens, args.reps, args.runs)
-    interval = stream_interval(args.stream_interval_ms)
+            setup = agent_setup(args, agent)
     report(f"agent_overhead: tiny-llama {args.variant}, {args.tokens} tokens, {THREADS} "
-           f"thread, {args.reps} pairs per run (medians), stream interval {interval}; "
-           "gRPC Generate measured at the client", "agent gRPC", runs, load_at_start)
+           f"thread, {args.reps} pairs per run (medians); gRPC Generate measured at the "
+           f"client\n  {setup}", "agent gRPC", runs, load_at_start)
 
 
 if __name__ == "__main__":

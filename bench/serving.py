@@ -13,6 +13,7 @@ Then, unless ``--no-adapter-swap``, the LoRA adapter swap on a loaded base again
 model reload (bench/adapter_swap.py, run as part of this bench).
 
 Usage: python bench/serving.py [--tokens 256] [--reps 5] [--runs 5] [--client openai|http]
+                               [--stream-interval-ms MS] [--runtime-cpus auto|off|LIST]
                                [--no-adapter-swap]
 """
 
@@ -33,13 +34,15 @@ from _agent_bench import (
     PROMPT,
     THREADS,
     Sample,
+    add_agent_options,
+    agent_options,
+    agent_setup,
     agent_with_model,
     build_model,
     client_sample,
     load_now,
     measure_runs,
     report,
-    stream_interval,
 )
 
 
@@ -104,17 +107,14 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="direct/agent pairs per run")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--variant", default="q4_k_m")
-    parser.add_argument("--stream-interval-ms", type=float, default=None,
-                        help="the agent's --stream-interval-ms (default: the agent's)")
+    add_agent_options(parser)
     parser.add_argument("--client", choices=("openai", "http"), default="openai")
     parser.add_argument("--no-adapter-swap", action="store_true",
                         help="skip the adapter swap vs full reload measurement")
     args = parser.parse_args()
 
     port = free_port()
-    extra: tuple[str, ...] = ("--openai-listen", f"127.0.0.1:{port}")
-    if args.stream_interval_ms is not None:
-        extra += ("--stream-interval-ms", str(args.stream_interval_ms))
+    extra = ("--openai-listen", f"127.0.0.1:{port}", *agent_options(args))
     load_at_start = load_now()
     with tempfile.TemporaryDirectory() as tmp:
         model = build_model(Path(tmp), args.variant)
@@ -122,11 +122,10 @@ def main() -> None:
             reader = openai_reader if args.client == "openai" else http_reader
             through_endpoint = reader(port)
             runs = measure_runs(model, agent, through_endpoint, args.tokens, args.reps, args.runs)
-    interval = stream_interval(args.stream_interval_ms)
+            setup = agent_setup(args, agent)
     report(f"serving: tiny-llama {args.variant}, {args.tokens} tokens, {THREADS} thread, "
-           f"{args.reps} pairs per run (medians), stream interval {interval}; streamed "
-           f"/v1/completions measured at the client ({args.client})", "OpenAI endpoint", runs,
-           load_at_start)
+           f"{args.reps} pairs per run (medians); streamed /v1/completions measured at the "
+           f"client ({args.client})\n  {setup}", "OpenAI endpoint", runs, load_at_start)
     if not args.no_adapter_swap:
         print(flush=True)
         swap = Path(__file__).resolve().parent / "adapter_swap.py"

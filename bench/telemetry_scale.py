@@ -117,9 +117,9 @@ def _fleet(home: Path, ports: dict[int, int]) -> Any:
 
     fleet = Fleet.open()
     fleet.inventory.add_devices([
-        Device(name=f"dev-{i:04d}", host="127.0.0.1", agent_port=port,
-               group_name=f"site-{i % 20}", profile="rpi5-8gb", model="phi3-mini",
-               variant="q4_k_m", sha256=SHA) for i, port in sorted(ports.items())])
+        (Device(name=f"dev-{i:04d}", host="127.0.0.1", agent_port=port, profile="rpi5-8gb",
+                model="phi3-mini", variant="q4_k_m", sha256=SHA), [f"site-{i % 20}"])
+        for i, port in sorted(ports.items())])
     return fleet
 
 
@@ -196,7 +196,7 @@ def dashboard(fleet: Any) -> None:
             table.add_row(r.device.name, r.state, r.active_variant, f"{r.last_ttft_ms or 0:.0f}",
                           f"{r.last_tokens_per_s or 0:.1f}", f"{r.power_w or 0:.1f}",
                           f"{r.max_temp_c or 0:.0f}", f"{r.joules_per_token or 0:.3f}",
-                          r.device.group_name, r.active_model, str(r.requests))
+                          ", ".join(r.device.group_names), r.active_model, str(r.requests))
         Console(file=io.StringIO(), width=120).print(table)
         return time.perf_counter() - started
 

@@ -31,6 +31,7 @@ from _agent_bench import (
     agent_with_model,
     build_model,
     load_now,
+    worker_cpus,
     worker_pid,
 )
 from agent_overhead import grpc_reader
@@ -84,7 +85,7 @@ def main() -> None:
                 GrpcAgentClient("bench", "127.0.0.1", agent.port, 300) as client:
             paths = {"gRPC": grpc_reader(client), "OpenAI, stdlib reader": http_reader(port),
                      "OpenAI, openai SDK": openai_reader(port)}
-            direct = DirectProcess(model)
+            direct = DirectProcess(model, worker_cpus(agent.pid))
             try:
                 meter = CpuMeter(agent.pid)
                 measure(paths, direct, meter, 0, 8, 1)  # warm every path up
