@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 SHA = "ab" * 32
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # no GOAWAY notices when the servers stop
 
 
 def _serve(first: int, count: int, per_call: int, day: bool, ports: Any, stop: Any) -> None:
