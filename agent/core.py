@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import failpoints, preflight
+from agent.adapters import adapter_memory_bytes, held_for
 from agent.bandwidth import Bandwidth
 from agent.contract import RevertCause
 from agent.emulation import DeviceView
@@ -257,6 +258,9 @@ class AgentCore(Inference):
                                                      for b in bases)
                     + ": deploy its base first")
             current, _ = self.ensure_resident(slot)
+            held = {a.sha256 for a in held_for(slot, record.base_sha256)}
+            self.last_evicted = self._room_for_adapter(
+                slot.name, 0 if record.sha256 in held else adapter_memory_bytes(record.size_bytes))
             self._adapter_slot = slot.name
             try:
                 return self.adapters.load(current.worker, current.record.sha256,

@@ -139,6 +139,29 @@ class SlotRuntime:
             self._stop(name, "unloaded least-recently-used to make room for " + slot)
         return plan
 
+    def _room_for_adapter(self, slot: str, need: int) -> tuple[str, ...]:
+        """Unload least-recently-used models of other slots (``agent.eviction``: never pinned,
+        on trial or busy ones) so that ``need`` more bytes fit beside ``slot``'s model, which
+        stays loaded (under the lock). Raises InsufficientMemory naming what holds the memory
+        when they cannot (nothing is unloaded then). Returns the slots unloaded."""
+        residents = self.residents()
+        own = sum(r.memory_bytes for r in residents if r.name == slot)
+        others = [r for r in residents if r.name != slot]
+        budget = self.memory_budget()
+        plan = plan_room(need, budget - own, others, slot)
+        if plan is None:
+            held = holders(others, slot)
+            raise InsufficientMemory(
+                f"adapter needs ~{need / MIB:.0f} MiB beside {slot} (~{own / MIB:.0f} MiB with "
+                f"its adapters); the budget is {budget / MIB:.0f} MiB and "
+                f"{self.in_use() / MIB:.0f} MiB are in use"
+                + (f", {held}: unpin or unload one (fleet deploy --replace)" if held else ""))
+        evict = plan.evict
+        for name in evict:
+            self._stop(name, f"unloaded least-recently-used to make room for an adapter on "
+                             f"{slot}")
+        return evict
+
     def _stop(self, name: str, why: str) -> Loaded | None:
         loaded = self._resident.pop(name, None)
         if loaded is not None:

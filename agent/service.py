@@ -234,7 +234,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         return pb.LoadModelResponse(
             model=_model_info(record, True, "loaded", on_trial=grant.trial,
                               base_sha256=adapter.base_sha256),
-            load_seconds=seconds, swap_strategy="adapter")
+            load_seconds=seconds, swap_strategy="adapter", evicted=list(self.core.last_evicted))
 
     def StageModel(self, request: pb.StageModelRequest, context: grpc.ServicerContext) -> Any:
         try:

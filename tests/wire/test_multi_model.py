@@ -24,6 +24,7 @@ import tritonclient.grpc as triton
 from agent.contract import sha256_file
 from agent.rpc import agent_pb2 as pb
 from agent.rpc import agent_pb2_grpc as pb_grpc
+from controller.testmodels import write_tiny_lora
 from tests.agent_process import AgentProcess
 from tests.openai_agent import curl, free_port
 
@@ -245,6 +246,34 @@ def test_a_pinned_model_is_never_unloaded_and_a_refusal_names_it(start: Any) -> 
     assert "tiny-big" not in agent.slots()
     assert agent.generate("tiny-chat")[1].load_wait_ms > 0  # unloads tiny-third, not pinned
     assert agent.resident() == {"tiny-llama", "tiny-chat"}
+
+
+@pytest.mark.parametrize("pinned", [False, True])
+def test_an_adapter_makes_room_as_a_model_does(start: Any, tmp_path: Path,
+                                              pinned: bool) -> None:
+    """A LoRA adapter that does not fit beside its base unloads the least-recently-used model
+    of another slot; when that one is pinned, nothing is unloaded and the refusal names it."""
+    agent = start(EMULATED)
+    agent.load("tiny-chat", "q2_k", 700, pinned=pinned)
+    agent.load("tiny-llama", "q8_0", 960)  # 1660 of the 1664 MiB; the adapter needs ~10 more
+    lora = tmp_path / "kiosk.gguf"
+    write_tiny_lora(lora)
+    request = pb.LoadModelRequest(sha256=agent.process.stage(lora), name="kiosk", format="lora",
+                                  size_bytes=lora.stat().st_size,
+                                  base_sha256=sha256_file(agent.path("q8_0")))
+    if pinned:
+        code, details = _code(lambda: agent.stub.LoadModel(request, timeout=300))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "adapter needs ~10 MiB beside tiny-llama" in details
+        assert "held by tiny-chat (~700 MiB, pinned)" in details
+        assert agent.resident() == {"tiny-chat", "tiny-llama"}
+        return
+    loaded: pb.LoadModelResponse = agent.stub.LoadModel(request, timeout=300)
+    assert loaded.swap_strategy == "adapter" and list(loaded.evicted) == ["tiny-chat"]
+    assert agent.resident() == {"tiny-llama"}  # the base stayed loaded
+    assert "unloaded least-recently-used to make room for an adapter on tiny-llama" in \
+        agent.log()
+    assert agent.generate("tiny-chat")[1].load_wait_ms > 0  # still desired: loads on demand
 
 
 def test_a_trial_given_up_in_one_slot_leaves_the_other_serving(start: Any) -> None:
