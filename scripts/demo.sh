@@ -11,7 +11,8 @@
 #   ./dev.sh demo [--no-dashboard] [--keep-lab]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export FLEET_HOME=${FLEET_HOME:-$PWD/.demo-home}
+demo_home=$PWD/.demo-home
+export FLEET_HOME=${FLEET_HOME:-$demo_home}
 # a killed controller's rollout reads "interrupted" after 6 missed heartbeats: 6 s here
 export FLEET_ROLLOUT_HEARTBEAT_S=${FLEET_ROLLOUT_HEARTBEAT_S:-1}
 FLEET=".venv/bin/fleet"
@@ -29,6 +30,14 @@ done
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 cleanup() { [ "$keep" = 1 ] || "$FLEET" lab down >/dev/null 2>&1 || true; }
 trap cleanup EXIT
+
+if [ "$FLEET_HOME" = "$demo_home" ] && [ -e "$FLEET_HOME/fleet.db" ]; then
+  # the demo's own home: a fresh fleet each run (an old database would carry the last run's
+  # devices and their telemetry gaps into this one); the built models are kept
+  "$FLEET" lab down >/dev/null 2>&1 || true
+  rm -rf "$FLEET_HOME"/fleet.db* "$FLEET_HOME"/lab "$FLEET_HOME"/pki "$FLEET_HOME"/known_hosts \
+    "$FLEET_HOME"/adapters "$FLEET_HOME"/kiosk-faq.gguf
+fi
 
 step "fleet model build tiny-llama   (offline ladder: f16, q8_0, q4_k_m, q2_k)"
 "$FLEET" model build tiny-llama
