@@ -298,9 +298,11 @@ def give_up(state: StoreState, name: str, reason: str, cause: RevertCause) -> St
 
 
 def deactivate(state: StoreState, name: str = "") -> StoreState:
-    """Stop serving ``name`` (every slot when empty); its active model is kept as previous."""
+    """Stop serving ``name`` (every slot when empty); its active model is kept as previous,
+    its aliases go (a later load of it names its own)."""
     slots = tuple(
-        replace(s, active=None, previous=s.active or s.previous, trial=False, trial_until=0.0)
+        replace(s, active=None, previous=s.active or s.previous, trial=False, trial_until=0.0,
+                aliases=(), taken_aliases=())
         if not name or s.name == name else s for s in state.slots)
     return replace(state, slots=slots)
 

@@ -6,8 +6,9 @@
 # measured, rolled back, the rest halt), an app's OpenAI API request on a device, the
 # telemetry the collector gathered (per variant, with the selector's predictions), a rollout
 # whose controller is killed half-way and is resumed from the database, a LoRA adapter rolled
-# out on top of the base, a second model beside the first with an alias, the rollout log, the
-# alerts, then the dashboard (or a summary with --no-dashboard / without a TTY).
+# out on top of the base, a second model beside the first with an alias, the rollout log, that
+# model off one device again (fleet undeploy), the alerts, then the dashboard (or a summary with
+# --no-dashboard / without a TTY). Each run starts from a fresh fleet in .demo-home.
 #   ./dev.sh demo [--no-dashboard] [--keep-lab]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -138,6 +139,10 @@ if command -v curl >/dev/null 2>&1; then
       | "$PY" -c 'import json,sys; r=json.load(sys.stdin); print(sys.argv[1].ljust(12), repr(r["choices"][0]["text"]))' "$model"
   done
 fi
+step "fleet undeploy tiny-mlp --device lab-4
+    (one model off one device, its other model serving on; the last model of a device goes
+    only with --allow-empty)"
+"$FLEET" undeploy tiny-mlp --device lab-4 || true
 step "fleet alerts   (unreachable devices, crash loops, throttling, drift, SLO breaches, gaps,
     predictions off by more than 30 %)"
 "$FLEET" collect >/dev/null || true

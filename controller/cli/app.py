@@ -28,6 +28,7 @@ from controller.cli import (
     rollouts_cmd,
     settings_cmd,
     telemetry_cmd,
+    undeploy_cmd,
 )
 from controller.core.display import terminal_safe
 from controller.errors import FleetError
@@ -52,6 +53,7 @@ app.add_typer(db_cmd.app, name="db")
 app.add_typer(rollouts_cmd.app, name="rollouts")
 app.add_typer(pki_cmd.app, name="pki")
 fleet_ops.register(app)
+undeploy_cmd.register(app)
 dashboard_cmd.register(app)
 telemetry_cmd.register(app)
 insight_cmd.register(app)

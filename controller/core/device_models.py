@@ -50,6 +50,11 @@ def rolled_back(models: list[DeviceModel], name: str, restored: DeviceModel | No
     return sorted([*kept, *([restored] if restored else [])], key=lambda m: m.name)
 
 
+def taken_off(models: list[DeviceModel], name: str) -> list[DeviceModel]:
+    """The device's models once ``name`` was taken off (`fleet undeploy`)."""
+    return [m for m in models if m.name != name]
+
+
 def describe(m: DeviceModel) -> str:
     """"tiny-llama q4_k_m (assistant, pinned, resident)": one model, for a terminal."""
     notes = [*m.aliases, *(["pinned"] if m.pinned else []),

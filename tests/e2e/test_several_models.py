@@ -110,3 +110,43 @@ def test_a_resumed_rollout_keeps_its_alias_and_pin(cli: Cli, lab: Callable[..., 
     slots = _slots(fleet)
     assert set(slots) == {"tiny-llama", "tiny-mlp"}
     assert list(slots["tiny-mlp"].aliases) == ["classifier"] and slots["tiny-mlp"].pinned
+
+
+def test_undeploy_takes_one_model_off_and_the_last_only_when_asked(
+        cli: Cli, lab: Callable[..., Result], home: Path) -> None:
+    lab("--devices", "1", "--profiles", "lab-n100-16gb")
+    fleet = Fleet.open()
+    _deploy(cli, "tiny-llama", "--prefer", "speed", "--alias", "assistant")
+    _deploy(cli, "tiny-mlp")
+
+    alias = cli("undeploy", "assistant", "--group", "lab")
+    assert alias.code != 0 and "Traceback" not in alias.err
+    assert "'assistant' is an alias of tiny-llama, not a model" in alias.out + alias.err
+
+    taken = cli("undeploy", "tiny-mlp", "--group", "lab", "--json")
+    assert taken.code == 0, taken.err + taken.out
+    [outcome] = json.loads(taken.out)["outcomes"]
+    assert outcome["status"] == "removed"
+    assert outcome["reason"] == "tiny-mlp taken off; still serving tiny-llama"
+    assert set(_slots(fleet)) == {"tiny-llama"}  # the device's own answer
+    assert [m["name"] for m in _status_models(cli)] == ["tiny-llama"]  # the fleet's record
+    said = cli("generate", "The edge", "--group", "lab", "--model", "assistant", "--json")
+    assert said.code == 0, said.err  # the other model and its alias still serve
+    again = cli("undeploy", "tiny-mlp", "--group", "lab", "--json")
+    assert again.code == 0 and json.loads(again.out)["outcomes"][0]["status"] == "absent"
+
+    last = cli("undeploy", "tiny-llama", "--group", "lab")
+    assert last.code != 0 and "Traceback" not in last.err
+    assert "the only model on the device" in last.out and "--allow-empty" in last.err
+    assert set(_slots(fleet)) == {"tiny-llama"}  # nothing was done
+    empty = cli("undeploy", "tiny-llama", "--group", "lab", "--allow-empty", "--json")
+    assert empty.code == 0, empty.err + empty.out
+    assert _slots(fleet) == {}
+    [device] = fleet.inventory.list_devices()
+    assert (device.state, device.model) == ("online", "")
+
+    # the file stayed on the device as the slot's previous model: a new deploy sends nothing
+    report = _deploy(cli, "tiny-mlp")
+    [again_out] = report["outcomes"]  # type: ignore[index]
+    assert again_out["status"] == "committed" and again_out["bytes_sent"] == 0
+    assert set(_slots(fleet)) == {"tiny-mlp"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from agent.contract import RevertCause
 from agent.store import ModelRecord, ModelStore
-from agent.store_state import StoreState, activate, commit, give_up, quarantined
+from agent.store_state import StoreState, activate, commit, deactivate, give_up, quarantined
 
 
 def _stage(store: ModelStore, data: bytes) -> str:
@@ -103,3 +103,17 @@ def test_corrupt_bytes_send_only_their_slot_back(tmp_path: Path) -> None:
     slot_a, slot_b = after.slot("a"), after.slot("b")
     assert slot_a and slot_a.active and slot_a.active.sha256 == a1 and slot_a.reverted == a2
     assert slot_b == state.slot("b")
+
+
+def test_a_slot_taken_off_keeps_its_file_as_previous_and_loses_its_aliases() -> None:
+    """UnloadModel (`fleet undeploy`): the other slot serves on; a later load of the model
+    names its own aliases, the old ones do not come back with it."""
+    a, b = _sha("a"), _sha("b")
+    state = activate(activate(StoreState(), _rec(a, "tiny"), aliases=("assistant",)),
+                     _rec(b, "small"))
+    off = deactivate(state, "tiny")
+    tiny = off.slot("tiny")
+    assert tiny is not None and tiny.active is None and tiny.previous is not None
+    assert tiny.previous.sha256 == a and tiny.aliases == ()
+    assert off.named("assistant") is None and off.named("small") is not None
+    assert activate(off, _rec(a, "tiny")).named("assistant") is None
