@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import functools
+import itertools
 import multiprocessing as mp
 import os
 import statistics
@@ -34,6 +36,19 @@ sys.path.insert(0, str(ROOT))
 
 PROMPT = "The edge device reports"
 THREADS = 1
+# words for prompts no side has seen before (--fresh-prompt-words): a real prefill each time
+_WORDS = ("kiosk", "robot", "phone", "model", "device", "fleet", "token", "store", "update",
+          "battery", "camera", "sensor", "question", "answer", "network", "memory")
+
+
+def fresh_prompt(i: int, words: int) -> str:
+    """The ``i``-th request's prompt: ``PROMPT`` when ``words`` is 0 (the same every time, so
+    llama.cpp reuses the previous request's KV cache on both sides and TTFT is one token's
+    work), else ``words`` words no earlier request began with."""
+    if words <= 0:
+        return PROMPT
+    return f"Request {i}: " + " ".join(_WORDS[(i * 7 + k * k) % len(_WORDS)]
+                                       for k in range(words))
 
 
 @dataclass(frozen=True)
@@ -133,13 +148,13 @@ def open_direct(model: Path) -> Any:
                  n_threads_batch=THREADS, verbose=False)
 
 
-def direct(llm: Any, tokens: int) -> Sample:
+def direct(llm: Any, tokens: int, prompt: str = PROMPT) -> Sample:
     """llama-cpp-python's own token loop, greedy, as the agent's runtime drives it (with the
     same sampling settings); the prompt's tokenization counts in TTFT, as in the agent. Each
     token is made text (its bytes, UTF-8 decoded across token boundaries) as an app reading
     llama-cpp-python must, and as the agent's runtime does: the same work on both sides."""
     start = time.perf_counter()
-    ids = llm.tokenize(PROMPT.encode(), add_bos=True)
+    ids = llm.tokenize(prompt.encode(), add_bos=True)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     first = 0.0
     n = 0
@@ -223,9 +238,9 @@ def _direct_main(conn: Any, model: str, cpus: frozenset[int]) -> None:
         os.sched_setaffinity(0, cpus)
     llm = open_direct(Path(model))
     conn.send("ready")
-    while tokens := conn.recv():
+    while (ask := conn.recv())[0]:
         before = time.thread_time()  # llama.cpp runs one thread here: this one
-        sample = direct(llm, tokens)
+        sample = direct(llm, *ask)
         conn.send((sample, (time.thread_time() - before) * 1000))
     llm.close()
 
@@ -248,14 +263,14 @@ class DirectProcess:
     def pid(self) -> int:
         return self._proc.pid or 0
 
-    def __call__(self, tokens: int) -> tuple[Sample, Cpu]:
-        self._conn.send(tokens)
+    def __call__(self, tokens: int, prompt: str = PROMPT) -> tuple[Sample, Cpu]:
+        self._conn.send((tokens, prompt))
         sample, cpu_ms = self._conn.recv()
         return sample, Cpu(worker=cpu_ms)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
-            self._conn.send(0)
+            self._conn.send((0, ""))
         self._proc.join(timeout=30)
         if self._proc.is_alive():
             self._proc.kill()
@@ -268,12 +283,17 @@ def _median_cpu(cpus: list[Cpu]) -> Cpu:
                statistics.median(c.client for c in cpus))
 
 
-def run_pairs(baseline: DirectProcess, through_agent: Callable[[int], Sample], meter: CpuMeter,
-              tokens: int, reps: int) -> RunResult:
+Reader = Callable[[int, str], Sample]  # (tokens, prompt) -> what the app saw
+
+
+def run_pairs(baseline: DirectProcess, through_agent: Reader, meter: CpuMeter, tokens: int,
+              reps: int, prompts: Iterator[str]) -> RunResult:
+    """``reps`` pairs, both sides of a pair on the same prompt."""
     direct_runs, agent_runs = [], []
     for _ in range(reps):
-        direct_runs.append(baseline(tokens))
-        agent_runs.append(meter.measure(lambda: through_agent(tokens)))
+        prompt = next(prompts)
+        direct_runs.append(baseline(tokens, prompt))
+        agent_runs.append(meter.measure(functools.partial(through_agent, tokens, prompt)))
     return RunResult(
         Sample(statistics.median(s.decode_tps for s, _ in direct_runs),
                statistics.median(s.ttft_ms for s, _ in direct_runs)),
@@ -284,16 +304,18 @@ def run_pairs(baseline: DirectProcess, through_agent: Callable[[int], Sample], m
         _median_cpu([c for _, c in direct_runs]), _median_cpu([c for _, c in agent_runs]))
 
 
-def measure_runs(model: Path, agent: RunningAgent, through_agent: Callable[[int], Sample],
-                 tokens: int, reps: int, runs: int) -> list[RunResult]:
+def measure_runs(model: Path, agent: RunningAgent, through_agent: Reader, tokens: int,
+                 reps: int, runs: int, fresh_words: int = 0) -> list[RunResult]:
     """``runs`` runs of ``reps`` direct/agent pairs on ``model``, after one warm-up pair.
     The baseline runs on the CPUs the agent's runtime worker may use (the same core when the
     agent pins its runtime: no core is luckier than the other)."""
     baseline = DirectProcess(model, worker_cpus(agent.pid))
     meter = CpuMeter(agent.pid)
+    prompts = (fresh_prompt(i, fresh_words) for i in itertools.count())
     try:
-        run_pairs(baseline, through_agent, meter, 8, 1)  # warm both up
-        return [run_pairs(baseline, through_agent, meter, tokens, reps) for _ in range(runs)]
+        run_pairs(baseline, through_agent, meter, 8, 1, prompts)  # warm both up
+        return [run_pairs(baseline, through_agent, meter, tokens, reps, prompts)
+                for _ in range(runs)]
     finally:
         baseline.close()
 
@@ -301,6 +323,10 @@ def measure_runs(model: Path, agent: RunningAgent, through_agent: Callable[[int]
 def add_agent_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream-interval-ms", type=float, default=None,
                         help="the agent's --stream-interval-ms (default: the agent's)")
+    parser.add_argument("--fresh-prompt-words", type=int, default=0,
+                        help="a new prompt of this many words for every pair (a real prefill "
+                        "each time; default 0: the same short prompt, whose KV cache both "
+                        "sides reuse)")
     parser.add_argument("--runtime-cpus", default=None,
                         help="the agent's --runtime-cpus: auto, off or a CPU list (default: "
                         "the agent's, auto)")
@@ -322,8 +348,10 @@ def agent_setup(args: argparse.Namespace, agent: RunningAgent) -> str:
     from agent.cpu_sets import describe
 
     baseline = describe(worker_cpus(agent.pid)) or "?"
+    prompt = (f"a new prompt of {args.fresh_prompt_words} words each pair"
+              if args.fresh_prompt_words else f"the prompt {PROMPT!r} each time (KV cache reused)")
     return (f"stream interval {interval}; CPUs: {agent.cpus}; the direct baseline on CPUs "
-            f"{baseline}, as the worker")
+            f"{baseline}, as the worker; {prompt}")
 
 
 def _spread(values: list[float], fmt: str) -> str:

@@ -10,6 +10,7 @@ did before streamed text was coalesced), to compare.
 
 Usage: python bench/agent_overhead.py [--tokens 256] [--reps 5] [--runs 5]
                                       [--stream-interval-ms MS] [--runtime-cpus auto|off|LIST]
+                                      [--fresh-prompt-words N]
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from _agent_bench import (
     PROMPT,
     THREADS,
+    Reader,
     Sample,
     add_agent_options,
     agent_options,
@@ -38,14 +39,14 @@ from _agent_bench import (
 from controller.adapters.agent_client import GrpcAgentClient
 
 
-def grpc_reader(client: GrpcAgentClient) -> Callable[[int], Sample]:
+def grpc_reader(client: GrpcAgentClient) -> Reader:
     """gRPC ``Generate`` streamed, timed where the app sees the text."""
 
-    def through_agent(tokens: int) -> Sample:
+    def through_agent(tokens: int, prompt: str = PROMPT) -> Sample:
         start = time.perf_counter()
         first = last = 0.0
         completion = 0
-        for event in client.stream(PROMPT, tokens):
+        for event in client.stream(prompt, tokens):
             if event.HasField("summary"):
                 completion = event.summary.completion_tokens
                 continue
@@ -73,7 +74,8 @@ def main() -> None:
                 GrpcAgentClient("bench", "127.0.0.1", agent.port, 300) as client:
 
             through_agent = grpc_reader(client)
-            runs = measure_runs(model, agent, through_agent, args.tokens, args.reps, args.runs)
+            runs = measure_runs(model, agent, through_agent, args.tokens, args.reps, args.runs,
+                                args.fresh_prompt_words)
             setup = agent_setup(args, agent)
     report(f"agent_overhead: tiny-llama {args.variant}, {args.tokens} tokens, {THREADS} "
            f"thread, {args.reps} pairs per run (medians); gRPC Generate measured at the "

@@ -49,10 +49,11 @@ def main() -> None:
           f"{os.cpu_count()} CPUs")
     medians = []
     for k, rows in enumerate(results):
-        cpu = sorted(c for _, c in rows)
-        medians.append(statistics.median(cpu))
-        print(f"  process {k + 1}: CPU ms per request median {medians[-1]:6.1f} (min {cpu[0]:6.1f},"
-              f" max {cpu[-1]:6.1f}) | {statistics.median(t for t, _ in rows):6.1f} tok/s")
+        spent = sorted(c for _, c in rows)
+        medians.append(statistics.median(spent))
+        print(f"  process {k + 1}: CPU ms per request median {medians[-1]:6.1f} "
+              f"(min {spent[0]:6.1f}, max {spent[-1]:6.1f}) | "
+              f"{statistics.median(t for t, _ in rows):6.1f} tok/s")
     print(f"  slowest process's median CPU over the fastest's: {max(medians) / min(medians):.3f}")
 
 

@@ -14,7 +14,7 @@ model reload (bench/adapter_swap.py, run as part of this bench).
 
 Usage: python bench/serving.py [--tokens 256] [--reps 5] [--runs 5] [--client openai|http]
                                [--stream-interval-ms MS] [--runtime-cpus auto|off|LIST]
-                               [--no-adapter-swap]
+                               [--fresh-prompt-words N] [--no-adapter-swap]
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from _agent_bench import (
     PROMPT,
     THREADS,
+    Reader,
     Sample,
     add_agent_options,
     agent_options,
@@ -52,18 +52,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def openai_reader(port: int) -> Callable[[int], Sample]:
+def openai_reader(port: int) -> Reader:
     import openai
 
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="bench",
                            max_retries=0, timeout=300)
 
-    def through_endpoint(tokens: int) -> Sample:
+    def through_endpoint(tokens: int, prompt: str = PROMPT) -> Sample:
         start = time.perf_counter()
         first = last = 0.0
         completion = 0
         stream = client.completions.create(
-            model="tiny-llama", prompt=PROMPT, max_tokens=tokens, temperature=0,
+            model="tiny-llama", prompt=prompt, max_tokens=tokens, temperature=0,
             stream=True, stream_options={"include_usage": True})
         for chunk in stream:
             if chunk.usage is not None:
@@ -76,11 +76,11 @@ def openai_reader(port: int) -> Callable[[int], Sample]:
     return through_endpoint
 
 
-def http_reader(port: int) -> Callable[[int], Sample]:
+def http_reader(port: int) -> Reader:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
 
-    def through_endpoint(tokens: int) -> Sample:
-        body = json.dumps({"model": "tiny-llama", "prompt": PROMPT, "max_tokens": tokens,
+    def through_endpoint(tokens: int, prompt: str = PROMPT) -> Sample:
+        body = json.dumps({"model": "tiny-llama", "prompt": prompt, "max_tokens": tokens,
                            "temperature": 0, "stream": True,
                            "stream_options": {"include_usage": True}})
         start = time.perf_counter()
@@ -121,7 +121,8 @@ def main() -> None:
         with agent_with_model(model, args.variant, extra) as agent:
             reader = openai_reader if args.client == "openai" else http_reader
             through_endpoint = reader(port)
-            runs = measure_runs(model, agent, through_endpoint, args.tokens, args.reps, args.runs)
+            runs = measure_runs(model, agent, through_endpoint, args.tokens, args.reps, args.runs,
+                                args.fresh_prompt_words)
             setup = agent_setup(args, agent)
     report(f"serving: tiny-llama {args.variant}, {args.tokens} tokens, {THREADS} thread, "
            f"{args.reps} pairs per run (medians); streamed /v1/completions measured at the "

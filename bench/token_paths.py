@@ -17,17 +17,18 @@ Usage: python bench/token_paths.py [--tokens 256] [--reps 5] [--runs 3]
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from _agent_bench import (
+    PROMPT,
     THREADS,
     CpuMeter,
     DirectProcess,
-    Sample,
+    Reader,
     agent_with_model,
     build_model,
     load_now,
@@ -48,7 +49,7 @@ def involuntary_switches(pid: int) -> int:
     return 0
 
 
-def measure(paths: dict[str, Callable[[int], Sample]], direct: DirectProcess, meter: CpuMeter,
+def measure(paths: dict[str, Reader], direct: DirectProcess, meter: CpuMeter,
             worker: int, tokens: int, rounds: int) -> dict[str, list[tuple[float, ...]]]:
     """Per path (and "direct"), per round: (tok/s, worker, agent, client CPU ms, switches)."""
     out: dict[str, list[tuple[float, ...]]] = {k: [] for k in ("direct", *paths)}
@@ -60,7 +61,7 @@ def measure(paths: dict[str, Callable[[int], Sample]], direct: DirectProcess, me
                               involuntary_switches(direct.pid) - before))
         for name in names[i % len(names):] + names[:i % len(names)]:
             before = involuntary_switches(worker)
-            sample, cpu = meter.measure(lambda n=name: paths[n](tokens))  # type: ignore[misc]
+            sample, cpu = meter.measure(functools.partial(paths[name], tokens, PROMPT))
             out[name].append((sample.decode_tps, cpu.worker, cpu.agent, cpu.client,
                               involuntary_switches(worker) - before))
     return out
