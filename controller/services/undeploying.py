@@ -45,19 +45,24 @@ def undeploy(fleet: Fleet, devices: list[Device], name: str, allow_empty: bool
                     return UndeployOutcome(device.name, step.status, step.reason, step.hint)
                 client.unload_model(step.sha256)
                 after = store_view(client.get_store())
+                adapters = {m.base_sha256: (m.name, m.sha256) for m in client.list_models()
+                            if m.format == "lora" and m.active}
         except FleetError as exc:
             return UndeployOutcome(device.name, "unreachable" if isinstance(exc, Unreachable)
                                    else "failed", exc.message, exc.hint)
-        _record(fleet, device, name, after)
+        _record(fleet, device, name, after, adapters)
         return UndeployOutcome(device.name, "removed", step.reason)
 
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(devices)))) as pool:
         return list(pool.map(one, devices))
 
 
-def _record(fleet: Fleet, device: Device, name: str, after: StoreView) -> None:
+def _record(fleet: Fleet, device: Device, name: str, after: StoreView,
+            adapters: dict[str, tuple[str, str]]) -> None:
     """The device's model rows without ``name``; when ``name`` was what the fleet last
-    deployed there, the device row names what serves by default now (or nothing)."""
+    deployed there, the device row names what serves by default now (or nothing), with the
+    adapter the device applies on it by default (``adapters``: base sha256 -> (name, sha256),
+    the agent's own word)."""
     with fleet.inventory.engine.begin() as conn:
         models = device_models_db.read(conn, [device.name]).get(device.name, [])
         left = device_models.taken_off(models, name)
@@ -69,5 +74,7 @@ def _record(fleet: Fleet, device: Device, name: str, after: StoreView) -> None:
         fleet.inventory.update_device(device.name, model="", variant="", sha256="",
                                       adapter="", adapter_sha256="", state="online")
         return
+    adapter, adapter_sha256 = adapters.get(default.sha256, ("", ""))
     fleet.inventory.update_device(device.name, model=default.name, variant=default.variant,
-                                  sha256=default.sha256, adapter="", adapter_sha256="")
+                                  sha256=default.sha256, adapter=adapter,
+                                  adapter_sha256=adapter_sha256)
