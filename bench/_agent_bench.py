@@ -152,22 +152,24 @@ def direct(llm: Any, tokens: int, prompt: str = PROMPT) -> Sample:
     """llama-cpp-python's own token loop, greedy, as the agent's runtime drives it (with the
     same sampling settings); the prompt's tokenization counts in TTFT, as in the agent. Each
     token is made text (its bytes, UTF-8 decoded across token boundaries) as an app reading
-    llama-cpp-python must, and as the agent's runtime does: the same work on both sides."""
+    llama-cpp-python must, and as the agent's runtime does: the same work on both sides.
+    Timed as the agent's side is (``client_sample``): TTFT to the first text, the rate from
+    the first text to the last (a token whose bytes end inside a character makes no text
+    yet: with a fresh prompt the first text may come a few tokens after the first token)."""
     start = time.perf_counter()
     ids = llm.tokenize(prompt.encode(), add_bos=True)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    first = 0.0
+    first = last = 0.0
     n = 0
     for token in llm.generate(ids, temp=0.0, top_k=40, top_p=0.95, reset=True):
-        decoder.decode(llm.detokenize([token]))
-        now = time.perf_counter()
-        if n == 0:
-            first = now - start
+        text = decoder.decode(llm.detokenize([token]))
         n += 1
+        if text:
+            last = time.perf_counter()
+            first = first or last
         if n >= tokens:
             break
-    total = time.perf_counter() - start
-    return Sample((n - 1) / (total - first), first * 1000)
+    return client_sample(start, first, last, n)
 
 
 def client_sample(start: float, first: float, last: float, tokens: int) -> Sample:
