@@ -35,7 +35,7 @@ class CpuPlan:
         return bool(self.runtime)
 
 
-def _cpu_list(cpus: frozenset[int]) -> str:
+def describe(cpus: frozenset[int]) -> str:
     """``{0, 1, 2, 5}`` -> ``"0-2,5"`` (the kernel's own list format)."""
     out: list[str] = []
     run: list[int] = []
@@ -73,11 +73,11 @@ def plan_cpus(available: frozenset[int], speed: dict[int, float], threads: int,
     if wanted != "auto":
         runtime = parse_cpu_list(wanted)
         if not runtime <= available:
-            raise ValueError(f"CPUs {_cpu_list(runtime - available)} are not available to "
-                             f"the agent (it may use {_cpu_list(available)})")
+            raise ValueError(f"CPUs {describe(runtime - available)} are not available to "
+                             f"the agent (it may use {describe(available)})")
         rest = available - runtime
-        return CpuPlan(runtime, rest, f"runtime on CPUs {_cpu_list(runtime)} as asked, "
-                       + (f"agent on {_cpu_list(rest)}" if rest else "agent unpinned"))
+        return CpuPlan(runtime, rest, f"runtime on CPUs {describe(runtime)} as asked, "
+                       + (f"agent on {describe(rest)}" if rest else "agent unpinned"))
     if threads >= len(available):
         return CpuPlan(frozenset(), frozenset(),
                        f"not pinned: the runtime's {threads} threads use all "
@@ -85,8 +85,8 @@ def plan_cpus(available: frozenset[int], speed: dict[int, float], threads: int,
     ranked = sorted(available, key=lambda cpu: (speed.get(cpu, 0.0), cpu), reverse=True)
     runtime = frozenset(ranked[:threads])
     rest = available - runtime
-    return CpuPlan(runtime, rest, f"runtime on CPUs {_cpu_list(runtime)} (the fastest "
-                   f"{threads}), agent on {_cpu_list(rest)}")
+    return CpuPlan(runtime, rest, f"runtime on CPUs {describe(runtime)} (the fastest "
+                   f"{threads}), agent on {describe(rest)}")
 
 
 # -- the machine -------------------------------------------------------------------------
@@ -120,13 +120,3 @@ def pin_process(cpus: frozenset[int]) -> None:
     for tid in tids:
         with contextlib.suppress(OSError):  # a thread that just ended
             os.sched_setaffinity(tid, cpus)
-
-
-def pin_this_thread(cpus: frozenset[int]) -> None:
-    """The calling thread (a runtime worker's, before the runtime starts its own)."""
-    if cpus and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, cpus)
-
-
-def describe(cpus: frozenset[int]) -> str:
-    return _cpu_list(cpus)

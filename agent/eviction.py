@@ -40,9 +40,12 @@ class RoomPlan:
     hand_over: bool  # the slot's old model keeps serving until the new one is ready
 
 
-def plan_room(need: int, budget: int, residents: list[Resident], slot: str) -> RoomPlan | None:
+def plan_room(need: int, budget: int, residents: list[Resident], slot: str,
+              keep_slot: bool = False) -> RoomPlan | None:
     """How to fit ``need`` bytes for ``slot`` within ``budget``; None when unloading every
-    model that may be unloaded is not enough (``holders`` then says what holds the memory)."""
+    model that may be unloaded is not enough (``holders`` then says what holds the memory).
+    ``keep_slot``: the slot's own model stays loaded (an adapter joining it): only plans that
+    load beside it (hand-over) count."""
     in_use = sum(r.memory_bytes for r in residents)
     own = sum(r.memory_bytes for r in residents if r.name == slot)
     victims = sorted((r for r in residents if r.name != slot and not r.why_kept),
@@ -54,7 +57,7 @@ def plan_room(need: int, budget: int, residents: list[Resident], slot: str) -> R
         free = budget - in_use + freed
         if need <= free:
             return RoomPlan(tuple(v.name for v in victims[:count]), hand_over=True)
-        if need <= free + own:
+        if need <= free + own and not keep_slot:
             return RoomPlan(tuple(v.name for v in victims[:count]), hand_over=False)
     return None
 

@@ -145,12 +145,11 @@ class SlotRuntime:
         stays loaded (under the lock). Raises InsufficientMemory naming what holds the memory
         when they cannot (nothing is unloaded then). Returns the slots unloaded."""
         residents = self.residents()
-        own = sum(r.memory_bytes for r in residents if r.name == slot)
-        others = [r for r in residents if r.name != slot]
         budget = self.memory_budget()
-        plan = plan_room(need, budget - own, others, slot)
+        plan = plan_room(need, budget, residents, slot, keep_slot=True)
         if plan is None:
-            held = holders(others, slot)
+            own = sum(r.memory_bytes for r in residents if r.name == slot)
+            held = holders(residents, slot)
             raise InsufficientMemory(
                 f"adapter needs ~{need / MIB:.0f} MiB beside {slot} (~{own / MIB:.0f} MiB with "
                 f"its adapters); the budget is {budget / MIB:.0f} MiB and "

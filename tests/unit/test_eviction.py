@@ -95,3 +95,14 @@ def test_the_preflight_judges_memory_against_what_stays_loaded() -> None:
     assert memory_refusal(1600 * MIB, 1500 * MIB, "m", []) == (
         "memory: needs ~1,600 MiB, budget 1,500 MiB")
     assert memory_refusal(1400 * MIB, 1500 * MIB, "", []) == ""  # no slot named: the budget
+
+
+def test_keeping_the_slots_model_allows_only_loads_beside_it() -> None:
+    """An adapter joins its base: the base is never stopped to make its room."""
+    residents = [_r("base", 600, 5), _r("other", 300, 1)]
+    # a model load would stop the slot's old model first rather than unload another
+    assert plan_room(200 * MIB, 1000 * MIB, residents, "base") == RoomPlan((), False)
+    assert plan_room(200 * MIB, 1000 * MIB, residents, "base", keep_slot=True) == \
+        RoomPlan(("other",), True)
+    assert plan_room(500 * MIB, 1000 * MIB, residents, "base") == RoomPlan((), False)
+    assert plan_room(500 * MIB, 1000 * MIB, residents, "base", keep_slot=True) is None
