@@ -79,10 +79,25 @@ def find_sshd() -> str:
                    hint="apt-get install openssh-server (make demo / make test do it)")
 
 
-def _free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return int(s.getsockname()[1])
+def _free_ports(address: str, count: int) -> list[int]:
+    """``count`` distinct free ports, all held until all are chosen: ports picked one at a
+    time and released can come back twice (about once in 10,000 pairs here), and a lab
+    device whose sshd and agent are handed one port fails to start."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            s = held.enter_context(socket.socket())
+            s.bind((address, 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
+
+
+def _last_line(log: Path) -> str:
+    """The log's last error line (the agent prints ``error:`` then ``hint:``), else its last."""
+    lines = (log.read_text(errors="replace")[-2000:].strip().splitlines()
+             if log.exists() else [])
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or ["empty"])[-1]
 
 
 def _start_time(pid: int) -> int:
@@ -152,9 +167,8 @@ def _wait_for(check: object, what: str, log: Path) -> None:
         if check():  # type: ignore[operator]
             return
         time.sleep(0.05)
-    tail = log.read_text(errors="replace")[-600:] if log.exists() else ""
     raise LabError(f"{what} did not start within {START_TIMEOUT_S:.0f} s",
-                   hint=f"see {log}: {tail.strip().splitlines()[-1] if tail.strip() else 'empty'}")
+                   hint=f"see {log}: {_last_line(log)}")
 
 
 def _port_open(address: str, port: int) -> bool:
@@ -207,7 +221,9 @@ def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
     # A namespace has its own ports: fixed ones there, free ones on the shared loopback.
-    ssh_port = lab_netns.SSH_PORT if link else _free_port(address)
+    ssh_port, inference_port, openai_port, agent_port = (
+        (lab_netns.SSH_PORT, lab_netns.INFERENCE_PORT, lab_netns.OPENAI_PORT,
+         lab_netns.AGENT_PORT) if link else _free_ports(address, 4))
     config = _sshd_config(d, address, ssh_port, authorized)
     sshd_log = d / "sshd.log"
     # Never inherit our stdout: a daemon holding it open would keep `fleet lab up | tail`
@@ -217,14 +233,11 @@ def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     port_file = d / "agent.port"
     agent_log = d / "agent.log"
-    inference_port = lab_netns.INFERENCE_PORT if link else _free_port(address)
     inference_at = f"127.0.0.1:{inference_port}" if link else f"{address}:{inference_port}"
-    openai_port = lab_netns.OPENAI_PORT if link else _free_port(address)
     openai_at = f"127.0.0.1:{openai_port}" if link else f"{address}:{openai_port}"
     net = (link.netns, link.host_if, link.device_if) if link else ("", "", "")
     site = (link.host_netns, "") if link else ("", "")
     if not start_agent:  # a bare device: sshd only, for `fleet device enroll`
-        agent_port = lab_netns.AGENT_PORT if link else _free_port(address)
         device = LabDevice(name, profile, address, ssh_port, agent_port, str(d),
                            sshd.pid, _start_time(sshd.pid), 0, 0, 0, *net, [], *site)
         try:
@@ -252,8 +265,8 @@ def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
         _wait_for(lambda: port_file.exists() or agent.poll() is not None,
                   f"agent for {name}", agent_log)
         if agent.poll() is not None:
-            raise LabError(f"agent for {name} exited with {agent.returncode}",
-                           hint=f"see {agent_log}")
+            raise LabError(f"agent for {name} exited with {agent.returncode}: "
+                           f"{_last_line(agent_log)}", hint=f"see {agent_log}")
     except LabError:
         _stop(device)
         raise
@@ -327,7 +340,8 @@ def restart(lab_dir: Path, names: list[str] | None = None,
         _wait_for(lambda: port_file.exists() or agent.poll() is not None,  # noqa: B023
                   f"agent for {device.name}", d / "agent.log")
         if agent.poll() is not None:
-            raise LabError(f"agent for {device.name} exited with {agent.returncode}",
+            raise LabError(f"agent for {device.name} exited with {agent.returncode}: "
+                           f"{_last_line(d / 'agent.log')}",
                            hint=f"see {d / 'agent.log'} (is its port "
                            f"{device.agent_port} taken?)")
         restarted.append(device)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -113,3 +117,26 @@ def test_lab_up_twice_leaves_no_strays(cli: Cli, lab: Callable[..., Result], hom
     assert sorted(d["name"] for d in listed) == ["lab-1", "lab-2"]
     cli("lab", "down")
     assert _processes_under(home / "lab") == []
+
+
+def test_an_agent_that_cannot_start_is_named_with_its_own_error(
+        cli: Cli, lab: Callable[..., Result], home: Path) -> None:
+    """A lab agent that exits at start says why in the one line, not only "see the log"."""
+    lab("--devices", "1")
+    device = read_registry(home / "lab")[0]
+    os.kill(device.agent_pid, signal.SIGKILL)
+    with socket.socket() as squatter:  # its port taken while it is down
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
+        for _ in range(200):  # bounded: the port is free once the agent's last thread is gone
+            try:
+                squatter.bind((device.address, device.agent_port))
+                break
+            except OSError:
+                time.sleep(0.05)
+        squatter.listen()
+        result = cli("lab", "restart", "lab-1")
+    assert result.code == 1, result.err
+    first = result.err.splitlines()[0]
+    assert first.startswith("error: agent for lab-1 exited with 2: error: "), result.err
+    assert str(device.agent_port) in first, result.err
+    assert cli("lab", "restart", "lab-1").code == 0  # the port free again, it comes back
