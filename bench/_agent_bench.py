@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 PROMPT = "The edge device reports"
 THREADS = 1
+N_CTX = 512  # the context both sides load the model with (--n-ctx)
 # words for prompts no side has seen before (--fresh-prompt-words): a real prefill each time
 _WORDS = ("kiosk", "robot", "phone", "model", "device", "fleet", "token", "store", "update",
           "battery", "camera", "sensor", "question", "answer", "network", "memory")
@@ -101,9 +102,9 @@ def build_model(d: Path, variant: str) -> Path:
 
 
 @contextlib.contextmanager
-def agent_with_model(model: Path, variant: str, extra: tuple[str, ...] = ()
-                     ) -> Iterator[RunningAgent]:
-    """A real `fleet-agent serve` with ``model`` loaded."""
+def agent_with_model(model: Path, variant: str, extra: tuple[str, ...] = (),
+                     n_ctx: int = N_CTX) -> Iterator[RunningAgent]:
+    """A real `fleet-agent serve` with ``model`` loaded (a context of ``n_ctx`` tokens)."""
     from agent.contract import sha256_file
     from agent.rpc import agent_pb2 as pb
     from controller.adapters.agent_client import GrpcAgentClient
@@ -132,7 +133,7 @@ def agent_with_model(model: Path, variant: str, extra: tuple[str, ...] = ()
             with GrpcAgentClient("bench", "127.0.0.1", port, 300) as client:
                 client.load_model(pb.LoadModelRequest(
                     sha256=sha, name="tiny-llama", variant=variant, format="gguf",
-                    n_ctx=512, size_bytes=model.stat().st_size))
+                    n_ctx=n_ctx, size_bytes=model.stat().st_size))
             cpus = next((line.split("CPUs: ", 1)[1] for line in log.read_text().splitlines()
                          if "CPUs: " in line), "?")
             yield RunningAgent(port, agent.pid, cpus)
@@ -141,10 +142,10 @@ def agent_with_model(model: Path, variant: str, extra: tuple[str, ...] = ()
             agent.wait(timeout=30)
 
 
-def open_direct(model: Path) -> Any:
+def open_direct(model: Path, n_ctx: int = N_CTX) -> Any:
     from llama_cpp import Llama
 
-    return Llama(model_path=str(model), n_ctx=512, n_threads=THREADS,
+    return Llama(model_path=str(model), n_ctx=n_ctx, n_threads=THREADS,
                  n_threads_batch=THREADS, verbose=False)
 
 
@@ -235,10 +236,10 @@ class CpuMeter:
         return sample, Cpu(w, a, c)
 
 
-def _direct_main(conn: Any, model: str, cpus: frozenset[int]) -> None:
+def _direct_main(conn: Any, model: str, cpus: frozenset[int], n_ctx: int) -> None:
     if cpus:
         os.sched_setaffinity(0, cpus)
-    llm = open_direct(Path(model))
+    llm = open_direct(Path(model), n_ctx)
     conn.send("ready")
     while (ask := conn.recv())[0]:
         before = time.thread_time()  # llama.cpp runs one thread here: this one
@@ -251,10 +252,11 @@ class DirectProcess:
     """llama-cpp-python called directly in a process of its own, as an app would: not in the
     bench's process, whose gRPC and HTTP clients' threads would share its GIL and CPU."""
 
-    def __init__(self, model: Path, cpus: frozenset[int] = frozenset()) -> None:
+    def __init__(self, model: Path, cpus: frozenset[int] = frozenset(),
+                 n_ctx: int = N_CTX) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_direct_main, args=(child, str(model), cpus),
+        self._proc = ctx.Process(target=_direct_main, args=(child, str(model), cpus, n_ctx),
                                  daemon=True)
         self._proc.start()
         child.close()
@@ -307,11 +309,12 @@ def run_pairs(baseline: DirectProcess, through_agent: Reader, meter: CpuMeter, t
 
 
 def measure_runs(model: Path, agent: RunningAgent, through_agent: Reader, tokens: int,
-                 reps: int, runs: int, fresh_words: int = 0) -> list[RunResult]:
+                 reps: int, runs: int, fresh_words: int = 0,
+                 n_ctx: int = N_CTX) -> list[RunResult]:
     """``runs`` runs of ``reps`` direct/agent pairs on ``model``, after one warm-up pair.
     The baseline runs on the CPUs the agent's runtime worker may use (the same core when the
     agent pins its runtime: no core is luckier than the other)."""
-    baseline = DirectProcess(model, worker_cpus(agent.pid))
+    baseline = DirectProcess(model, worker_cpus(agent.pid), n_ctx)
     meter = CpuMeter(agent.pid)
     prompts = (fresh_prompt(i, fresh_words) for i in itertools.count())
     try:
@@ -329,6 +332,9 @@ def add_agent_options(parser: argparse.ArgumentParser) -> None:
                         help="a new prompt of this many words for every pair (a real prefill "
                         "each time; default 0: the same short prompt, whose KV cache both "
                         "sides reuse)")
+    parser.add_argument("--n-ctx", type=int, default=N_CTX,
+                        help="the context both sides load the model with (room for a longer "
+                        "--fresh-prompt-words; default %(default)d)")
     parser.add_argument("--runtime-cpus", default=None,
                         help="the agent's --runtime-cpus: auto, off or a CPU list (default: "
                         "the agent's, auto)")
@@ -353,7 +359,7 @@ def agent_setup(args: argparse.Namespace, agent: RunningAgent) -> str:
     prompt = (f"a new prompt of {args.fresh_prompt_words} words each pair"
               if args.fresh_prompt_words else f"the prompt {PROMPT!r} each time (KV cache reused)")
     return (f"stream interval {interval}; CPUs: {agent.cpus}; the direct baseline on CPUs "
-            f"{baseline}, as the worker; {prompt}")
+            f"{baseline}, as the worker; {prompt}; a context of {args.n_ctx} tokens")
 
 
 def _spread(values: list[float], fmt: str) -> str:

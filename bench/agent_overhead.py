@@ -70,12 +70,12 @@ def main() -> None:
     load_at_start = load_now()
     with tempfile.TemporaryDirectory() as tmp:
         model = build_model(Path(tmp), args.variant)
-        with agent_with_model(model, args.variant, extra) as agent, \
+        with agent_with_model(model, args.variant, extra, args.n_ctx) as agent, \
                 GrpcAgentClient("bench", "127.0.0.1", agent.port, 300) as client:
 
             through_agent = grpc_reader(client)
             runs = measure_runs(model, agent, through_agent, args.tokens, args.reps, args.runs,
-                                args.fresh_prompt_words)
+                                args.fresh_prompt_words, args.n_ctx)
             setup = agent_setup(args, agent)
     report(f"agent_overhead: tiny-llama {args.variant}, {args.tokens} tokens, {THREADS} "
            f"thread, {args.reps} pairs per run (medians); gRPC Generate measured at the "

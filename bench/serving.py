@@ -118,11 +118,11 @@ def main() -> None:
     load_at_start = load_now()
     with tempfile.TemporaryDirectory() as tmp:
         model = build_model(Path(tmp), args.variant)
-        with agent_with_model(model, args.variant, extra) as agent:
+        with agent_with_model(model, args.variant, extra, args.n_ctx) as agent:
             reader = openai_reader if args.client == "openai" else http_reader
             through_endpoint = reader(port)
             runs = measure_runs(model, agent, through_endpoint, args.tokens, args.reps, args.runs,
-                                args.fresh_prompt_words)
+                                args.fresh_prompt_words, args.n_ctx)
             setup = agent_setup(args, agent)
     report(f"serving: tiny-llama {args.variant}, {args.tokens} tokens, {THREADS} thread, "
            f"{args.reps} pairs per run (medians); streamed /v1/completions measured at the "

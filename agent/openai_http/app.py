@@ -18,7 +18,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agent.adapters import held_for
@@ -27,13 +27,12 @@ from agent.core import AgentCore
 from agent.errors import InvalidRequest, NoActiveModel, NotFound
 from agent.openai_http import schema
 from agent.openai_http.errors import INVALID, ApiError
-from agent.openai_http.streaming import Event, TokenChannel, produce
+from agent.openai_http.streaming import Event, EventStream, TokenChannel, produce
 from agent.runtimes.base import GenerationStats
 from agent.store import ModelRecord, Slot
 
 MAX_BODY_BYTES = 8 << 20
 GENERATION_THREADS = 8  # generations queue on the model's worker; these only wait there
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DONE = b"data: [DONE]\n\n"
 
 
@@ -44,21 +43,6 @@ def sse(obj: dict[str, Any]) -> bytes:
 
 def error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
-
-
-class EventStream(StreamingResponse):
-    """Server-sent events that stop the generation however the response ends (also when the
-    client leaves before the first chunk is sent)."""
-
-    def __init__(self, body: AsyncIterator[bytes], channel: TokenChannel) -> None:
-        super().__init__(body, media_type="text/event-stream", headers=SSE_HEADERS)
-        self._channel = channel
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._channel.close()
 
 
 class OpenAIEndpoint:
@@ -148,13 +132,13 @@ class OpenAIEndpoint:
         return JSONResponse({"status": "ok", "models": [s.name for s in served]})
 
     # -- generation -----------------------------------------------------------------------
-    async def chat_completions(self, request: Request) -> Response:
+    async def chat_completions(self, request: Request) -> Response | EventStream:
         return await self._generate(request, chat=True)
 
-    async def completions(self, request: Request) -> Response:
+    async def completions(self, request: Request) -> Response | EventStream:
         return await self._generate(request, chat=False)
 
-    async def _generate(self, request: Request, chat: bool) -> Response:
+    async def _generate(self, request: Request, chat: bool) -> Response | EventStream:
         body = await _json_body(request)
         parse = schema.parse_chat if chat else schema.parse_completion
         parsed = parse(body, self.stream_interval_s)
@@ -182,7 +166,7 @@ class OpenAIEndpoint:
                     failed.param = "messages" if chat else "prompt"
                 return error_response(failed)
             if parsed.stream:
-                gone.cancel()  # from here StreamingResponse watches for the disconnect
+                gone.cancel()  # from here EventStream watches for the disconnect
                 streaming = True
                 return EventStream(_stream(first, channel, responder, parsed.include_usage),
                                    channel)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from agent.core import AgentCore
@@ -86,3 +87,50 @@ def produce(core: AgentCore, request: GenerationRequest, sha256: str,
                                        SERVER, "internal_error")))
     finally:
         channel.put(("end", None))
+
+
+Message = MutableMapping[str, Any]
+SSE_HEAD = [(b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+
+
+class EventStream:
+    """Server-sent events as a bare ASGI response. The head goes out with the first chunk,
+    back to back; one task watches for the client leaving, which closes the channel (the
+    generation stops within a token) and ends the response. Starlette's ``StreamingResponse``
+    runs the same body in an anyio task group beside a disconnect listener (on servers of
+    ASGI spec 2.3, uvicorn's), which cost 3-4 ms before the first chunk here
+    (docs/serving.md); uvicorn drops a write after the client left without an error, hence
+    the watcher. The channel closes however the response ends."""
+
+    def __init__(self, body: AsyncIterator[bytes], channel: TokenChannel) -> None:
+        self._body = body
+        self._channel = channel
+
+    async def __call__(self, scope: Message, receive: Callable[[], Awaitable[Message]],
+                       send: Callable[[Message], Awaitable[None]]) -> None:
+        gone = asyncio.ensure_future(_until_disconnect(receive))
+        gone.add_done_callback(lambda _: self._channel.close())
+        head: Message | None = {"type": "http.response.start", "status": 200,
+                                "headers": SSE_HEAD}
+        try:
+            async for chunk in self._body:
+                if gone.done():
+                    return
+                if head is not None:
+                    await send(head)
+                    head = None
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if not gone.done():
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            gone.cancel()
+            self._channel.close()
+            aclose = getattr(self._body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+async def _until_disconnect(receive: Callable[[], Awaitable[Message]]) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

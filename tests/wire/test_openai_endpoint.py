@@ -163,7 +163,8 @@ def test_errors_have_the_openai_shape_and_status(client: openai.OpenAI, call: An
     assert info.value.body["message"]
 
 
-def test_curl_chat_and_streamed_completion(served: tuple[AgentProcess, str]) -> None:
+def test_curl_chat_and_streamed_completion(served: tuple[AgentProcess, str],
+                                           tmp_path: Path) -> None:
     _, url = served
     status, body = curl(f"{url}/v1/chat/completions", "-H", "Content-Type: application/json",
                         "-d", json.dumps({"model": "tiny-llama", "messages": CHAT,
@@ -172,9 +173,13 @@ def test_curl_chat_and_streamed_completion(served: tuple[AgentProcess, str]) -> 
     reply = json.loads(body)
     assert reply["usage"]["completion_tokens"] == 5
     assert reply["timings"]["decode_tokens_per_s"] > 0  # edgefleet's addition
-    status, body = curl(f"{url}/v1/completions", "-d", json.dumps(
+    head = tmp_path / "head"
+    status, body = curl(f"{url}/v1/completions", "-D", str(head), "-d", json.dumps(
         {"model": "tiny-llama", "prompt": PROMPT, "max_tokens": 30, "stream": True,
          "stream_options": {"include_usage": True}}))
+    headers = head.read_text().lower()
+    assert "content-type: text/event-stream; charset=utf-8" in headers
+    assert "cache-control: no-cache" in headers and "transfer-encoding: chunked" in headers
     events = sse_events(body)
     assert status == 200 and events[-1] == "[DONE]"
     assert events[-2]["usage"]["completion_tokens"] == 30
