@@ -10,7 +10,7 @@ did before streamed text was coalesced), to compare.
 
 Usage: python bench/agent_overhead.py [--tokens 256] [--reps 5] [--runs 5]
                                       [--stream-interval-ms MS] [--runtime-cpus auto|off|LIST]
-                                      [--fresh-prompt-words N]
+                                      [--fresh-prompt-words N] [--n-ctx N]
 """
 
 from __future__ import annotations

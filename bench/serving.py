@@ -14,7 +14,7 @@ model reload (bench/adapter_swap.py, run as part of this bench).
 
 Usage: python bench/serving.py [--tokens 256] [--reps 5] [--runs 5] [--client openai|http]
                                [--stream-interval-ms MS] [--runtime-cpus auto|off|LIST]
-                               [--fresh-prompt-words N] [--no-adapter-swap]
+                               [--fresh-prompt-words N] [--n-ctx N] [--no-adapter-swap]
 """
 
 from __future__ import annotations
