@@ -156,7 +156,8 @@ def create_server(
     if emulate:
         path = find_profile_file(emulate)
         if path is None:
-            raise ConfigError(f"no profile named {emulate!r}")
+            raise ConfigError(f"no profile named {emulate!r}",
+                              hint="`fleet profile list` on the controller shows the names")
         view = emulated_view(host, read_toml(path))
     else:
         view = host_view(host, reserve_mib * MIB, measured.gbps)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from controller import lab_netns
 from controller.adapters.private_files import private_dir, write_private
+from controller.core.log_lines import last_error
 from controller.errors import LabError
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/bin/sshd", "/usr/local/sbin/sshd")
@@ -93,11 +94,9 @@ def _free_ports(address: str, count: int) -> list[int]:
 
 
 def _last_line(log: Path) -> str:
-    """The log's last error line (the agent prints ``error:`` then ``hint:``), else its last."""
-    lines = (log.read_text(errors="replace")[-2000:].strip().splitlines()
-             if log.exists() else [])
-    errors = [line for line in lines if line.startswith("error:")]
-    return (errors or lines or ["empty"])[-1]
+    """The line of a lab process's log that says why it stopped ("empty" for none)."""
+    text = log.read_text(errors="replace")[-4000:] if log.exists() else ""
+    return last_error(text) or "empty"
 
 
 def _start_time(pid: int) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from controller.core.groups import check_device_name
 from controller.core.hosts import check_host
 from controller.core.launch_scripts import UNIT, AgentLaunch
 from controller.errors import DeviceError, FleetError, UsageError
-from controller.services import agent_wheels
+from controller.services import agent_liveness, agent_wheels
 from controller.services.context import Fleet
 from controller.services.trust import issue_agent_files
 
@@ -108,9 +109,14 @@ def _stop_pidfile(remote: RemoteHost, base: str) -> None:
                f"rm -f {q(pidfile)}; fi", timeout_s=30)
 
 
-def _wait_for_agent(fleet: Fleet, name: str, timeout_s: float) -> tuple[str, bool]:
+def _wait_for_agent(fleet: Fleet, name: str, timeout_s: float,
+                    gone: Callable[[], str] | None = None) -> tuple[str, bool]:
+    """The answering agent's version and whether it emulates a profile. ``gone`` (why the
+    agent is not running, '' while it is) is asked every ~2 s: an agent that exited fails
+    the wait at once, with its reason."""
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
+    tries = 0
     while time.monotonic() < deadline:
         device = fleet.inventory.get_device(name)
         try:
@@ -119,7 +125,12 @@ def _wait_for_agent(fleet: Fleet, name: str, timeout_s: float) -> tuple[str, boo
             return profile.agent_version, profile.emulated
         except FleetError as exc:
             last = exc
-            time.sleep(0.5)
+        tries += 1
+        why = gone() if gone is not None and tries % 4 == 0 else ""
+        if why:
+            raise DeviceError(f"{name}: {why}", hint=f"`fleet device rescue {name}` shows "
+                              "its log; fix the cause, then enroll again")
+        time.sleep(0.5)
     raise DeviceError(f"{name}: the agent did not answer within {timeout_s:.0f} s ({last})",
                       hint=f"`fleet device rescue {name}` shows its log")
 
@@ -158,10 +169,11 @@ def enroll(fleet: Fleet, name: str, extras: str = "llama", python: str = "python
         agent_wheels.install(remote, base, agent_wheels.wheel_of(wheel_path), extras)
         remote.write(launch.script_path, launch.run_script().encode(), 0o755)
         service = _start(remote, base)
+        fleet.inventory.update_device(name, tls=True, data_dir=f"{base}/data", state="online")
+        agent_version, emulated = _wait_for_agent(
+            fleet, name, timeout_s, lambda: agent_liveness.exited(remote, base, service))
     finally:
         ssh.close()
-    fleet.inventory.update_device(name, tls=True, data_dir=f"{base}/data", state="online")
-    agent_version, emulated = _wait_for_agent(fleet, name, timeout_s)
     return EnrollResult(name, base, version, service, agent_version, emulated)
 
 
@@ -196,16 +208,13 @@ def rescue(fleet: Fleet, name: str, timeout_s: float = 60.0) -> tuple[str, str]:
             raise DeviceError(f"{name}: no enrolled agent under {base}",
                               hint=f"enroll it first: fleet device enroll {name}")
         how = _start(remote, base)
-    finally:
-        ssh.close()
-    try:
-        _wait_for_agent(fleet, name, timeout_s)
-        status = "agent answering"
-    except DeviceError as exc:
-        status = exc.message
-    ssh = fleet.transfer.connect(fleet.ssh_target(device))
-    try:
-        tail = RemoteHost(name, ssh).run(f"tail -n 20 {q(base)}/agent.log").out
+        try:
+            _wait_for_agent(fleet, name, timeout_s,
+                            lambda: agent_liveness.exited(remote, base, how))
+            status = "agent answering"
+        except DeviceError as exc:
+            status = exc.message
+        tail = remote.run(f"tail -n 20 {q(base)}/agent.log").out
     finally:
         ssh.close()
     return f"restarted via {how}; {status}", tail

@@ -123,7 +123,8 @@ def test_old_agents_are_named_upgraded_in_place_then_deployed_to(
     assert backed.code == 1, backed.err
     first, second = _json(backed)["devices"]
     assert first["status"] == "reverted" and first["after"] == __version__
-    assert "did not come up healthy" in first["reason"]
+    # seen exiting, with its own words, not waited for until the timeout
+    assert "did not come up healthy (the agent exited: broken on purpose)" in first["reason"]
     assert second["status"] == "halted" and second["before"] == ""
     gen = cli("generate", "hi", "--group", "lab", "--max-tokens", "2", "--json")
     assert gen.code == 0, gen.err  # both serve the model: the canary's store was kept

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from controller.lab import read_registry
 from controller.services.context import Fleet
 from tests.conftest import Cli, Result
 
@@ -42,6 +46,24 @@ def test_enroll_deploy_reenroll_rescue(cli: Cli, lab: Callable[..., Result], hom
     deployed = cli("deploy", "tiny-llama", "--group", "lab", "--json")
     assert deployed.code == 0, deployed.err
     assert json.loads(deployed.out)["outcomes"][0]["variant"] == "q4_k_m"
+
+    # an agent that cannot start: enrollment says why as soon as it exits, not at --timeout
+    os.kill(first, signal.SIGKILL)
+    port = read_registry(home / "lab")[0].agent_port
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        for _ in range(200):  # bounded: free once the killed agent's last thread is gone
+            try:
+                squatter.bind((device.host, port))
+                break
+            except OSError:
+                time.sleep(0.05)
+        squatter.listen()
+        stuck = cli("device", "enroll", "lab-1", "--timeout", "120")
+    assert stuck.code != 0
+    assert f"lab-1: the agent exited: error: Failed to bind to address {device.host}:{port}" \
+        in stuck.err, stuck.err
+    assert "fleet device rescue lab-1" in stuck.err
 
     again = cli("device", "enroll", "lab-1")  # idempotent: upgrade in place, restart
     assert again.code == 0, again.err
