@@ -8,7 +8,7 @@ resident loads first (``SlotRuntime.ensure_resident``) and the request reports t
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from agent.adapters import held_for
@@ -70,13 +70,15 @@ class Inference(SlotRecovery):
 
     def generate_request(
         self, request: GenerationRequest, sha256: str = "", adapter: str | None = None,
-        model: str = "",
+        model: str = "", on_start: Callable[[str, float], None] | None = None,
     ) -> Generator[tuple[str, Any], None, None]:
         """Yield ``("text", piece)``... then ``("done", GenerationStats)``; every request,
         whichever API it came by (gRPC, OpenAI HTTP, benchmark), is recorded in telemetry
         here. Closing the generator early cancels the generation (outcome "cancelled").
         ``adapter``: a LoRA adapter by name (None: the deployed one, "": the base alone);
-        ``model``: a model name or alias ("": the default model)."""
+        ``model``: a model name or alias ("": the default model); ``on_start(name, waited_s)``
+        is called once the model is resident, before the generation starts (the model that
+        serves and how long the request waited for it to load)."""
         self.limits.check_prompt(request.prompt, *(m.content for m in request.messages))
         request.check()
         slot = self.resolve(model, sha256)
@@ -86,6 +88,8 @@ class Inference(SlotRecovery):
                                  "text")
         with self.serving(slot.name):
             current, waited = self.ensure_resident(slot)
+            if on_start is not None:
+                on_start(slot.name, waited)
             record = current.record
             adapter_name = ""
             if record.format == "gguf":

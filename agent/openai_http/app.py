@@ -49,8 +49,8 @@ class OpenAIEndpoint:
     """Routes of one agent. ``resolve`` is where a model name picks what serves it: a model
     by its name or one of its aliases (with the adapter deployed on it, if any), or
     ``MODEL+ADAPTER`` for one of the LoRA adapters its slot holds (``MODEL+`` for the base
-    alone). A model not resident loads on demand; the wait is in ``timings.load_wait_ms`` and,
-    on a response that is not streamed, the ``X-Edgefleet-Load-Wait-Ms`` header."""
+    alone). A model not resident loads on demand; the wait is in ``timings.load_wait_ms`` and
+    the ``X-Edgefleet-Load-Wait-Ms`` header (a stream's head leaves with its first text)."""
 
     def __init__(self, core: AgentCore, stream_interval_s: float) -> None:
         self.core = core

@@ -40,6 +40,12 @@ class TokenChannel:
         self._events: list[Event] = []
         self._waiter: asyncio.Future[None] | None = None
         self.closed = threading.Event()  # the reader is gone: stop generating
+        self.model = ""  # the model that serves, once resident (before the first text)
+        self.load_wait_s = 0.0  # how long the request waited for it to load
+
+    def started(self, model: str, load_wait_s: float) -> None:
+        """Producer side: the model is resident and the generation starts."""
+        self.model, self.load_wait_s = model, load_wait_s
 
     def put(self, event: Event) -> None:
         """Producer side (any thread)."""
@@ -71,7 +77,7 @@ def produce(core: AgentCore, request: GenerationRequest, sha256: str,
     try:
         if channel.closed.is_set():
             return  # the client left while the request waited for a thread
-        stream = core.generate_request(request, sha256, adapter)
+        stream = core.generate_request(request, sha256, adapter, on_start=channel.started)
         try:
             for event in stream:
                 if channel.closed.is_set():
@@ -96,12 +102,14 @@ SSE_HEAD = [(b"content-type", b"text/event-stream; charset=utf-8"),
 
 class EventStream:
     """Server-sent events as a bare ASGI response. The head goes out with the first chunk,
-    back to back; one task watches for the client leaving, which closes the channel (the
-    generation stops within a token) and ends the response. Starlette's ``StreamingResponse``
-    runs the same body in an anyio task group beside a disconnect listener (on servers of
-    ASGI spec 2.3, uvicorn's), which cost 3-4 ms before the first chunk here
-    (docs/serving.md); uvicorn drops a write after the client left without an error, hence
-    the watcher. The channel closes however the response ends."""
+    back to back, naming the model that serves and how long the request waited for it to
+    load (``X-Edgefleet-Model``, ``X-Edgefleet-Load-Wait-Ms``, as on a response that is not
+    streamed); one task watches for the client leaving, which closes the channel (the
+    generation stops within a token) and ends the response. Starlette's
+    ``StreamingResponse`` runs the same body in an anyio task group beside a disconnect
+    listener (on servers of ASGI spec 2.3, uvicorn's), which cost 3-4 ms before the first
+    chunk here (docs/serving.md); uvicorn drops a write after the client left without an
+    error, hence the watcher. The channel closes however the response ends."""
 
     def __init__(self, body: AsyncIterator[bytes], channel: TokenChannel) -> None:
         self._body = body
@@ -111,15 +119,15 @@ class EventStream:
                        send: Callable[[Message], Awaitable[None]]) -> None:
         gone = asyncio.ensure_future(_until_disconnect(receive))
         gone.add_done_callback(lambda _: self._channel.close())
-        head: Message | None = {"type": "http.response.start", "status": 200,
-                                "headers": SSE_HEAD}
+        head = True
         try:
             async for chunk in self._body:
                 if gone.done():
                     return
-                if head is not None:
-                    await send(head)
-                    head = None
+                if head:  # after the first text: the model and its load wait are known
+                    await send({"type": "http.response.start", "status": 200,
+                                "headers": [*SSE_HEAD, *self._served()]})
+                    head = False
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if not gone.done():
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -129,6 +137,13 @@ class EventStream:
             aclose = getattr(self._body, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+
+    def _served(self) -> list[tuple[bytes, bytes]]:
+        if not self._channel.model:
+            return []
+        return [(b"x-edgefleet-model", self._channel.model.encode()),
+                (b"x-edgefleet-load-wait-ms", f"{self._channel.load_wait_s * 1000:.1f}".encode())]
 
 
 async def _until_disconnect(receive: Callable[[], Awaitable[Message]]) -> None:

@@ -26,7 +26,7 @@ from agent.rpc import agent_pb2 as pb
 from agent.rpc import agent_pb2_grpc as pb_grpc
 from controller.testmodels import write_tiny_lora
 from tests.agent_process import AgentProcess
-from tests.openai_agent import curl, free_port
+from tests.openai_agent import curl, free_port, sse_events
 
 MIB = 1024 * 1024
 EMULATED = "rpi4-2gb"  # 2048 MiB less a 384 MiB reserve: a 1664 MiB budget
@@ -215,6 +215,23 @@ def test_memory_pressure_unloads_the_least_recently_used_and_it_loads_on_demand(
         t.join(120)
     assert len(results) == 2 and results[0] == results[1]
     assert agent.log().count("loaded tiny-third on demand") == loads_before + 1
+
+    # a streamed response names the model and its load wait in its head, as soon as it starts
+    assert "tiny-llama" not in agent.resident()
+    for loaded in (True, False):  # loaded on demand, then resident
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/completions", method="POST",
+            data=json.dumps({"model": "tiny-llama", "prompt": "Once", "max_tokens": 4,
+                             "stream": True}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            assert response.headers["Content-Type"].startswith("text/event-stream")
+            assert response.headers["X-Edgefleet-Model"] == "tiny-llama"
+            wait = float(response.headers["X-Edgefleet-Load-Wait-Ms"])
+            events = sse_events(response.read().decode())
+        assert events[-1] == "[DONE]"
+        assert events[-2]["timings"]["load_wait_ms"] == pytest.approx(wait, abs=0.1)
+        assert (wait > 0) is loaded
 
 
 def test_a_pinned_model_is_never_unloaded_and_a_refusal_names_it(start: Any) -> None:
