@@ -93,10 +93,19 @@ def _free_ports(address: str, count: int) -> list[int]:
         return ports
 
 
-def _last_line(log: Path) -> str:
-    """The line of a lab process's log that says why it stopped ("empty" for none)."""
-    text = log.read_text(errors="replace")[-4000:] if log.exists() else ""
-    return last_error(text) or "empty"
+def _size(log: Path) -> int:
+    return log.stat().st_size if log.exists() else 0
+
+
+def _last_line(log: Path, since: int = 0) -> str:
+    """The line of a lab process's log that says why it stopped, among what it wrote after
+    byte ``since`` (the log is appended to across restarts)."""
+    if not log.exists():
+        return "no log"
+    with log.open("rb") as fh:
+        fh.seek(max(since, log.stat().st_size - 8000))
+        text = fh.read().decode(errors="replace")
+    return last_error(text) or "nothing in its log"
 
 
 def _start_time(pid: int) -> int:
@@ -251,6 +260,7 @@ def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
                str(d / "data"), "--emulate", profile, "--port-file", str(port_file),
                "--threads", str(threads), "--inference-listen", inference_at,
                "--openai-listen", openai_at, *tls_args]
+    log_from = _size(agent_log)
     agent = _spawn_agent(command, agent_log)
     device = LabDevice(name, profile, address, ssh_port, 0, str(d), sshd.pid,
                        _start_time(sshd.pid), agent.pid, _start_time(agent.pid), inference_port,
@@ -265,7 +275,7 @@ def start_device(lab_dir: Path, index: int, profile: str, authorized: Path,
                   f"agent for {name}", agent_log)
         if agent.poll() is not None:
             raise LabError(f"agent for {name} exited with {agent.returncode}: "
-                           f"{_last_line(agent_log)}", hint=f"see {agent_log}")
+                           f"{_last_line(agent_log, log_from)}", hint=f"see {agent_log}")
     except LabError:
         _stop(device)
         raise
@@ -333,6 +343,7 @@ def restart(lab_dir: Path, names: list[str] | None = None,
             device.sshd_pid, device.sshd_start = sshd.pid, _start_time(sshd.pid)
         port_file = d / "agent.port"
         port_file.unlink(missing_ok=True)
+        log_from = _size(d / "agent.log")
         agent = _spawn_agent(device.agent_cmd, d / "agent.log")
         device.agent_pid, device.agent_start = agent.pid, _start_time(agent.pid)
         write_registry(lab_dir, devices)  # recorded before waiting: lab down finds it
@@ -340,7 +351,7 @@ def restart(lab_dir: Path, names: list[str] | None = None,
                   f"agent for {device.name}", d / "agent.log")
         if agent.poll() is not None:
             raise LabError(f"agent for {device.name} exited with {agent.returncode}: "
-                           f"{_last_line(d / 'agent.log')}",
+                           f"{_last_line(d / 'agent.log', log_from)}",
                            hint=f"see {d / 'agent.log'} (is its port "
                            f"{device.agent_port} taken?)")
         restarted.append(device)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,7 +27,13 @@ from agent.core import AgentCore
 from agent.errors import InvalidRequest, NoActiveModel, NotFound
 from agent.openai_http import schema
 from agent.openai_http.errors import INVALID, ApiError
-from agent.openai_http.streaming import Event, EventStream, TokenChannel, produce
+from agent.openai_http.streaming import (
+    Event,
+    EventStream,
+    TokenChannel,
+    produce,
+    until_disconnect,
+)
 from agent.runtimes.base import GenerationStats
 from agent.store import ModelRecord, Slot
 
@@ -154,7 +160,7 @@ class OpenAIEndpoint:
         loop.run_in_executor(self.executor, produce, self.core, parsed.generation,
                              slot.active.sha256, channel, adapter)
         responder = schema.Responder(model=parsed.model, chat=chat)
-        gone = asyncio.ensure_future(_disconnected(request))
+        gone = asyncio.ensure_future(until_disconnect(request.receive))
         streaming = False
         try:
             first = await _take_unless_gone(channel, gone)
@@ -217,11 +223,6 @@ async def _json_body(request: Request) -> Any:
                        "invalid_json") from None
 
 
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
 async def _take_unless_gone(channel: TokenChannel, gone: asyncio.Future[None]
                             ) -> list[Event] | None:
     """The next events, or None (and the generation cancelled) if the client went away."""
@@ -259,7 +260,7 @@ async def _collect(events: list[Event], channel: TokenChannel, gone: asyncio.Fut
 
 
 async def _stream(events: list[Event], channel: TokenChannel, responder: schema.Responder,
-                  include_usage: bool) -> AsyncIterator[bytes]:
+                  include_usage: bool) -> AsyncGenerator[bytes, None]:
     """One write per batch of events that were ready together: the text that piled up goes
     out as one chunk at once (with the finishing chunk and usage if they came with it); a
     batch without text waits for the end (it follows within the telemetry record's time),

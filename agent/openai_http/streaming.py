@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from agent.core import AgentCore
@@ -26,6 +26,9 @@ from agent.runtimes.base import GenerationRequest
 log = logging.getLogger("edgefleet.agent.openai")
 
 Event = tuple[str, Any]
+Message = MutableMapping[str, Any]  # an ASGI message
+SSE_HEAD = [(b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -95,10 +98,6 @@ def produce(core: AgentCore, request: GenerationRequest, sha256: str,
         channel.put(("end", None))
 
 
-Message = MutableMapping[str, Any]
-SSE_HEAD = [(b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
-
 
 class EventStream:
     """Server-sent events as a bare ASGI response. The head goes out with the first chunk,
@@ -109,15 +108,16 @@ class EventStream:
     ``StreamingResponse`` runs the same body in an anyio task group beside a disconnect
     listener (on servers of ASGI spec 2.3, uvicorn's), which cost 3-4 ms before the first
     chunk here (docs/serving.md); uvicorn drops a write after the client left without an
-    error, hence the watcher. The channel closes however the response ends."""
+    error, hence the watcher, and a server of spec 2.4 raises ``OSError`` instead, which ends
+    the response the same way. The channel closes however the response ends."""
 
-    def __init__(self, body: AsyncIterator[bytes], channel: TokenChannel) -> None:
+    def __init__(self, body: AsyncGenerator[bytes, None], channel: TokenChannel) -> None:
         self._body = body
         self._channel = channel
 
     async def __call__(self, scope: Message, receive: Callable[[], Awaitable[Message]],
                        send: Callable[[Message], Awaitable[None]]) -> None:
-        gone = asyncio.ensure_future(_until_disconnect(receive))
+        gone = asyncio.ensure_future(until_disconnect(receive))
         gone.add_done_callback(lambda _: self._channel.close())
         head = True
         try:
@@ -131,13 +131,12 @@ class EventStream:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if not gone.done():
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            return  # the client left (a server of ASGI spec 2.4 says so on the write)
         finally:
             gone.cancel()
             self._channel.close()
-            aclose = getattr(self._body, "aclose", None)
-            if aclose is not None:
-                await aclose()
-
+            await self._body.aclose()
 
     def _served(self) -> list[tuple[bytes, bytes]]:
         if not self._channel.model:
@@ -146,6 +145,9 @@ class EventStream:
                 (b"x-edgefleet-load-wait-ms", f"{self._channel.load_wait_s * 1000:.1f}".encode())]
 
 
-async def _until_disconnect(receive: Callable[[], Awaitable[Message]]) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+async def until_disconnect(receive: Callable[[], Awaitable[Message]]) -> None:
+    """Returns when the client has gone (or the response is complete); a failing receive
+    counts as gone."""
+    with contextlib.suppress(Exception):
+        while (await receive())["type"] != "http.disconnect":
+            pass

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-# "error: ...", "ModuleNotFoundError: ...", "grpc._channel.X: ...", "... ERROR logger: ..."
-_ERROR = re.compile(r"^(error:|[\w.]*(Error|Exception)\b)|\sERROR\s", re.IGNORECASE)
+# "error: ..." (any case), "ModuleNotFoundError: ...", "grpc._channel.X: ...", and a logging
+# line of level ERROR or CRITICAL (in capitals: "an error in ..." is not one)
+_ERROR = re.compile(r"^((?i:error:)|[\w.]*(Error|Exception)\b)|\s(ERROR|CRITICAL)\s")
 
 
 def last_error(text: str) -> str:

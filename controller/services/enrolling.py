@@ -88,7 +88,10 @@ def _start(remote: RemoteHost, base: str) -> str:
         remote.check("mkdir -p ~/.config/systemd/user", "creating the unit directory")
         remote.write(f"{remote.home()}/.config/systemd/user/{UNIT}",
                      launch.systemd_unit().encode())
+        # reset-failed: before systemd 257 a restart in a crash loop's RestartSec gap keeps
+        # the old NRestarts, which agent_liveness would read as this start's crash loop
         remote.check(f"systemctl --user daemon-reload && systemctl --user enable {UNIT} && "
+                     f"(systemctl --user reset-failed {UNIT} || true) && "
                      f"systemctl --user restart {UNIT}", "starting the systemd user service")
         return "systemd-user"
     _stop_pidfile(remote, base)
@@ -168,10 +171,12 @@ def enroll(fleet: Fleet, name: str, extras: str = "llama", python: str = "python
                      f"--system-site-packages {q(base)}/venv", "creating the virtualenv")
         agent_wheels.install(remote, base, agent_wheels.wheel_of(wheel_path), extras)
         remote.write(launch.script_path, launch.run_script().encode(), 0o755)
+        mark = agent_liveness.log_size(remote, base)
         service = _start(remote, base)
-        fleet.inventory.update_device(name, tls=True, data_dir=f"{base}/data", state="online")
+        fleet.inventory.update_device(name, tls=True, data_dir=f"{base}/data")
         agent_version, emulated = _wait_for_agent(
-            fleet, name, timeout_s, lambda: agent_liveness.exited(remote, base, service))
+            fleet, name, timeout_s, lambda: agent_liveness.exited(remote, base, service, mark))
+        fleet.inventory.update_device(name, state="online")  # once it answered
     finally:
         ssh.close()
     return EnrollResult(name, base, version, service, agent_version, emulated)
@@ -207,10 +212,11 @@ def rescue(fleet: Fleet, name: str, timeout_s: float = 60.0) -> tuple[str, str]:
         if remote.run(f"test -x {q(base)}/run-agent.sh").code != 0:
             raise DeviceError(f"{name}: no enrolled agent under {base}",
                               hint=f"enroll it first: fleet device enroll {name}")
+        mark = agent_liveness.log_size(remote, base)
         how = _start(remote, base)
         try:
             _wait_for_agent(fleet, name, timeout_s,
-                            lambda: agent_liveness.exited(remote, base, how))
+                            lambda: agent_liveness.exited(remote, base, how, mark))
             status = "agent answering"
         except DeviceError as exc:
             status = exc.message

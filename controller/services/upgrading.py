@@ -174,9 +174,10 @@ def upgrade_device(fleet: Fleet, device: Device, wheel: agent_wheels.Wheel,
         extras = agent_wheels.read_extras(remote, base)
         if current != wheel.rel or force:
             agent_wheels.install(remote, base, wheel, extras)
+        mark = agent_liveness.log_size(remote, base)
         how = _start(remote, base)
         why = _wait(fleet, device, wheel.version, seen, timeout_s,
-                    lambda: agent_liveness.exited(remote, base, how))
+                    lambda: agent_liveness.exited(remote, base, how, mark))
         if not why:
             return done("upgraded", had, wheel.version,
                         f"agent {had or 'of unknown version'} -> {wheel.version}; store and "

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from controller.adapters.remote import Ran
+from controller.errors import Unreachable
 from controller.services import agent_liveness
 
 LOG = "INFO starting\nTraceback (most recent call last):\nImportError: libgomp.so.1\n"
@@ -26,11 +27,11 @@ class ScriptedRemote:
         return next(r for key, r in self.answers.items() if key in command)
 
 
-def _exited(how: str, **answers: Ran) -> tuple[str, list[str]]:
+def _exited(how: str, log_from: int = 0, **answers: Ran) -> tuple[str, list[str]]:
     remote: Any = ScriptedRemote({"NRestarts": answers.get("restarts", Ran(0, "", "")),
-                                  "kill -0": answers.get("alive", Ran(0, "", "")),
+                                  "cmdline": answers.get("alive", Ran(0, "", "")),
                                   "tail": answers.get("log", Ran(0, LOG, ""))})
-    return agent_liveness.exited(remote, "/home/pi/agent", how), remote.ran
+    return agent_liveness.exited(remote, "/home/pi/agent", how, log_from), remote.ran
 
 
 def test_a_running_pidfile_agent_is_not_asked_for_its_log() -> None:
@@ -45,7 +46,7 @@ def test_a_gone_pidfile_agent_is_named_with_its_error() -> None:
 
 def test_an_empty_log_says_so() -> None:
     why, _ = _exited("pidfile", alive=Ran(1, "", ""), log=Ran(0, "", ""))
-    assert why == "the agent exited (its log is empty)"
+    assert why == "the agent exited without writing to its log"
 
 
 @pytest.mark.parametrize(("restarts", "gone"), [("0", False), ("1", False), ("2", True),
@@ -56,3 +57,26 @@ def test_under_systemd_a_second_restart_is_a_crash_loop(restarts: str, gone: boo
     if gone:
         assert why == (f"the agent exited and was restarted {restarts} times: "
                        "ImportError: libgomp.so.1")
+
+
+def test_only_what_this_run_logged_is_read() -> None:
+    why, ran = _exited("pidfile", log_from=5120, alive=Ran(1, "", ""))
+    assert why.startswith("the agent exited: ")
+    assert any("tail -c +5121 /home/pi/agent/agent.log" in c for c in ran), ran
+
+
+class Unanswered:
+    def run(self, command: str, timeout_s: float = 120.0) -> Ran:
+        raise Unreachable("kiosk-1: SSH command failed (timed out)")
+
+
+def test_what_ssh_cannot_tell_now_counts_as_still_starting() -> None:
+    assert agent_liveness.exited(Unanswered(), "/b", "pidfile") == ""
+    assert agent_liveness.exited(Unanswered(), "/b", "systemd-user") == ""
+    assert agent_liveness.log_size(Unanswered(), "/b") == 0
+
+
+@pytest.mark.parametrize(("out", "size"), [("5120\n", 5120), ("0\n", 0), ("", 0), ("x", 0)])
+def test_the_log_size_before_a_start(out: str, size: int) -> None:
+    remote: Any = ScriptedRemote({"stat": Ran(0, out, "")})
+    assert agent_liveness.log_size(remote, "/b") == size

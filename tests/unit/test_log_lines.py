@@ -25,8 +25,12 @@ ModuleNotFoundError: No module named 'httptools'
     ("\n  \n", ""),
     # the newest error wins over an older one from a run before
     ("error: old\nINFO up\nerror: new\n", "error: new"),
-    # words that merely contain "error" do not count
+    # words that merely contain "error" do not count, nor does the word in a sentence
     ("2026-11-30 INFO x: 0 errors found\nbye\n", "bye"),
+    ("2026-11-30 INFO x: retrying after an error in fetch\nbye\n", "bye"),
+    ("2026-11-30 04:00:02 CRITICAL x: disk gone\nbye\n",
+     "2026-11-30 04:00:02 CRITICAL x: disk gone"),
+    ("Error: no such file\n", "Error: no such file"),
 ])
 def test_the_line_quoted(log: str, line: str) -> None:
     assert last_error(log) == line
