@@ -25,7 +25,7 @@ def _row(device: str, m: DeviceModel, now: datetime) -> dict[str, object]:
     return {"device": device, "name": m.name, "variant": m.variant, "sha256": m.sha256,
             "aliases_json": json.dumps(sorted(m.aliases)), "pinned": m.pinned,
             "resident": m.resident, "on_trial": m.on_trial, "memory_bytes": m.memory_bytes,
-            "last_used_at": _when(m.last_used_at), "updated_at": now}
+            "last_used_at": _when(m.last_used_at), "updated_at": now, "adapter": m.adapter}
 
 
 def _model(r: sa.Row[tuple[object, ...]]) -> DeviceModel:
@@ -34,7 +34,7 @@ def _model(r: sa.Row[tuple[object, ...]]) -> DeviceModel:
         used = used.replace(tzinfo=timezone.utc)
     return DeviceModel(r.name, r.variant, r.sha256, tuple(json.loads(r.aliases_json or "[]")),
                        bool(r.pinned), bool(r.resident), bool(r.on_trial), int(r.memory_bytes),
-                       used.timestamp() if isinstance(used, datetime) else 0.0)
+                       used.timestamp() if isinstance(used, datetime) else 0.0, r.adapter or "")
 
 
 def read(conn: Connection, devices: Sequence[str] | None = None

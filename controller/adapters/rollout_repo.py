@@ -26,7 +26,7 @@ from controller.adapters.tables import (
     RolloutEvent,
     RolloutRow,
 )
-from controller.core.device_models import DeviceModel, committed, rolled_back
+from controller.core.device_models import DeviceModel, committed, rolled_back, with_adapter
 from controller.core.steps import FINAL, Step
 from controller.errors import UsageError
 from controller.liveness import driver_alive
@@ -167,6 +167,10 @@ class SqlRolloutLog:
         if art is not None and art.base_sha256:  # an adapter: the base model stays as it is
             if job.step is Step.COMMITTED:
                 _runs(device, art)
+                conn = s.connection()
+                models = device_models_db.read(conn, [job.device]).get(job.device, [])
+                device_models_db.write(conn, [(job.device, with_adapter(
+                    models, art.base_sha256, art.adapter))])
             device.last_seen = _now()  # rolled back: the adapter it had serves again
             s.add(device)
             return

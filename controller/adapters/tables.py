@@ -116,6 +116,8 @@ class DeviceModelRow(SQLModel, table=True):
     memory_bytes: int = Field(default=0, sa_type=BigInteger)
     last_used_at: datetime | None = Field(default=None, sa_type=UTC_TIMESTAMP)
     updated_at: datetime = Field(default_factory=_now, sa_type=UTC_TIMESTAMP)
+    # the LoRA adapter its requests get by default (0009_device_model_adapter); "" for none
+    adapter: str = ""
 
 
 class RolloutRow(SQLModel, table=True):

@@ -16,7 +16,7 @@ def model_dict(m: DeviceModel) -> dict[str, Any]:
     return {"name": m.name, "variant": m.variant, "sha256": m.sha256,
             "aliases": list(m.aliases), "pinned": m.pinned, "resident": m.resident,
             "on_trial": m.on_trial, "memory_bytes": m.memory_bytes,
-            "last_used_at": m.last_used_at or None}
+            "last_used_at": m.last_used_at or None, "adapter": m.adapter}
 
 
 def last_used(m: DeviceModel, now: float | None = None) -> str:
@@ -34,15 +34,16 @@ def models_table(rows: Sequence[DeviceStatus]) -> None:
     from rich.table import Table
 
     shown = [r for r in rows if len(r.models) > 1
-             or any(m.aliases or m.pinned for m in r.models)]
+             or any(m.aliases or m.pinned or m.adapter for m in r.models)]
     if not shown:
         return
-    table = Table("device", "model", "variant", "aliases", "pinned", "loaded", "MiB",
-                  "last used", title="models per device")
+    table = Table("device", "model", "variant", "adapter", "aliases", "pinned", "loaded",
+                  "MiB", "last used", title="models per device")
     for r in shown:
         for m in r.models:
             table.add_row(esc(r.device.name), esc(m.name), esc(m.variant or "-"),
-                          esc(", ".join(m.aliases) or "-"), "yes" if m.pinned else "-",
+                          esc(m.adapter or "-"), esc(", ".join(m.aliases) or "-"),
+                          "yes" if m.pinned else "-",
                           ("on trial" if m.on_trial else "yes") if m.resident else "no",
                           f"{m.memory_bytes / 2**20:,.0f}" if m.memory_bytes else "-",
                           last_used(m))

@@ -23,6 +23,7 @@ class DeviceModel:
     on_trial: bool = False
     memory_bytes: int = 0  # what the agent's memory guard counts for it
     last_used_at: float = 0.0  # unix seconds of its last request (0: none known)
+    adapter: str = ""  # the LoRA adapter its requests get by default ("": the base alone)
 
 
 def committed(models: list[DeviceModel], new: DeviceModel, replace_others: bool
@@ -50,13 +51,22 @@ def rolled_back(models: list[DeviceModel], name: str, restored: DeviceModel | No
     return sorted([*kept, *([restored] if restored else [])], key=lambda m: m.name)
 
 
+def with_adapter(models: list[DeviceModel], base_sha256: str, adapter: str
+                 ) -> list[DeviceModel]:
+    """The device's models once ``adapter`` is committed on the model whose file is
+    ``base_sha256`` (the others keep theirs: adapters are held per base)."""
+    return [replace(m, adapter=adapter) if m.sha256 == base_sha256 else m for m in models]
+
+
 def taken_off(models: list[DeviceModel], name: str) -> list[DeviceModel]:
     """The device's models once ``name`` was taken off (`fleet undeploy`)."""
     return [m for m in models if m.name != name]
 
 
 def describe(m: DeviceModel) -> str:
-    """"tiny-llama q4_k_m (assistant, pinned, resident)": one model, for a terminal."""
+    """"tiny-llama+kiosk q4_k_m (assistant, pinned, resident)": one model (and the adapter
+    its requests get by default), for a terminal."""
     notes = [*m.aliases, *(["pinned"] if m.pinned else []),
              "resident" if m.resident else "unloaded", *(["on trial"] if m.on_trial else [])]
-    return f"{m.name} {m.variant}".strip() + f" ({', '.join(notes)})"
+    name = f"{m.name}+{m.adapter}" if m.adapter else m.name
+    return f"{name} {m.variant}".strip() + f" ({', '.join(notes)})"

@@ -5,4 +5,4 @@
 loading the migration scripts on every command.
 """
 
-HEAD = "0008_adapter_rollouts"
+HEAD = "0009_device_model_adapter"

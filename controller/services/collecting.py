@@ -160,11 +160,14 @@ def _contact(client: GrpcAgentClient, device: Device, cursors: Cursors, started:
 
 
 def _device_models(listed: list[pb.ModelInfo]) -> tuple[DeviceModel, ...]:
-    """The active models of a ListModels answer (one per slot on an agent of several); LoRA
-    adapters are not models of their own (the device row names the deployed one)."""
+    """The active models of a ListModels answer (one per slot on an agent of several); a
+    LoRA adapter is not a model of its own: the active one (on trial, else the default) is
+    named on the model whose file it applies on."""
+    adapters = {m.base_sha256: m.name for m in listed if m.active and m.format == "lora"}
     return tuple(sorted((DeviceModel(m.name, m.variant, m.sha256, tuple(sorted(m.aliases)),
                                      m.pinned, m.resident or m.worker_pid > 0, m.on_trial,
-                                     m.memory_bytes, m.last_used_at)
+                                     m.memory_bytes, m.last_used_at,
+                                     adapters.get(m.sha256, ""))
                          for m in listed if m.active and m.format != "lora"),
                         key=lambda m: m.name))
 

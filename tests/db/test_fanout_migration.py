@@ -4,10 +4,8 @@ and its downgrade drops those columns and nothing else."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from controller.adapters import schema
@@ -19,14 +17,6 @@ from controller.migrations import HEAD
 from controller.services.ports import Artifact, DeviceJob, Rollout
 
 NEW = ("site", "bytes_from_peers", "peer_bytes_json")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fleet.db'}"
-    else:
-        yield request.getfixturevalue("pg_url")
 
 
 def _columns(engine: sa.Engine) -> set[str]:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from controller.adapters import schema
 from controller.adapters.db import engine_for
 from tests.conftest import Cli
-from tests.db.test_migrations import _legacy_database, db_url  # noqa: F401  (fixture)
+from tests.db.test_migrations import _legacy_database
 
 
 def _devices(cli: Cli, url: str, *args: str) -> dict[str, dict[str, object]]:
@@ -20,7 +20,7 @@ def _devices(cli: Cli, url: str, *args: str) -> dict[str, dict[str, object]]:
     return {d["name"]: d for d in json.loads(listed.out)["devices"]}
 
 
-def test_a_previous_release_fleet_keeps_its_groups_up_and_down(db_url: str,  # noqa: F811
+def test_a_previous_release_fleet_keeps_its_groups_up_and_down(db_url: str,
                                                                 home: Path, cli: Cli) -> None:
     _legacy_database(db_url)
     devices = _devices(cli, db_url)  # opening it upgrades it

@@ -5,11 +5,9 @@ the code is refused untouched, and `fleet db` reports what it finds."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from controller.adapters import schema
@@ -99,14 +97,6 @@ def _legacy_database(url: str) -> None:
              "sha256": "ab" * 32, "status": "active", "reason": "fits", "bytes_sent": 2_300_000,
              "started_at": T0, "finished_at": T0}])
     engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fleet.db'}"
-    else:
-        yield request.getfixturevalue("pg_url")
 
 
 def test_a_previous_release_database_is_upgraded_with_its_data(db_url: str, home: Path,

@@ -3,7 +3,6 @@ beside the existing data, and its downgrade removes them and nothing else."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,6 @@ from controller.adapters.db import engine_for
 TELEMETRY_TABLES = {"telemetry_model", "device_live", "telemetry_request", "telemetry_sample",
                     "telemetry_request_rollup", "telemetry_sample_rollup", "telemetry_gap",
                     "monitor_setting", "plan_prediction", "collector_beat"}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fleet.db'}"
-    else:
-        yield request.getfixturevalue("pg_url")
 
 
 def test_0002_upgrades_beside_existing_data_and_downgrades_cleanly(db_url: str,

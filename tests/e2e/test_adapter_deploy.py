@@ -86,6 +86,12 @@ def test_adapter_rollout(cli: Cli, lab: Callable[..., Result], home: Path,
     assert [status[n]["adapter"] for n in ("lab-1", "lab-2", "lab-3", "lab-4")] == [
         None, "kiosk", "kiosk", None]
     assert "tiny-llama+kiosk" in cli("status").out
+    # each model row names its adapter, as the rollout recorded it and as the agents report it
+    for recorded_by in ("rollout", "collector"):
+        status = {d["device"]: d for d in json.loads(cli("status", "--json").out)["devices"]}
+        assert [[(m["name"], m["adapter"]) for m in status[n]["models"]]
+                for n in ("lab-2", "lab-3")] == [[("tiny-llama", "kiosk")]] * 2, recorded_by
+        assert cli("collect").code == 0
     again, out = _deploy(cli, "--adapter", "kiosk", "--group", "lab")
     assert again.code == 0 and out["lab-2"]["status"] == "unchanged"
 
