@@ -120,12 +120,14 @@ step "fleet deploy tiny-mlp --group lab --alias classifier
 rc=0
 "$FLEET" deploy tiny-mlp --group lab --alias classifier || rc=$?
 [ "$rc" -le 1 ] || { echo "demo: the second model's deploy exited $rc" >&2; exit 1; }
-step "fleet status   (every model on each device: MODEL +N, and one line per model)"
+step "fleet status   (every model on each device: MODEL +N, and one line per model with the
+    adapter its requests get: kiosk-faq on tiny-llama, beside tiny-mlp)"
 "$FLEET" status || true
 # the OpenAI endpoint of a device that took the adapter (lab-1, a 2 GB board, may have no room)
 openai=$("$FLEET" status --json --no-collect | "$PY" -c '
 import json, subprocess, sys
-with_adapter = [d["device"] for d in json.load(sys.stdin)["devices"] if d.get("adapter")]
+with_adapter = [d["device"] for d in json.load(sys.stdin)["devices"]
+                if any(m.get("adapter") for m in d.get("models", [])) or d.get("adapter")]
 lab = json.loads(subprocess.run([sys.argv[1], "lab", "status", "--json"], check=True,
                                 capture_output=True, text=True).stdout)["devices"]
 print(next((d["openai"] for d in lab if d["name"] in with_adapter), lab[0]["openai"]))' "$FLEET")
