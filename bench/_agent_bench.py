@@ -19,6 +19,7 @@ import codecs
 import contextlib
 import functools
 import itertools
+import math
 import multiprocessing as mp
 import os
 import statistics
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,10 @@ def fresh_prompt(i: int, words: int) -> str:
 class Sample:
     decode_tps: float
     ttft_ms: float
+    # the client's TTFT less the worker's own (its clock starts after tokenizing): what the
+    # path outside the runtime costs the first token, without the prefill's noise (nan: not
+    # known, e.g. the direct baseline)
+    outside_ms: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class RunResult:
     pair_ratios: list[float]  # each pair's agent decode rate over the direct one's
     direct_cpu: Cpu  # medians of the run
     agent_cpu: Cpu
+    outside_ms: list[float] = field(default_factory=list)  # each agent request's
 
     @property
     def ratio(self) -> float:
@@ -173,10 +179,14 @@ def direct(llm: Any, tokens: int, prompt: str = PROMPT) -> Sample:
     return client_sample(start, first, last, n)
 
 
-def client_sample(start: float, first: float, last: float, tokens: int) -> Sample:
+def client_sample(start: float, first: float, last: float, tokens: int,
+                  worker_ttft_ms: float = math.nan) -> Sample:
     """Measured where an app sees it: the request, the first text and the last text to arrive.
-    Tokens come from the server's count (several may travel in one message)."""
-    return Sample((tokens - 1) / (last - first), (first - start) * 1000)
+    Tokens come from the server's count (several may travel in one message);
+    ``worker_ttft_ms`` is the runtime's own TTFT as the agent reports it (``timings.ttft_ms``,
+    ``GenerateSummary.ttft_ms``)."""
+    ttft = (first - start) * 1000
+    return Sample((tokens - 1) / (last - first), ttft, ttft - worker_ttft_ms)
 
 
 def _schedstat_ns(pid: int | str) -> int:
@@ -305,7 +315,8 @@ def run_pairs(baseline: DirectProcess, through_agent: Reader, meter: CpuMeter, t
                statistics.median(s.ttft_ms for s, _ in agent_runs)),
         [a.decode_tps / d.decode_tps
          for (a, _), (d, _) in zip(agent_runs, direct_runs, strict=True)],
-        _median_cpu([c for _, c in direct_runs]), _median_cpu([c for _, c in agent_runs]))
+        _median_cpu([c for _, c in direct_runs]), _median_cpu([c for _, c in agent_runs]),
+        [s.outside_ms for s, _ in agent_runs if not math.isnan(s.outside_ms)])
 
 
 def measure_runs(model: Path, agent: RunningAgent, through_agent: Reader, tokens: int,
@@ -387,6 +398,10 @@ def report(title: str, label: str, runs: list[RunResult], load_at_start: str) ->
           f"{_spread([r.agent.ttft_ms - r.direct.ttft_ms for r in runs], '+.1f')} ms; "
           "TTFT ratio (direct/agent): "
           f"{_spread([r.direct.ttft_ms / r.agent.ttft_ms for r in runs], '.2f')}")
+    outside = [x for r in runs for x in r.outside_ms]
+    if outside:
+        print(f"  the path outside the runtime, each request (the client's TTFT less the "
+              f"worker's own): {_spread(outside, '.1f')} ms")
     if runs[0].agent_cpu.total > 0:
         d = statistics.median(r.direct_cpu.worker for r in runs)
         w, a, c = (statistics.median(getattr(r.agent_cpu, k) for r in runs)

@@ -16,6 +16,7 @@ Usage: python bench/agent_overhead.py [--tokens 256] [--reps 5] [--runs 5]
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -46,13 +47,14 @@ def grpc_reader(client: GrpcAgentClient) -> Reader:
         start = time.perf_counter()
         first = last = 0.0
         completion = 0
+        worker = math.nan
         for event in client.stream(prompt, tokens):
             if event.HasField("summary"):
-                completion = event.summary.completion_tokens
+                completion, worker = event.summary.completion_tokens, event.summary.ttft_ms
                 continue
             last = time.perf_counter()
             first = first or last
-        return client_sample(start, first, last, completion)
+        return client_sample(start, first, last, completion, worker)
 
     return through_agent
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import socket
 import subprocess
 import sys
@@ -62,16 +63,20 @@ def openai_reader(port: int) -> Reader:
         start = time.perf_counter()
         first = last = 0.0
         completion = 0
+        worker = math.nan
         stream = client.completions.create(
             model="tiny-llama", prompt=prompt, max_tokens=tokens, temperature=0,
             stream=True, stream_options={"include_usage": True})
         for chunk in stream:
             if chunk.usage is not None:
                 completion = chunk.usage.completion_tokens
+            timings = (chunk.model_extra or {}).get("timings")
+            if timings:
+                worker = timings["ttft_ms"]
             if chunk.choices and chunk.choices[0].text:
                 last = time.perf_counter()
                 first = first or last
-        return client_sample(start, first, last, completion)
+        return client_sample(start, first, last, completion, worker)
 
     return through_endpoint
 
@@ -86,6 +91,7 @@ def http_reader(port: int) -> Reader:
         start = time.perf_counter()
         first = last = 0.0
         completion = 0
+        worker = math.nan
         conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
         for line in conn.getresponse():
             if not line.startswith(b"data: {"):
@@ -93,10 +99,12 @@ def http_reader(port: int) -> Reader:
             event = json.loads(line[6:])
             if event.get("usage"):
                 completion = event["usage"]["completion_tokens"]
+            if event.get("timings"):
+                worker = event["timings"]["ttft_ms"]
             if event["choices"] and event["choices"][0]["text"]:
                 last = time.perf_counter()
                 first = first or last
-        return client_sample(start, first, last, completion)
+        return client_sample(start, first, last, completion, worker)
 
     return through_endpoint
 
