@@ -172,14 +172,13 @@ class OpenAIEndpoint:
                     failed.param = "messages" if chat else "prompt"
                 return error_response(failed)
             if parsed.stream:
-                gone.cancel()  # from here EventStream watches for the disconnect
-                streaming = True
+                streaming = True  # from here EventStream watches for the disconnect
                 return EventStream(_stream(first, channel, responder, parsed.include_usage),
-                                   channel)
+                                   channel, gone)
             return await _collect(first, channel, gone, responder)
         finally:
-            gone.cancel()
             if not streaming:
+                gone.cancel()
                 channel.close()  # done, failed, or this handler was cancelled: stop generating
 
     def app(self) -> Starlette:

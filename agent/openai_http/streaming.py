@@ -98,26 +98,27 @@ def produce(core: AgentCore, request: GenerationRequest, sha256: str,
         channel.put(("end", None))
 
 
-
 class EventStream:
     """Server-sent events as a bare ASGI response. The head goes out with the first chunk,
     back to back, naming the model that serves and how long the request waited for it to
     load (``X-Edgefleet-Model``, ``X-Edgefleet-Load-Wait-Ms``, as on a response that is not
-    streamed); one task watches for the client leaving, which closes the channel (the
-    generation stops within a token) and ends the response. Starlette's
+    streamed); the handler's task watching for the client leaving goes on doing so here: it
+    closes the channel (the generation stops within a token) and ends the response. Starlette's
     ``StreamingResponse`` runs the same body in an anyio task group beside a disconnect
     listener (on servers of ASGI spec 2.3, uvicorn's), which cost 3-4 ms before the first
     chunk here (docs/serving.md); uvicorn drops a write after the client left without an
     error, hence the watcher, and a server of spec 2.4 raises ``OSError`` instead, which ends
     the response the same way. The channel closes however the response ends."""
 
-    def __init__(self, body: AsyncGenerator[bytes, None], channel: TokenChannel) -> None:
+    def __init__(self, body: AsyncGenerator[bytes, None], channel: TokenChannel,
+                 gone: asyncio.Future[None]) -> None:
         self._body = body
         self._channel = channel
+        self._gone = gone  # the handler's ``until_disconnect`` task, handed over
 
     async def __call__(self, scope: Message, receive: Callable[[], Awaitable[Message]],
                        send: Callable[[Message], Awaitable[None]]) -> None:
-        gone = asyncio.ensure_future(until_disconnect(receive))
+        gone = self._gone
         gone.add_done_callback(lambda _: self._channel.close())
         head = True
         try:

@@ -164,19 +164,11 @@ class SqlRolloutLog:
     def _device_state(self, s: Session, device: Device, job: DeviceJob,
                       restored: ModelView | None, rollout: str) -> None:
         art = job.artifact
-        if art is not None and art.base_sha256:  # an adapter: the base model stays as it is
-            if job.step is Step.COMMITTED:
-                _runs(device, art)
-                conn = s.connection()
-                models = device_models_db.read(conn, [job.device]).get(job.device, [])
-                device_models_db.write(conn, [(job.device, with_adapter(
-                    models, art.base_sha256, art.adapter))])
-            device.last_seen = _now()  # rolled back: the adapter it had serves again
-            s.add(device)
-            return
         if job.step is Step.COMMITTED and art is not None:
             _runs(device, art)
-        else:
+        elif art is None or not art.base_sha256:
+            # a model given up (an adapter given up leaves the device as it was: its base
+            # stays, and the adapter it had serves again)
             model = restored
             if model is not None and not model.variant and model.sha256:
                 known = s.exec(select(ModelArtifact).where(
@@ -205,11 +197,13 @@ class SqlRolloutLog:
         """The device's set of models (controller.core.device_models) as this step left it;
         the collector corrects it from the agent's own word at its next contact."""
         art = job.artifact
-        if art is None:
-            return
+        if art is None or (art.base_sha256 and job.step is not Step.COMMITTED):
+            return  # an adapter rolled back: the adapter its base had serves again
         conn = s.connection()
         models = device_models_db.read(conn, [job.device]).get(job.device, [])
-        if job.step is Step.COMMITTED:
+        if art.base_sha256:  # an adapter, on the model whose file is its base
+            models = with_adapter(models, art.base_sha256, art.adapter)
+        elif job.step is Step.COMMITTED:
             row = s.get(RolloutRow, rollout)
             policy = json.loads(row.policy_json) if row is not None else {}
             new = DeviceModel(art.model, art.variant, art.sha256,

@@ -48,6 +48,14 @@ def systemd_quote(value: str, what: str = "value") -> str:
     return '"' + text.replace("%", "%%").replace("$", "$$") + '"'
 
 
+def is_agent_process(pid: str) -> str:
+    """A shell test that process ``pid`` (a shell word such as ``$p``) is the agent
+    ``run-agent.sh`` started (the script itself or the ``fleet-agent`` it execs): a gone,
+    zombie or reused pid fails it."""
+    return (f"tr '\\0' ' ' < /proc/{pid}/cmdline 2>/dev/null "
+            "| grep -q -e fleet-agent -e run-agent")
+
+
 def cron_command(words: Sequence[str]) -> str:
     return " ".join(sh_quote(w) for w in words).replace("%", "\\%")
 

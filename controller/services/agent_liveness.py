@@ -13,15 +13,18 @@ caller's timeout decides then, as before.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from controller.adapters.remote import Ran, q
-from controller.core.launch_scripts import UNIT
+from controller.core.launch_scripts import UNIT, is_agent_process
 from controller.core.log_lines import last_error
 from controller.errors import FleetError
 
 CRASH_LOOP_RESTARTS = 2
 LOG_LINES = 40
+ASK_EVERY_S = 2.0  # an SSH command at most this often while a caller waits
 
 
 class Runner(Protocol):
@@ -49,9 +52,7 @@ def exited(remote: Runner, base: str, how: str, log_from: int = 0) -> str:
                 return ""
             what = f"the agent exited and was restarted {restarts} times"
         else:
-            pidfile = q(f"{base}/agent.pid")
-            running = (f"p=$(cat {pidfile}) && tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null"
-                       " | grep -q -e fleet-agent -e run-agent")
+            running = f"p=$(cat {q(f'{base}/agent.pid')}) && {is_agent_process('$p')}"
             if remote.run(running, timeout_s=15).code == 0:
                 return ""
             what = "the agent exited"
@@ -61,3 +62,23 @@ def exited(remote: Runner, base: str, how: str, log_from: int = 0) -> str:
         return ""
     line = last_error(log)
     return f"{what}: {line}" if line else f"{what} without writing to its log"
+
+
+@dataclass
+class Watch:
+    """An agent just started (``enrolling._start``): ``how`` ("systemd-user" or "pidfile"),
+    and where its log stood then. ``exited`` may be called on every poll of a wait; it asks
+    the device at most every ``ASK_EVERY_S``."""
+
+    remote: Runner
+    base: str
+    how: str
+    log_from: int
+    _next_ask: float = field(default_factory=lambda: time.monotonic() + ASK_EVERY_S)
+
+    def exited(self) -> str:
+        """'' while the agent runs or is not due to be asked again; else why it does not."""
+        if time.monotonic() < self._next_ask:
+            return ""
+        self._next_ask = time.monotonic() + ASK_EVERY_S
+        return exited(self.remote, self.base, self.how, self.log_from)

@@ -26,7 +26,7 @@ from controller import settings
 from controller.adapters.remote import RemoteHost, q
 from controller.core.groups import check_device_name
 from controller.core.hosts import check_host
-from controller.core.launch_scripts import UNIT, AgentLaunch
+from controller.core.launch_scripts import UNIT, AgentLaunch, is_agent_process
 from controller.errors import DeviceError, FleetError, UsageError
 from controller.services import agent_liveness, agent_wheels
 from controller.services.context import Fleet
@@ -82,8 +82,11 @@ def _has_systemd(remote: RemoteHost) -> bool:
     return ran.out.strip() in ("running", "degraded", "starting")
 
 
-def _start(remote: RemoteHost, base: str) -> str:
+def _start(remote: RemoteHost, base: str) -> agent_liveness.Watch:
+    """Start (or restart) the enrolled agent: a systemd user service where systemd runs, else
+    a pid file and an ``@reboot`` crontab line. The returned watch tells whether it exited."""
     launch = AgentLaunch(base)
+    log_from = agent_liveness.log_size(remote, base)
     if _has_systemd(remote):
         remote.check("mkdir -p ~/.config/systemd/user", "creating the unit directory")
         remote.write(f"{remote.home()}/.config/systemd/user/{UNIT}",
@@ -93,20 +96,20 @@ def _start(remote: RemoteHost, base: str) -> str:
         remote.check(f"systemctl --user daemon-reload && systemctl --user enable {UNIT} && "
                      f"(systemctl --user reset-failed {UNIT} || true) && "
                      f"systemctl --user restart {UNIT}", "starting the systemd user service")
-        return "systemd-user"
+        return agent_liveness.Watch(remote, base, "systemd-user", log_from)
     _stop_pidfile(remote, base)
     remote.check(f"cd {q(base)} && (setsid nohup ./run-agent.sh >/dev/null 2>&1 < /dev/null "
                  f"& echo $! > agent.pid)", "starting the agent")
     line = launch.crontab_line()
     remote.run(f"command -v crontab >/dev/null && ((crontab -l 2>/dev/null | grep -vF "
                f"{q(line)}; echo {q(line)}) | crontab -)", timeout_s=15)
-    return "pidfile"
+    return agent_liveness.Watch(remote, base, "pidfile", log_from)
 
 
 def _stop_pidfile(remote: RemoteHost, base: str) -> None:
     pidfile = f"{base}/agent.pid"
     remote.run(f"if [ -f {q(pidfile)} ]; then p=$(cat {q(pidfile)}); "
-               f"if tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null | grep -q fleet-agent; then "
+               f"if {is_agent_process('$p')}; then "
                f"kill -- -$p 2>/dev/null || kill $p; "
                f"for i in $(seq 50); do kill -0 $p 2>/dev/null || break; sleep 0.1; done; fi; "
                f"rm -f {q(pidfile)}; fi", timeout_s=30)
@@ -115,11 +118,10 @@ def _stop_pidfile(remote: RemoteHost, base: str) -> None:
 def _wait_for_agent(fleet: Fleet, name: str, timeout_s: float,
                     gone: Callable[[], str] | None = None) -> tuple[str, bool]:
     """The answering agent's version and whether it emulates a profile. ``gone`` (why the
-    agent is not running, '' while it is) is asked every ~2 s: an agent that exited fails
-    the wait at once, with its reason."""
+    agent is not running, '' while it is; ``agent_liveness.Watch.exited``) is asked on every
+    poll: an agent that exited fails the wait at once, with its reason."""
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
-    tries = 0
     while time.monotonic() < deadline:
         device = fleet.inventory.get_device(name)
         try:
@@ -128,8 +130,7 @@ def _wait_for_agent(fleet: Fleet, name: str, timeout_s: float,
             return profile.agent_version, profile.emulated
         except FleetError as exc:
             last = exc
-        tries += 1
-        why = gone() if gone is not None and tries % 4 == 0 else ""
+        why = gone() if gone is not None else ""
         if why:
             raise DeviceError(f"{name}: {why}", hint=f"`fleet device rescue {name}` shows "
                               "its log; fix the cause, then enroll again")
@@ -171,11 +172,10 @@ def enroll(fleet: Fleet, name: str, extras: str = "llama", python: str = "python
                      f"--system-site-packages {q(base)}/venv", "creating the virtualenv")
         agent_wheels.install(remote, base, agent_wheels.wheel_of(wheel_path), extras)
         remote.write(launch.script_path, launch.run_script().encode(), 0o755)
-        mark = agent_liveness.log_size(remote, base)
-        service = _start(remote, base)
+        watch = _start(remote, base)
+        service = watch.how
         fleet.inventory.update_device(name, tls=True, data_dir=f"{base}/data")
-        agent_version, emulated = _wait_for_agent(
-            fleet, name, timeout_s, lambda: agent_liveness.exited(remote, base, service, mark))
+        agent_version, emulated = _wait_for_agent(fleet, name, timeout_s, watch.exited)
         fleet.inventory.update_device(name, state="online")  # once it answered
     finally:
         ssh.close()
@@ -212,11 +212,10 @@ def rescue(fleet: Fleet, name: str, timeout_s: float = 60.0) -> tuple[str, str]:
         if remote.run(f"test -x {q(base)}/run-agent.sh").code != 0:
             raise DeviceError(f"{name}: no enrolled agent under {base}",
                               hint=f"enroll it first: fleet device enroll {name}")
-        mark = agent_liveness.log_size(remote, base)
-        how = _start(remote, base)
+        watch = _start(remote, base)
+        how = watch.how
         try:
-            _wait_for_agent(fleet, name, timeout_s,
-                            lambda: agent_liveness.exited(remote, base, how, mark))
+            _wait_for_agent(fleet, name, timeout_s, watch.exited)
             status = "agent answering"
         except DeviceError as exc:
             status = exc.message

@@ -30,7 +30,7 @@ from controller.adapters.device_link import agent_version
 from controller.adapters.remote import RemoteHost, q
 from controller.core.compat import AgentVersion
 from controller.errors import FleetError, Unreachable
-from controller.services import agent_liveness, agent_wheels
+from controller.services import agent_wheels
 from controller.services.enrolling import _base, _start
 
 if TYPE_CHECKING:
@@ -102,11 +102,11 @@ def _healthy(fleet: Fleet, device: Device, version: str, before: Seen) -> str:
 
 def _wait(fleet: Fleet, device: Device, version: str, before: Seen, timeout_s: float,
           gone: Callable[[], str]) -> str:
-    """'' once the new agent answers healthy; else why not: ``gone()`` (it exited, asked
-    every ~2 s, so a broken agent is backed out at once) or the timeout's last answer."""
+    """'' once the new agent answers healthy; else why not: ``gone()`` (it exited:
+    ``agent_liveness.Watch.exited``, so a broken agent is backed out at once) or the
+    timeout's last answer."""
     deadline = time.monotonic() + timeout_s
     why = "no answer yet"
-    tries = 0
     while time.monotonic() < deadline:
         try:
             why = _healthy(fleet, device, version, before)
@@ -114,8 +114,7 @@ def _wait(fleet: Fleet, device: Device, version: str, before: Seen, timeout_s: f
             why = exc.message
         if not why:
             return ""
-        tries += 1
-        exited = gone() if tries % 2 == 0 else ""
+        exited = gone()
         if exited:
             return exited
         time.sleep(1.0)
@@ -174,10 +173,8 @@ def upgrade_device(fleet: Fleet, device: Device, wheel: agent_wheels.Wheel,
         extras = agent_wheels.read_extras(remote, base)
         if current != wheel.rel or force:
             agent_wheels.install(remote, base, wheel, extras)
-        mark = agent_liveness.log_size(remote, base)
-        how = _start(remote, base)
-        why = _wait(fleet, device, wheel.version, seen, timeout_s,
-                    lambda: agent_liveness.exited(remote, base, how, mark))
+        watch = _start(remote, base)
+        why = _wait(fleet, device, wheel.version, seen, timeout_s, watch.exited)
         if not why:
             return done("upgraded", had, wheel.version,
                         f"agent {had or 'of unknown version'} -> {wheel.version}; store and "

@@ -80,3 +80,17 @@ def test_what_ssh_cannot_tell_now_counts_as_still_starting() -> None:
 def test_the_log_size_before_a_start(out: str, size: int) -> None:
     remote: Any = ScriptedRemote({"stat": Ran(0, out, "")})
     assert agent_liveness.log_size(remote, "/b") == size
+
+
+def test_a_watch_asks_the_device_at_most_every_two_seconds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(agent_liveness.time, "monotonic", lambda: now[0])
+    remote = ScriptedRemote({"cmdline": Ran(1, "", ""), "tail": Ran(0, LOG, "")})
+    watch = agent_liveness.Watch(remote, "/b", "pidfile", 0)  # type: ignore[arg-type]
+    assert watch.exited() == "" and remote.ran == []  # just started: not asked yet
+    now[0] += agent_liveness.ASK_EVERY_S
+    assert watch.exited() == "the agent exited: ImportError: libgomp.so.1"
+    asked = len(remote.ran)
+    now[0] += 0.5
+    assert watch.exited() == "" and len(remote.ran) == asked  # not due again
