@@ -178,6 +178,12 @@ class AdapterManager:
             self._unload_unheld(worker, trial.base_sha256)
         return trial
 
+    def seconds_left(self, base_sha256: str) -> float:
+        """Until the adapter on trial on ``base_sha256`` is given up (0: none, or no
+        deadline)."""
+        until = self._trial_until.get(base_sha256, 0.0)
+        return max(0.0, until - time.time()) if until else 0.0
+
     def overdue(self) -> list[str]:
         """The bases whose adapter on trial passed its deadline without a commit."""
         now = time.time()

@@ -68,11 +68,17 @@ class SlotRecovery(SlotRuntime):
                                       loaded.worker if loaded else None, base)
 
     def trial_seconds_left(self, name: str | None = None) -> float:
+        """Until the slot's model on trial, else the adapter on trial on its model, is given
+        up (0: nothing on trial, or no deadline)."""
         state = self.store.read_state()
         slot = state.focus if name is None else state.slot(name)
-        if slot is None or not slot.trial or not slot.trial_until:
+        if slot is None:
             return 0.0
-        return max(0.0, slot.trial_until - time.time())
+        if slot.trial:
+            return max(0.0, slot.trial_until - time.time()) if slot.trial_until else 0.0
+        if slot.adapter_trial and slot.active:
+            return self.adapters.seconds_left(slot.active.sha256)
+        return 0.0
 
     def _restart_after_crash(self, crashed: Loaded) -> None:
         """Once per crashed worker, whoever noticed first (a request or the watcher)."""

@@ -79,7 +79,7 @@ def main() -> None:
             runs = measure_runs(model, agent, through_agent, args.tokens, args.reps, args.runs,
                                 args.fresh_prompt_words, args.n_ctx)
             setup = agent_setup(args, agent)
-    report(f"agent_overhead: tiny-llama {args.variant}, {args.tokens} tokens, {THREADS} "
+    report(f"agent_overhead: {args.tokens} tokens, {THREADS} "
            f"thread, {args.reps} pairs per run (medians); gRPC Generate measured at the "
            f"client\n  {setup}", "agent gRPC", runs, load_at_start)
 

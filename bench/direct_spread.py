@@ -7,7 +7,14 @@ worker is one llama.cpp process and the baseline another, so a difference of thi
 between two processes says nothing about the agent (bench/token_paths.py compares the paths
 on one worker instead).
 
+With ``--pairs`` it runs the agent benches' own statistic with the agent replaced by a second
+identical llama-cpp-python process: runs of ``--reps`` pairs (the first process, then the
+second, on the same fresh prompt), each run's decode ratio and TTFT ratio (the ratio of the two
+sides' medians), and how many runs hold 0.97. What an agent bench's runs show beyond this
+spread is the agent's.
+
 Usage: python bench/direct_spread.py [--processes 4] [--reps 10] [--tokens 256]
+       python bench/direct_spread.py --pairs [--runs 5] [--reps 5] [--fresh-prompt-words 32]
 """
 
 from __future__ import annotations
@@ -19,16 +26,69 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from _agent_bench import THREADS, DirectProcess, build_model, load_now
+from _agent_bench import (
+    FRESH_WORDS,
+    N_CTX,
+    THREADS,
+    DirectProcess,
+    build_model,
+    fresh_prompt,
+    held,
+    load_now,
+    spread,
+)
+
+
+def pairs(args: argparse.Namespace) -> None:
+    """The agent benches' runs of pairs, both sides llama-cpp-python direct."""
+    load_at_start = load_now()
+    decode, ttft = [], []
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        model = build_model(Path(tmp), args.variant)
+        first, second = DirectProcess(model, n_ctx=N_CTX), DirectProcess(model, n_ctx=N_CTX)
+        stack.callback(first.close)
+        stack.callback(second.close)
+        first(8), second(8)  # warm up
+        i = 0
+        for _ in range(args.runs):
+            a, b = [], []
+            for _ in range(args.reps):
+                prompt = fresh_prompt(i, args.fresh_prompt_words)
+                i += 1
+                a.append(first(args.tokens, prompt)[0])
+                b.append(second(args.tokens, prompt)[0])
+            decode.append(statistics.median(s.decode_tps for s in b)
+                          / statistics.median(s.decode_tps for s in a))
+            ttft.append(statistics.median(s.ttft_ms for s in a)
+                        / statistics.median(s.ttft_ms for s in b))
+    print(f"direct_spread --pairs: tiny-llama {args.variant}, {args.tokens} tokens, {THREADS} "
+          f"thread, two identical llama-cpp-python processes, {args.reps} pairs per run, a new "
+          f"prompt of {args.fresh_prompt_words} words each pair\n  load average (1/5/15 min) "
+          f"{load_at_start} at the start, {load_now()} at the end, on {os.cpu_count()} CPUs")
+    for k, (d, t) in enumerate(zip(decode, ttft, strict=True), 1):
+        print(f"  run {k}: decode ratio {d:.3f}, TTFT ratio {t:.3f}")
+    print(f"  decode ratio over {len(decode)} runs: {spread(decode, '.3f')}; {held(decode)}")
+    print(f"  TTFT ratio over {len(ttft)} runs: {spread(ttft, '.3f')}; {held(ttft)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--processes", type=int, default=4)
-    parser.add_argument("--reps", type=int, default=10, help="rounds")
+    parser.add_argument("--reps", type=int, default=None,
+                        help="rounds (default 10), or with --pairs pairs per run (default 5)")
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--variant", default="q4_k_m")
+    parser.add_argument("--pairs", action="store_true",
+                        help="the agent benches' runs of pairs, both sides direct")
+    parser.add_argument("--runs", type=int, default=5, help="with --pairs")
+    parser.add_argument("--fresh-prompt-words", type=int, default=FRESH_WORDS,
+                        help="with --pairs: a new prompt of this many words each pair")
     args = parser.parse_args()
+    if args.pairs:
+        args.reps = args.reps or 5
+        pairs(args)
+        return
+    args.reps = args.reps or 10
 
     load_at_start = load_now()
     results: list[list[tuple[float, float]]] = [[] for _ in range(args.processes)]

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from _agent_bench import (
     PROMPT,
+    SERVED,
     THREADS,
     Reader,
     Sample,
@@ -44,7 +45,9 @@ from _agent_bench import (
     load_now,
     measure_runs,
     report,
+    spread,
 )
+from _raw_sse import reader_cost
 
 
 def free_port() -> int:
@@ -65,7 +68,7 @@ def openai_reader(port: int) -> Reader:
         completion = 0
         worker = math.nan
         stream = client.completions.create(
-            model="tiny-llama", prompt=prompt, max_tokens=tokens, temperature=0,
+            model=SERVED, prompt=prompt, max_tokens=tokens, temperature=0,
             stream=True, stream_options={"include_usage": True})
         for chunk in stream:
             if chunk.usage is not None:
@@ -85,7 +88,7 @@ def http_reader(port: int) -> Reader:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
 
     def through_endpoint(tokens: int, prompt: str = PROMPT) -> Sample:
-        body = json.dumps({"model": "tiny-llama", "prompt": prompt, "max_tokens": tokens,
+        body = json.dumps({"model": SERVED, "prompt": prompt, "max_tokens": tokens,
                            "temperature": 0, "stream": True,
                            "stream_options": {"include_usage": True}})
         start = time.perf_counter()
@@ -132,9 +135,12 @@ def main() -> None:
             runs = measure_runs(model, agent, through_endpoint, args.tokens, args.reps, args.runs,
                                 args.fresh_prompt_words, args.n_ctx)
             setup = agent_setup(args, agent)
-    report(f"serving: tiny-llama {args.variant}, {args.tokens} tokens, {THREADS} thread, "
+        own = reader_cost(reader, hold_s=runs[0].direct.ttft_ms / 1000)
+    report(f"serving: {args.tokens} tokens, {THREADS} thread, "
            f"{args.reps} pairs per run (medians); streamed /v1/completions measured at the "
            f"client ({args.client})\n  {setup}", "OpenAI endpoint", runs, load_at_start)
+    print(f"  the reader's own share of that path (the same client against a server that does no "
+          f"work, each request held as long as a direct TTFT): {spread(own, '.1f')} ms")
     if not args.no_adapter_swap:
         print(flush=True)
         swap = Path(__file__).resolve().parent / "adapter_swap.py"

@@ -133,6 +133,11 @@ def test_an_adapter_trial_ends_at_its_deadline(
     with agent.client() as c:
         c.load_model(request)
     assert _adapters(agent) == [("faq", False, False), ("kiosk", True, True)]
+    with agent.client() as c:
+        store = c.get_store()
+    slot = next(s for s in store.slots if s.active_sha256 == base)
+    assert not slot.on_trial  # the base model is committed: only its adapter is on trial
+    assert 0 < slot.trial_seconds_left <= 2 and 0 < store.trial_seconds_left <= 2
     kiosk = _text(agent)
     assert kiosk != faq
     deadline = time.monotonic() + 30  # the watch runs every second; bounded wait
