@@ -1,7 +1,10 @@
 """Decode tokens/s through the agent's gRPC Generate vs llama-cpp-python called directly,
 same model, same invocation, same threads, same tokens (greedy), alternating. Prints each
-run's ratio (target >= 0.97), the spread over runs and over every pair, the TTFT overhead in
-ms, the load average and the CPU each process spent per request (bench/_agent_bench.py).
+run's decode and TTFT ratios (target >= 0.97) and how many runs hold it, the spread over runs
+and over every pair, the first token's path outside the runtime, the load average and the CPU
+each process spent per request (bench/_agent_bench.py). Each pair's prompt is new to both
+sides (an app's new question, a real prefill); ``--fresh-prompt-words 0`` repeats one short
+prompt, whose KV cache both sides reuse.
 
 The tiny test model decodes hundreds of tokens/s, so per-token overhead (a pipe message and
 a gRPC message per token) weighs far more here than on a real 1-4B model at 5-40 tokens/s:
@@ -10,7 +13,7 @@ did before streamed text was coalesced), to compare.
 
 Usage: python bench/agent_overhead.py [--tokens 256] [--reps 5] [--runs 5]
                                       [--stream-interval-ms MS] [--runtime-cpus auto|off|LIST]
-                                      [--fresh-prompt-words N] [--n-ctx N]
+                                      [--fresh-prompt-words 32] [--n-ctx 1024]
 """
 
 from __future__ import annotations

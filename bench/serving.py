@@ -1,8 +1,10 @@
 """Decode tokens/s and TTFT through the agent's OpenAI-compatible endpoint (streamed
 /v1/completions read by the real `openai` client) vs llama-cpp-python called directly: same
-model, same invocation, same threads, same tokens (greedy), alternating. Prints each run's
-ratio (target >= 0.97), the spread over runs and over every pair, the TTFT overhead, the load
-average and the CPU each process spent per request (bench/_agent_bench.py).
+model, same invocation, same threads, same tokens (greedy), alternating, each pair on a prompt
+new to both sides. Prints each run's decode and TTFT ratios (target >= 0.97) and how many runs
+hold it, the spread over runs and over every pair, the first token's path outside the runtime
+and the reader's own share of it (bench/_raw_sse.py), the load average and the CPU each
+process spent per request (bench/_agent_bench.py).
 
 The tiny model decodes hundreds of tokens/s, the worst case for per-token overhead (see
 bench/agent_overhead.py). ``--stream-interval-ms 0`` sends every token as its own event.
@@ -14,7 +16,7 @@ model reload (bench/adapter_swap.py, run as part of this bench).
 
 Usage: python bench/serving.py [--tokens 256] [--reps 5] [--runs 5] [--client openai|http]
                                [--stream-interval-ms MS] [--runtime-cpus auto|off|LIST]
-                               [--fresh-prompt-words N] [--n-ctx N] [--no-adapter-swap]
+                               [--fresh-prompt-words 32] [--n-ctx 1024] [--no-adapter-swap]
 """
 
 from __future__ import annotations
