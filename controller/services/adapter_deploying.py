@@ -6,8 +6,8 @@ Planning asks each device what it runs (controller.core.adapter_plan decides); a
 rollout cannot ask is planned from the inventory and asked again at its turn
 (controller.services.adapter_step). Each device's job carries its own base (the variant it
 runs), persisted in the rollout row, so a resume loads the adapter on the same base. The
-adapter is a few MB: the controller sends it to each device itself (sites do not seed each
-other with it).
+controller sends one copy to each site and the site's devices read it from each other, as
+for a model (``--no-peers``: the controller sends it to every device).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from controller.services.deploying import (
     policy_of,
     run,
 )
+from controller.services.peer_sites import assign_sites
 from controller.services.planning import with_local_hashes
 from controller.services.ports import Artifact, DeviceJob, Rollout
 
@@ -70,19 +71,21 @@ def deploy_adapter(fleet: Fleet, model: ModelSpec, adapter: str, devices: list[D
     targets = plan_adapter(file, now)
     on_plan(targets)
     jobs = _jobs(targets, file, str(path), request.ctx)
+    assign_sites(jobs, devices, options)
     contacted = [j.position for j in jobs if j.artifact is not None]
     for wave, positions in enumerate(wave_plan.assign(contacted, options.waves)):
         for position in positions:
             jobs[position].wave = wave
-    # the controller sends the adapter itself: no site plan (the module docstring)
-    policy = replace(policy_of(model, request, options), peers={})
+    policy = policy_of(model, request, options)
     rollout = Rollout(id=uuid.uuid4().hex[:12], model=f"{model.name}+{adapter}",
                       status="running", policy=policy.to_dict(),
                       waves=wave_plan.sizes(options.waves, len(contacted)) or [0],
                       controller=controller_id())
     log = SqlRolloutLog(fleet.inventory)
     _create(log, rollout, jobs, options.wait_s)
-    return run(fleet, log, rollout, jobs, policy, options.progress, on_job)
+    held = {d.device: frozenset({file.sha256}) for d in now if d.has_adapter}
+    return run(fleet, log, rollout, jobs, policy, options.progress, on_job,
+               peer_progress=options.peer_progress, held=held)
 
 
 def device_now(fleet: Fleet, model: ModelSpec, device: Device, request: Request,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -231,7 +231,10 @@ def run(fleet: Fleet, log: SqlRolloutLog, rollout: Rollout, jobs: list[DeviceJob
         policy: Policy, progress: Callable[[str, int, int], None],
         on_job: Callable[[DeviceJob], None], plans: list[DevicePlan] | None = None,
         peer_progress: Callable[[str, str, int, int], None] = (
-            lambda device, source, done, total: None)) -> DeployReport:
+            lambda device, source, done, total: None),
+        held: Mapping[str, frozenset[str]] | None = None) -> DeployReport:
+    """Run (or resume) ``rollout``; ``held``: the blobs each device held when it was planned
+    (default: the plans' own), which sites may read from at once."""
     started: dict[str, float] = {}
     seconds: dict[str, float] = {}
 
@@ -262,8 +265,8 @@ def run(fleet: Fleet, log: SqlRolloutLog, rollout: Rollout, jobs: list[DeviceJob
                     judge_wave=lambda devices: wave_gate.judge(fleet, log, rollout.id, devices,
                                                                policy.wave_gates),
                     reference=lambda art: reference_for(Path(art.path), art.sha256),
-                    routes=site_routes(fleet, jobs, policy.peers,
-                                       {p.device.name: p.held for p in plans or []}))
+                    routes=site_routes(fleet, jobs, policy.peers, held if held is not None
+                                       else {p.device.name: p.held for p in plans or []}))
     ended = runner.run()
     outcomes = [Outcome.of(j, seconds.get(j.device, 0.0)) for j in runner.jobs]
     return DeployReport(ended.id, ended.model, plans or [], outcomes, ended.status,

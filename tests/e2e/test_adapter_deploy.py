@@ -116,3 +116,31 @@ def test_nothing_to_apply_on_says_why(cli: Cli, lab: Callable[..., Result],
     assert "hint: deploy tiny-llama first" in r.err and "Traceback" not in r.err
     r = cli("deploy", "tiny-llama", "--adapter", "nope", "--group", "lab")
     assert r.code == 2 and "tiny-llama has no adapter 'nope' (it has: kiosk)" in r.err
+
+
+def test_a_site_reads_the_adapter_from_each_other(cli: Cli, lab: Callable[..., Result],
+                                                  home: Path, tmp_path: Path) -> None:
+    """An adapter fans out like a model: the controller sends the site one copy, its devices
+    read it from each other (a chain), each verifying it before loading. (Devices of no site get
+    it from the controller: test_adapter_rollout.)"""
+    lab("--devices", "3", "--profiles", "lab-orin-nano-8gb")
+    devices = ["lab-1", "lab-2", "lab-3"]
+    for name in devices:
+        assert cli("device", "label", name, "site=shop").code == 0
+    r = cli("deploy", "tiny-llama", "--group", "lab", "--concurrency", "3")
+    assert r.code == 0, r.err
+    base = _outputs(devices)
+    write_tiny_lora(tmp_path / "kiosk.gguf")
+    assert cli("adapter", "add", "kiosk", str(tmp_path / "kiosk.gguf"), "--base",
+               "tiny-llama").code == 0
+    size = (home / "adapters/tiny-llama/kiosk.gguf").stat().st_size
+
+    r, out = _deploy(cli, "--adapter", "kiosk", "--group", "lab", "--concurrency", "3",
+                     "--canary", "0")
+    assert r.code == 0, r.err
+    assert [out[n]["status"] for n in devices] == ["committed"] * 3, out
+    assert out["lab-1"]["bytes_sent"] == size and out["lab-1"]["peer_bytes"] == {}
+    assert out["lab-2"]["bytes_sent"] == 0 and out["lab-2"]["peer_bytes"] == {"lab-1": size}
+    assert out["lab-3"]["bytes_sent"] == 0 and out["lab-3"]["peer_bytes"] == {"lab-2": size}
+    kiosk = _outputs(devices)
+    assert all(kiosk[n] != base[n] for n in devices) and kiosk == _outputs(devices, "kiosk")
