@@ -107,7 +107,8 @@ step "fleet adapter add kiosk-faq --base tiny-llama kiosk-faq.gguf
 "$FLEET" adapter add kiosk-faq "$adapter" --base tiny-llama
 step "fleet deploy tiny-llama --adapter kiosk-faq --group lab
     (the adapter only: each device applies it on the tiny-llama variant it runs, without
-    reloading it; canary, trial, health gate and rollback as for a model; a device with no
+    reloading it; canary, trial, health gate and rollback as for a model; one copy to the
+    site, whose devices read it from each other: the 'peers' column; a device with no
     memory for it beside its base is skipped with the figures)"
 rc=0
 "$FLEET" deploy tiny-llama --adapter kiosk-faq --group lab || rc=$?
