@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +117,13 @@ class SqlInventory:
         if device is None:
             raise UnknownDevice(f"no device named {name!r}", hint="`fleet device list` shows them")
         return device
+
+    def present(self, names: Collection[str]) -> set[str]:
+        """Which of ``names`` are devices of the fleet (one query)."""
+        if not names:
+            return set()
+        with self.session() as s:
+            return set(s.exec(select(Device.name).where(col(Device.name).in_(list(names)))))
 
     def list_devices(self, group: str | None = None) -> list[Device]:
         """Every device, or those in ``group`` or any group nested in it (``all``: every

@@ -109,4 +109,4 @@ def site_routes(fleet: Fleet, jobs: list[DeviceJob], peers: dict[str, Any],
     return SiteRoutes(jobs, endpoints,
                       lambda art: chunk_list(Path(art.path), art.sha256, art.size_bytes),
                       degree=int(peers.get("degree", 1)), enabled=bool(peers.get("enabled")),
-                      held=held)
+                      held=held, present=fleet.inventory.present)

@@ -6,13 +6,15 @@ the site that receive the same file, in rollout order, those that hold it alread
 when the rollout was planned, or verified during it). The device reads from its sources that
 can deliver now (holders, and devices that have started); the site's seed is sent the blob by
 the controller, front to back so the others can read it as it arrives. A device in no site,
-alone in its site, or with peers off gets the blob from the controller as before.
+alone in its site, or with peers off gets the blob from the controller as before. A device
+removed from the fleet during the rollout (``fleet device remove``: its certificates revoked)
+takes no part from then on: nobody is sent to read from it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from controller.core.fanout import ChunkList, live_sources, plan_site
 from controller.core.steps import Step
@@ -26,14 +28,17 @@ HOLDING = frozenset({Step.STAGED, Step.LOADING, Step.ON_TRIAL, Step.CHECKING, St
 class SiteRoutes:
     def __init__(self, jobs: list[DeviceJob], endpoints: Mapping[str, PeerEndpoint],
                  chunks: Callable[[Artifact], ChunkList], degree: int = 1,
-                 enabled: bool = True, held: Mapping[str, frozenset[str]] | None = None
+                 enabled: bool = True, held: Mapping[str, frozenset[str]] | None = None,
+                 present: Callable[[Collection[str]], Collection[str]] = lambda names: names
                  ) -> None:
         """``endpoints``: the devices that may take part (a peer identity, an address the
         site reaches); ``chunks``: the artifact's chunk list (hashed once, then cached);
         ``held``: the blobs each device held when the rollout was planned (a source checks
-        every chunk it serves, so a copy gone bad since only costs a try)."""
+        every chunk it serves, so a copy gone bad since only costs a try); ``present``: which
+        of some devices are still in the fleet, asked at each route."""
         self.jobs = jobs
         self.held = held or {}
+        self._present = present
         self.endpoints = endpoints
         self.degree = degree
         self.enabled = enabled
@@ -74,6 +79,8 @@ class SiteRoutes:
         members = [j.device for j in self.jobs if j.site == job.site
                    and j.sha256 == art.sha256 and j.device in self.endpoints
                    and j.device not in excluded]
+        present = set(self._present(members))
+        members = [m for m in members if m in present or m == job.device]
         if len(members) < 2:
             return Route(note=f"the only device of site {job.site} receiving this file")
         holders = [j.device for j in self.jobs if j.device in members and (

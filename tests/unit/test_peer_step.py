@@ -240,3 +240,19 @@ def test_an_agent_that_cannot_share_blobs_gets_its_copy_from_us_and_serves_no_pe
     # b became its site's seed; c read from b, never from a
     assert devices[0].sent == devices[1].sent == NEW.size_bytes and devices[2].sent == 0
     assert jobs[2].peer_bytes == {"b": 1000}
+
+
+def test_a_device_removed_during_the_rollout_is_no_source_any_more() -> None:
+    """`fleet device remove` revokes a device's certificates: from then on no device of its
+    site is sent to read from it (the plan is made again without it)."""
+    jobs = [_job("a", 0), _job("b", 1), _job("c", 2)]
+    fleet = {"a", "b", "c"}
+    routes, _ = _routes(jobs, present=lambda names: [n for n in names if n in fleet])
+    routes.started("a")
+    routes.started("b")
+    assert [p.name for p in routes.route(jobs[2]).peers] == ["b", "a"]
+    fleet.discard("b")
+    assert [p.name for p in routes.route(jobs[2]).peers] == ["a"]
+    fleet.discard("a")
+    alone = routes.route(jobs[2])
+    assert not alone.peers and "only device of site shop" in alone.note
