@@ -76,8 +76,8 @@ class SlotRecovery(SlotRuntime):
             return 0.0
         if slot.trial:
             return max(0.0, slot.trial_until - time.time()) if slot.trial_until else 0.0
-        if slot.adapter_trial and slot.active:
-            return self.adapters.seconds_left(slot.active.sha256)
+        if slot.adapter_trial:
+            return self.adapters.seconds_left(slot.adapter_trial.base_sha256)
         return 0.0
 
     def _restart_after_crash(self, crashed: Loaded) -> None:

@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 PROMPT = "The edge device reports"
 THREADS = 1
-N_CTX = 1024  # the context both sides load the model with (--n-ctx): a fresh prompt of 32
-# words is 204-255 tokens, with 256 new tokens 511 at most
+N_CTX = 1024  # the context both sides load the model with (--n-ctx): room for a fresh prompt
+# of 32 words (204-255 tokens) and 256 new tokens, and for longer prompts or answers
 FRESH_WORDS = 32  # --fresh-prompt-words: an app's new question, a real prefill
 SERVED = "bench-model"  # the name the agent serves the bench's model by
 # words for prompts no side has seen before (--fresh-prompt-words): a real prefill each time
@@ -60,9 +60,11 @@ def fresh_prompt(i: int, words: int) -> str:
 class Sample:
     decode_tps: float
     ttft_ms: float
-    # the client's TTFT less the worker's own (its clock starts after tokenizing): what the
-    # path outside the runtime costs the first token, without the prefill's noise (nan: not
-    # known, e.g. the direct baseline)
+    # the client's TTFT less the worker's own (its clock starts after tokenizing and stops at
+    # the first token): what the path outside the runtime costs the first text, without the
+    # prefill's noise; it also holds the tokenizing (~0.04 ms for the benches' prompts) and,
+    # when a first token makes no text yet, a decode step (nan: not known, e.g. the direct
+    # baseline)
     outside_ms: float = math.nan
 
 
@@ -323,7 +325,7 @@ def run_pairs(baseline: DirectProcess, through_agent: Reader, meter: CpuMeter, t
 
 
 def measure_runs(model: Path, agent: RunningAgent, through_agent: Reader, tokens: int,
-                 reps: int, runs: int, fresh_words: int = 0,
+                 reps: int, runs: int, fresh_words: int = FRESH_WORDS,
                  n_ctx: int = N_CTX) -> list[RunResult]:
     """``runs`` runs of ``reps`` direct/agent pairs on ``model``, after one warm-up pair.
     The baseline runs on the CPUs the agent's runtime worker may use (the same core when the
@@ -383,7 +385,7 @@ def spread(values: list[float], fmt: str) -> str:
     return (f"min {v[0]:{fmt}}, median {statistics.median(v):{fmt}}, max {v[-1]:{fmt}}")
 
 
-def held(ratios: list[float], target: float = 0.97) -> str:
+def runs_holding(ratios: list[float], target: float = 0.97) -> str:
     return f"{sum(r >= target for r in ratios)} of {len(ratios)} runs >= {target}"
 
 
@@ -403,20 +405,21 @@ def report(title: str, label: str, runs: list[RunResult], load_at_start: str) ->
     decode = [r.ratio for r in runs]
     ttft = [r.direct.ttft_ms / r.agent.ttft_ms for r in runs]
     print(f"  decode ratio, median of each run, over {len(runs)} runs: "
-          f"{spread(decode, '.3f')}; {held(decode)}")
+          f"{spread(decode, '.3f')}; {runs_holding(decode)}")
     print(f"  decode ratio of each of the {len(pairs)} pairs: {spread(pairs, '.3f')}")
     print(f"  TTFT ratio (direct/agent), medians of each run: {spread(ttft, '.3f')}; "
-          f"{held(ttft)}")
+          f"{runs_holding(ttft)}")
     print("  TTFT overhead, medians of each run: "
           f"{spread([r.agent.ttft_ms - r.direct.ttft_ms for r in runs], '+.1f')} ms")
     outside = [x for r in runs for x in r.outside_ms]
     if outside:
         print(f"  the path outside the runtime, each request (the client's TTFT less the "
               f"worker's own): {spread(outside, '.1f')} ms")
-        own = [r.direct.ttft_ms / (r.direct.ttft_ms + statistics.median(r.outside_ms))
-               for r in runs if r.outside_ms]
+        noiseless = [r.direct.ttft_ms / (r.direct.ttft_ms + statistics.median(r.outside_ms))
+                     for r in runs if r.outside_ms]
         print(f"  TTFT ratio without the two prefills' noise (each run's direct TTFT over "
-              f"itself plus that path's median): {spread(own, '.3f')}; {held(own)}")
+              f"itself plus that path's median): {spread(noiseless, '.3f')}; "
+              f"{runs_holding(noiseless)}")
     if runs[0].agent_cpu.total > 0:
         d = statistics.median(r.direct_cpu.worker for r in runs)
         w, a, c = (statistics.median(getattr(r.agent_cpu, k) for r in runs)

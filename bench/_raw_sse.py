@@ -11,6 +11,7 @@ server: the part of the agent path's figure that no agent can remove.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -49,6 +50,8 @@ class RawSseServer:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
         self._sock.close()
 
     def _accept(self) -> None:

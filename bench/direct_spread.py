@@ -15,6 +15,7 @@ spread is the agent's.
 
 Usage: python bench/direct_spread.py [--processes 4] [--reps 10] [--tokens 256]
        python bench/direct_spread.py --pairs [--runs 5] [--reps 5] [--fresh-prompt-words 32]
+                                     [--n-ctx 1024]
 """
 
 from __future__ import annotations
@@ -33,22 +34,24 @@ from _agent_bench import (
     DirectProcess,
     build_model,
     fresh_prompt,
-    held,
     load_now,
+    runs_holding,
     spread,
 )
 
 
-def pairs(args: argparse.Namespace) -> None:
+def runs_of_pairs(args: argparse.Namespace) -> None:
     """The agent benches' runs of pairs, both sides llama-cpp-python direct."""
     load_at_start = load_now()
     decode, ttft = [], []
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         model = build_model(Path(tmp), args.variant)
-        first, second = DirectProcess(model, n_ctx=N_CTX), DirectProcess(model, n_ctx=N_CTX)
+        first = DirectProcess(model, n_ctx=args.n_ctx)
+        second = DirectProcess(model, n_ctx=args.n_ctx)
         stack.callback(first.close)
         stack.callback(second.close)
-        first(8), second(8)  # warm up
+        first(8)  # warm up
+        second(8)
         i = 0
         for _ in range(args.runs):
             a, b = [], []
@@ -67,8 +70,9 @@ def pairs(args: argparse.Namespace) -> None:
           f"{load_at_start} at the start, {load_now()} at the end, on {os.cpu_count()} CPUs")
     for k, (d, t) in enumerate(zip(decode, ttft, strict=True), 1):
         print(f"  run {k}: decode ratio {d:.3f}, TTFT ratio {t:.3f}")
-    print(f"  decode ratio over {len(decode)} runs: {spread(decode, '.3f')}; {held(decode)}")
-    print(f"  TTFT ratio over {len(ttft)} runs: {spread(ttft, '.3f')}; {held(ttft)}")
+    print(f"  decode ratio over {len(decode)} runs: {spread(decode, '.3f')}; "
+          f"{runs_holding(decode)}")
+    print(f"  TTFT ratio over {len(ttft)} runs: {spread(ttft, '.3f')}; {runs_holding(ttft)}")
 
 
 def main() -> None:
@@ -83,10 +87,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="with --pairs")
     parser.add_argument("--fresh-prompt-words", type=int, default=FRESH_WORDS,
                         help="with --pairs: a new prompt of this many words each pair")
+    parser.add_argument("--n-ctx", type=int, default=N_CTX,
+                        help="with --pairs: the context both processes load the model with")
     args = parser.parse_args()
     if args.pairs:
         args.reps = args.reps or 5
-        pairs(args)
+        runs_of_pairs(args)
         return
     args.reps = args.reps or 10
 

@@ -137,12 +137,12 @@ def main() -> None:
             runs = measure_runs(model, agent, through_endpoint, args.tokens, args.reps, args.runs,
                                 args.fresh_prompt_words, args.n_ctx)
             setup = agent_setup(args, agent)
-        own = reader_cost(reader, hold_s=runs[0].direct.ttft_ms / 1000)
+        reader_own = reader_cost(reader, hold_s=runs[0].direct.ttft_ms / 1000)
     report(f"serving: {args.tokens} tokens, {THREADS} thread, "
            f"{args.reps} pairs per run (medians); streamed /v1/completions measured at the "
            f"client ({args.client})\n  {setup}", "OpenAI endpoint", runs, load_at_start)
     print(f"  the reader's own share of that path (the same client against a server that does no "
-          f"work, each request held as long as a direct TTFT): {spread(own, '.1f')} ms")
+          f"work, each request held as long as a direct TTFT): {spread(reader_own, '.1f')} ms")
     if not args.no_adapter_swap:
         print(flush=True)
         swap = Path(__file__).resolve().parent / "adapter_swap.py"

@@ -46,6 +46,7 @@ class DeviceNow:
     usable_bytes: int = 0  # the device's memory budget (0: unknown)
     held_adapter_bytes: int = 0  # adapters it holds for the base besides this one
     has_adapter: bool = False  # it already holds this adapter (sha256) for the base
+    holds_file: bool = False  # its store holds the adapter's file (registered or only staged)
     lora_capable: bool | None = None  # its agent says "lora-adapters" (None: unknown)
     error: str = ""  # why its state is unknown (unreachable)
 

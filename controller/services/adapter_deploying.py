@@ -83,7 +83,8 @@ def deploy_adapter(fleet: Fleet, model: ModelSpec, adapter: str, devices: list[D
                       controller=controller_id())
     log = SqlRolloutLog(fleet.inventory)
     _create(log, rollout, jobs, options.wait_s)
-    held = {d.device: frozenset({file.sha256}) for d in now if d.has_adapter}
+    # a copy staged ahead (`--stage-only`) or registered on the base: a source at once
+    held = {d.device: frozenset({file.sha256}) for d in now if d.holds_file or d.has_adapter}
     return run(fleet, log, rollout, jobs, policy, options.progress, on_job,
                peer_progress=options.peer_progress, held=held)
 
@@ -127,7 +128,8 @@ def device_now(fleet: Fleet, model: ModelSpec, device: Device, request: Request,
                   if active and active.n_ctx else costs[variant.name].total)
     return DeviceNow(device.name, model.name, variant.name, store.active_sha256,
                      variant.format, base_bytes, usable, others,
-                     any(m.sha256 == adapter.sha256 for m in held), capable)
+                     any(m.sha256 == adapter.sha256 for m in held),
+                     adapter.sha256 in store.blobs, capable)
 
 
 def _jobs(targets: list[AdapterTarget], file: AdapterFile, path: str, ctx: int

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from agent.contract import MODEL_REFUSALS, ErrorKind, RevertCause
 from controller import failpoints
 from controller.core import compat
+from controller.core.compat import AgentVersion
 from controller.core.gates import Gates
 from controller.core.output_check import Reference
 from controller.core.steps import Step, is_final
@@ -146,6 +147,14 @@ class DeviceRun:
         }[step]
         return handler(link)
 
+    def _share_or_not(self, agent: AgentVersion) -> None:
+        """Leave a device of a site whose agent cannot share blobs out of its site's plan."""
+        job = self.job
+        if job.site and not compat.can_share_blobs(agent):
+            self.settings.without_peers(job.device, f"{agent.describe()} cannot share blobs "
+                                        f"with its peers: `fleet device upgrade {job.device}` "
+                                        "(and enroll it again if it has no peer certificate)")
+
     # -- the steps ------------------------------------------------------------------------
     def _reconcile(self, link: DeviceLink) -> Step:
         """Where the device stands, whatever the log last said."""
@@ -156,6 +165,8 @@ class DeviceRun:
             if at.moved:
                 return self._move(at.step, at.reason, at.hint)
             job.reason = at.reason or job.reason
+            if at.step is Step.PLANNED:
+                self._share_or_not(link.capabilities())
             return at.step
         whole = link.store()
         # on an agent of several models: the slot of this model's name (its own active,
@@ -187,10 +198,7 @@ class DeviceRun:
             self._replaced = ("; it replaced the model the device ran: its agent holds one "
                               f"model at a time (`fleet device upgrade {job.device}` lets it "
                               "run several)")
-        if job.site and not compat.can_share_blobs(agent):
-            self.settings.without_peers(job.device, f"{agent.describe()} cannot share blobs "
-                                        f"with its peers: `fleet device upgrade {job.device}` "
-                                        "(and enroll it again if it has no peer certificate)")
+        self._share_or_not(agent)
         if store.active == art.sha256 and store.on_trial:
             job.reason = "confirming the model an earlier deploy left on trial"
             return Step.CHECKING

@@ -256,3 +256,13 @@ def test_a_device_removed_during_the_rollout_is_no_source_any_more() -> None:
     fleet.discard("a")
     alone = routes.route(jobs[2])
     assert not alone.peers and "only device of site shop" in alone.note
+
+
+def test_a_device_that_held_the_file_when_planned_is_a_source_at_once() -> None:
+    """A copy staged ahead (a model's, or a LoRA adapter's with --stage-only) makes its device
+    a root of the site's plan before it has done anything in this rollout: the others read
+    from it and the controller sends nothing."""
+    jobs = [_job("a", 0), _job("b", 1), _job("c", 2)]
+    routes, _ = _routes(jobs, held={"b": frozenset({NEW.sha256})})
+    assert [p.name for p in routes.route(jobs[0]).peers] == ["b"]
+    assert [p.name for p in routes.route(jobs[2]).peers] == ["b"]
