@@ -12,16 +12,13 @@ for a model (``--no-peers``: the controller sends it to every device).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 from agent.contract import Capability, sha256_file
-from controller.adapters.rollout_repo import SqlRolloutLog
 from controller.adapters.tables import Device
-from controller.core import waves as wave_plan
 from controller.core.adapter_plan import (
     AdapterFile,
     AdapterTarget,
@@ -33,20 +30,18 @@ from controller.core.models import ModelSpec
 from controller.core.select import Request, variant_costs
 from controller.core.steps import Step
 from controller.errors import ArtifactError, DeviceError
-from controller.liveness import controller_id
 from controller.services import lora_registry
 from controller.services.context import Fleet, profile_from_probe
 from controller.services.deploying import (
     DeployOptions,
     DeployReport,
-    _create,
     check_options,
     policy_of,
+    record,
     run,
 )
-from controller.services.peer_sites import assign_sites
 from controller.services.planning import with_local_hashes
-from controller.services.ports import Artifact, DeviceJob, Rollout
+from controller.services.ports import Artifact, DeviceJob
 
 
 def deploy_adapter(fleet: Fleet, model: ModelSpec, adapter: str, devices: list[Device],
@@ -71,18 +66,8 @@ def deploy_adapter(fleet: Fleet, model: ModelSpec, adapter: str, devices: list[D
     targets = plan_adapter(file, now)
     on_plan(targets)
     jobs = _jobs(targets, file, str(path), request.ctx)
-    assign_sites(jobs, devices, options)
-    contacted = [j.position for j in jobs if j.artifact is not None]
-    for wave, positions in enumerate(wave_plan.assign(contacted, options.waves)):
-        for position in positions:
-            jobs[position].wave = wave
     policy = policy_of(model, request, options)
-    rollout = Rollout(id=uuid.uuid4().hex[:12], model=f"{model.name}+{adapter}",
-                      status="running", policy=policy.to_dict(),
-                      waves=wave_plan.sizes(options.waves, len(contacted)) or [0],
-                      controller=controller_id())
-    log = SqlRolloutLog(fleet.inventory)
-    _create(log, rollout, jobs, options.wait_s)
+    rollout, log = record(fleet, f"{model.name}+{adapter}", jobs, devices, policy, options)
     # a copy staged ahead (`--stage-only`) or registered on the base: a source at once
     held = {d.device: frozenset({file.sha256}) for d in now if d.holds_file or d.has_adapter}
     return run(fleet, log, rollout, jobs, policy, options.progress, on_job,

@@ -201,18 +201,8 @@ def deploy(fleet: Fleet, model: ModelSpec, devices: list[Device], request: Reque
     artifacts = {name: Artifact(model.name, name, spec_by_name[name].format, a.sha256,
                                 a.size_bytes, str(a.path)) for name, a in local.items()}
     jobs = _jobs(plans, artifacts)
-    assign_sites(jobs, devices, options)
-    contacted = [j.position for j in jobs if j.artifact is not None]
-    for wave, positions in enumerate(wave_plan.assign(contacted, options.waves)):
-        for position in positions:
-            jobs[position].wave = wave
     policy = policy_of(model, request, options)
-    rollout = Rollout(id=uuid.uuid4().hex[:12], model=model.name, status="running",
-                      policy=policy.to_dict(),
-                      waves=wave_plan.sizes(options.waves, len(contacted)) or [0],
-                      controller=controller_id())
-    log = SqlRolloutLog(fleet.inventory)
-    _create(log, rollout, jobs, options.wait_s)
+    rollout, log = record(fleet, model.name, jobs, devices, policy, options)
     # what the selector predicted, for prediction-vs-measurement (fleet telemetry, dashboard)
     predictions.record_plan(fleet, rollout.id, model.name, plans, request.prompt_tokens)
 
@@ -295,6 +285,24 @@ def _jobs(plans: list[DevicePlan], artifacts: dict[str, Artifact]) -> list[Devic
                              "ttft_ms": round(chosen.ttft_ms, 3)}
         jobs.append(job)
     return jobs
+
+
+def record(fleet: Fleet, label: str, jobs: list[DeviceJob], devices: list[Device],
+           policy: Policy, options: DeployOptions) -> tuple[Rollout, SqlRolloutLog]:
+    """Give the planned jobs their sites and waves, record the rollout (``label``: what it
+    rolls out) and take its devices."""
+    assign_sites(jobs, devices, options)
+    contacted = [j.position for j in jobs if j.artifact is not None]
+    for wave, positions in enumerate(wave_plan.assign(contacted, options.waves)):
+        for position in positions:
+            jobs[position].wave = wave
+    rollout = Rollout(id=uuid.uuid4().hex[:12], model=label, status="running",
+                      policy=policy.to_dict(),
+                      waves=wave_plan.sizes(options.waves, len(contacted)) or [0],
+                      controller=controller_id())
+    log = SqlRolloutLog(fleet.inventory)
+    _create(log, rollout, jobs, options.wait_s)
+    return rollout, log
 
 
 def _create(log: SqlRolloutLog, rollout: Rollout, jobs: list[DeviceJob], wait_s: float
