@@ -306,13 +306,22 @@ Reader = Callable[[int, str], Sample]  # (tokens, prompt) -> what the app saw
 
 
 def run_pairs(baseline: DirectProcess, through_agent: Reader, meter: CpuMeter, tokens: int,
-              reps: int, prompts: Iterator[str]) -> RunResult:
-    """``reps`` pairs, both sides of a pair on the same prompt."""
+              reps: int, prompts: Iterator[str], agent_first: bool = False) -> RunResult:
+    """``reps`` pairs, both sides of a pair on the same prompt, the side that goes first
+    alternating from pair to pair (from the agent's with ``agent_first``): on this kind of
+    host the second of two back-to-back requests can be several % faster than the first
+    (``direct_spread.py --pairs``), which a fixed order would credit to one side."""
     direct_runs, agent_runs = [], []
-    for _ in range(reps):
+    for i in range(reps):
         prompt = next(prompts)
-        direct_runs.append(baseline(tokens, prompt))
-        agent_runs.append(meter.measure(functools.partial(through_agent, tokens, prompt)))
+        through = functools.partial(meter.measure,
+                                    functools.partial(through_agent, tokens, prompt))
+        if (i % 2 == 1) != agent_first:
+            agent_runs.append(through())
+            direct_runs.append(baseline(tokens, prompt))
+        else:
+            direct_runs.append(baseline(tokens, prompt))
+            agent_runs.append(through())
     return RunResult(
         Sample(statistics.median(s.decode_tps for s, _ in direct_runs),
                statistics.median(s.ttft_ms for s, _ in direct_runs)),
@@ -335,8 +344,8 @@ def measure_runs(model: Path, agent: RunningAgent, through_agent: Reader, tokens
     prompts = (fresh_prompt(i, fresh_words) for i in itertools.count())
     try:
         run_pairs(baseline, through_agent, meter, 8, 1, prompts)  # warm both up
-        return [run_pairs(baseline, through_agent, meter, tokens, reps, prompts)
-                for _ in range(runs)]
+        return [run_pairs(baseline, through_agent, meter, tokens, reps, prompts,
+                          agent_first=run % 2 == 1) for run in range(runs)]
     finally:
         baseline.close()
 

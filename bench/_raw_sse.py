@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing as mp
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
+from typing import Any
 
 from _agent_bench import PROMPT, Reader
 
@@ -94,11 +96,37 @@ class RawSseServer:
         conn.sendall(_chunk([done, usage, "[DONE]"]) + b"0\r\n\r\n")
 
 
+def _serve(conn: Any, hold_s: float) -> None:
+    with RawSseServer(hold_s) as server:
+        conn.send(server.port)
+        conn.recv()  # until the reader is done
+
+
+@contextlib.contextmanager
+def raw_server(hold_s: float) -> Iterator[int]:
+    """A ``RawSseServer`` in a process of its own, as the agent is (in the reader's process
+    its threads would take the reader's GIL); yields its port."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve, args=(child, hold_s), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        yield int(parent.recv())
+    finally:
+        with contextlib.suppress(OSError):
+            parent.send(None)
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
 def reader_cost(make_reader: Callable[[int], Reader], hold_s: float = 0.2,
                 requests: int = 20) -> list[float]:
     """Each request's path outside the "runtime" for the reader ``make_reader(port)`` makes,
     against a ``RawSseServer`` holding each request ``hold_s`` (after one warm-up)."""
-    with RawSseServer(hold_s) as server:
-        read = make_reader(server.port)
+    with raw_server(hold_s) as port:
+        read = make_reader(port)
         read(2, PROMPT)
         return [read(2, PROMPT).outside_ms for _ in range(requests)]

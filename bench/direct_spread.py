@@ -8,9 +8,9 @@ between two processes says nothing about the agent (bench/token_paths.py compare
 on one worker instead).
 
 With ``--pairs`` it runs the agent benches' own statistic with the agent replaced by a second
-identical llama-cpp-python process: runs of ``--reps`` pairs (the first process, then the
-second, on the same fresh prompt), each run's decode ratio and TTFT ratio (the ratio of the two
-sides' medians), and how many runs hold 0.97. What an agent bench's runs show beyond this
+identical llama-cpp-python process: runs of ``--reps`` pairs (both processes on the same
+fresh prompt, the one that goes first alternating), each run's decode ratio and TTFT ratio
+(the ratio of the two sides' medians), and how many runs hold 0.97. What an agent bench's runs show beyond this
 spread is the agent's.
 
 Usage: python bench/direct_spread.py [--processes 4] [--reps 10] [--tokens 256]
@@ -57,9 +57,11 @@ def runs_of_pairs(args: argparse.Namespace) -> None:
             a, b = [], []
             for _ in range(args.reps):
                 prompt = fresh_prompt(i, args.fresh_prompt_words)
+                # the side that goes first alternates, as in the agent benches (run_pairs)
+                order = ((first, a), (second, b)) if i % 2 == 0 else ((second, b), (first, a))
                 i += 1
-                a.append(first(args.tokens, prompt)[0])
-                b.append(second(args.tokens, prompt)[0])
+                for process, samples in order:
+                    samples.append(process(args.tokens, prompt)[0])
             decode.append(statistics.median(s.decode_tps for s in b)
                           / statistics.median(s.decode_tps for s in a))
             ttft.append(statistics.median(s.ttft_ms for s in a)
