@@ -10,8 +10,8 @@ on one worker instead).
 With ``--pairs`` it runs the agent benches' own statistic with the agent replaced by a second
 identical llama-cpp-python process: runs of ``--reps`` pairs (both processes on the same
 fresh prompt, the one that goes first alternating), each run's decode ratio and TTFT ratio
-(the ratio of the two sides' medians), and how many runs hold 0.97. What an agent bench's runs show beyond this
-spread is the agent's.
+(the ratio of the two sides' medians), and how many runs hold 0.97. What an agent bench's
+runs show beyond this spread is the agent's.
 
 Usage: python bench/direct_spread.py [--processes 4] [--reps 10] [--tokens 256]
        python bench/direct_spread.py --pairs [--runs 5] [--reps 5] [--fresh-prompt-words 32]
