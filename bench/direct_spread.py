@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import statistics
 import tempfile
@@ -31,41 +32,39 @@ from _agent_bench import (
     FRESH_WORDS,
     N_CTX,
     THREADS,
+    CpuMeter,
     DirectProcess,
+    Sample,
     build_model,
     fresh_prompt,
     load_now,
+    run_pairs,
     runs_holding,
     spread,
 )
 
 
 def runs_of_pairs(args: argparse.Namespace) -> None:
-    """The agent benches' runs of pairs, both sides llama-cpp-python direct."""
+    """The agent benches' runs of pairs (``run_pairs``), both sides llama-cpp-python direct:
+    the second process stands where the agent would."""
     load_at_start = load_now()
-    decode, ttft = [], []
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         model = build_model(Path(tmp), args.variant)
         first = DirectProcess(model, n_ctx=args.n_ctx)
         second = DirectProcess(model, n_ctx=args.n_ctx)
         stack.callback(first.close)
         stack.callback(second.close)
-        first(8)  # warm up
-        second(8)
-        i = 0
-        for _ in range(args.runs):
-            a, b = [], []
-            for _ in range(args.reps):
-                prompt = fresh_prompt(i, args.fresh_prompt_words)
-                # the side that goes first alternates, as in the agent benches (run_pairs)
-                order = ((first, a), (second, b)) if i % 2 == 0 else ((second, b), (first, a))
-                i += 1
-                for process, samples in order:
-                    samples.append(process(args.tokens, prompt)[0])
-            decode.append(statistics.median(s.decode_tps for s in b)
-                          / statistics.median(s.decode_tps for s in a))
-            ttft.append(statistics.median(s.ttft_ms for s in a)
-                        / statistics.median(s.ttft_ms for s in b))
+
+        def through_second(tokens: int, prompt: str) -> Sample:
+            return second(tokens, prompt)[0]
+
+        meter = CpuMeter(second.pid)  # its CPU figures are not reported here
+        prompts = (fresh_prompt(i, args.fresh_prompt_words) for i in itertools.count())
+        run_pairs(first, through_second, meter, 8, 1, prompts)  # warm both up
+        runs = [run_pairs(first, through_second, meter, args.tokens, args.reps, prompts,
+                          agent_first=run % 2 == 1) for run in range(args.runs)]
+    decode = [r.ratio for r in runs]
+    ttft = [r.direct.ttft_ms / r.agent.ttft_ms for r in runs]
     print(f"direct_spread --pairs: tiny-llama {args.variant}, {args.tokens} tokens, {THREADS} "
           f"thread, two identical llama-cpp-python processes, {args.reps} pairs per run, a new "
           f"prompt of {args.fresh_prompt_words} words each pair\n  load average (1/5/15 min) "

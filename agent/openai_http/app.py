@@ -32,6 +32,7 @@ from agent.openai_http.streaming import (
     EventStream,
     TokenChannel,
     produce,
+    served_headers,
     until_disconnect,
 )
 from agent.runtimes.base import GenerationStats
@@ -248,10 +249,8 @@ async def _collect(events: list[Event], channel: TokenChannel, gone: asyncio.Fut
             elif kind == "error":
                 return error_response(value)
             elif kind == "end":
-                headers = {"X-Edgefleet-Model": stats.model,
-                           "X-Edgefleet-Load-Wait-Ms": f"{stats.load_wait_s * 1000:.1f}"}
                 return JSONResponse(responder.completion("".join(text), stats),
-                                    headers=headers)
+                                    headers=served_headers(stats.model, stats.load_wait_s))
         got = await _take_unless_gone(channel, gone)
         if got is None:
             return Response(status_code=499)

@@ -142,8 +142,14 @@ class EventStream:
     def _served(self) -> list[tuple[bytes, bytes]]:
         if not self._channel.model:
             return []
-        return [(b"x-edgefleet-model", self._channel.model.encode()),
-                (b"x-edgefleet-load-wait-ms", f"{self._channel.load_wait_s * 1000:.1f}".encode())]
+        served = served_headers(self._channel.model, self._channel.load_wait_s)
+        return [(k.lower().encode(), v.encode()) for k, v in served.items()]
+
+
+def served_headers(model: str, load_wait_s: float) -> dict[str, str]:
+    """The model that serves a request and how long the request waited for it to load, as
+    the response's headers (streamed or not)."""
+    return {"X-Edgefleet-Model": model, "X-Edgefleet-Load-Wait-Ms": f"{load_wait_s * 1000:.1f}"}
 
 
 async def until_disconnect(receive: Callable[[], Awaitable[Message]]) -> None:
