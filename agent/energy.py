@@ -3,20 +3,25 @@
 Order: RAPL, hwmon energy counters, Jetson INA3221 (JetPack 5/6, then 4), Raspberry Pi 5
 PMIC, hwmon power, battery. Without any, an estimate from CPU utilisation and the profile's
 idle/load watts, labelled ``estimated`` (never mixed with measured joules); without power
-figures either, ``none``. A bounded daemon thread samples power meters every 0.1 s and
-integrates (trapezoid); counters are read at the same pace so a wrap is never missed.
+figures either, ``none``. A daemon thread reads the meter and integrates power (trapezoid):
+at the meter's own pace while a generation runs (``busy``: 10 Hz for most power meters, 1 Hz
+for counters, which integrate in hardware and need reading only well within a wrap), and
+slowly while the device idles (``agent.energy_meters``); a generation's own joules come from
+readings at its start and end whatever the pace.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from agent import energy_meters as m
 
-SAMPLE_S = 0.1
+ESTIMATE_BUSY_S = 0.1  # /proc/stat counts jiffies (10 ms): finer says nothing more
+ESTIMATE_IDLE_S = 2.0
 
 
 def parse_proc_stat(text: str) -> tuple[int, int]:
@@ -37,6 +42,8 @@ class EnergyTracker:
         self.load_w = load_w
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a generation started: read at its pace from now
+        self._busy = 0  # generations running
         self._thread: threading.Thread | None = None
         self._uj = 0.0
         self._last_t = time.monotonic()
@@ -101,6 +108,29 @@ class EnergyTracker:
         """The last power sample (power meters and estimates), None for counters."""
         return self._last_w
 
+    def pace(self) -> tuple[float, float]:
+        """Seconds between readings (while a generation runs, while idle)."""
+        meter = self.counter or self.power
+        if meter is not None:
+            return meter.busy_s, meter.idle_s
+        return ESTIMATE_BUSY_S, ESTIMATE_IDLE_S
+
+    def interval(self) -> float:
+        busy_s, idle_s = self.pace()
+        return busy_s if self._busy else idle_s
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """A generation runs: read at the busy pace until it ends."""
+        with self._lock:
+            self._busy += 1
+        self._wake.set()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+
     def start(self) -> None:
         if self.meter == "none" or self._thread is not None:
             return
@@ -108,10 +138,15 @@ class EnergyTracker:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(SAMPLE_S):
+        while not self._stop.is_set():
+            self._wake.wait(self.interval())
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             self.sample()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=2)

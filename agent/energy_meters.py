@@ -5,6 +5,14 @@ Counters (µJ, cumulative): RAPL powercap (top-level package zones only, 64-bit,
 Jetson INA3221 (JetPack 5/6 hwmon ``in*/curr*`` and JetPack 4 iio ``in_power*``; ``VDD_IN``
 is the module total), Raspberry Pi 5 PMIC (``vcgencmd pmic_read_adc``: sum of A x V per rail),
 hwmon ``power*_input`` and battery ``power_supply``. ``agent.energy`` integrates power meters.
+
+Each meter says how often it is worth reading while a generation runs (``busy_s``) and while
+the device idles (``idle_s``), from what the source can give (shared/facts.md 5.7): a counter
+integrates in hardware and only has to be read well within its wrap period (>= 1 Hz); a power
+meter is integrated from its readings (10 Hz), except the Pi 5 PMIC, whose read takes ~23 ms of
+firmware time behind a process spawn, and a battery, whose reading most drivers update about
+once a second. Idle power is steady, so a slow pace loses nothing there and keeps an idle
+device's CPU (and a battery's wake-ups) to a reading every few seconds.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ class RaplMeter:
     """Sum of the top-level ``intel-rapl:N`` zones (sub-zones would double count)."""
 
     name = "rapl"
+    busy_s = idle_s = 1.0  # a counter: read at the request's start and end, and for wraps
 
     def __init__(self, zones: list[RaplZone]) -> None:
         self.zones = zones
@@ -72,6 +81,7 @@ class HwmonEnergyMeter:
     """hwmon ``energy*_input`` (µJ, cumulative), e.g. AMD ``amd_energy`` sockets."""
 
     name = "hwmon-energy"
+    busy_s = idle_s = 1.0
 
     def __init__(self, files: list[Path]) -> None:
         self.files = files
@@ -95,11 +105,18 @@ class HwmonEnergyMeter:
 
 
 class PowerMeter:
-    """An instantaneous power reading in watts."""
+    """An instantaneous power reading in watts; read every ``busy_s`` seconds while a
+    generation runs, every ``idle_s`` otherwise."""
 
-    def __init__(self, name: str, read: Callable[[], float | None]) -> None:
+    def __init__(self, name: str, read: Callable[[], float | None], busy_s: float = 0.1,
+                 idle_s: float = 2.0) -> None:
         self.name = name
         self._read = read
+        self.busy_s = busy_s
+        self.idle_s = idle_s
+
+    def pace(self) -> tuple[float, float]:
+        return self.busy_s, self.idle_s
 
     def watts(self) -> float | None:
         return self._read()
@@ -176,7 +193,8 @@ def pmic(root: Path, run: Callable[[], str] | None = None) -> PowerMeter | None:
                                   text=True, timeout=2).stdout
     if parse_pmic_read_adc(run()) <= 0:
         return None
-    return PowerMeter("pi5-pmic", lambda: parse_pmic_read_adc(run()) or None)
+    return PowerMeter("pi5-pmic", lambda: parse_pmic_read_adc(run()) or None, busy_s=0.5,
+                      idle_s=10.0)
 
 
 def hwmon_power(root: Path) -> PowerMeter | None:
@@ -202,5 +220,5 @@ def battery(root: Path) -> PowerMeter | None:
             uv, ua = _int(d / "voltage_now"), _int(d / "current_now")
             return None if uv is None or ua is None else abs(uv * ua) / 1e12
         if read() is not None:
-            return PowerMeter(f"battery:{d.name}", read)
+            return PowerMeter(f"battery:{d.name}", read, busy_s=1.0, idle_s=10.0)
     return None

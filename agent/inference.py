@@ -72,7 +72,8 @@ class Inference(SlotRecovery):
         self, request: GenerationRequest, sha256: str = "", adapter: str | None = None,
         model: str = "", on_start: Callable[[str, float], None] | None = None,
     ) -> Generator[tuple[str, Any], None, None]:
-        """Yield ``("text", piece)``... then ``("done", GenerationStats)``; every request,
+        """Yield ``("text", piece)``... then ``("done", GenerationStats)`` (first
+        ``("started", prompt_tokens)`` when ``request.announce_prefill``); every request,
         whichever API it came by (gRPC, OpenAI HTTP, benchmark), is recorded in telemetry
         here. Closing the generator early cancels the generation (outcome "cancelled").
         ``adapter``: a LoRA adapter by name (None: the deployed one, "": the base alone);
@@ -101,15 +102,16 @@ class Inference(SlotRecovery):
             joules_at_start = self.energy.joules()
             stream = current.worker.generate(request)
             try:
-                for kind, value in stream:
-                    if kind == "done":
-                        stats = value
-                        stats.energy_j = self.energy.joules() - joules_at_start
-                        stats.energy_meter = self.energy.meter
-                        stats.model, stats.sha256 = slot.name, record.sha256
-                        stats.load_wait_s = waited
-                        outcome = "cancelled" if value.finish_reason == "cancelled" else "ok"
-                    yield kind, value
+                with self.energy.busy():
+                    for kind, value in stream:
+                        if kind == "done":
+                            stats = value
+                            stats.energy_j = self.energy.joules() - joules_at_start
+                            stats.energy_meter = self.energy.meter
+                            stats.model, stats.sha256 = slot.name, record.sha256
+                            stats.load_wait_s = waited
+                            outcome = "cancelled" if value.finish_reason == "cancelled" else "ok"
+                        yield kind, value
             except WorkerFailed:
                 self._restart_after_crash(current)
                 raise

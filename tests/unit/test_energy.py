@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,63 @@ def test_tracker_falls_back_to_a_labelled_estimate(tmp_path: Path) -> None:
 def test_proc_stat() -> None:
     assert parse_proc_stat("cpu  1 2 3 4 5 6 7 8 0 0\ncpu0 1 1 1 1\n") == (1 + 2 + 3 + 6 + 7 + 8,
                                                                            36)
+
+
+def test_each_meter_is_read_at_its_own_pace(tmp_path: Path) -> None:
+    """(busy, idle) seconds between readings: shared/facts.md 5.7."""
+    assert m.pmic(tmp_path, run=lambda: PMIC).pace() == (0.5, 10.0)  # type: ignore[union-attr]
+    _w(tmp_path, "sys/class/power_supply/BAT0/type", "Battery")
+    _w(tmp_path, "sys/class/power_supply/BAT0/power_now", 4_000_000)
+    battery = m.battery(tmp_path)
+    assert battery is not None and (battery.busy_s, battery.idle_s) == (1.0, 10.0)
+    _jp5(tmp_path)
+    assert EnergyTracker(tmp_path).pace() == (0.1, 2.0)
+    rapl = tmp_path / "rapl"
+    _w(rapl, "sys/class/powercap/intel-rapl:0/energy_uj", 5)
+    assert EnergyTracker(rapl).pace() == (1.0, 1.0)
+    _w(tmp_path / "est", "proc/stat", "cpu  100 0 100 800 0 0 0 0 0 0\n")
+    assert EnergyTracker(tmp_path / "est", idle_w=2.0, load_w=10.0).pace() == (0.1, 2.0)
+
+
+def _counting_pmic(tmp_path: Path) -> tuple[EnergyTracker, list[int]]:
+    """A tracker on a Pi 5 PMIC whose every reading is counted."""
+    reads: list[int] = []
+
+    def pmic_read() -> str:
+        reads.append(1)
+        return PMIC
+
+    return EnergyTracker(tmp_path, pmic_run=pmic_read), reads
+
+
+def test_a_generation_switches_the_sampler_to_its_busy_pace(tmp_path: Path) -> None:
+    tracker, reads = _counting_pmic(tmp_path)
+    assert tracker.meter == "pi5-pmic"
+    assert tracker.interval() == 10.0
+    tracker.start()
+    try:
+        before = len(reads)
+        with tracker.busy():
+            assert tracker.interval() == 0.5
+            # the sampler wakes at once and reads every 0.5 s (bounded wait, no timing asserted)
+            for _ in range(200):
+                if len(reads) >= before + 2:
+                    break
+                threading.Event().wait(0.05)
+            assert len(reads) >= before + 2
+            with tracker.busy():  # two generations at once
+                pass
+            assert tracker.interval() == 0.5
+        assert tracker.interval() == 10.0
+    finally:
+        tracker.stop()
+    assert tracker._thread is not None and not tracker._thread.is_alive()  # woken to stop
+
+
+def test_an_idle_sampler_reads_at_its_idle_pace(tmp_path: Path) -> None:
+    tracker, reads = _counting_pmic(tmp_path)
+    tracker.start()
+    before = len(reads)
+    threading.Event().wait(0.6)  # over one busy interval: an idle sampler reads nothing
+    tracker.stop()
+    assert len(reads) == before
