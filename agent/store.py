@@ -66,6 +66,8 @@ class ModelStore:
         self.incoming_dir.mkdir(parents=True, exist_ok=True)
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = BlobLedger(root)
+        # the last state read, by the file's (inode, size, mtime, ctime); StoreState is frozen
+        self._state: tuple[tuple[int, int, int, int], StoreState] | None = None
 
     def blobs(self) -> list[str]:
         return sorted(p.name for p in self.blobs_dir.iterdir() if _SHA256.fullmatch(p.name))
@@ -206,11 +208,25 @@ class ModelStore:
         return freed
 
     def read_state(self) -> StoreState:
+        """The desired state. Parsed again only when the file changed (its inode, size and
+        times: ``write_state`` renames a new file in): a request reads it two or three times
+        and the worker watch every second. The key is taken before the read, so a state
+        cached is never older than its key."""
+        try:
+            st = os.stat(self.state_path)
+        except FileNotFoundError:
+            return StoreState()
+        key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        cached = self._state
+        if cached is not None and cached[0] == key:
+            return cached[1]
         try:
             data = json.loads(self.state_path.read_text())
         except FileNotFoundError:
             return StoreState()
-        return store_state.from_json(data)
+        state = store_state.from_json(data)
+        self._state = (key, state)
+        return state
 
     def write_state(self, state: StoreState) -> None:
         tmp = self.state_path.with_suffix(".tmp")
@@ -219,6 +235,7 @@ class ModelStore:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.state_path)
+        self._state = None
         _fsync_dir(self.root)
 
     def slot_of(self, sha256: str) -> Slot:

@@ -100,3 +100,23 @@ def test_a_staged_model_is_pinned_until_it_is_activated_or_replaced(tmp_path: Pa
     store.activate(_record(c))
     assert store.read_state().staged == ""
     assert store.read_state().previous == _record(a)
+
+
+def test_the_state_is_parsed_again_only_when_the_file_changed(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    assert store.read_state().current == ""  # no file yet
+    sha = _stage(store, b"abc")
+    store.verify_staged(sha)
+    store.activate(_record(sha, "a"))
+    first = store.read_state()
+    assert store.read_state() is first  # unchanged: the parsed state is reused
+    store.activate(_record(sha, "b"))
+    assert store.read_state().slots[0].active.variant == "b"  # type: ignore[union-attr]
+    # another writer (a new file renamed in, as write_state does): seen at the next read
+    data = json.loads(store.state_path.read_text())
+    data["slots"][0]["active"]["variant"] = "c"
+    (tmp_path / "other.tmp").write_text(json.dumps(data))
+    os.replace(tmp_path / "other.tmp", store.state_path)
+    assert store.read_state().slots[0].active.variant == "c"  # type: ignore[union-attr]
+    store.state_path.unlink()
+    assert store.read_state().slots == ()
