@@ -6,7 +6,9 @@ Unloading is a process exit, so memory is really returned to the device.
 
 Pipe protocol, agent -> worker: ``("generate", GenerationRequest)``, ``("call", op, args)``,
 ``("stop",)``. Worker -> agent: ``("ready", load_seconds)`` or ``("error", message)`` once after
-start; per generation ``("text", piece)``..., then ``("done", stats_dict)``,
+start; per generation ``("started", prompt_tokens)`` if the request asked
+(``announce_prefill``: the prompt is accepted, the prefill begins), ``("text", piece)``...,
+then ``("done", stats_dict)``,
 ``("invalid", message, kind)`` (a refusal: a bad request, e.g. a prompt longer than the
 context, or an adapter that is not loaded or not for this base; ``kind`` names the class)
 or ``("error", message)`` (the runtime raised).
@@ -144,7 +146,11 @@ def _run_generation(conn: Connection, runtime: Any, request: GenerationRequest,
     stats = GenerationStats()
     batcher = PieceBatcher(request.stream_interval_s)
     try:
-        for piece in runtime.generate(request, cancel.is_set, stats):
+        def started(prompt_tokens: int) -> None:
+            conn.send(("started", prompt_tokens))
+
+        for piece in runtime.generate(request, cancel.is_set, stats,
+                                      started if request.announce_prefill else None):
             text = batcher.add(piece, time.perf_counter())
             if text is not None:
                 conn.send(("text", text))
@@ -236,7 +242,8 @@ class Worker:
     def generate(
         self, request: GenerationRequest
     ) -> Generator[tuple[str, Any], None, None]:
-        """Yield ``("text", piece)``... then ``("done", GenerationStats)``; raise
+        """Yield ``("started", prompt_tokens)`` first if the request announces its prefill,
+        ``("text", piece)``... then ``("done", GenerationStats)``; raise
         InvalidRequest, GenerationFailed or WorkerFailed. Closing the generator early cancels
         the runtime (within a token) and drains what is in flight."""
         with self._lock:
@@ -251,6 +258,10 @@ class Worker:
                 while True:
                     if msg is None:
                         msg = self._conn.recv()
+                    if msg[0] == "started":
+                        yield "started", msg[1]
+                        msg = None
+                        continue
                     if msg[0] != "text":
                         busy = False
                         yield self._final(msg)

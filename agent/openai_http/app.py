@@ -2,9 +2,12 @@
 
 Every generation goes through ``AgentCore.generate_request``, the path gRPC ``Generate`` takes,
 so it is recorded in the same telemetry (TTFT, tokens/s, energy, outcome). A streamed request
-answers its HTTP status only once the first event is known, so a prompt longer than the
-context or a missing model is a real 400/503, not an error inside a 200 stream; an error after
-text has gone out is sent as a final ``data: {"error": ...}`` event, as OpenAI does.
+answers its HTTP status once the worker has accepted the prompt (tokenized, within the
+context: ``announce_prefill``), so a prompt longer than the context or a missing model is a
+real 400/503, not an error inside a 200 stream; the head (and a chat's role chunk) then leaves
+while the prompt is read, so the client's own work on it overlaps the prefill instead of
+delaying the first text. An error after that is sent as a final ``data: {"error": ...}``
+event, as OpenAI does.
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ class OpenAIEndpoint:
     by its name or one of its aliases (with the adapter deployed on it, if any), or
     ``MODEL+ADAPTER`` for one of the LoRA adapters its slot holds (``MODEL+`` for the base
     alone). A model not resident loads on demand; the wait is in ``timings.load_wait_ms`` and
-    the ``X-Edgefleet-Load-Wait-Ms`` header (a stream's head leaves with its first text)."""
+    the ``X-Edgefleet-Load-Wait-Ms`` header (a stream's head leaves once the prompt is
+    accepted, before its first text)."""
 
     def __init__(self, core: AgentCore, stream_interval_s: float) -> None:
         self.core = core
@@ -262,12 +266,17 @@ async def _stream(events: list[Event], channel: TokenChannel, responder: schema.
     """One write per batch of events that were ready together: the text that piled up goes
     out as one chunk at once (with the finishing chunk and usage if they came with it); a
     batch without text waits for the end (it follows within the telemetry record's time),
-    so that the finishing chunk and usage leave with ``[DONE]`` in one write."""
+    so that the finishing chunk and usage leave with ``[DONE]`` in one write. The worker's
+    ``started`` (the prompt accepted, the prefill begins) lets the head out at once, with a
+    chat's role chunk (``EventStream`` sends a head alone for an empty write)."""
     out: list[bytes] = []
     if responder.chat:
         out.append(sse(responder.chunk(first=True, include_usage=include_usage)))
     while True:
         text = "".join(v for k, v in events if k == "text")
+        if not text and any(k == "started" for k, _ in events):
+            yield b"".join(out)
+            out.clear()
         if text:
             out.append(sse(responder.chunk(text, include_usage=include_usage)))
         for kind, value in events:

@@ -117,6 +117,8 @@ def _common(body: Any, chat: bool, stream_interval_s: float, default_max: int
         # not streamed: nobody sees the pieces, so send few (the disconnect check runs per
         # piece, so still some)
         "stream_interval_s": stream_interval_s if stream else COLLECT_INTERVAL_S,
+        # streamed: the response's head leaves once the worker has accepted the prompt
+        "announce_prefill": stream,
     }
     request = {"model": model, "chat": chat, "stream": stream,
                "include_usage": bool(stream and options.get("include_usage"))}

@@ -1,7 +1,8 @@
 """A generation runs in a thread (the agent core and the worker pipe block); the event loop
 reads its events through a ``TokenChannel``.
 
-Events: ``("text", str)``, ``("done", GenerationStats)``, ``("error", ApiError)`` and, last,
+Events: ``("started", prompt_tokens)`` (a streamed request's prompt accepted), ``("text",
+str)``, ``("done", GenerationStats)``, ``("error", ApiError)`` and, last,
 ``("end", None)``. When the loop falls behind (a slow client, a busy device), ``take`` returns
 every event that piled up at once, so the text goes out as one chunk: the reader sets the
 pace, and the producer never waits for it. Closing a channel (the client went away) makes the
@@ -99,9 +100,10 @@ def produce(core: AgentCore, request: GenerationRequest, sha256: str,
 
 
 class EventStream:
-    """Server-sent events as a bare ASGI response. The head goes out with the first chunk,
-    back to back, naming the model that serves and how long the request waited for it to
-    load (``X-Edgefleet-Model``, ``X-Edgefleet-Load-Wait-Ms``, as on a response that is not
+    """Server-sent events as a bare ASGI response. The head goes out with the first chunk
+    (alone for an empty one: the prompt was accepted, the text is to come), naming the
+    model that serves and how long the request waited for it to load
+    (``X-Edgefleet-Model``, ``X-Edgefleet-Load-Wait-Ms``, as on a response that is not
     streamed); the handler's task watching for the client leaving goes on doing so here: it
     closes the channel (the generation stops within a token) and ends the response. Starlette's
     ``StreamingResponse`` runs the same body in an anyio task group beside a disconnect
@@ -125,11 +127,13 @@ class EventStream:
             async for chunk in self._body:
                 if gone.done():
                     return
-                if head:  # after the first text: the model and its load wait are known
+                if head:  # the model and its load wait are known by now
                     await send({"type": "http.response.start", "status": 200,
                                 "headers": [*SSE_HEAD, *self._served()]})
                     head = False
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk,
+                                "more_body": True})
             if not gone.done():
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:

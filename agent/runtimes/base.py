@@ -37,7 +37,9 @@ class GenerationRequest:
     the worker; otherwise ``prompt`` is used as is. ``max_tokens`` 0 means "until the context
     is full". ``seed`` None draws a fresh random seed. ``stream_interval_s``: pieces produced
     within this interval of the last one sent travel together (0 sends every token alone).
-    ``adapter``: which loaded LoRA adapter the generation runs with.
+    ``adapter``: which loaded LoRA adapter the generation runs with. ``announce_prefill``: the
+    worker says when it has accepted the prompt (tokenized, within the context) and starts
+    reading it, before the first token (``("started", prompt_tokens)``).
     """
 
     prompt: str = ""
@@ -51,6 +53,7 @@ class GenerationRequest:
     # the LoRA adapter to apply (its sha256, loaded in the worker; "" = the base alone);
     # None leaves the runtime as it is
     adapter: str | None = None
+    announce_prefill: bool = False
 
     def check(self) -> GenerationRequest:
         """Raises InvalidRequest naming the first bad parameter; returns self."""

@@ -128,7 +128,10 @@ class LlamaRuntime:
         request: GenerationRequest,
         cancelled: Callable[[], bool],
         stats: GenerationStats,
+        started: Callable[[int], None] | None = None,
     ) -> Iterator[str]:
+        """The text, piece by piece; ``started(prompt_tokens)`` once the prompt is accepted
+        (every refusal raised), just before the prefill."""
         llm = self._llm
         stops = request.stop
         if request.adapter is not None:
@@ -154,6 +157,8 @@ class LlamaRuntime:
         pieces, eog = self._pieces, self._eog
         scanner = StopScanner(stops)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        if started is not None:
+            started(len(tokens))
         start = time.perf_counter()
         stats.finish_reason = "length"
         for token in llm.generate(tokens, temp=request.temperature, top_k=TOP_K, top_p=top_p,

@@ -99,3 +99,54 @@ def test_ready_check_sees_messages_and_the_end_of_the_pipe() -> None:
     writer.close()  # the worker died: the reader must look, and find EOF
     assert ready()
     reader.close()
+
+
+def test_the_head_leaves_once_the_prompt_is_accepted_before_the_first_text() -> None:
+    from agent.openai_http.app import _stream
+
+    async def scenario(chat: bool) -> list[bytes]:
+        channel = TokenChannel(asyncio.get_running_loop())
+        responder = schema.Responder(model="tiny-llama", chat=chat)
+        body = _stream([("started", 12)], channel, responder, include_usage=False)
+        writes = [await body.__anext__()]  # at once: no text yet
+        channel.put(("text", "hi"))
+        writes.append(await body.__anext__())
+        return writes
+
+    head, text = asyncio.run(scenario(chat=False))
+    assert head == b""  # the completions head alone (EventStream sends no empty body)
+    assert [e["choices"][0]["text"] for e in _events(text)] == ["hi"]
+    role, text = asyncio.run(scenario(chat=True))
+    assert [e["choices"][0]["delta"] for e in _events(role)] == [
+        {"role": "assistant", "content": ""}]
+    assert [e["choices"][0]["delta"] for e in _events(text)] == [{"content": "hi"}]
+
+
+def test_an_empty_chunk_sends_the_head_alone() -> None:
+    from agent.openai_http.streaming import EventStream
+
+    async def body() -> Any:
+        yield b""
+        yield b"data: {}\n\n"
+
+    async def scenario() -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        channel = TokenChannel(loop)
+        channel.started("tiny-llama", 0.25)
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(dict(message))
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        await EventStream(body(), channel, loop.create_future())({}, receive, send)
+        return sent
+
+    start, text, end = asyncio.run(scenario())
+    assert start["type"] == "http.response.start" and start["status"] == 200
+    assert (b"x-edgefleet-model", b"tiny-llama") in start["headers"]
+    assert (b"x-edgefleet-load-wait-ms", b"250.0") in start["headers"]
+    assert text["body"] == b"data: {}\n\n" and end == {"type": "http.response.body",
+                                                         "body": b"", "more_body": False}
