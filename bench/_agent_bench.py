@@ -306,22 +306,38 @@ Reader = Callable[[int, str], Sample]  # (tokens, prompt) -> what the app saw
 
 
 def run_pairs(baseline: DirectProcess, through_agent: Reader, meter: CpuMeter, tokens: int,
-              reps: int, prompts: Iterator[str], agent_first: bool = False) -> RunResult:
+              reps: int, prompts: Iterator[str], agent_first: bool = False,
+              warm: bool = True) -> RunResult:
     """``reps`` pairs, both sides of a pair on the same prompt, the side that goes first
     alternating from pair to pair (from the agent's with ``agent_first``): on this kind of
     host the second of two back-to-back requests can be several % faster than the first
-    (``direct_spread.py --pairs``), which a fixed order would credit to one side."""
+    (``direct_spread.py --pairs``), which a fixed order would credit to one side.
+    ``warm``: each side makes a request of its own (another new prompt, not measured) just
+    before its measured one, as it would on a device, where no other llama.cpp process runs
+    between an app's requests. Right after the other side's request, a side finds its
+    caches cold: traced on this host, the agent's path outside the runtime took 10 ms
+    instead of 5 and its prefill 13 ms longer, the direct side's prefill 8 ms longer, a
+    penalty that falls on whichever side goes second and more on the agent's."""
     direct_runs, agent_runs = [], []
     for i in range(reps):
         prompt = next(prompts)
-        through = functools.partial(meter.measure,
-                                    functools.partial(through_agent, tokens, prompt))
+
+        def agent_side(prompt: str = prompt) -> tuple[Sample, Cpu]:
+            if warm:
+                through_agent(tokens, next(prompts))
+            return meter.measure(functools.partial(through_agent, tokens, prompt))
+
+        def direct_side(prompt: str = prompt) -> tuple[Sample, Cpu]:
+            if warm:
+                baseline(tokens, next(prompts))
+            return baseline(tokens, prompt)
+
         if (i % 2 == 1) != agent_first:
-            agent_runs.append(through())
-            direct_runs.append(baseline(tokens, prompt))
+            agent_runs.append(agent_side())
+            direct_runs.append(direct_side())
         else:
-            direct_runs.append(baseline(tokens, prompt))
-            agent_runs.append(through())
+            direct_runs.append(direct_side())
+            agent_runs.append(agent_side())
     return RunResult(
         Sample(statistics.median(s.decode_tps for s, _ in direct_runs),
                statistics.median(s.ttft_ms for s, _ in direct_runs)),
@@ -335,7 +351,7 @@ def run_pairs(baseline: DirectProcess, through_agent: Reader, meter: CpuMeter, t
 
 def measure_runs(model: Path, agent: RunningAgent, through_agent: Reader, tokens: int,
                  reps: int, runs: int, fresh_words: int = FRESH_WORDS,
-                 n_ctx: int = N_CTX) -> list[RunResult]:
+                 n_ctx: int = N_CTX, warm: bool = True) -> list[RunResult]:
     """``runs`` runs of ``reps`` direct/agent pairs on ``model``, after one warm-up pair.
     The baseline runs on the CPUs the agent's runtime worker may use (the same core when the
     agent pins its runtime: no core is luckier than the other)."""
@@ -345,7 +361,7 @@ def measure_runs(model: Path, agent: RunningAgent, through_agent: Reader, tokens
     try:
         run_pairs(baseline, through_agent, meter, 8, 1, prompts)  # warm both up
         return [run_pairs(baseline, through_agent, meter, tokens, reps, prompts,
-                          agent_first=run % 2 == 1) for run in range(runs)]
+                          agent_first=run % 2 == 1, warm=warm) for run in range(runs)]
     finally:
         baseline.close()
 
@@ -361,9 +377,17 @@ def add_agent_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-ctx", type=int, default=N_CTX,
                         help="the context both sides load the model with (room for a longer "
                         "--fresh-prompt-words; default %(default)d)")
+    add_cold_pairs_option(parser)
     parser.add_argument("--runtime-cpus", default=None,
                         help="the agent's --runtime-cpus: auto, off or a CPU list (default: "
                         "the agent's, auto)")
+
+
+def add_cold_pairs_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cold-pairs", action="store_true",
+                        help="no warm-up request of its own before each side's measured one "
+                        "(each side then often follows the other's request, which costs the "
+                        "side that follows; see run_pairs)")
 
 
 def agent_options(args: argparse.Namespace) -> tuple[str, ...]:
@@ -384,6 +408,8 @@ def agent_setup(args: argparse.Namespace, agent: RunningAgent) -> str:
     baseline = describe(worker_cpus(agent.pid)) or "?"
     prompt = (f"a new prompt of {args.fresh_prompt_words} words each pair"
               if args.fresh_prompt_words else f"the prompt {PROMPT!r} each time (KV cache reused)")
+    prompt += ("; cold pairs" if args.cold_pairs else
+               "; each side's own request just before its measured one")
     return (f"tiny-llama {args.variant}; stream interval {interval}; CPUs: {agent.cpus}; the "
             f"direct baseline on CPUs {baseline}, as the worker; {prompt}; a context of "
             f"{args.n_ctx} tokens")

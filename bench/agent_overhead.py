@@ -13,7 +13,7 @@ did before streamed text was coalesced), to compare.
 
 Usage: python bench/agent_overhead.py [--tokens 256] [--reps 5] [--runs 5]
                                       [--stream-interval-ms MS] [--runtime-cpus auto|off|LIST]
-                                      [--fresh-prompt-words 32] [--n-ctx 1024]
+                                      [--fresh-prompt-words 32] [--n-ctx 1024] [--cold-pairs]
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def main() -> None:
 
             through_agent = grpc_reader(client)
             runs = measure_runs(model, agent, through_agent, args.tokens, args.reps, args.runs,
-                                args.fresh_prompt_words, args.n_ctx)
+                                args.fresh_prompt_words, args.n_ctx, not args.cold_pairs)
             setup = agent_setup(args, agent)
     report(f"agent_overhead: {args.tokens} tokens, {THREADS} "
            f"thread, {args.reps} pairs per run (medians); gRPC Generate measured at the "

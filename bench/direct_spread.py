@@ -15,7 +15,7 @@ runs show beyond this spread is the agent's.
 
 Usage: python bench/direct_spread.py [--processes 4] [--reps 10] [--tokens 256]
        python bench/direct_spread.py --pairs [--runs 5] [--reps 5] [--fresh-prompt-words 32]
-                                     [--n-ctx 1024]
+                                     [--n-ctx 1024] [--cold-pairs]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from _agent_bench import (
     CpuMeter,
     DirectProcess,
     Sample,
+    add_cold_pairs_option,
     build_model,
     fresh_prompt,
     load_now,
@@ -62,12 +63,14 @@ def runs_of_pairs(args: argparse.Namespace) -> None:
         prompts = (fresh_prompt(i, args.fresh_prompt_words) for i in itertools.count())
         run_pairs(first, through_second, meter, 8, 1, prompts)  # warm both up
         runs = [run_pairs(first, through_second, meter, args.tokens, args.reps, prompts,
-                          agent_first=run % 2 == 1) for run in range(args.runs)]
+                          agent_first=run % 2 == 1, warm=not args.cold_pairs)
+                for run in range(args.runs)]
     decode = [r.ratio for r in runs]
     ttft = [r.direct.ttft_ms / r.agent.ttft_ms for r in runs]
     print(f"direct_spread --pairs: tiny-llama {args.variant}, {args.tokens} tokens, {THREADS} "
           f"thread, two identical llama-cpp-python processes, {args.reps} pairs per run, a new "
-          f"prompt of {args.fresh_prompt_words} words each pair\n  load average (1/5/15 min) "
+          f"prompt of {args.fresh_prompt_words} words each pair"
+          f"{'; cold pairs' if args.cold_pairs else ''}\n  load average (1/5/15 min) "
           f"{load_at_start} at the start, {load_now()} at the end, on {os.cpu_count()} CPUs")
     for k, (d, t) in enumerate(zip(decode, ttft, strict=True), 1):
         print(f"  run {k}: decode ratio {d:.3f}, TTFT ratio {t:.3f}")
@@ -90,6 +93,7 @@ def main() -> None:
                         help="with --pairs: a new prompt of this many words each pair")
     parser.add_argument("--n-ctx", type=int, default=N_CTX,
                         help="with --pairs: the context both processes load the model with")
+    add_cold_pairs_option(parser)
     args = parser.parse_args()
     if args.pairs:
         args.reps = args.reps or 5

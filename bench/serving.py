@@ -16,7 +16,8 @@ model reload (bench/adapter_swap.py, run as part of this bench).
 
 Usage: python bench/serving.py [--tokens 256] [--reps 5] [--runs 5] [--client openai|http]
                                [--stream-interval-ms MS] [--runtime-cpus auto|off|LIST]
-                               [--fresh-prompt-words 32] [--n-ctx 1024] [--no-adapter-swap]
+                               [--fresh-prompt-words 32] [--n-ctx 1024] [--cold-pairs]
+                               [--no-adapter-swap]
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def main() -> None:
             reader = openai_reader if args.client == "openai" else http_reader
             through_endpoint = reader(port)
             runs = measure_runs(model, agent, through_endpoint, args.tokens, args.reps, args.runs,
-                                args.fresh_prompt_words, args.n_ctx)
+                                args.fresh_prompt_words, args.n_ctx, not args.cold_pairs)
             setup = agent_setup(args, agent)
         reader_own = reader_cost(reader, hold_s=runs[0].direct.ttft_ms / 1000)
     report(f"serving: {args.tokens} tokens, {THREADS} thread, "
