@@ -387,7 +387,7 @@ def _device_row(rollout: str, job: DeviceJob) -> RolloutDevice:
         finished_at=_now() if job.step in FINAL else None, site=job.site,
         bytes_from_peers=job.bytes_from_peers,
         peer_bytes_json=json.dumps(job.peer_bytes, sort_keys=True),
-        base_sha256=art.base_sha256 if art else "")
+        base_sha256=art.base_sha256 if art else "", held=job.held)
 
 
 def _job(model: str, d: RolloutDevice) -> DeviceJob:
@@ -400,4 +400,5 @@ def _job(model: str, d: RolloutDevice) -> DeviceJob:
                      predicted=json.loads(d.predicted_json or "{}"), site=d.site,
                      bytes_from_peers=d.bytes_from_peers,
                      peer_bytes={str(k): int(v) for k, v in
-                                 json.loads(d.peer_bytes_json or "{}").items()})
+                                 json.loads(d.peer_bytes_json or "{}").items()},
+                     held=d.held)

@@ -176,6 +176,8 @@ class RolloutDevice(SQLModel, table=True):
     peer_bytes_json: str = "{}"  # {"lab-2": 41943040, ...}
     # format "lora" (0008_adapter_rollouts): the base the adapter applies on on this device
     base_sha256: str = ""
+    # its store held the artifact when planned (0010_rollout_device_held)
+    held: bool = False
 
 
 class RolloutEvent(SQLModel, table=True):

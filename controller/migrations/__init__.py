@@ -5,4 +5,4 @@
 loading the migration scripts on every command.
 """
 
-HEAD = "0009_device_model_adapter"
+HEAD = "0010_rollout_device_held"

@@ -12,7 +12,7 @@ for a model (``--no-peers``: the controller sends it to every device).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -65,13 +65,13 @@ def deploy_adapter(fleet: Fleet, model: ModelSpec, adapter: str, devices: list[D
         now = list(pool.map(lambda d: device_now(fleet, hashed, d, request, file), devices))
     targets = plan_adapter(file, now)
     on_plan(targets)
-    jobs = _jobs(targets, file, str(path), request.ctx)
+    # a copy staged ahead (`--stage-only`) or registered on the base: a source at once
+    held = {d.device for d in now if d.holds_file or d.has_adapter}
+    jobs = _jobs(targets, file, str(path), request.ctx, held)
     policy = policy_of(model, request, options)
     rollout, log = record(fleet, f"{model.name}+{adapter}", jobs, devices, policy, options)
-    # a copy staged ahead (`--stage-only`) or registered on the base: a source at once
-    held = {d.device: frozenset({file.sha256}) for d in now if d.holds_file or d.has_adapter}
     return run(fleet, log, rollout, jobs, policy, options.progress, on_job,
-               peer_progress=options.peer_progress, held=held)
+               peer_progress=options.peer_progress)
 
 
 def device_now(fleet: Fleet, model: ModelSpec, device: Device, request: Request,
@@ -117,8 +117,8 @@ def device_now(fleet: Fleet, model: ModelSpec, device: Device, request: Request,
                      adapter.sha256 in store.blobs, capable)
 
 
-def _jobs(targets: list[AdapterTarget], file: AdapterFile, path: str, ctx: int
-          ) -> list[DeviceJob]:
+def _jobs(targets: list[AdapterTarget], file: AdapterFile, path: str, ctx: int,
+          held: Collection[str] = ()) -> list[DeviceJob]:
     jobs = []
     for position, t in enumerate(targets):
         job = DeviceJob(device=t.device, position=position, wave=0, step=Step.PLANNED,
@@ -129,6 +129,7 @@ def _jobs(targets: list[AdapterTarget], file: AdapterFile, path: str, ctx: int
             job.artifact = Artifact(f"{file.base}+{file.name}", t.base_variant, "lora",
                                     file.sha256, file.size_bytes, path, t.base_sha256)
             job.n_ctx, job.memory_bytes, job.choice = ctx, t.memory_bytes, t.reason
+            job.held = t.device in held
             job.reason = "waiting for its turn"
         jobs.append(job)
     return jobs

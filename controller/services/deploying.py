@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -221,10 +221,8 @@ def run(fleet: Fleet, log: SqlRolloutLog, rollout: Rollout, jobs: list[DeviceJob
         policy: Policy, progress: Callable[[str, int, int], None],
         on_job: Callable[[DeviceJob], None], plans: list[DevicePlan] | None = None,
         peer_progress: Callable[[str, str, int, int], None] = (
-            lambda device, source, done, total: None),
-        held: Mapping[str, frozenset[str]] | None = None) -> DeployReport:
-    """Run (or resume) ``rollout``; ``held``: the blobs each device held when it was planned
-    (default: the plans' own), which sites may read from at once."""
+            lambda device, source, done, total: None)) -> DeployReport:
+    """Run (or resume) ``rollout``."""
     started: dict[str, float] = {}
     seconds: dict[str, float] = {}
 
@@ -255,8 +253,7 @@ def run(fleet: Fleet, log: SqlRolloutLog, rollout: Rollout, jobs: list[DeviceJob
                     judge_wave=lambda devices: wave_gate.judge(fleet, log, rollout.id, devices,
                                                                policy.wave_gates),
                     reference=lambda art: reference_for(Path(art.path), art.sha256),
-                    routes=site_routes(fleet, jobs, policy.peers, held if held is not None
-                                       else {p.device.name: p.held for p in plans or []}))
+                    routes=site_routes(fleet, jobs, policy.peers))
     ended = runner.run()
     outcomes = [Outcome.of(j, seconds.get(j.device, 0.0)) for j in runner.jobs]
     return DeployReport(ended.id, ended.model, plans or [], outcomes, ended.status,
@@ -278,6 +275,7 @@ def _jobs(plans: list[DevicePlan], artifacts: dict[str, Artifact]) -> list[Devic
         else:
             assert p.choice is not None
             job.artifact = artifacts[chosen.variant.name]
+            job.held = job.artifact.sha256 in p.held
             job.n_ctx, job.memory_bytes = p.choice.ctx, chosen.memory.total
             job.choice = p.choice.reason
             job.reason = "waiting for its turn"

@@ -5,7 +5,7 @@ devices of a site reach each other's agents) and the artifacts' chunk lists."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -90,10 +90,9 @@ def with_port(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-def site_routes(fleet: Fleet, jobs: list[DeviceJob], peers: dict[str, Any],
-                held: Mapping[str, frozenset[str]] | None = None) -> SiteRoutes | None:
-    """None for a rollout recorded before sites existed (its devices have no site).
-    ``held``: the blobs each device's store held when the rollout was planned."""
+def site_routes(fleet: Fleet, jobs: list[DeviceJob], peers: dict[str, Any]
+                ) -> SiteRoutes | None:
+    """None for a rollout recorded before sites existed (its devices have no site)."""
     if not peers:
         return None
     endpoints = {}
@@ -109,4 +108,4 @@ def site_routes(fleet: Fleet, jobs: list[DeviceJob], peers: dict[str, Any],
     return SiteRoutes(jobs, endpoints,
                       lambda art: chunk_list(Path(art.path), art.sha256, art.size_bytes),
                       degree=int(peers.get("degree", 1)), enabled=bool(peers.get("enabled")),
-                      held=held, present=fleet.inventory.present)
+                      present=fleet.inventory.present)

@@ -285,6 +285,9 @@ class DeviceJob:
     site: str = ""  # the site it shares blobs with (controller.core.fanout); "" for none
     bytes_from_peers: int = 0  # verified bytes it received from peers (bytes_sent: from us)
     peer_bytes: dict[str, int] = field(default_factory=dict)  # per peer
+    # its store held the artifact when the rollout was planned: a source for its site from
+    # the start (kept with the rollout, so a resumed one knows it too)
+    held: bool = False
 
     @property
     def sha256(self) -> str:

@@ -28,16 +28,16 @@ HOLDING = frozenset({Step.STAGED, Step.LOADING, Step.ON_TRIAL, Step.CHECKING, St
 class SiteRoutes:
     def __init__(self, jobs: list[DeviceJob], endpoints: Mapping[str, PeerEndpoint],
                  chunks: Callable[[Artifact], ChunkList], degree: int = 1,
-                 enabled: bool = True, held: Mapping[str, frozenset[str]] | None = None,
+                 enabled: bool = True,
                  present: Callable[[Collection[str]], Collection[str]] = lambda names: names
                  ) -> None:
         """``endpoints``: the devices that may take part (a peer identity, an address the
         site reaches); ``chunks``: the artifact's chunk list (hashed once, then cached);
-        ``held``: the blobs each device held when the rollout was planned (a source checks
-        every chunk it serves, so a copy gone bad since only costs a try); ``present``: which
-        of some devices are still in the fleet, asked at each route."""
+        ``present``: which of some devices are still in the fleet, asked at each route. A
+        job ``held`` (its store held the file when the rollout was planned) is a source from
+        the start (it checks every chunk it serves, so a copy gone bad since only costs a
+        try)."""
         self.jobs = jobs
-        self.held = held or {}
         self._present = present
         self.endpoints = endpoints
         self.degree = degree
@@ -84,7 +84,7 @@ class SiteRoutes:
         if len(members) < 2:
             return Route(note=f"the only device of site {job.site} receiving this file")
         holders = [j.device for j in self.jobs if j.device in members and (
-            j.step in HOLDING or art.sha256 in self.held.get(j.device, ()))]
+            j.step in HOLDING or j.held)]
         with self._lock:
             started = frozenset(self._started)
         plan = plan_site(job.site, members, holders, self.degree)

@@ -211,7 +211,8 @@ def refused_model() -> Exception:
 
 def test_a_device_that_held_the_blob_when_planned_seeds_its_site_before_its_turn() -> None:
     jobs = [_job("a", 0), _job("b", 1), _job("c", 2)]
-    routes, _ = _routes(jobs, held={"c": frozenset({NEW.sha256})})
+    jobs[2].held = True
+    routes, _ = _routes(jobs)
     first = routes.route(jobs[0])  # nothing crosses the uplink: c is the site's root
     assert [p.name for p in first.peers] == ["c"] and not first.serves_peers
     routes.started("a")
@@ -263,6 +264,7 @@ def test_a_device_that_held_the_file_when_planned_is_a_source_at_once() -> None:
     a root of the site's plan before it has done anything in this rollout: the others read
     from it and the controller sends nothing."""
     jobs = [_job("a", 0), _job("b", 1), _job("c", 2)]
-    routes, _ = _routes(jobs, held={"b": frozenset({NEW.sha256})})
+    jobs[1].held = True
+    routes, _ = _routes(jobs)
     assert [p.name for p in routes.route(jobs[0]).peers] == ["b"]
     assert [p.name for p in routes.route(jobs[2]).peers] == ["b"]
