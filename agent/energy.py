@@ -4,9 +4,10 @@ Order: RAPL, hwmon energy counters, Jetson INA3221 (JetPack 5/6, then 4), Raspbe
 PMIC, hwmon power, battery. Without any, an estimate from CPU utilisation and the profile's
 idle/load watts, labelled ``estimated`` (never mixed with measured joules); without power
 figures either, ``none``. A daemon thread reads the meter and integrates power (trapezoid):
-at the meter's own pace while a generation runs (``busy``: 10 Hz for most power meters, 1 Hz
-for counters, which integrate in hardware and need reading only well within a wrap), and
-slowly while the device idles (``agent.energy_meters``); a generation's own joules come from
+at the meter's own pace while a generation, an ONNX inference or an output check runs
+(``busy``: 10 Hz for most power meters), slowly while the device idles (2 s; the PMIC and a
+battery 10 s); counters, which integrate in hardware and need reading only well within a
+wrap, every 1 s throughout (``agent.energy_meters``). A generation's own joules come from
 readings at its start and end whatever the pace.
 """
 
@@ -44,6 +45,7 @@ class EnergyTracker:
         self._stop = threading.Event()
         self._wake = threading.Event()  # a generation started: read at its pace from now
         self._busy = 0  # generations running
+        self._busy_lock = threading.Lock()  # not ``_lock``: a slow reading holds that
         self._thread: threading.Thread | None = None
         self._uj = 0.0
         self._last_t = time.monotonic()
@@ -122,13 +124,13 @@ class EnergyTracker:
     @contextlib.contextmanager
     def busy(self) -> Iterator[None]:
         """A generation runs: read at the busy pace until it ends."""
-        with self._lock:
+        with self._busy_lock:
             self._busy += 1
         self._wake.set()
         try:
             yield
         finally:
-            with self._lock:
+            with self._busy_lock:
                 self._busy -= 1
 
     def start(self) -> None:
@@ -139,11 +141,12 @@ class EnergyTracker:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.interval())
+            woken = self._wake.wait(self.interval())
             self._wake.clear()
             if self._stop.is_set():
                 return
-            self.sample()
+            if not woken:  # woken by a generation's start, which has just read the meter
+                self.sample()
 
     def stop(self) -> None:
         self._stop.set()

@@ -115,9 +115,6 @@ class PowerMeter:
         self.busy_s = busy_s
         self.idle_s = idle_s
 
-    def pace(self) -> tuple[float, float]:
-        return self.busy_s, self.idle_s
-
     def watts(self) -> float | None:
         return self._read()
 

@@ -170,7 +170,8 @@ class Inference(SlotRecovery):
     def _call(self, current: Loaded, method: str, *args: Any) -> dict[str, Any]:
         """``method`` on the worker of ``current``; a worker that died is restarted."""
         try:
-            result: dict[str, Any] = current.worker.call(method, *args)
+            with self.energy.busy():
+                result: dict[str, Any] = current.worker.call(method, *args)
         except WorkerFailed:
             self._restart_after_crash(current)
             raise

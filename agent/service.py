@@ -306,7 +306,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                     return
                 if kind == "text":
                     yield pb.GenerateResponse(text=value)
-                else:
+                elif kind == "done":
                     yield pb.GenerateResponse(
                         summary=pb.GenerateSummary(
                             prompt_tokens=value.prompt_tokens,

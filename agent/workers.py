@@ -145,10 +145,11 @@ def _run_generation(conn: Connection, runtime: Any, request: GenerationRequest,
                     cancel: Any) -> None:
     stats = GenerationStats()
     batcher = PieceBatcher(request.stream_interval_s)
-    try:
-        def started(prompt_tokens: int) -> None:
-            conn.send(("started", prompt_tokens))
 
+    def started(prompt_tokens: int) -> None:
+        conn.send(("started", prompt_tokens))
+
+    try:
         for piece in runtime.generate(request, cancel.is_set, stats,
                                       started if request.announce_prefill else None):
             text = batcher.add(piece, time.perf_counter())

@@ -313,25 +313,22 @@ def run_pairs(baseline: DirectProcess, through_agent: Reader, meter: CpuMeter, t
     host the second of two back-to-back requests can be several % faster than the first
     (``direct_spread.py --pairs``), which a fixed order would credit to one side.
     ``warm``: each side makes a request of its own (another new prompt, not measured) just
-    before its measured one, as it would on a device, where no other llama.cpp process runs
-    between an app's requests. Right after the other side's request, a side finds its
-    caches cold: traced on this host, the agent's path outside the runtime took 10 ms
-    instead of 5 and its prefill 13 ms longer, the direct side's prefill 8 ms longer, a
-    penalty that falls on whichever side goes second and more on the agent's."""
+    before its measured one, so both are measured as an app asking again and again finds
+    them, neither right after the other: on a device no second llama.cpp process runs
+    between an app's requests. Right after the other side's request a side finds its caches
+    cold: traced on this host, the agent's path outside the runtime took 10 ms instead of 5
+    and its prefill 13 ms longer, the direct side's prefill 8 ms longer, a penalty that falls
+    on whichever side goes second and more on the agent's. (Requests minutes apart find
+    everything colder, whatever serves them: here a direct request after 3 s idle took 30 %
+    longer to its first token.)"""
     direct_runs, agent_runs = [], []
     for i in range(reps):
         prompt = next(prompts)
-
-        def agent_side(prompt: str = prompt) -> tuple[Sample, Cpu]:
-            if warm:
-                through_agent(tokens, next(prompts))
-            return meter.measure(functools.partial(through_agent, tokens, prompt))
-
-        def direct_side(prompt: str = prompt) -> tuple[Sample, Cpu]:
-            if warm:
-                baseline(tokens, next(prompts))
-            return baseline(tokens, prompt)
-
+        agent_side = functools.partial(
+            _after_own, lambda p: meter.measure(functools.partial(through_agent, tokens, p)),
+            prompt, prompts, warm)
+        direct_side = functools.partial(
+            _after_own, lambda p: baseline(tokens, p), prompt, prompts, warm)
         if (i % 2 == 1) != agent_first:
             agent_runs.append(agent_side())
             direct_runs.append(direct_side())
@@ -347,6 +344,14 @@ def run_pairs(baseline: DirectProcess, through_agent: Reader, meter: CpuMeter, t
          for (a, _), (d, _) in zip(agent_runs, direct_runs, strict=True)],
         _median_cpu([c for _, c in direct_runs]), _median_cpu([c for _, c in agent_runs]),
         [s.outside_ms for s, _ in agent_runs if not math.isnan(s.outside_ms)])
+
+
+def _after_own(side: Callable[[str], tuple[Sample, Cpu]], prompt: str, prompts: Iterator[str],
+               warm: bool) -> tuple[Sample, Cpu]:
+    """``side`` on ``prompt``, after a request of its own on the next new prompt if ``warm``."""
+    if warm:
+        side(next(prompts))
+    return side(prompt)
 
 
 def measure_runs(model: Path, agent: RunningAgent, through_agent: Reader, tokens: int,

@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from agent.core import AgentCore
-from agent.errors import AgentError
+from agent.errors import AgentError, WorkerFailed
 from agent.openai_http.errors import SERVER, ApiError
 from agent.runtimes.base import GenerationRequest
 
@@ -44,7 +44,7 @@ class TokenChannel:
         self._events: list[Event] = []
         self._waiter: asyncio.Future[None] | None = None
         self.closed = threading.Event()  # the reader is gone: stop generating
-        self.model = ""  # the model that serves, once resident (before the first text)
+        self.model = ""  # the model that serves, once resident (before "started")
         self.load_wait_s = 0.0  # how long the request waited for it to load
 
     def started(self, model: str, load_wait_s: float) -> None:
@@ -74,21 +74,51 @@ class TokenChannel:
         self.closed.set()
 
 
+class _Relay:
+    """One generation's events into a channel, the prompt's acceptance passed on once."""
+
+    def __init__(self, core: AgentCore, request: GenerationRequest, sha256: str,
+                 channel: TokenChannel, adapter: str | None) -> None:
+        self.core, self.request, self.sha256 = core, request, sha256
+        self.channel, self.adapter = channel, adapter
+        self.announced = False  # "started" went out: a stream's head has left
+        self.texted = False
+
+    def run(self) -> None:
+        stream = self.core.generate_request(self.request, self.sha256, self.adapter,
+                                            on_start=self.channel.started)
+        try:
+            for kind, value in stream:
+                if self.channel.closed.is_set():
+                    break
+                if kind == "started":
+                    if self.announced:
+                        continue
+                    self.announced = True
+                self.texted = self.texted or kind == "text"
+                self.channel.put((kind, value))
+        finally:
+            stream.close()  # after a break: cancels the runtime, telemetry says "cancelled"
+
+
 def produce(core: AgentCore, request: GenerationRequest, sha256: str,
             channel: TokenChannel, adapter: str | None = None) -> None:
     """Run one generation into ``channel`` (in a worker thread); always ends with "end".
-    ``adapter``: the LoRA adapter by name (None: the deployed one, "": the base alone)."""
+    ``adapter``: the LoRA adapter by name (None: the deployed one, "": the base alone). A
+    runtime crash after a stream's head has left and before any text is retried once on the
+    restarted worker: the status can no longer say 503 (retry), so the agent does what a
+    client would have done."""
     try:
         if channel.closed.is_set():
             return  # the client left while the request waited for a thread
-        stream = core.generate_request(request, sha256, adapter, on_start=channel.started)
+        relay = _Relay(core, request, sha256, channel, adapter)
         try:
-            for event in stream:
-                if channel.closed.is_set():
-                    break
-                channel.put(event)
-        finally:
-            stream.close()  # after a break: cancels the runtime, telemetry says "cancelled"
+            relay.run()
+        except WorkerFailed:
+            if relay.texted or not relay.announced:
+                raise
+            log.warning("runtime worker crashed during a prefill; running the request again")
+            relay.run()
     except AgentError as exc:
         channel.put(("error", ApiError.from_agent_error(exc)))
     except Exception as exc:  # a bug, not the client's fault: say so, keep serving

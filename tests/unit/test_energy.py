@@ -137,7 +137,8 @@ def test_proc_stat() -> None:
 
 def test_each_meter_is_read_at_its_own_pace(tmp_path: Path) -> None:
     """(busy, idle) seconds between readings: shared/facts.md 5.7."""
-    assert m.pmic(tmp_path, run=lambda: PMIC).pace() == (0.5, 10.0)  # type: ignore[union-attr]
+    pmic = m.pmic(tmp_path, run=lambda: PMIC)
+    assert pmic is not None and (pmic.busy_s, pmic.idle_s) == (0.5, 10.0)
     _w(tmp_path, "sys/class/power_supply/BAT0/type", "Battery")
     _w(tmp_path, "sys/class/power_supply/BAT0/power_now", 4_000_000)
     battery = m.battery(tmp_path)
@@ -191,5 +192,6 @@ def test_an_idle_sampler_reads_at_its_idle_pace(tmp_path: Path) -> None:
     tracker.start()
     before = len(reads)
     threading.Event().wait(0.6)  # over one busy interval: an idle sampler reads nothing
+    assert tracker._thread is not None and tracker._thread.is_alive()  # it runs, waiting
     tracker.stop()
     assert len(reads) == before

@@ -150,3 +150,74 @@ def test_an_empty_chunk_sends_the_head_alone() -> None:
     assert (b"x-edgefleet-load-wait-ms", b"250.0") in start["headers"]
     assert text["body"] == b"data: {}\n\n" and end == {"type": "http.response.body",
                                                          "body": b"", "more_body": False}
+
+
+class _CrashingCore:
+    """Pure logic of ``produce``: a core whose first generations crash the worker at a
+    chosen point (after "started", after text, or before anything)."""
+
+    def __init__(self, crashes: int, after: tuple[str, ...]) -> None:
+        self.crashes, self.after, self.calls = crashes, after, 0
+
+    def generate_request(self, request: Any, sha256: str, adapter: Any,
+                         on_start: Any = None) -> Any:
+        from agent.errors import WorkerFailed
+
+        self.calls += 1
+        crash = self.calls <= self.crashes
+        events = list(self.after) if crash else ["started", "text", "done"]
+        for kind in events:
+            yield (kind, {"started": 7, "text": "hi", "done": GenerationStats()}[kind])
+        if crash:
+            raise WorkerFailed("runtime worker crashed (exit -9)")
+
+
+def _produced(core: _CrashingCore) -> list[str]:
+    from agent.openai_http.streaming import produce
+    from agent.runtimes.base import GenerationRequest
+
+    loop = asyncio.new_event_loop()
+    try:
+        channel = TokenChannel(loop)
+        produce(core, GenerationRequest(announce_prefill=True), "", channel)  # type: ignore[arg-type]
+        events = loop.run_until_complete(channel.take())
+    finally:
+        loop.close()
+    return [k if k != "error" else f"error:{v.code}" for k, v in events]
+
+
+def test_a_crash_during_the_prefill_after_the_head_left_is_run_again_once() -> None:
+    core = _CrashingCore(crashes=1, after=("started",))
+    assert _produced(core) == ["started", "text", "done", "end"]  # "started" passed on once
+    assert core.calls == 2
+    twice = _CrashingCore(crashes=2, after=("started",))
+    assert _produced(twice) == ["started", "error:runtime_unavailable", "end"]
+    assert twice.calls == 2  # once more, not again and again
+
+
+def test_a_crash_before_the_head_or_after_text_is_the_client_s_to_retry() -> None:
+    before = _CrashingCore(crashes=1, after=())
+    assert _produced(before) == ["error:runtime_unavailable", "end"]  # still a real 503
+    after_text = _CrashingCore(crashes=1, after=("started", "text"))
+    assert _produced(after_text) == ["started", "text", "error:runtime_unavailable", "end"]
+    assert before.calls == after_text.calls == 1
+
+
+def test_an_error_after_the_head_ends_the_stream_with_an_error_event() -> None:
+    from agent.openai_http.app import _stream
+    from agent.openai_http.errors import ApiError
+
+    async def scenario() -> list[bytes]:
+        channel = TokenChannel(asyncio.get_running_loop())
+        responder = schema.Responder(model="tiny-llama", chat=True)
+        body = _stream([("started", 7)], channel, responder, include_usage=False)
+        writes = [await body.__anext__()]
+        channel.put(("error", ApiError(500, "the runtime raised", "server_error",
+                                       "runtime_error")))
+        channel.put(("end", None))
+        return writes + [chunk async for chunk in body]
+
+    role, error = asyncio.run(scenario())
+    assert _events(role)[0]["choices"][0]["delta"]["role"] == "assistant"
+    [event] = _events(error)
+    assert event["error"]["code"] == "runtime_error"
