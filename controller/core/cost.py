@@ -9,7 +9,7 @@ points the selector, calibration and planning use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from controller.core import speed
 from controller.core.cost_constants import CONSTANTS, KV_BYTES_PER_ELEMENT, CostConstants
@@ -105,9 +105,7 @@ def decode_tokens_per_s(
     r = speed.rates(profile, backend=backend, runtime=speed.kernel_family(runtime, variant),
                     threads=threads, c=constants)
     if efficiency is not None:
-        r = speed.Rates(r.bandwidth, r.roof_bandwidth, r.int_macs, r.float_macs,
-                        r.layer_overhead_s, r.prefill_int_macs, r.prefill_float_macs,
-                        efficiency)
+        r = replace(r, calibrated=efficiency)
     return speed.decode_tps(speed.work(arch, variant, constants), r, n_past)
 
 

@@ -55,6 +55,11 @@ class CostConstants:
     eta_mlc: float = 0.8
     tau_mlc_ms: float = 0.3
     eta_mlc_group: float = 0.8
+    # -- Per quantization type kernel cost: Q2_K's MACs on Arm CPUs with dot products cost this
+    # much more than the integer rate (``speed.KERNEL_Q2K``). Prior: single-threaded, both
+    # Q4_0 and Q2_K are compute bound over the same MACs, so their tok/s ratio is the cost
+    # ratio: 1.29 (Pi 5), 1.32 (AGX Orin), 1.48 (M2 Ultra) in microsoft/T-MAC's runs.
+    kernel_cost_q2k_arm: float = 1.3
     # -- Mixture of experts: routed expert matrices stream at this share of the dense rate
     # (small per-expert matrices, gather of the selected experts: llama.cpp's mul_mat_id).
     kappa_moe: float = 0.85
@@ -79,7 +84,8 @@ CONSTANTS = CostConstants(
     kappa_decode_dot=0.0704, kappa_prefill_nodot=0.108, kappa_prefill_dot=0.119,
     eta_metal=0.846, tau_metal_ms=0.161, eta_prefill_metal=0.666, eta_cuda=0.642,
     tau_cuda_ms=0.637, eta_prefill_cuda=0.5, eta_opencl=0.824, eta_prefill_opencl=0.3,
-    eta_mlc=0.973, tau_mlc_ms=0.284, eta_mlc_group=0.891, kappa_moe=0.686,
+    eta_mlc=0.973, tau_mlc_ms=0.284, eta_mlc_group=0.891, kernel_cost_q2k_arm=1.17,
+    kappa_moe=0.686,
 )
 
 

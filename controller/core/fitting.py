@@ -69,8 +69,9 @@ def _loss(rows: Sequence[PublishedRow], c: CostConstants) -> float:
     return total
 
 
-# Search ranges: efficiencies are shares (0, 1]; overheads in ms.
-_RANGES = {"tau_metal_ms": (0.0, 3.0), "tau_cuda_ms": (0.0, 3.0), "tau_mlc_ms": (0.0, 3.0)}
+# Search ranges: efficiencies are shares (0, 1]; overheads in ms; kernel costs >= 1.
+_RANGES = {"tau_metal_ms": (0.0, 3.0), "tau_cuda_ms": (0.0, 3.0), "tau_mlc_ms": (0.0, 3.0),
+           "kernel_cost_q2k_arm": (1.0, 3.0)}
 _DEFAULT_RANGE = (0.005, 1.0)
 _GOLDEN = (math.sqrt(5) - 1) / 2
 

@@ -189,8 +189,8 @@ _Speeds = list[tuple[float, float, float]]  # per variant: tokens/s, J/token, TT
 
 def _speed_key(p: Profile) -> tuple[Any, ...]:
     """Everything of a profile the speed model reads (RAM, disk and names do not matter)."""
-    return (p.bandwidth_gbps, p.bandwidth_measured_gbps, p.decode_bandwidth_gbps, p.clock_ghz,
-            p.simd_bits, p.simd_pipes, p.threads, p.cores, p.isa, p.accelerated,
+    return (p.arch, p.bandwidth_gbps, p.bandwidth_measured_gbps, p.decode_bandwidth_gbps,
+            p.clock_ghz, p.simd_bits, p.simd_pipes, p.threads, p.cores, p.isa, p.accelerated,
             p.gpu_backend, p.gpu_tflops, p.gpu_clock_ghz, p.cooling, p.throttled_clock_ghz,
             p.decode_efficiency, p.load_w)
 
@@ -204,10 +204,12 @@ def _speeds(model: ModelSpec, profile: Profile, req: Request,
     out = []
     for variant in model.variants:
         f = fixed[variant.name]
-        is_float = f.work.is_float
-        t = speed.decode_seconds_at(f.decode_bytes, f.decode_macs, n_layer, is_float, rates)
+        is_float, kernel = f.work.is_float, f.work.kernel
+        t = speed.decode_seconds_at(f.decode_bytes, f.decode_macs, n_layer, is_float, rates,
+                                    kernel)
         tps = 1.0 / t if t > 0 else 0.0
-        pre = rates.prefill_float_macs if is_float else rates.prefill_int_macs
+        pre = (rates.prefill_float_macs if is_float
+               else speed.int_rate(rates.prefill_int_macs, kernel, rates))
         # TTFT: the prompt's prefill plus the first decoded token
         ttft = 1000.0 * (prompt * f.prefill_macs / pre + t) if pre > 0 else 0.0
         out.append((tps, load_w / tps if tps > 0 and load_w > 0 else 0.0, ttft))

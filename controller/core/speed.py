@@ -13,7 +13,9 @@ Decode time per token is the slower of two roofs plus a fixed per-layer cost::
   times ``eta_cpu_measured``, the spec sheet times ``eta_cpu_spec``;
 - compute (CPU only): threads x clock x SIMD bytes per cycle x a kernel efficiency that
   depends on whether the ISA has int8 dot-product instructions; float weights get fewer lanes;
-  a passively cooled board runs at its throttled clock;
+  a quantization type whose kernel costs more per MAC on that ISA divides the rate by its
+  cost (``kernel_cost``: Q2_K on Arm with dot products); a passively cooled board runs at
+  its throttled clock;
 - tau: kernel launch / synchronisation cost per layer of a GPU backend.
 
 Prefill is compute bound: 2 FLOPs per active parameter per token plus attention over the
@@ -25,7 +27,8 @@ from its own measurement instead: that share of its bandwidth over the bytes per
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from controller.core.cost_constants import (
     CONSTANTS,
@@ -66,6 +69,26 @@ class Work:
     attention_macs_per_position: float
     n_layer: int
     is_float: bool
+    kernel: str = ""  # the integer kernel family whose cost may differ by ISA (quant_kernel)
+
+
+# Integer kernel families with a cost of their own on some ISAs (``Rates.kernel_cost``).
+# Without int8 dot products every integer type costs about the same per value (Cortex-A72,
+# llama.cpp test-quantize-perf vec_dot_q: q8_0 9.51, q4_K 9.26, q2_K 9.79 GB/s of f32 input,
+# ggml-org/llama.cpp#8151). With them, Q2_K's unpacking (2-bit values, 4-bit scales and mins
+# per 16) costs more than the dot products themselves: single-threaded llama.cpp decodes a
+# Q2_K Llama-2-7B slower than its Q4_0 with fewer bytes (0.66 vs 0.85 tok/s on a Pi 5, 0.79
+# vs 1.04 on an AGX Orin, 3.82 vs 5.65 on an M2 Ultra; microsoft/T-MAC
+# docs/profiling_data.md, llama.cpp b2794). On x86 (AVX2) no such cost was found (a
+# cache-resident model on this project's CI host decoded Q2_K in 0.79 of Q4_0's time), so
+# the cost applies to Arm only; other types have no published per-type figure and cost 1.
+KERNEL_Q2K = "q2_k"
+
+
+def quant_kernel(variant: Variant) -> str:
+    """The kernel family of ``variant``'s integer weights with a cost of its own, or ""."""
+    return KERNEL_Q2K if variant.format == "gguf" and variant.quant.upper().startswith(
+        "Q2_K") else ""
 
 
 # MLC-LLM weight formats (mlc_llm/quantization/quantization.py). Both 4-bit formats store the
@@ -155,6 +178,7 @@ def work(arch: Architecture, variant: Variant, c: CostConstants = CONSTANTS) -> 
         attention_macs_per_position=float(2 * arch.n_layer * q_width),
         n_layer=arch.n_layer,
         is_float=variant.quant.upper() in FLOAT_QUANTS,
+        kernel=quant_kernel(variant),
     )
 
 
@@ -170,6 +194,8 @@ class Rates:
     prefill_int_macs: float  # MAC/s in prefill; 0 = unknown
     prefill_float_macs: float
     calibrated: float  # Profile.decode_efficiency (0: not calibrated)
+    # integer kernel family -> cost per MAC relative to the integer rates (absent: 1)
+    kernel_cost: Mapping[str, float] = field(default_factory=dict)
 
 
 def backend_of(profile: Profile) -> str:
@@ -229,14 +255,22 @@ def rates(profile: Profile, *, backend: str | None = None, runtime: str = DEFAUL
     # without int8 dot products the integer path is itself emulated at about fp32 FMA width
     lanes = (FLOAT_LANES_FP16 if has_fp16_arithmetic(profile) or kind == "nodot"
              else FLOAT_LANES_FP32)
+    kernel_cost = ({KERNEL_Q2K: c.kernel_cost_q2k_arm}
+                   if kind != "nodot" and profile.arch == "aarch64" else {})
     return Rates(bandwidth=bandwidth, roof_bandwidth=roof, int_macs=kappa_dec * issue,
                  float_macs=kappa_dec * issue * lanes, layer_overhead_s=0.0,
                  prefill_int_macs=kappa_pre * issue * mm,
-                 prefill_float_macs=kappa_pre * issue * lanes, calibrated=profile.decode_efficiency)
+                 prefill_float_macs=kappa_pre * issue * lanes, calibrated=profile.decode_efficiency,
+                 kernel_cost=kernel_cost)
+
+
+def int_rate(rate: float, kernel: str, r: Rates) -> float:
+    """An integer MAC rate of ``r`` for weights of kernel family ``kernel``."""
+    return rate / r.kernel_cost[kernel] if kernel and kernel in r.kernel_cost else rate
 
 
 def decode_seconds_at(bytes_: float, macs: float, n_layer: int, is_float: bool,
-                      r: Rates) -> float:
+                      r: Rates, kernel: str = "") -> float:
     """Seconds per token for ``bytes_`` streamed and ``macs`` computed (the roofs, flat: a
     fleet plan calls this for every device and variant)."""
     if r.calibrated > 0 and r.roof_bandwidth > 0:
@@ -244,7 +278,7 @@ def decode_seconds_at(bytes_: float, macs: float, n_layer: int, is_float: bool,
     if r.bandwidth <= 0:
         return 0.0
     t = bytes_ / r.bandwidth
-    rate = r.float_macs if is_float else r.int_macs
+    rate = r.float_macs if is_float else int_rate(r.int_macs, kernel, r)
     if rate > 0 and macs / rate > t:
         t = macs / rate
     return t + n_layer * r.layer_overhead_s
@@ -254,7 +288,7 @@ def decode_seconds(w: Work, r: Rates, n_past: int) -> float:
     """Seconds per decoded token at context position ``n_past``; 0 when unknown."""
     return decode_seconds_at(w.weight_bytes + w.kv_bytes_per_position * n_past,
                              w.macs + w.attention_macs_per_position * n_past,
-                             w.n_layer, w.is_float, r)
+                             w.n_layer, w.is_float, r, w.kernel)
 
 
 def decode_tps(w: Work, r: Rates, n_past: int) -> float:
@@ -269,5 +303,5 @@ def prefill_macs(w: Work, prompt_tokens: int) -> float:
 
 def prefill_tps(w: Work, r: Rates, prompt_tokens: int) -> float:
     """Prompt tokens per second for a prompt of ``prompt_tokens``; 0 when unknown."""
-    rate = r.prefill_float_macs if w.is_float else r.prefill_int_macs
+    rate = r.prefill_float_macs if w.is_float else int_rate(r.prefill_int_macs, w.kernel, r)
     return rate / prefill_macs(w, prompt_tokens) if rate > 0 else 0.0

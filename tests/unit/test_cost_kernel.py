@@ -1,0 +1,72 @@
+"""Per quantization type kernel cost on the CPU compute roof.
+
+Without int8 dot products every integer type costs the same per value; with them, Q2_K's
+unpacking costs more than its dot products on Arm (single-threaded, llama.cpp decodes a Q2_K
+Llama-2-7B slower than its Q4_0 with fewer bytes). The cost divides the integer rate for
+Q2_K files only, on Arm CPUs with dot products only, in the fleet plan's path as in the cost
+model's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from controller.adapters.data_files import load_profiles
+from controller.core import cost, speed
+from controller.core.cost_constants import CONSTANTS
+from controller.core.models import Architecture, ModelSpec, Variant
+from controller.core.select import Request, choose
+
+ARCH = Architecture(n_layer=32, n_embd=4096, n_head=32, n_head_kv=32, n_ctx_train=4096,
+                    n_vocab=32000, params=6_740_000_000, n_ff=11008)
+
+
+def _variant(quant: str, size: int) -> Variant:
+    return Variant(name=quant.lower(), format="gguf", quant=quant, size_bytes=size,
+                   bits_per_weight=0.0, quality_kld=0.0, quality_source="", source="x")
+
+
+Q4_0 = _variant("Q4_0", 3_822_520_893)
+Q2_K = _variant("Q2_K", 2_823_940_997)
+
+
+def _tps(profile_name: str, variant: Variant, threads: int) -> float:
+    profile = load_profiles()[profile_name]
+    return cost.decode_tokens_per_s(ARCH, variant, profile, 64, threads=threads)
+
+
+def test_q2_k_costs_more_per_mac_on_arm_with_dot_products() -> None:
+    # one Cortex-A76 thread: both compute bound over the same MACs
+    q4, q2 = _tps("rpi5-8gb", Q4_0, 1), _tps("rpi5-8gb", Q2_K, 1)
+    assert q2 < q4
+    assert q4 / q2 == pytest.approx(CONSTANTS.kernel_cost_q2k_arm, rel=1e-9)
+    assert CONSTANTS.kernel_cost_q2k_arm > 1.0
+
+
+@pytest.mark.parametrize("profile_name", ["intel-n100-16gb", "rpi4-4gb"])
+def test_q2_k_costs_the_same_per_mac_elsewhere(profile_name: str) -> None:
+    # x86 with AVX2, and an A72 without dot products: one integer rate for every type
+    profile = load_profiles()[profile_name]
+    r = speed.rates(profile, threads=1)
+    assert speed.int_rate(r.int_macs, speed.KERNEL_Q2K, r) == r.int_macs
+    w4, w2 = speed.work(ARCH, Q4_0), speed.work(ARCH, Q2_K)
+    assert w2.macs == w4.macs and w2.kernel == speed.KERNEL_Q2K and w4.kernel == ""
+
+
+def test_memory_bound_q2_k_is_still_priced_by_its_bytes() -> None:
+    # four A76 threads: the memory roof governs both, the smaller file is faster
+    assert _tps("rpi5-8gb", Q2_K, 4) > _tps("rpi5-8gb", Q4_0, 4)
+
+
+def test_the_plan_path_applies_the_same_cost() -> None:
+    profile = replace(load_profiles()["rpi5-8gb"], threads=1)
+    model = ModelSpec(name="m", title="m", arch=ARCH, variants=(Q4_0, Q2_K), default_ctx=4096)
+    choice = choose(model, profile, Request(ctx=128, prefer="speed"))
+    by_name = {c.variant.name: c for c in choice.candidates}
+    for v in (Q4_0, Q2_K):
+        assert by_name[v.name].tokens_per_s == pytest.approx(
+            cost.decode_tokens_per_s(ARCH, v, profile, 64), rel=1e-9)
+    # the fastest is Q4_0, not the smaller Q2_K: speed is not bytes alone
+    assert choice.chosen is not None and choice.chosen.variant.name == "q4_0"
