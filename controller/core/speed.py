@@ -11,7 +11,9 @@ Decode time per token is the slower of two roofs plus a fixed per-layer cost::
 - bandwidth: on a GPU backend the spec sheet times that backend's efficiency; on the CPU, in
   order, the class's published decode bandwidth, the probe's (or a published) measurement
   times ``eta_cpu_measured``, the spec sheet times ``eta_cpu_spec``;
-- compute (CPU only): threads x clock x SIMD bytes per cycle x a kernel efficiency that
+- compute: on a GPU backend its peak matrix rate (a true roof, binding only a weak GPU on
+  wide memory); on the CPU
+  threads x clock x SIMD bytes per cycle x a kernel efficiency that
   depends on whether the ISA has int8 dot-product instructions; float weights get fewer lanes;
   a quantization type whose kernel costs more per MAC on that ISA divides the rate by its
   cost (``kernel_cost``: Q2_K on Arm with dot products); a passively cooled board runs at
@@ -236,9 +238,12 @@ def rates(profile: Profile, *, backend: str | None = None, runtime: str = DEFAUL
         # (tau is stated at 1 GHz; a profile without a GPU clock takes it as is)
         tau = tau_ms / 1000 / (profile.gpu_clock_ghz or 1.0)
         spec = profile.bandwidth_gbps * 1e9
-        gpu_macs = profile.gpu_tflops * 1e12 / 2 * eta_pre
-        return Rates(bandwidth=eta * spec, roof_bandwidth=spec, int_macs=0.0, float_macs=0.0,
-                     layer_overhead_s=tau, prefill_int_macs=gpu_macs,
+        peak_macs = profile.gpu_tflops * 1e12 / 2
+        gpu_macs = peak_macs * eta_pre
+        # decode's compute roof on a GPU is its peak matrix rate, a true roof (no efficiency
+        # to fit): far above the memory roof on every profile here, it binds a weak GPU only
+        return Rates(bandwidth=eta * spec, roof_bandwidth=spec, int_macs=peak_macs,
+                     float_macs=peak_macs, layer_overhead_s=tau, prefill_int_macs=gpu_macs,
                      prefill_float_macs=gpu_macs, calibrated=profile.decode_efficiency)
     bandwidth = cpu_bandwidth(profile, c, use_class_figure)
     roof = (profile.effective_bandwidth_gbps * 1e9) or bandwidth

@@ -70,3 +70,16 @@ def test_the_plan_path_applies_the_same_cost() -> None:
             cost.decode_tokens_per_s(ARCH, v, profile, 64), rel=1e-9)
     # the fastest is Q4_0, not the smaller Q2_K: speed is not bytes alone
     assert choice.chosen is not None and choice.chosen.variant.name == "q4_0"
+
+
+def test_a_gpu_decodes_no_faster_than_its_matrix_rate() -> None:
+    # a Jetson's GPU path: the memory roof governs at its real TFLOPS; a tenth of a TFLOPS
+    # (a weak GPU on the same memory) makes decode compute bound
+    orin = load_profiles()["jetson-orin-nano-8gb"]
+    weak = replace(orin, gpu_tflops=0.1)
+    real_tps = cost.decode_tokens_per_s(ARCH, Q4_0, orin, 64)
+    weak_tps = cost.decode_tokens_per_s(ARCH, Q4_0, weak, 64)
+    r = speed.rates(weak)
+    macs = speed.work(ARCH, Q4_0).macs + speed.work(ARCH, Q4_0).attention_macs_per_position * 64
+    assert weak_tps < real_tps
+    assert 1.0 / weak_tps == pytest.approx(macs / r.int_macs + ARCH.n_layer * r.layer_overhead_s)
