@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent import offload
+
 # ISA features that decide which llama.cpp / onnxruntime kernels run.
 KERNEL_FLAGS = frozenset(
     {
@@ -129,6 +131,8 @@ def installed_runtimes() -> tuple[str, ...]:
             found.append(f"{label} {metadata.version(dist)}")
         except metadata.PackageNotFoundError:
             continue
+        if label == "llama.cpp" and (backends := offload.gpu_backends()):
+            found[-1] += f" {offload.LABEL_PREFIX}{','.join(backends)}"
     return tuple(found)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from agent.errors import ContextLengthExceeded, NotForThisMachine, NotFound
 from agent.lora import check_adapter_fits, read_adapter_header
+from agent.offload import gpu_layers
 from agent.runtimes.base import DEFAULT_TOP_P, GenerationRequest, GenerationStats
 from agent.runtimes.chat import ChatTemplate
 from agent.runtimes.stops import StopScanner
@@ -20,14 +21,16 @@ RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp draws a random seed
 
 class LlamaRuntime:
     def __init__(self, path: Path, n_ctx: int, n_threads: int) -> None:
-        from llama_cpp import Llama
+        import llama_cpp
 
-        self._llm = Llama(
+        self._llm = llama_cpp.Llama(
             model_path=str(path),
             n_ctx=n_ctx,
             n_threads=n_threads,
             n_threads_batch=n_threads,
-            n_gpu_layers=0,
+            # every layer on the GPU when this build can offload (agent.offload): what the
+            # controller predicts for the device's GPU backend
+            n_gpu_layers=gpu_layers(bool(llama_cpp.llama_supports_gpu_offload())),
             verbose=False,
         )
         self._chat: ChatTemplate | None = None

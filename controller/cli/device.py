@@ -10,6 +10,7 @@ import typer
 
 from controller.cli.common import console, db_override, esc, fleet, mib, num, print_json
 from controller.core.groups import check_group_name
+from controller.core.profiles import llama_offload, offload_as_reported
 from controller.errors import UsageError
 
 app = typer.Typer(help="Register and inspect devices.", no_args_is_help=True,
@@ -102,7 +103,8 @@ def list_(
 def show(ctx: typer.Context, name: str,
          as_json: bool = typer.Option(False, "--json")) -> None:
     """Show one device, with its last probed hardware."""
-    d = fleet(ctx).inventory.get_device(name)
+    f = fleet(ctx)
+    d = f.inventory.get_device(name)
     data = {**d.model_dump(), "groups": d.group_names}
     data["probed"] = json.loads(d.probed_json) if d.probed_json else None
     data.pop("probed_json")
@@ -119,6 +121,13 @@ def show(ctx: typer.Context, name: str,
                       f", {probed.get('cores', '?')} cores, RAM "
                       f"{mib(int(probed.get('ramTotalBytes', 0)))}"
                       + (" [yellow](emulated lab profile)[/]" if probed.get("emulated") else ""))
+        runtimes = tuple(probed.get("runtimes", ()))
+        if runtimes:
+            console.print(f"[bold]runtimes[/]: {esc(', '.join(runtimes))}")
+        declared = f.declared_profile(d)
+        note = offload_as_reported(declared, llama_offload(runtimes)).gpu_note if declared else ""
+        if note:
+            console.print(f"[bold]gpu[/]: {esc(declared.gpu if declared else '')}; {esc(note)}")
 
 
 @app.command("label")

@@ -61,6 +61,8 @@ def describe(p: Profile) -> list[tuple[str, str]]:
     if p.decode_bandwidth_gbps:
         bandwidth.append(f"{p.decode_bandwidth_gbps:g} GB/s in CPU decode (published run)")
     gpu = p.gpu or "none"
+    if p.gpu_note:
+        gpu += f"; {p.gpu_note}"
     if p.accelerated:
         gpu += f"; the runtime offloads to it ({p.gpu_backend or 'backend unknown'})"
         gpu += f", {p.gpu_tflops:g} TFLOPS" if p.gpu_tflops else ", TFLOPS unknown"

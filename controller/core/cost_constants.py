@@ -84,7 +84,7 @@ CONSTANTS = CostConstants(
     kappa_decode_dot=0.0704, kappa_prefill_nodot=0.108, kappa_prefill_dot=0.119,
     eta_metal=0.846, tau_metal_ms=0.161, eta_prefill_metal=0.666, eta_cuda=0.642,
     tau_cuda_ms=0.637, eta_prefill_cuda=0.5, eta_opencl=0.824, eta_prefill_opencl=0.3,
-    eta_mlc=0.973, tau_mlc_ms=0.284, eta_mlc_group=0.891, kernel_cost_q2k_arm=1.17,
+    eta_mlc=0.973, tau_mlc_ms=0.284, eta_mlc_group=0.891, kernel_cost_q2k_arm=1.25,
     kappa_moe=0.686,
 )
 

@@ -48,6 +48,7 @@ class Profile:
     bandwidth_method: str = ""  # how bandwidth_measured_gbps was obtained (probe method)
     decode_bandwidth_gbps: float = 0.0  # CPU decode streams this fast on the class (published)
     power_mode: str = ""  # the power mode the numbers are for (Jetson nvpmodel)
+    gpu_note: str = ""  # why a declared GPU offload is not predicted (what the agent reported)
 
     @property
     def usable_bytes(self) -> int:

@@ -88,6 +88,35 @@ def parse_profile(data: dict[str, Any], origin: str) -> Profile:
 
 
 DEFAULT_RESERVE_FRACTION = 0.15
+OFFLOAD_LABEL = "offload="  # the agent's runtime label: "llama.cpp 0.3.36 offload=cuda"
+
+
+def llama_offload(runtimes: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The GPU backends the agent's llama.cpp offloads to, from its runtime labels; None when
+    it reported no llama.cpp (nothing to say), () when it runs on the CPU (an agent before
+    offload support always did)."""
+    for label in runtimes:
+        words = label.split()
+        if words and words[0] == "llama.cpp":
+            return tuple(b for w in words[1:] if w.startswith(OFFLOAD_LABEL)
+                         for b in w.removeprefix(OFFLOAD_LABEL).split(",") if b)
+    return None
+
+
+def offload_as_reported(base: Profile, offload: tuple[str, ...] | None) -> Profile:
+    """``base`` predicted on the GPU backend the agent's llama.cpp really offloads to: a
+    profile that declares offload keeps it when the agent's build has that backend, takes
+    the build's other backend when it has one, and is predicted on the CPU when it has none
+    (saying so in ``gpu_note``)."""
+    if offload is None or not base.accelerated or base.gpu_backend in offload:
+        return base
+    usable = [b for b in offload if b in GPU_BACKENDS]
+    if usable:
+        return replace(base, gpu_backend=usable[0],
+                       gpu_note=f"the agent's llama.cpp offloads to {usable[0]}, not "
+                                f"{base.gpu_backend or 'the declared backend'}")
+    return replace(base, accelerated=False, gpu_backend="",
+                   gpu_note="the agent's llama.cpp has no GPU backend: predicted on the CPU")
 
 
 def overlay_probe(
@@ -105,13 +134,15 @@ def overlay_probe(
     execution_providers: tuple[str, ...] = (),
     decode_efficiency: float = 0.0,
     bandwidth_method: str = "",
+    llama_offload: tuple[str, ...] | None = None,
 ) -> Profile:
     """A device's probed numbers laid over its declared profile: probed values win.
 
     The probe's measured bandwidth becomes the profile's measured figure, which the cost model
     prefers to the spec sheet. An emulated device (``bandwidth_method == "profile"``) only
     echoes its profile's figure back, so that is not taken as a measurement. Without a declared
-    profile the reserve is 15 % of RAM and power is unknown.
+    profile the reserve is 15 % of RAM and power is unknown. ``llama_offload`` (the backends
+    the agent's llama.cpp offloads to) decides whether the GPU path is predicted.
     """
     measured = bandwidth_gbps if bandwidth_method != ECHOED_BANDWIDTH else 0.0
     if base is None:
@@ -120,6 +151,7 @@ def overlay_probe(
                        reserve_bytes=int(ram_bytes * DEFAULT_RESERVE_FRACTION),
                        unified_memory=False, bandwidth_gbps=bandwidth_gbps,
                        bandwidth_measured_gbps=0.0)
+    base = offload_as_reported(base, llama_offload)
     return replace(
         base,
         title=title or base.title,

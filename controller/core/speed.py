@@ -23,8 +23,9 @@ Decode time per token is the slower of two roofs plus a fixed per-layer cost::
 Prefill is compute bound: 2 FLOPs per active parameter per token plus attention over the
 prompt so far, against the CPU's matrix rate or the GPU's peak times its prefill efficiency.
 
-A device calibrated by ``fleet device calibrate`` (``Profile.decode_efficiency``) is predicted
-from its own measurement instead: that share of its bandwidth over the bytes per token.
+A device calibrated by ``fleet device calibrate`` (``Profile.decode_efficiency``) prices its
+bytes from its own measurement instead (that share of its roof bandwidth over the bytes per
+token); the compute roof still applies.
 """
 
 from __future__ import annotations
@@ -82,9 +83,11 @@ class Work:
 # Q2_K Llama-2-7B slower than its Q4_0 with fewer bytes (0.66 vs 0.85 tok/s on a Pi 5, 0.79
 # vs 1.04 on an AGX Orin, 3.82 vs 5.65 on an M2 Ultra; microsoft/T-MAC
 # docs/profiling_data.md, llama.cpp b2794). On x86 (AVX2) no such cost was found (a
-# cache-resident model on this project's CI host decoded Q2_K in 0.79 of Q4_0's time), so
-# the cost applies to Arm only; other types have no published per-type figure and cost 1.
+# 180M-parameter model on this project's CI host decoded Q2_K in 0.73-0.79 of Q4_0's time,
+# bench/kernel_cost.py; T-MAC's Surface Book 3: Q2_K 2.70 vs Q4_0 2.50 tok/s on one thread),
+# so the cost applies to Arm only; other types have no published per-type figure and cost 1.
 KERNEL_Q2K = "q2_k"
+ARM_ARCHES = frozenset({"aarch64", "arm64"})  # Linux and Android say aarch64, macOS arm64
 
 
 def quant_kernel(variant: Variant) -> str:
@@ -261,7 +264,7 @@ def rates(profile: Profile, *, backend: str | None = None, runtime: str = DEFAUL
     lanes = (FLOAT_LANES_FP16 if has_fp16_arithmetic(profile) or kind == "nodot"
              else FLOAT_LANES_FP32)
     kernel_cost = ({KERNEL_Q2K: c.kernel_cost_q2k_arm}
-                   if kind != "nodot" and profile.arch == "aarch64" else {})
+                   if kind != "nodot" and profile.arch in ARM_ARCHES else {})
     return Rates(bandwidth=bandwidth, roof_bandwidth=roof, int_macs=kappa_dec * issue,
                  float_macs=kappa_dec * issue * lanes, layer_overhead_s=0.0,
                  prefill_int_macs=kappa_pre * issue * mm,
@@ -278,15 +281,16 @@ def decode_seconds_at(bytes_: float, macs: float, n_layer: int, is_float: bool,
                       r: Rates, kernel: str = "") -> float:
     """Seconds per token for ``bytes_`` streamed and ``macs`` computed (the roofs, flat: a
     fleet plan calls this for every device and variant)."""
+    rate = r.float_macs if is_float else int_rate(r.int_macs, kernel, r)
+    compute = macs / rate if rate > 0 else 0.0
     if r.calibrated > 0 and r.roof_bandwidth > 0:
-        return bytes_ / (r.calibrated * r.roof_bandwidth)
+        # the device's measured share of its roof prices the bytes (per-layer overheads
+        # included); the compute roof still holds, so a calibration on one variant does not
+        # make a compute-bound one (Q2_K on one Arm core, F16 on an A72) look fast
+        return max(bytes_ / (r.calibrated * r.roof_bandwidth), compute)
     if r.bandwidth <= 0:
         return 0.0
-    t = bytes_ / r.bandwidth
-    rate = r.float_macs if is_float else int_rate(r.int_macs, kernel, r)
-    if rate > 0 and macs / rate > t:
-        t = macs / rate
-    return t + n_layer * r.layer_overhead_s
+    return max(bytes_ / r.bandwidth, compute) + n_layer * r.layer_overhead_s
 
 
 def decode_seconds(w: Work, r: Rates, n_past: int) -> float:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from controller import settings
 from controller.core.models import Profile
-from controller.core.profiles import overlay_probe
+from controller.core.profiles import llama_offload, overlay_probe
 
 if TYPE_CHECKING:
     from agent.rpc import agent_pb2 as pb
@@ -111,6 +111,7 @@ def profile_from_probe(fleet: Fleet, device: Device, probed: pb.HardwareProfile)
         bandwidth_gbps=probed.mem_bandwidth_gbps,
         title=probed.device_model,
         runtimes=tuple(r.split()[0] for r in probed.runtimes),
+        llama_offload=llama_offload(tuple(probed.runtimes)),
         execution_providers=tuple(probed.execution_providers),
         decode_efficiency=device.decode_efficiency or 0.0,
         bandwidth_method=probed.bandwidth_method,

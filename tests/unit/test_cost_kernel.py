@@ -56,8 +56,14 @@ def test_q2_k_costs_the_same_per_mac_elsewhere(profile_name: str) -> None:
 
 
 def test_memory_bound_q2_k_is_still_priced_by_its_bytes() -> None:
-    # four A76 threads: the memory roof governs both, the smaller file is faster
-    assert _tps("rpi5-8gb", Q2_K, 4) > _tps("rpi5-8gb", Q4_0, 4)
+    # enough A76 cores for the memory roof to govern both: the smaller file is faster, by
+    # its bytes (the cost touches the compute roof only)
+    wide = replace(load_profiles()["rpi5-8gb"], cores=32, threads=32)
+    q4 = cost.decode_tokens_per_s(ARCH, Q4_0, wide, 64)
+    q2 = cost.decode_tokens_per_s(ARCH, Q2_K, wide, 64)
+    b4 = cost.bytes_read_per_token(ARCH, Q4_0, 64)
+    b2 = cost.bytes_read_per_token(ARCH, Q2_K, 64)
+    assert q2 / q4 == pytest.approx(b4 / b2, rel=1e-9)
 
 
 def test_the_plan_path_applies_the_same_cost() -> None:
@@ -83,3 +89,20 @@ def test_a_gpu_decodes_no_faster_than_its_matrix_rate() -> None:
     macs = speed.work(ARCH, Q4_0).macs + speed.work(ARCH, Q4_0).attention_macs_per_position * 64
     assert weak_tps < real_tps
     assert 1.0 / weak_tps == pytest.approx(macs / r.int_macs + ARCH.n_layer * r.layer_overhead_s)
+
+
+def test_a_calibrated_device_keeps_the_compute_roof() -> None:
+    # a one-thread Pi 5 calibrated on Q4_0 (0.85 tok/s measured): Q2_K, with fewer bytes, is
+    # still predicted slower (its compute roof), not faster by its bytes (before: +74 %)
+    profile = replace(load_profiles()["rpi5-8gb"], threads=1)
+    roof = cost.bandwidth_roof_tokens_per_s(ARCH, Q4_0, profile, 64)
+    calibrated = replace(profile, decode_efficiency=0.85 / roof)
+    uncalibrated = cost.decode_tokens_per_s(ARCH, Q4_0, profile, 64)  # compute bound, 0.80
+    q4 = cost.decode_tokens_per_s(ARCH, Q4_0, calibrated, 64)
+    assert q4 == pytest.approx(min(0.85, uncalibrated), rel=1e-9)
+    assert cost.decode_tokens_per_s(ARCH, Q2_K, calibrated, 64) < q4
+    # memory bound (four threads), the calibrated variant is predicted at its measurement
+    four = replace(profile, threads=4)
+    share = 2.4 / cost.bandwidth_roof_tokens_per_s(ARCH, Q4_0, four, 64)
+    assert cost.decode_tokens_per_s(ARCH, Q4_0, replace(four, decode_efficiency=share),
+                                    64) == pytest.approx(2.4, rel=1e-9)
