@@ -81,8 +81,8 @@ FITTED = tuple(f.name for f in fields(CostConstants))
 # The fitted values (bench/prediction_error.py --fit; checked by tests/unit/test_cost_fit.py).
 CONSTANTS = CostConstants(
     eta_cpu_measured=0.853, eta_cpu_spec=0.481, kappa_decode_nodot=0.0543,
-    kappa_decode_dot=0.0704, kappa_prefill_nodot=0.108, kappa_prefill_dot=0.119,
-    eta_metal=0.846, tau_metal_ms=0.161, eta_prefill_metal=0.666, eta_cuda=0.642,
+    kappa_decode_dot=0.0704, kappa_prefill_nodot=0.102, kappa_prefill_dot=0.111,
+    eta_metal=0.846, tau_metal_ms=0.161, eta_prefill_metal=0.653, eta_cuda=0.642,
     tau_cuda_ms=0.637, eta_prefill_cuda=0.5, eta_opencl=0.824, eta_prefill_opencl=0.3,
     eta_mlc=0.973, tau_mlc_ms=0.284, eta_mlc_group=0.891, kernel_cost_q2k_arm=1.25,
     kappa_moe=0.686,

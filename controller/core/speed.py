@@ -21,7 +21,8 @@ Decode time per token is the slower of two roofs plus a fixed per-layer cost::
 - tau: kernel launch / synchronisation cost per layer of a GPU backend.
 
 Prefill is compute bound: 2 FLOPs per active parameter per token plus attention over the
-prompt so far, against the CPU's matrix rate or the GPU's peak times its prefill efficiency.
+prompt so far (the output head once per prompt), against the CPU's matrix rate or the GPU's
+peak times its prefill efficiency.
 
 A device calibrated by ``fleet device calibrate`` (``Profile.decode_efficiency``) prices its
 bytes from its own measurement instead (that share of its roof bandwidth over the bytes per
@@ -73,6 +74,7 @@ class Work:
     n_layer: int
     is_float: bool
     kernel: str = ""  # the integer kernel family whose cost may differ by ISA (quant_kernel)
+    head_macs: float = 0.0  # the output head's share of ``macs`` (logits: once per prompt)
 
 
 # Integer kernel families with a cost of their own on some ISAs (``Rates.kernel_cost``).
@@ -184,6 +186,7 @@ def work(arch: Architecture, variant: Variant, c: CostConstants = CONSTANTS) -> 
         n_layer=arch.n_layer,
         is_float=variant.quant.upper() in FLOAT_QUANTS,
         kernel=quant_kernel(variant),
+        head_macs=vocab,
     )
 
 
@@ -306,8 +309,12 @@ def decode_tps(w: Work, r: Rates, n_past: int) -> float:
 
 
 def prefill_macs(w: Work, prompt_tokens: int) -> float:
-    """MACs per prompt token: the linear layers plus attention over half the prompt."""
-    return w.macs + w.attention_macs_per_position * prompt_tokens / 2
+    """MACs per prompt token: the linear layers plus attention over half the prompt, and the
+    output head once for the whole prompt (llama.cpp computes logits for the last prompt
+    token only: a batch without per-token logit flags outputs the last one)."""
+    n = max(prompt_tokens, 1)
+    return (w.macs - w.head_macs + w.head_macs / n
+            + w.attention_macs_per_position * prompt_tokens / 2)
 
 
 def prefill_tps(w: Work, r: Rates, prompt_tokens: int) -> float:

@@ -69,3 +69,16 @@ def test_the_generic_mlc_name_keeps_the_file_average() -> None:
     v = _variant("MLC_Q4F16", size)
     assert speed.output_bits(v) == 0.0
     assert cost.bytes_read_per_token(_arch(True), v, n_past=0) == pytest.approx(size)
+
+
+def test_prefill_computes_the_head_once_per_prompt() -> None:
+    # llama.cpp outputs logits for the last prompt token only: the head's MACs are spread over
+    # the prompt, while decode pays them for every token
+    w = speed.work(_arch(False), _variant("Q4_0", 1_100_000_000))
+    assert w.head_macs == HEAD
+    one = speed.prefill_macs(w, 1)
+    long = speed.prefill_macs(w, 1000)
+    attention = w.attention_macs_per_position * 1000 / 2
+    assert one == pytest.approx(w.macs + w.attention_macs_per_position / 2)
+    assert long == pytest.approx(w.macs - HEAD + HEAD / 1000 + attention)
+    assert long < w.macs  # a 152k-vocabulary head is a fifth of this model's MACs
