@@ -17,6 +17,7 @@ Usage: python bench/kernel_cost.py [--rounds 3] [--tokens 64] [--dir DIR]
 from __future__ import annotations
 
 import argparse
+import platform
 import statistics
 import sys
 import tempfile
@@ -66,6 +67,22 @@ def ms_per_token(path: Path, tokens: int, log: Path) -> float:
     return 1000.0 * elapsed / tokens
 
 
+def host_cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path(
+            "/proc/cpuinfo").exists() else ():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def llama_system_info() -> str:
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info()
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    return f"llama-cpp-python {llama_cpp.__version__}, {' '.join(text.split())}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -84,6 +101,7 @@ def main() -> int:
         base = statistics.median(times["q4_0"])
         print(f"kernel_cost: single-threaded decode, {SPEC.n_layer} x {SPEC.n_embd} x "
               f"{SPEC.n_ff}, median of {args.rounds} rounds of {args.tokens} tokens")
+        print(f"  host: {host_cpu()}; llama.cpp: {llama_system_info()}")
         for t in TYPES:
             ms = statistics.median(times[t])
             size = files[t].stat().st_size / 1e6

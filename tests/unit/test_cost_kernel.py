@@ -106,3 +106,18 @@ def test_a_calibrated_device_keeps_the_compute_roof() -> None:
     share = 2.4 / cost.bandwidth_roof_tokens_per_s(ARCH, Q4_0, four, 64)
     assert cost.decode_tokens_per_s(ARCH, Q4_0, replace(four, decode_efficiency=share),
                                     64) == pytest.approx(2.4, rel=1e-9)
+
+
+def test_a_passively_cooled_board_computes_at_its_throttled_clock() -> None:
+    # one A76 thread is compute bound: a bare board at its sustained 1.5 GHz instead of
+    # 2.4 GHz decodes slower by exactly the clock ratio; memory-bound decode does not change
+    active = replace(load_profiles()["rpi5-8gb"], threads=1, cooling="active")
+    passive = replace(active, cooling="passive")
+    assert passive.throttled_clock_ghz and passive.throttled_clock_ghz < active.clock_ghz
+    fast = cost.decode_tokens_per_s(ARCH, Q4_0, active, 64)
+    slow = cost.decode_tokens_per_s(ARCH, Q4_0, passive, 64)
+    assert fast / slow == pytest.approx(active.clock_ghz / passive.throttled_clock_ghz)
+    wide_active = replace(active, cores=32, threads=32)
+    wide_passive = replace(wide_active, cooling="passive")
+    assert cost.decode_tokens_per_s(ARCH, Q4_0, wide_passive, 64) == pytest.approx(
+        cost.decode_tokens_per_s(ARCH, Q4_0, wide_active, 64))
