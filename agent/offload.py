@@ -7,14 +7,19 @@ process. A runtime offloads every layer when its build can (``n_gpu_layers=-1``)
 controller predicts (its GPU backend's speed, or the CPU's) is what the agent runs.
 
 ``FLEET_AGENT_GPU_LAYERS`` overrides: ``0`` keeps models on the CPU (and the probe then
-reports no offload, so predictions follow), a positive number offloads that many layers.
+reports no offload, so predictions follow), a positive number offloads that many layers
+(predictions still assume all of them), a negative one all. Backends other than these four
+(HIP, SYCL) are not offloaded to unless the setting asks, and then are not predicted.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 ENV = "FLEET_AGENT_GPU_LAYERS"
 # how the probe's runtime label says it: "llama.cpp 0.3.36 offload=cuda" (controller.core.
@@ -30,7 +35,8 @@ def _setting() -> int | None:
     try:
         return int(raw) if raw else None
     except ValueError:
-        return None  # a malformed value is ignored: the build decides
+        log.warning("%s=%r is not a number of layers; ignored (the build decides)", ENV, raw)
+        return None
 
 
 def llama_lib_dir() -> Path | None:
@@ -55,9 +61,11 @@ def gpu_backends(lib_dir: Path | None = None) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-def gpu_layers(supports_offload: bool) -> int:
-    """``n_gpu_layers`` for a model: the setting, else all layers when the build offloads."""
+def gpu_layers(lib_dir: Path | None = None) -> int:
+    """``n_gpu_layers`` for a model: the setting (any negative number: all layers), else all
+    layers when the build has a GPU backend the probe reports (the same test, so the
+    controller's prediction and the runtime agree), else none."""
     setting = _setting()
     if setting is not None:
         return max(setting, -1)
-    return -1 if supports_offload else 0
+    return -1 if gpu_backends(lib_dir) else 0

@@ -21,16 +21,16 @@ RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp draws a random seed
 
 class LlamaRuntime:
     def __init__(self, path: Path, n_ctx: int, n_threads: int) -> None:
-        import llama_cpp
+        from llama_cpp import Llama
 
-        self._llm = llama_cpp.Llama(
+        self._llm = Llama(
             model_path=str(path),
             n_ctx=n_ctx,
             n_threads=n_threads,
             n_threads_batch=n_threads,
-            # every layer on the GPU when this build can offload (agent.offload): what the
-            # controller predicts for the device's GPU backend
-            n_gpu_layers=gpu_layers(bool(llama_cpp.llama_supports_gpu_offload())),
+            # every layer on the GPU when this build has a GPU backend, by the test the probe
+            # reports (agent.offload): what the controller predicts for the device
+            n_gpu_layers=gpu_layers(),
             verbose=False,
         )
         self._chat: ChatTemplate | None = None

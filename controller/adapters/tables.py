@@ -66,6 +66,8 @@ class Device(SQLModel, table=True):
     proxy_jump: str = ""  # [user@]host[:port] of a bastion (or from ~/.ssh/config)
     tls: bool = False  # enrolled: the agent requires the fleet's client certificate
     decode_efficiency: float | None = None  # calibrated share of bandwidth reached in decode
+    # the backend that share was measured on (cpu, cuda, ...; 0011_calibration_backend)
+    decode_efficiency_backend: str = ""
     # the LoRA adapter it serves by default on its model (0008_adapter_rollouts); "" for none
     adapter: str = ""
     adapter_sha256: str = ""

@@ -10,7 +10,6 @@ import typer
 
 from controller.cli.common import console, db_override, esc, fleet, mib, num, print_json
 from controller.core.groups import check_group_name
-from controller.core.profiles import llama_offload, offload_as_reported
 from controller.errors import UsageError
 
 app = typer.Typer(help="Register and inspect devices.", no_args_is_help=True,
@@ -103,16 +102,21 @@ def list_(
 def show(ctx: typer.Context, name: str,
          as_json: bool = typer.Option(False, "--json")) -> None:
     """Show one device, with its last probed hardware."""
+    from controller.services.context import stored_profile
+
     f = fleet(ctx)
     d = f.inventory.get_device(name)
     data = {**d.model_dump(), "groups": d.group_names}
     data["probed"] = json.loads(d.probed_json) if d.probed_json else None
     data.pop("probed_json")
+    profile = stored_profile(f, d)
+    # why a declared GPU is or is not what the cost model predicts with (the agent's build)
+    data["gpu_note"] = profile.gpu_note if profile else ""
     if as_json:
         print_json({"version": 1, **data})
         return
     for key, value in data.items():
-        if key != "probed":
+        if key not in ("probed", "gpu_note"):
             console.print(f"[bold]{key}[/]: {esc(value)}")
     probed = data["probed"]
     if probed:
@@ -124,10 +128,9 @@ def show(ctx: typer.Context, name: str,
         runtimes = tuple(probed.get("runtimes", ()))
         if runtimes:
             console.print(f"[bold]runtimes[/]: {esc(', '.join(runtimes))}")
-        declared = f.declared_profile(d)
-        note = offload_as_reported(declared, llama_offload(runtimes)).gpu_note if declared else ""
-        if note:
-            console.print(f"[bold]gpu[/]: {esc(declared.gpu if declared else '')}; {esc(note)}")
+    if profile is not None and profile.gpu_note:
+        console.print(f"[bold]gpu[/]: {esc(profile.gpu or 'declared GPU')}; "
+                      f"{esc(profile.gpu_note)}")
 
 
 @app.command("label")

@@ -111,8 +111,14 @@ def decode_tokens_per_s(
 
 def bandwidth_roof_tokens_per_s(arch: Architecture, variant: Variant, profile: Profile,
                                 n_past: int) -> float:
-    """Decode speed at 100 % of the device's roof bandwidth: the denominator of calibration."""
-    return decode_tokens_per_s(arch, variant, profile, n_past, efficiency=1.0)
+    """Decode speed at 100 % of the device's roof bandwidth, bytes alone (no compute roof, no
+    per-layer overhead): the denominator of calibration, whose share prices bytes."""
+    if not arch.is_language_model:
+        return 0.0
+    roof = speed.rates(profile).roof_bandwidth
+    w = speed.work(arch, variant)  # the bytes the calibrated prediction divides (MoE inflated)
+    per_token = w.weight_bytes + w.kv_bytes_per_position * n_past
+    return roof / per_token if roof > 0 and per_token > 0 else 0.0
 
 
 def _int_variant(arch: Architecture) -> Variant:

@@ -106,11 +106,19 @@ def llama_offload(runtimes: tuple[str, ...]) -> tuple[str, ...] | None:
 def offload_as_reported(base: Profile, offload: tuple[str, ...] | None) -> Profile:
     """``base`` predicted on the GPU backend the agent's llama.cpp really offloads to: a
     profile that declares offload keeps it when the agent's build has that backend, takes
-    the build's other backend when it has one, and is predicted on the CPU when it has none
-    (saying so in ``gpu_note``)."""
-    if offload is None or not base.accelerated or base.gpu_backend in offload:
+    the build's other backend when it has one (the first in name order), and is predicted on
+    the CPU when it has none; a profile without offload stays on the CPU. ``gpu_note`` says
+    whenever the prediction and the agent's build disagree with the declaration."""
+    if offload is None or (base.accelerated and base.gpu_backend in offload):
         return base
-    usable = [b for b in offload if b in GPU_BACKENDS]
+    usable = [b for b in offload if b in GPU_BACKENDS]  # the agent lists them sorted
+    if not base.accelerated:
+        if not usable:
+            return base
+        return replace(base, gpu_note=(
+            f"the agent's llama.cpp offloads to {usable[0]}, which this profile does not "
+            "declare: predicted on the CPU (declare [gpu] offload and backend in the "
+            "profile, or set FLEET_AGENT_GPU_LAYERS=0 on the device)"))
     if usable:
         return replace(base, gpu_backend=usable[0],
                        gpu_note=f"the agent's llama.cpp offloads to {usable[0]}, not "

@@ -89,7 +89,7 @@ class Work:
 # bench/kernel_cost.py; T-MAC's Surface Book 3: Q2_K 2.70 vs Q4_0 2.50 tok/s on one thread),
 # so the cost applies to Arm only; other types have no published per-type figure and cost 1.
 KERNEL_Q2K = "q2_k"
-ARM_ARCHES = frozenset({"aarch64", "arm64"})  # Linux and Android say aarch64, macOS arm64
+ARM_ARCHES = frozenset({"aarch64", "arm64"})  # Linux, Android: aarch64; macOS arm64, Windows ARM64
 
 
 def quant_kernel(variant: Variant) -> str:
@@ -267,7 +267,7 @@ def rates(profile: Profile, *, backend: str | None = None, runtime: str = DEFAUL
     lanes = (FLOAT_LANES_FP16 if has_fp16_arithmetic(profile) or kind == "nodot"
              else FLOAT_LANES_FP32)
     kernel_cost = ({KERNEL_Q2K: c.kernel_cost_q2k_arm}
-                   if kind != "nodot" and profile.arch in ARM_ARCHES else {})
+                   if kind != "nodot" and profile.arch.lower() in ARM_ARCHES else {})
     return Rates(bandwidth=bandwidth, roof_bandwidth=roof, int_macs=kappa_dec * issue,
                  float_macs=kappa_dec * issue * lanes, layer_overhead_s=0.0,
                  prefill_int_macs=kappa_pre * issue * mm,

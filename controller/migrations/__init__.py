@@ -5,4 +5,4 @@
 loading the migration scripts on every command.
 """
 
-HEAD = "0010_rollout_device_held"
+HEAD = "0011_calibration_backend"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from agent.rpc import agent_pb2 as pb
 from controller.adapters.tables import Measurement
-from controller.core import cost
+from controller.core import cost, speed
 from controller.errors import FleetError, UsageError
 from controller.services.context import Fleet, profile_from_probe
 from controller.services.models import ensure_model
@@ -120,8 +120,9 @@ def calibrate(fleet: Fleet, name: str, runs: int = 3, max_tokens: int = 64,
         prefill_tokens_per_s=_median([s.prefill_tokens_per_s for s in samples]),
         ttft_ms=ttft, predicted_tokens_per_s=before, decode_efficiency=eta,
         peak_rss_bytes=max(r.response.peak_rss_bytes for r in rounds)))
-    if eta > 0:
-        fleet.inventory.update_device(name, decode_efficiency=eta)
+    if eta > 0:  # kept with the backend it was measured on (context.with_calibration)
+        fleet.inventory.update_device(name, decode_efficiency=eta,
+                                      decode_efficiency_backend=speed.backend_of(profile))
     return Calibration(name, model.name, variant.name, len(samples), measured, before,
                        eta * roof, eta, ttft, max(r.response.peak_rss_bytes for r in rounds),
                        rounds[0].response.load_seconds, cold,

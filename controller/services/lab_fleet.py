@@ -80,6 +80,7 @@ def lab_up(fleet: Fleet, count: int, profiles: list[str],
             if old is not None and agents:
                 row.model, row.variant, row.sha256 = old.model, old.variant, old.sha256
                 row.labels_json, row.decode_efficiency = old.labels_json, old.decode_efficiency
+                row.decode_efficiency_backend = old.decode_efficiency_backend
             fleet.inventory.add_device(row, groups=[LAB_GROUP], replace=True)
     except BaseException:
         lab_down(fleet)  # never leave processes running that nothing records

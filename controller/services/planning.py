@@ -13,14 +13,14 @@ from controller.adapters.tables import Device
 from controller.core.models import ModelSpec, Profile
 from controller.core.select import OBJECTIVES, Choice, Request, choose
 from controller.errors import DeviceError, UsageError
-from controller.services.context import Fleet, profile_from_probe
+from controller.services.context import Fleet, profile_from_probe, stored_profile
 
 
 @dataclass(frozen=True)
 class DevicePlan:
     device: Device
     choice: Choice | None
-    profile_source: str  # "probed" | "declared"
+    profile_source: str  # "probed" | "last probe" (agent unreachable) | "declared"
     error: DeviceError | None = None
     probed_json: str = ""  # the agent's GetProfile answer, stored once a deploy succeeds
     measured: dict[str, float] = field(default_factory=dict)  # variant -> measured tok/s
@@ -48,6 +48,9 @@ def device_profile(fleet: Fleet, device: Device) -> ProfileLookup:
             probed = client.get_profile()
             store = client.get_store()
     except DeviceError as exc:
+        stored = stored_profile(fleet, device) if device.probed_json else None
+        if stored is not None:
+            return ProfileLookup(stored, "last probe", exc, device.probed_json)
         return ProfileLookup(fleet.declared_profile(device), "declared", exc)
     return ProfileLookup(profile_from_probe(fleet, device, probed), "probed", None,
                          json.dumps(MessageToDict(probed)), frozenset(store.blobs),

@@ -8,18 +8,14 @@ cost model from the device's last probed (or declared) profile and stores that a
 
 from __future__ import annotations
 
-import json
-
-from google.protobuf.json_format import ParseDict
 from sqlmodel import Session, col, select
 
-from agent.rpc import agent_pb2 as pb
 from controller.adapters.data_files import load_model
 from controller.adapters.tables import Device, PlanPrediction
-from controller.core.models import ModelSpec, Profile
+from controller.core.models import ModelSpec
 from controller.core.select import Request, choose
 from controller.errors import FleetError
-from controller.services.context import Fleet, profile_from_probe
+from controller.services.context import Fleet, stored_profile
 from controller.services.planning import DevicePlan
 
 PROMPT_TOKENS = 128  # the prompt length `fleet plan` predicts TTFT for by default
@@ -48,17 +44,6 @@ def record_plan(fleet: Fleet, rollout: str, model: str, plans: list[DevicePlan],
     return len(rows)
 
 
-def _profile(fleet: Fleet, device: Device) -> Profile | None:
-    if device.probed_json:
-        try:
-            probed = ParseDict(json.loads(device.probed_json), pb.HardwareProfile(),
-                               ignore_unknown_fields=True)
-            return profile_from_probe(fleet, device, probed)
-        except (ValueError, TypeError):
-            pass
-    return fleet.declared_profile(device)
-
-
 def estimate(fleet: Fleet, device: Device, model: str, variant: str,
              specs: dict[str, ModelSpec | None] | None = None) -> PlanPrediction | None:
     """The cost model's prediction for ``variant`` on this device, or None when the model or
@@ -72,7 +57,7 @@ def estimate(fleet: Fleet, device: Device, model: str, variant: str,
     spec = specs[model]
     if spec is None:
         return None
-    profile = _profile(fleet, device)
+    profile = stored_profile(fleet, device)
     if profile is None:
         return None
     choice = choose(spec, profile, Request(ctx=spec.default_ctx, prompt_tokens=PROMPT_TOKENS),

@@ -121,3 +121,16 @@ def test_a_passively_cooled_board_computes_at_its_throttled_clock() -> None:
     wide_passive = replace(wide_active, cooling="passive")
     assert cost.decode_tokens_per_s(ARCH, Q4_0, wide_passive, 64) == pytest.approx(
         cost.decode_tokens_per_s(ARCH, Q4_0, wide_active, 64))
+
+
+def test_calibration_divides_by_the_bytes_roof_alone() -> None:
+    # a compute-bound calibration (one A76 thread) stores a small share of bandwidth, not a
+    # share of the compute roof (which would read as ~1.0 and over-predict every
+    # memory-bound variant afterwards)
+    one = replace(load_profiles()["rpi5-8gb"], threads=1)
+    four = replace(one, threads=4)
+    roof = cost.bandwidth_roof_tokens_per_s(ARCH, Q4_0, one, 64)
+    assert roof == cost.bandwidth_roof_tokens_per_s(ARCH, Q4_0, four, 64)
+    assert roof == pytest.approx(
+        speed.rates(one).roof_bandwidth / cost.bytes_read_per_token(ARCH, Q4_0, 64))
+    assert 0.85 / roof < 0.5

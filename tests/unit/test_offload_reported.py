@@ -7,6 +7,8 @@ why, not the GPU's.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from controller.adapters.data_files import load_profiles
@@ -80,3 +82,27 @@ def test_device_show_says_a_declared_gpu_is_not_used(cli: Cli) -> None:
     assert "the agent's llama.cpp has no GPU backend: predicted on the CPU" in shown.out
     shown = cli("device", "show", "j2")
     assert "offload=cuda" in shown.out and "predicted on the CPU" not in shown.out
+
+
+def test_the_probe_s_runtime_label_reaches_the_plan_and_a_cpu_calibration_stays_on_the_cpu(
+        home: Path) -> None:
+    from agent.rpc import agent_pb2 as pb
+    from controller.adapters.tables import Device
+    from controller.services.context import Fleet, profile_from_probe
+
+    fleet = Fleet.open()
+    orin = load_profiles()["jetson-orin-nano-8gb"]
+
+    def probe(*runtimes: str) -> pb.HardwareProfile:
+        return pb.HardwareProfile(arch="aarch64", cores=6, cpu_flags=list(orin.isa),
+                                  ram_total_bytes=orin.ram_bytes, runtimes=list(runtimes))
+
+    calibrated_on_cpu = Device(name="j1", host="192.0.2.9", profile=orin.name,
+                               decode_efficiency=0.4, decode_efficiency_backend="cpu")
+    cpu = profile_from_probe(fleet, calibrated_on_cpu, probe("llama.cpp 0.3.36"))
+    assert not cpu.accelerated and cpu.decode_efficiency == 0.4  # measured on the CPU: used
+    gpu = profile_from_probe(fleet, calibrated_on_cpu, probe("llama.cpp 0.3.36 offload=cuda"))
+    assert gpu.accelerated and gpu.gpu_backend == "cuda"
+    assert gpu.decode_efficiency == 0.0  # a CPU share says nothing of the GPU path
+    legacy = Device(name="j2", host="192.0.2.10", profile=orin.name, decode_efficiency=0.4)
+    assert profile_from_probe(fleet, legacy, probe("llama.cpp 0.3.36")).decode_efficiency == 0.4
