@@ -141,13 +141,11 @@ def prefill_tokens_per_s(arch: Architecture, profile: Profile, variant: Variant 
 
 def ttft_ms(arch: Architecture, profile: Profile, prompt_tokens: int,
             variant: Variant | None = None) -> float:
-    """Predicted time to first token: the prompt's prefill plus one decode step; 0 when the
-    profile says nothing about its compute."""
+    """Predicted time to first token: the prompt's prefill (the first token is sampled from
+    the last prompt token's logits, as llama.cpp's generate loop does: no decode step comes
+    before it); 0 when the profile says nothing about its compute."""
     tps = prefill_tokens_per_s(arch, profile, variant, prompt_tokens)
-    if tps <= 0:
-        return 0.0
-    first = decode_tokens_per_s(arch, variant, profile, prompt_tokens) if variant else 0.0
-    return 1000.0 * (prompt_tokens / tps + (1.0 / first if first > 0 else 0.0))
+    return 1000.0 * prompt_tokens / tps if tps > 0 else 0.0
 
 
 def energy_per_token_j(tokens_per_s: float, profile: Profile) -> float:

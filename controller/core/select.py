@@ -210,8 +210,8 @@ def _speeds(model: ModelSpec, profile: Profile, req: Request,
         tps = 1.0 / t if t > 0 else 0.0
         pre = (rates.prefill_float_macs if is_float
                else speed.int_rate(rates.prefill_int_macs, kernel, rates))
-        # TTFT: the prompt's prefill plus the first decoded token
-        ttft = 1000.0 * (prompt * f.prefill_macs / pre + t) if pre > 0 else 0.0
+        # TTFT: the prompt's prefill; the first token comes from its last logits
+        ttft = 1000.0 * prompt * f.prefill_macs / pre if pre > 0 else 0.0
         out.append((tps, load_w / tps if tps > 0 and load_w > 0 else 0.0, ttft))
     return out
 

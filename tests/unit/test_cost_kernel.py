@@ -134,3 +134,15 @@ def test_calibration_divides_by_the_bytes_roof_alone() -> None:
     assert roof == pytest.approx(
         speed.rates(one).roof_bandwidth / cost.bytes_read_per_token(ARCH, Q4_0, 64))
     assert 0.85 / roof < 0.5
+
+
+def test_ttft_is_the_prefill_and_the_plan_agrees() -> None:
+    # the first token is sampled from the prompt's last logits: no decode step before it
+    profile = load_profiles()["rpi5-8gb"]
+    model = ModelSpec(name="m", title="m", arch=ARCH, variants=(Q4_0, Q2_K), default_ctx=4096)
+    choice = choose(model, profile, Request(ctx=4096, prompt_tokens=256))
+    for cand in choice.candidates:
+        prefill = cost.prefill_tokens_per_s(ARCH, profile, cand.variant, 256)
+        assert cand.ttft_ms == pytest.approx(1000.0 * 256 / prefill, rel=1e-9)
+        assert cand.ttft_ms == pytest.approx(cost.ttft_ms(ARCH, profile, 256, cand.variant),
+                                             rel=1e-9)
