@@ -68,11 +68,11 @@ def ms_per_token(path: Path, tokens: int, log: Path) -> float:
 
 
 def host_cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path(
-            "/proc/cpuinfo").exists() else ():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines
+                  if line.startswith("model name")), "")
+    return model or platform.processor() or platform.machine()
 
 
 def llama_system_info() -> str:

@@ -9,7 +9,7 @@ points the selector, calibration and planning use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from controller.core import speed
 from controller.core.cost_constants import CONSTANTS, KV_BYTES_PER_ELEMENT, CostConstants
@@ -85,27 +85,23 @@ def estimate_memory(arch: Architecture, variant: Variant, ctx: int) -> MemoryEst
 def bytes_read_per_token(arch: Architecture, variant: Variant, n_past: int) -> float:
     """Weights streamed per token (active experts only, no untied input embedding) plus the KV
     cache read at position ``n_past``: the physical bytes, before any efficiency."""
-    w = speed.work(arch, variant, CostConstants(kappa_moe=1.0))
-    return w.weight_bytes + w.kv_bytes_per_position * n_past
+    return speed.work(arch, variant, CostConstants(kappa_moe=1.0)).bytes_at(n_past)
 
 
 def decode_tokens_per_s(
-    arch: Architecture, variant: Variant, profile: Profile, n_past: int,
-    efficiency: float | None = None, *, backend: str | None = None,
+    arch: Architecture, variant: Variant, profile: Profile, n_past: int, *,
+    backend: str | None = None,
     runtime: str = speed.DEFAULT_RUNTIME, threads: int = 0,
     constants: CostConstants = CONSTANTS,
 ) -> float:
     """Predicted decode tokens/s at context position ``n_past`` (0 when unknown).
 
-    ``efficiency`` forces a share of the roof bandwidth (what calibration measured);
     ``backend``/``runtime``/``threads`` override what the profile implies.
     """
     if not arch.is_language_model:
         return 0.0
     r = speed.rates(profile, backend=backend, runtime=speed.kernel_family(runtime, variant),
                     threads=threads, c=constants)
-    if efficiency is not None:
-        r = replace(r, calibrated=efficiency)
     return speed.decode_tps(speed.work(arch, variant, constants), r, n_past)
 
 
@@ -116,8 +112,8 @@ def bandwidth_roof_tokens_per_s(arch: Architecture, variant: Variant, profile: P
     if not arch.is_language_model:
         return 0.0
     roof = speed.rates(profile).roof_bandwidth
-    w = speed.work(arch, variant)  # the bytes the calibrated prediction divides (MoE inflated)
-    per_token = w.weight_bytes + w.kv_bytes_per_position * n_past
+    # the bytes the calibrated prediction divides (MoE inflated)
+    per_token = speed.work(arch, variant).bytes_at(n_past)
     return roof / per_token if roof > 0 and per_token > 0 else 0.0
 
 

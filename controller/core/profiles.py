@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from controller.core.models import MIB, Profile
+from controller.core.speed import backend_of
 from controller.core.validation import Fields
 from controller.errors import InvalidData
 
@@ -141,6 +142,7 @@ def overlay_probe(
     runtimes: tuple[str, ...] = (),
     execution_providers: tuple[str, ...] = (),
     decode_efficiency: float = 0.0,
+    calibration_backend: str = "",
     bandwidth_method: str = "",
     llama_offload: tuple[str, ...] | None = None,
 ) -> Profile:
@@ -150,7 +152,10 @@ def overlay_probe(
     prefers to the spec sheet. An emulated device (``bandwidth_method == "profile"``) only
     echoes its profile's figure back, so that is not taken as a measurement. Without a declared
     profile the reserve is 15 % of RAM and power is unknown. ``llama_offload`` (the backends
-    the agent's llama.cpp offloads to) decides whether the GPU path is predicted.
+    the agent's llama.cpp offloads to) decides whether the GPU path is predicted; a calibrated
+    ``decode_efficiency`` applies only on the backend it was measured on
+    (``calibration_backend``; "" = cpu, as every calibration before offload support was): a
+    CPU share says nothing of the GPU path.
     """
     measured = bandwidth_gbps if bandwidth_method != ECHOED_BANDWIDTH else 0.0
     if base is None:
@@ -160,6 +165,8 @@ def overlay_probe(
                        unified_memory=False, bandwidth_gbps=bandwidth_gbps,
                        bandwidth_measured_gbps=0.0)
     base = offload_as_reported(base, llama_offload)
+    if (calibration_backend or "cpu") != backend_of(base):
+        decode_efficiency = 0.0
     return replace(
         base,
         title=title or base.title,

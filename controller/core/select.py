@@ -178,9 +178,7 @@ def variant_costs(model: ModelSpec, req: Request) -> dict[str, VariantCost]:
         w = speed.work(model.arch, v)
         out[v.name] = VariantCost(
             memory, w, cost.bytes_read_per_token(model.arch, v, n_past), memory.total,
-            w.weight_bytes + w.kv_bytes_per_position * n_past,
-            w.macs + w.attention_macs_per_position * n_past,
-            speed.prefill_macs(w, req.prompt_tokens))
+            w.bytes_at(n_past), w.macs_at(n_past), speed.prefill_macs(w, req.prompt_tokens))
     return out
 
 
@@ -208,8 +206,7 @@ def _speeds(model: ModelSpec, profile: Profile, req: Request,
         t = speed.decode_seconds_at(f.decode_bytes, f.decode_macs, n_layer, is_float, rates,
                                     kernel)
         tps = 1.0 / t if t > 0 else 0.0
-        pre = (rates.prefill_float_macs if is_float
-               else speed.int_rate(rates.prefill_int_macs, kernel, rates))
+        pre = speed.prefill_rate(rates, is_float, kernel)
         # TTFT: the prompt's prefill; the first token comes from its last logits
         ttft = 1000.0 * prompt * f.prefill_macs / pre if pre > 0 else 0.0
         out.append((tps, load_w / tps if tps > 0 and load_w > 0 else 0.0, ttft))

@@ -76,6 +76,14 @@ class Work:
     kernel: str = ""  # the integer kernel family whose cost may differ by ISA (quant_kernel)
     head_macs: float = 0.0  # the output head's share of ``macs`` (logits: once per prompt)
 
+    def bytes_at(self, n_past: int) -> float:
+        """Bytes a decoded token streams at context position ``n_past``."""
+        return self.weight_bytes + self.kv_bytes_per_position * n_past
+
+    def macs_at(self, n_past: int) -> float:
+        """MACs a decoded token computes at context position ``n_past``."""
+        return self.macs + self.attention_macs_per_position * n_past
+
 
 # Integer kernel families with a cost of their own on some ISAs (``Rates.kernel_cost``).
 # Without int8 dot products every integer type costs about the same per value (Cortex-A72,
@@ -280,6 +288,11 @@ def int_rate(rate: float, kernel: str, r: Rates) -> float:
     return rate / r.kernel_cost[kernel] if kernel and kernel in r.kernel_cost else rate
 
 
+def prefill_rate(r: Rates, is_float: bool, kernel: str) -> float:
+    """MAC/s of prefill for float or integer weights of kernel family ``kernel``."""
+    return r.prefill_float_macs if is_float else int_rate(r.prefill_int_macs, kernel, r)
+
+
 def decode_seconds_at(bytes_: float, macs: float, n_layer: int, is_float: bool,
                       r: Rates, kernel: str = "") -> float:
     """Seconds per token for ``bytes_`` streamed and ``macs`` computed (the roofs, flat: a
@@ -298,9 +311,8 @@ def decode_seconds_at(bytes_: float, macs: float, n_layer: int, is_float: bool,
 
 def decode_seconds(w: Work, r: Rates, n_past: int) -> float:
     """Seconds per decoded token at context position ``n_past``; 0 when unknown."""
-    return decode_seconds_at(w.weight_bytes + w.kv_bytes_per_position * n_past,
-                             w.macs + w.attention_macs_per_position * n_past,
-                             w.n_layer, w.is_float, r, w.kernel)
+    return decode_seconds_at(w.bytes_at(n_past), w.macs_at(n_past), w.n_layer, w.is_float, r,
+                             w.kernel)
 
 
 def decode_tps(w: Work, r: Rates, n_past: int) -> float:
@@ -319,5 +331,5 @@ def prefill_macs(w: Work, prompt_tokens: int) -> float:
 
 def prefill_tps(w: Work, r: Rates, prompt_tokens: int) -> float:
     """Prompt tokens per second for a prompt of ``prompt_tokens``; 0 when unknown."""
-    rate = r.prefill_float_macs if w.is_float else int_rate(r.prefill_int_macs, w.kernel, r)
+    rate = prefill_rate(r, w.is_float, w.kernel)
     return rate / prefill_macs(w, prompt_tokens) if rate > 0 else 0.0

@@ -120,7 +120,7 @@ def calibrate(fleet: Fleet, name: str, runs: int = 3, max_tokens: int = 64,
         prefill_tokens_per_s=_median([s.prefill_tokens_per_s for s in samples]),
         ttft_ms=ttft, predicted_tokens_per_s=before, decode_efficiency=eta,
         peak_rss_bytes=max(r.response.peak_rss_bytes for r in rounds)))
-    if eta > 0:  # kept with the backend it was measured on (context.with_calibration)
+    if eta > 0:  # kept with the backend it was measured on (profiles.overlay_probe)
         fleet.inventory.update_device(name, decode_efficiency=eta,
                                       decode_efficiency_backend=speed.backend_of(profile))
     return Calibration(name, model.name, variant.name, len(samples), measured, before,

@@ -7,13 +7,11 @@ the database never loads paramiko, gRPC or the PKI (see bench/cli_startup.py).
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from controller import settings
 from controller.core.models import Profile
 from controller.core.profiles import llama_offload, overlay_probe
-from controller.core.speed import backend_of
 
 if TYPE_CHECKING:
     from agent.rpc import agent_pb2 as pb
@@ -102,7 +100,7 @@ def profile_from_probe(fleet: Fleet, device: Device, probed: pb.HardwareProfile)
     base = fleet.declared_profile(device)
     if base is None and probed.profile:
         base = fleet.profiles.get(probed.profile)
-    merged = overlay_probe(
+    return overlay_probe(
         base,
         device.name,
         arch=probed.arch,
@@ -115,18 +113,10 @@ def profile_from_probe(fleet: Fleet, device: Device, probed: pb.HardwareProfile)
         runtimes=tuple(r.split()[0] for r in probed.runtimes),
         llama_offload=llama_offload(tuple(probed.runtimes)),
         execution_providers=tuple(probed.execution_providers),
+        decode_efficiency=device.decode_efficiency or 0.0,
+        calibration_backend=device.decode_efficiency_backend,
         bandwidth_method=probed.bandwidth_method,
     )
-    return with_calibration(merged, device)
-
-
-def with_calibration(profile: Profile, device: Device) -> Profile:
-    """``profile`` with the device's calibrated decode share, when it was measured on the
-    backend the profile is predicted on (a CPU measurement says nothing of the GPU path)."""
-    share = device.decode_efficiency or 0.0
-    if share <= 0 or (device.decode_efficiency_backend or "cpu") != backend_of(profile):
-        return profile
-    return replace(profile, decode_efficiency=share)
 
 
 def stored_profile(fleet: Fleet, device: Device) -> Profile | None:

@@ -48,10 +48,8 @@ def device_profile(fleet: Fleet, device: Device) -> ProfileLookup:
             probed = client.get_profile()
             store = client.get_store()
     except DeviceError as exc:
-        stored = stored_profile(fleet, device) if device.probed_json else None
-        if stored is not None:
-            return ProfileLookup(stored, "last probe", exc, device.probed_json)
-        return ProfileLookup(fleet.declared_profile(device), "declared", exc)
+        source = "last probe" if device.probed_json else "declared"
+        return ProfileLookup(stored_profile(fleet, device), source, exc, device.probed_json)
     return ProfileLookup(profile_from_probe(fleet, device, probed), "probed", None,
                          json.dumps(MessageToDict(probed)), frozenset(store.blobs),
                          store.disk_free_bytes + store.reclaimable_bytes,
